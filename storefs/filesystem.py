@@ -1,0 +1,557 @@
+"""StoreFS: the path-level filesystem over one ObjectStore. It never imports fusepy.
+
+Every method takes mount paths (`/a/b`) and raises `storefs.errors` classes; `fuse_ops.py` turns them
+into errnos. What each operation promises is written in SEMANTICS.md.
+
+Locking: `_table_lock` guards the path→OpenFile and fh→Handle tables and is held only for table
+updates. Then `OpenFile.lock` guards one file. No request is made while `_table_lock` is held.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import os
+import shutil
+import stat
+import threading
+
+from .attrs import Attrs, Defaults, carried_meta, implicit_dir_attrs, meta_from_attrs, now_ns
+from .errors import (AlreadyExists, InvalidArgument, IsADirectory, NotADirectory, NotEmpty, NotFound,
+                     NotPermitted, NotSupported, ReadOnly, StoreError)
+from .namespace import CacheSettings, Entry, Namespace
+from .openfiles import Handle, OpenFile, Staging
+from .options import MountOptions
+from .paths import KeyMap, basename, check_path, is_within, parent
+from .reader import RangeReader
+from .store import ObjectStore, iter_list
+from .uploader import UploadSettings, upload_file
+
+log = logging.getLogger(__name__)
+
+SYMLINK_MAX = 4096
+
+
+class StoreFS:
+    def __init__(self, store: ObjectStore, prefix: str, options: MountOptions, staging: Staging) -> None:
+        self.store = store
+        self.keys = KeyMap.for_prefix(prefix)
+        self.options = options
+        self.defaults = Defaults(uid=options.uid, gid=options.gid, file_mode=0o666 & ~options.umask,
+                                 dir_mode=0o777 & ~options.umask)
+        self.ns = Namespace(store, self.keys, self.defaults,
+                            CacheSettings(options.attr_ttl, options.dir_ttl, options.neg_ttl))
+        self.staging = staging
+        self.upload_settings = UploadSettings(part_size=options.part_size, workers=options.upload_workers)
+        self._table_lock = threading.Lock()
+        self._files: dict[str, OpenFile] = {}
+        self._handles: dict[int, Handle] = {}
+        self._next_fh = itertools.count(1)
+        # The mount root has no object to keep attributes in; chmod/utimens on it last this session.
+        self._root_attrs = implicit_dir_attrs(self.defaults, now_ns())
+
+    # ------------------------------------------------------------------------------------------
+    # lookups
+
+    def _open_file(self, path: str) -> OpenFile | None:
+        with self._table_lock:
+            return self._files.get(path)
+
+    def _entry(self, path: str) -> Entry:
+        return self.ns.lookup(path)
+
+    def getattr(self, path: str, fh: int | None = None) -> Attrs:
+        check_path(path)
+        if fh is not None and fh in self._handles:
+            return self._handles[fh].file.current_attrs()
+        if path == "/":
+            return self._root_attrs.copy()
+        opened = self._open_file(path)
+        if opened is not None and (opened.staged or opened.info is None):
+            return opened.current_attrs()
+        return self._entry(path).attrs
+
+    def getattr_etag(self, path: str) -> str | None:
+        """The ETag of the remote object behind `path`, or None while it is staged or has none."""
+        opened = self._open_file(path)
+        if opened is not None and (opened.staged or opened.dirty):
+            return None
+        entry = self._entry(path)
+        return entry.info.etag if entry.info is not None else None
+
+    def _require_dir(self, path: str) -> None:
+        if path == "/":
+            return
+        if self._open_file(path) is not None:
+            raise NotADirectory(path)
+        if not self._entry(path).is_dir:
+            raise NotADirectory(path)
+
+    def _exists(self, path: str) -> bool:
+        if path == "/" or self._open_file(path) is not None:
+            return True
+        try:
+            self._entry(path)
+            return True
+        except NotFound:
+            return False
+
+    def _writable(self) -> None:
+        if self.options.read_only:
+            raise ReadOnly("mounted read-only")
+
+    def readdir(self, path: str) -> list[str]:
+        check_path(path)
+        self._require_dir(path)
+        names = set(self.ns.listdir(path))
+        with self._table_lock:
+            for opened in self._files.values():
+                if parent(opened.path) == path:
+                    names.add(basename(opened.path))
+        return sorted(names)
+
+    def readlink(self, path: str) -> str:
+        entry = self._entry(path)
+        if not entry.attrs.is_symlink or entry.info is None:
+            raise InvalidArgument(f"{path} is not a symbolic link")
+        data = self.store.read_range(entry.info.key, 0, SYMLINK_MAX)
+        return data.decode("utf-8", "surrogateescape")
+
+    # ------------------------------------------------------------------------------------------
+    # directories
+
+    def _check_new(self, path: str) -> None:
+        """`path` may be created: its parent is a directory and nothing is there yet."""
+        check_path(path)
+        if path == "/":
+            raise AlreadyExists("/")
+        self._require_dir(parent(path))
+        if self._exists(path):
+            raise AlreadyExists(path)
+
+    def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
+        self._writable()
+        self._check_new(path)
+        attrs = Attrs(mode=stat.S_IFDIR | stat.S_IMODE(mode), size=0, uid=uid, gid=gid,
+                      mtime_ns=now_ns(), ctime_ns=now_ns())
+        info = self.store.put(self.keys.dir_key(path), io.BytesIO(b""), 0, meta_from_attrs(attrs))
+        self.ns.remember(path, Entry(attrs, info))
+
+    def _has_children(self, path: str) -> bool:
+        dir_key = self.keys.dir_key(path)
+        page = self.store.list(dir_key, delimiter="/", limit=2)
+        if page.prefixes or any(o.key != dir_key for o in page.objects):
+            return True
+        with self._table_lock:
+            return any(is_within(p, path) and p != path for p in self._files)
+
+    def rmdir(self, path: str) -> None:
+        self._writable()
+        check_path(path)
+        if path == "/":
+            raise NotPermitted("cannot remove the mount root")
+        entry = self._entry(path)
+        if not entry.is_dir:
+            raise NotADirectory(path)
+        if self._has_children(path):
+            raise NotEmpty(path)
+        self.store.delete(self.keys.dir_key(path))
+        self.ns.forget_tree(path)
+        self.ns.forget(path, gone=True)
+
+    # ------------------------------------------------------------------------------------------
+    # files: open, read, write, close
+
+    def _new_handle(self, opened: OpenFile, writable: bool, append: bool) -> int:
+        handle = Handle(opened, writable, append)
+        if not writable and not opened.staged and opened.info is not None:
+            handle.reader = RangeReader(self.store, opened.key, opened.info.size, opened.info.etag,
+                                        self.options.read_ahead)
+        with self._table_lock:
+            fh = next(self._next_fh)
+            self._handles[fh] = handle
+            opened.refs += 1
+        return fh
+
+    def _get_or_open(self, path: str, entry: Entry | None) -> OpenFile:
+        with self._table_lock:
+            opened = self._files.get(path)
+            if opened is None:
+                assert entry is not None
+                opened = OpenFile(path=path, key=self.keys.key(path), attrs=entry.attrs.copy(), info=entry.info)
+                self._files[path] = opened
+            return opened
+
+    def create(self, path: str, mode: int, uid: int, gid: int, flags: int) -> int:
+        self._writable()
+        check_path(path)
+        self._require_dir(parent(path))
+        if self._exists(path):
+            if flags & os.O_EXCL:
+                raise AlreadyExists(path)
+            return self.open(path, flags | os.O_TRUNC)
+        self.staging.check_room(0)
+        attrs = Attrs(mode=stat.S_IFREG | stat.S_IMODE(mode), size=0, uid=uid, gid=gid,
+                      mtime_ns=now_ns(), ctime_ns=now_ns())
+        opened = OpenFile(path=path, key=self.keys.key(path), attrs=attrs, info=None, meta_dirty=True)
+        opened.stage_empty(self.staging)
+        with self._table_lock:
+            if path in self._files:  # lost a race with another create: use theirs
+                opened.discard_staged()
+                opened = self._files[path]
+            else:
+                self._files[path] = opened
+        self.ns.forget(path)
+        return self._new_handle(opened, True, bool(flags & os.O_APPEND))
+
+    def open(self, path: str, flags: int) -> int:
+        check_path(path)
+        accmode = flags & os.O_ACCMODE
+        writable = accmode in (os.O_WRONLY, os.O_RDWR)
+        if writable or flags & os.O_TRUNC:
+            self._writable()
+        opened = self._open_file(path)
+        entry = None
+        if opened is None:
+            entry = self._entry(path)
+            if entry.is_dir:
+                raise IsADirectory(path)
+            if entry.attrs.is_symlink:
+                raise NotSupported(f"{path} is a symbolic link")
+        opened = self._get_or_open(path, entry)
+        try:
+            if flags & os.O_TRUNC:
+                with opened.lock:
+                    if opened.staged:
+                        opened.truncate(0)
+                    else:
+                        opened.stage_empty(self.staging)
+            elif writable:
+                opened.stage_from_remote(self.staging, self.store)
+        except BaseException:
+            self._drop_if_unused(opened)
+            raise
+        return self._new_handle(opened, writable, bool(flags & os.O_APPEND))
+
+    def _drop_if_unused(self, opened: OpenFile) -> None:
+        with self._table_lock:
+            if opened.refs == 0 and self._files.get(opened.path) is opened:
+                del self._files[opened.path]
+
+    def _handle(self, fh: int) -> Handle:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise StoreError(f"bad file handle {fh}") from None
+
+    def read(self, fh: int, size: int, offset: int) -> bytes:
+        handle = self._handle(fh)
+        opened = handle.file
+        if opened.staged:
+            return opened.read_staged(size, offset)
+        if handle.reader is None:
+            if opened.info is None:
+                return b""
+            handle.reader = RangeReader(self.store, opened.key, opened.info.size, opened.info.etag,
+                                        self.options.read_ahead)
+        return handle.reader.read(offset, size)
+
+    def write(self, fh: int, data: bytes, offset: int) -> int:
+        handle = self._handle(fh)
+        if not handle.writable:
+            raise StoreError("file not open for writing")
+        opened = handle.file
+        if not opened.staged:
+            opened.stage_from_remote(self.staging, self.store)
+        return opened.write(data, offset, handle.append)
+
+    def _upload(self, opened: OpenFile) -> None:
+        """Upload a dirty open file now (single PUT or multipart by size). Raises on failure."""
+        with opened.lock:
+            if opened.unlinked or not opened.dirty:
+                return
+            attrs = opened.current_attrs()
+            old_meta = carried_meta(opened.info.meta) if opened.info else {}
+            meta = meta_from_attrs(attrs, old_meta)
+            if opened.data_dirty or opened.info is None:
+                assert opened.staged_path is not None
+                info = upload_file(self.store, opened.key, opened.staged_path, meta, self.upload_settings)
+            else:
+                info = self.store.set_meta(opened.key, meta)
+            opened.info = info
+            opened.data_dirty = opened.meta_dirty = False
+            self.ns.remember(opened.path, Entry(attrs, info))
+
+    def flush(self, fh: int) -> None:
+        handle = self._handle(fh)
+        if handle.writable:
+            self._upload(handle.file)
+
+    def fsync(self, fh: int) -> None:
+        self._upload(self._handle(fh).file)
+
+    def release(self, fh: int) -> None:
+        with self._table_lock:
+            handle = self._handles.pop(fh, None)
+            if handle is None:
+                return
+            opened = handle.file
+            opened.refs -= 1
+            last = opened.refs == 0
+        if handle.reader is not None:
+            handle.reader.close()
+        if not last:
+            return
+        try:
+            self._upload(opened)
+        except Exception as exc:
+            log.error("upload of %s failed: %s; its data is kept at %s", opened.path, exc, opened.staged_path)
+            with self._table_lock:
+                if self._files.get(opened.path) is opened:
+                    del self._files[opened.path]
+            self.ns.forget(opened.path)
+            return
+        self._drop_if_unused(opened)
+        opened.discard_staged()
+
+    def pending_uploads(self) -> list[str]:
+        with self._table_lock:
+            return [p for p, f in self._files.items() if f.dirty and not f.unlinked]
+
+    def flush_all(self) -> list[tuple[str, Exception]]:
+        """Upload every dirty open file (at unmount). Returns the failures."""
+        with self._table_lock:
+            files = list(self._files.values())
+        failures = []
+        for opened in files:
+            try:
+                self._upload(opened)
+            except Exception as exc:
+                failures.append((opened.path, exc))
+        return failures
+
+    # ------------------------------------------------------------------------------------------
+    # truncate, unlink, symlink
+
+    def truncate(self, path: str, length: int, fh: int | None = None) -> None:
+        self._writable()
+        if length < 0:
+            raise InvalidArgument("negative length")
+        if fh is not None:
+            opened = self._handle(fh).file
+            if not opened.staged:
+                opened.stage_from_remote(self.staging, self.store)
+            opened.truncate(length)
+            return
+        opened = self._open_file(path)
+        if opened is not None and opened.staged:
+            opened.truncate(length)
+            return
+        # truncate(2) on a path nobody has open: stage, truncate, upload, done.
+        fh = self.open(path, os.O_WRONLY | (os.O_TRUNC if length == 0 else 0))
+        try:
+            self._handle(fh).file.truncate(length)
+            self.flush(fh)
+        finally:
+            self.release(fh)
+
+    def unlink(self, path: str) -> None:
+        self._writable()
+        check_path(path)
+        with self._table_lock:
+            opened = self._files.get(path)
+            if opened is not None:
+                del self._files[path]
+        if opened is not None:
+            with opened.lock:
+                opened.unlinked = True
+                existed = opened.info is not None
+            if existed:
+                self.store.delete(opened.key)
+            self.ns.forget(path, gone=True)
+            return
+        entry = self._entry(path)
+        if entry.is_dir:
+            raise IsADirectory(path)
+        self.store.delete(self.keys.key(path))
+        self.ns.forget(path, gone=True)
+
+    def symlink(self, path: str, target: str, uid: int, gid: int) -> None:
+        self._writable()
+        self._check_new(path)
+        body = target.encode("utf-8", "surrogateescape")
+        if len(body) > SYMLINK_MAX:
+            raise InvalidArgument("symlink target too long")
+        attrs = Attrs(mode=stat.S_IFLNK | 0o777, size=len(body), uid=uid, gid=gid,
+                      mtime_ns=now_ns(), ctime_ns=now_ns())
+        info = self.store.put(self.keys.key(path), io.BytesIO(body), len(body), meta_from_attrs(attrs))
+        self.ns.remember(path, Entry(attrs, info))
+
+    def link(self, path: str, target: str) -> None:
+        raise NotPermitted("hard links are not supported")
+
+    def mknod(self, path: str, mode: int, uid: int, gid: int) -> None:
+        if not stat.S_ISREG(mode):
+            raise NotPermitted("only regular files can be created here (no devices, FIFOs or sockets)")
+        self.release(self.create(path, mode, uid, gid, os.O_WRONLY | os.O_EXCL))
+
+    # ------------------------------------------------------------------------------------------
+    # attributes
+
+    def _change_attrs(self, path: str, change) -> None:
+        self._writable()
+        check_path(path)
+        if path == "/":
+            change(self._root_attrs)
+            self._root_attrs.ctime_ns = now_ns()
+            return
+        opened = self._open_file(path)
+        if opened is not None:
+            with opened.lock:
+                change(opened.attrs)
+                opened.attrs.ctime_ns = now_ns()
+                opened.meta_dirty = True
+                staged = opened.staged
+            if not staged:  # open read-only: nothing will upload it at close, so write it now
+                self._upload(opened)
+            return
+        entry = self._entry(path)
+        attrs = entry.attrs.copy()
+        change(attrs)
+        attrs.ctime_ns = now_ns()
+        if entry.info is None:  # implicit directory: give it a marker to hold the attributes
+            info = self.store.put(self.keys.dir_key(path), io.BytesIO(b""), 0, meta_from_attrs(attrs))
+        else:
+            info = self.store.set_meta(entry.info.key, meta_from_attrs(attrs, carried_meta(entry.info.meta)))
+        self.ns.remember(path, Entry(attrs, info))
+
+    def chmod(self, path: str, mode: int) -> None:
+        def change(attrs: Attrs) -> None:
+            attrs.mode = stat.S_IFMT(attrs.mode) | stat.S_IMODE(mode)
+        self._change_attrs(path, change)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        def change(attrs: Attrs) -> None:
+            if uid != -1:
+                attrs.uid = uid
+            if gid != -1:
+                attrs.gid = gid
+        self._change_attrs(path, change)
+
+    def utimens(self, path: str, mtime_ns: int | None) -> None:
+        """Set the modification time (atime is not kept). None: leave it (UTIME_OMIT)."""
+        if mtime_ns is None:
+            return
+
+        def change(attrs: Attrs) -> None:
+            attrs.mtime_ns = mtime_ns
+        self._change_attrs(path, change)
+
+    # ------------------------------------------------------------------------------------------
+    # rename
+
+    def rename(self, old: str, new: str) -> None:
+        self._writable()
+        check_path(old)
+        check_path(new)
+        if old == "/" or new == "/":
+            raise NotPermitted("cannot rename the mount root")
+        if old == new:
+            return
+        if is_within(new, old):
+            raise InvalidArgument("cannot move a directory into itself")
+        old_attrs = self.getattr(old)
+        self._require_dir(parent(new))
+        try:
+            new_attrs: Attrs | None = self.getattr(new)
+        except NotFound:
+            new_attrs = None
+        if old_attrs.is_dir:
+            if new_attrs is not None:
+                if not new_attrs.is_dir:
+                    raise NotADirectory(new)
+                if self._has_children(new):
+                    raise NotEmpty(new)
+                self.store.delete(self.keys.dir_key(new))
+            self._rename_dir(old, new)
+        else:
+            if new_attrs is not None and new_attrs.is_dir:
+                raise IsADirectory(new)
+            self._rename_file(old, new)
+
+    def _move_object(self, src: str, dst: str) -> None:
+        if self.store.capabilities.server_side_move:
+            self.store.move(src, dst)
+            return
+        self.store.copy(src, dst)
+        self.store.delete(src)
+
+    def _rename_file(self, old: str, new: str) -> None:
+        with self._table_lock:
+            opened = self._files.pop(old, None)
+            replaced = self._files.pop(new, None)
+        if replaced is not None:
+            with replaced.lock:
+                replaced.unlinked = True
+        if opened is None:
+            self._move_object(self.keys.key(old), self.keys.key(new))
+        else:
+            # A staged file is renamed locally; what the remote had under the old name moves too,
+            # so that other clients see the new name before the upload at close.
+            with opened.lock:
+                if opened.info is not None:
+                    self._move_object(opened.key, self.keys.key(new))
+                opened.path, opened.key = new, self.keys.key(new)
+                if opened.info is not None:
+                    opened.info = None if opened.data_dirty else self.store.stat(opened.key)
+            with self._table_lock:
+                self._files[new] = opened
+        self.ns.forget(old, gone=True)
+        self.ns.forget(new)
+
+    def _rename_dir(self, old: str, new: str) -> None:
+        old_key, new_key = self.keys.dir_key(old), self.keys.dir_key(new)
+        keys: list[str] = []
+        for page in iter_list(self.store, old_key, delimiter=""):
+            keys += [o.key for o in page.objects]
+        # Copy everything first and delete afterwards, so a failure leaves the source whole.
+        moved_marker = False
+        for key in keys:
+            self.store.copy(key, new_key + key[len(old_key):])
+            moved_marker |= key == old_key
+        if not moved_marker:  # an implicit directory: the new name gets a marker, so it exists even empty
+            self.store.put(new_key, io.BytesIO(b""), 0, meta_from_attrs(self.getattr(old)))
+        for key in keys:
+            self.store.delete(key)
+        with self._table_lock:
+            for path in [p for p in self._files if is_within(p, old)]:
+                opened = self._files.pop(path)
+                with opened.lock:
+                    opened.path = new + path[len(old):]
+                    opened.key = self.keys.key(opened.path)
+                self._files[opened.path] = opened
+        self.ns.forget_tree(old)
+        self.ns.forget_tree(new)
+        self.ns.forget(old, gone=True)
+
+    # ------------------------------------------------------------------------------------------
+    # the filesystem as a whole
+
+    def statfs(self) -> dict[str, int]:
+        disk = shutil.disk_usage(self.staging.directory)
+        block = 4096
+        total = self.options.total_size or disk.total
+        free = min(disk.free, total)
+        if self.options.staging_size is not None:
+            free = min(free, max(0, self.options.staging_size - self.staging.used_bytes()))
+        return {
+            "f_bsize": block, "f_frsize": block,
+            "f_blocks": total // block, "f_bfree": free // block, "f_bavail": free // block,
+            "f_files": 1 << 32, "f_ffree": 1 << 32, "f_favail": 1 << 32,
+            "f_namemax": 255,
+        }
+
+    def close(self) -> list[tuple[str, Exception]]:
+        """Upload what is still dirty (unmount). Returns the failures, which stay staged."""
+        return self.flush_all()
+

@@ -1,0 +1,74 @@
+"""Shared HTTP plumbing for providers: one pooled requests.Session, timeouts on every request, and the
+translation of transport failures into `Transient` (so `call_with_retries` retries them).
+
+Providers still map HTTP *answers* (status codes, error bodies) themselves: that is protocol knowledge.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import requests
+import requests.adapters
+
+from .errors import ProtocolError, Transient
+
+# urllib3 logs full request lines at DEBUG, and some protocols put signatures in query strings.
+logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpSettings:
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0     # between bytes, not for the whole body
+    pool_size: int = 32
+    verify: bool | str = True      # False never by default; a path names a CA bundle
+
+
+def new_session(settings: HttpSettings) -> requests.Session:
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=settings.pool_size,
+                                            max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.verify = settings.verify
+    # Never pick up proxies or credentials from the environment or ~/.netrc behind the user's back.
+    session.trust_env = False
+    return session
+
+
+def send(session: requests.Session, settings: HttpSettings, method: str, url: str,
+         **kwargs: Any) -> requests.Response:
+    """One HTTP exchange with timeouts; transport failures become Transient."""
+    kwargs.setdefault("timeout", (settings.connect_timeout, settings.read_timeout))
+    try:
+        return session.request(method, url, **kwargs)
+    except requests.exceptions.SSLError as exc:
+        # A certificate problem is not transient: retrying cannot fix it.
+        from .errors import AccessDenied
+        raise AccessDenied(f"TLS verification failed for {_host(url)}: {exc.__class__.__name__}") from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError) as exc:
+        raise Transient(f"{method} {_host(url)}: {exc.__class__.__name__}") from None
+    except requests.exceptions.RequestException as exc:
+        # e.g. InvalidHeader on a duplicated Content-Length: the server's answer is malformed.
+        raise ProtocolError(f"{method} {_host(url)}: {exc.__class__.__name__}") from None
+
+
+def read_body(response: requests.Response) -> bytes:
+    """The whole body, with a truncated or reset transfer turned into Transient."""
+    try:
+        # 1 MiB chunks: response.content reads 10 KiB at a time, ~3x the CPU on large bodies.
+        return b"".join(response.iter_content(1 << 20))
+    except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.Timeout) as exc:
+        raise Transient(f"body of {response.request.method} {_host(response.url)} cut short: "
+                        f"{exc.__class__.__name__}") from None
+
+
+def _host(url: str) -> str:
+    # Only scheme and host in messages: paths and queries may carry signatures.
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

@@ -1,0 +1,186 @@
+"""Everything about a mount except FUSE itself: opening and checking the remote, building the
+filesystem, the per-mount record that `storefs unmount` reads, and unmounting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from .buckets import AllBuckets
+from .config import Config, RemoteSpec
+from .errors import ConfigError, StoreError
+from .filesystem import StoreFS
+from .openfiles import Staging
+from .options import MountOptions
+from .registry import provider_module
+from .store import ObjectStore, Provider
+
+
+class MountError(Exception):
+    """A mount-time failure with a message for the user. `usage`: exit code 2 (fix the input)."""
+
+    def __init__(self, message: str, usage: bool = True) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+def open_store(config: Config, spec: RemoteSpec) -> tuple[Provider, ObjectStore]:
+    """Open the remote and prove that it answers with these credentials (and that the bucket exists)."""
+    remote = config.remote(spec.remote)
+    module = provider_module(remote.type)
+    try:
+        provider = module.open_provider(remote.name, remote.options)
+    except ConfigError:
+        raise
+    except StoreError as exc:
+        raise MountError(f"remote [{remote.name}]: {exc}") from None
+    try:
+        provider.check(spec.bucket)
+    except StoreError as exc:
+        provider.close()
+        where = f"{spec.remote}:{spec.bucket}" if spec.bucket else f"{spec.remote}:"
+        raise MountError(f"cannot use {where} ({remote.type} remote [{remote.name}] in {config.path}): {exc}") from None
+    store: ObjectStore = provider.bucket(spec.bucket) if spec.bucket else AllBuckets(provider)
+    return provider, store
+
+
+def mount_id(spec: RemoteSpec) -> str:
+    """A stable name for a remote location, for its staging and cache directories."""
+    text = str(spec)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:60]
+    return f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+
+
+def build_fs(store: ObjectStore, spec: RemoteSpec, options: MountOptions) -> StoreFS:
+    staging = Staging(options.cache_dir / "staging" / mount_id(spec), options.staging_size)
+    return StoreFS(store, spec.prefix, options, staging)
+
+
+def check_mountpoint(path: str) -> str:
+    real = os.path.realpath(path)
+    if not os.path.exists(real):
+        raise MountError(f"mountpoint {path} does not exist: create it with mkdir -p {path}")
+    if not os.path.isdir(real):
+        raise MountError(f"mountpoint {path} is not a directory")
+    if is_mounted(real):
+        raise MountError(f"{path} is already a mount point: unmount it first (storefs unmount {path})")
+    if os.listdir(real):
+        raise MountError(f"mountpoint {path} is not empty: use an empty directory")
+    return real
+
+
+# -- the record of a running mount ----------------------------------------------------------------
+
+def runtime_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if not base:
+        base = "/run" if os.geteuid() == 0 else os.path.join(os.path.expanduser("~"), ".cache")
+    path = Path(base) / "storefs"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+@dataclasses.dataclass
+class MountRecord:
+    pid: int
+    mountpoint: str
+    remote: str
+    log_file: str | None
+    started: float
+
+    @staticmethod
+    def path_for(mountpoint: str) -> Path:
+        # abspath, not realpath: this runs inside FUSE's init, where a stat of the mountpoint would
+        # wait for the very filesystem that is starting (a deadlock). Callers pass resolved paths.
+        digest = hashlib.sha1(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
+        return runtime_dir() / f"mount-{digest}.json"
+
+    def save(self) -> None:
+        path = self.path_for(self.mountpoint)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(self)))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, mountpoint: str) -> "MountRecord | None":
+        try:
+            return cls(**json.loads(cls.path_for(mountpoint).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def remove(self) -> None:
+        self.path_for(self.mountpoint).unlink(missing_ok=True)
+
+
+def is_mounted(path: str) -> bool:
+    real = os.path.realpath(path)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 4 and _unescape(fields[4]) == real:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def unmount(mountpoint: str, timeout: float) -> str:
+    """Unmount and wait for the daemon to finish its uploads. Returns a line for the user."""
+    real = os.path.realpath(mountpoint)
+    if not is_mounted(real):
+        raise MountError(f"{mountpoint} is not mounted")
+    record = MountRecord.load(real)
+    tool = shutil.which("fusermount") or shutil.which("fusermount3")
+    cmd = [tool, "-u", real] if tool else ["umount", real]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["unknown error"]
+        if "busy" in reason[0].lower():
+            raise MountError(f"{mountpoint} is busy: close the files open on it (see: fuser -vm {mountpoint})",
+                             usage=False)
+        raise MountError(f"unmounting {mountpoint} failed: {reason[0]}", usage=False)
+    if record is None or not pid_alive(record.pid):
+        return f"unmounted {mountpoint}"
+    deadline = time.monotonic() + timeout
+    while pid_alive(record.pid):
+        if time.monotonic() > deadline:
+            raise MountError(f"unmounted {mountpoint}, but storefs (pid {record.pid}) is still uploading "
+                             f"after {timeout:.0f}s; it keeps going, and its data stays staged on disk",
+                             usage=False)
+        time.sleep(0.05)
+    return f"unmounted {mountpoint}"

@@ -1,0 +1,199 @@
+"""Metadata: what exists at a path, with TTL caches for attributes, listings and negative answers.
+
+The namespace knows the remote only. Files being written (staged) are overlaid by `filesystem.py`.
+
+Cache rules:
+- an entry is trusted for `attr_ttl` seconds, a listing for `dir_ttl`, a "does not exist" for `neg_ttl`;
+- a child missing from a fresh listing of its parent is a negative answer without another request;
+- listing entries carry no user metadata on most providers (`exact=False`), so the first `lookup` of
+  such an entry costs one stat, after which it is exact for `attr_ttl`.
+
+Locking: one lock around the caches (cachetools is not thread-safe); no request is ever made while it
+is held.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+
+import cachetools
+
+from .attrs import Attrs, Defaults, attrs_from_object, implicit_dir_attrs
+from .errors import NotFound
+from .paths import KeyMap, basename, child_name, join, parent
+from .store import ObjectInfo, ObjectStore, iter_list
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Entry:
+    attrs: Attrs
+    info: ObjectInfo | None   # the object (file, symlink or directory marker); None: implicit dir
+    exact: bool = True        # attrs include the object's user metadata
+
+    @property
+    def is_dir(self) -> bool:
+        return self.attrs.is_dir
+
+
+@dataclasses.dataclass
+class Listing:
+    entries: dict[str, Entry]
+    at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSettings:
+    attr_ttl: float = 10.0
+    dir_ttl: float = 10.0
+    neg_ttl: float = 5.0
+    max_entries: int = 100_000
+    max_listings: int = 1_000
+
+
+class Namespace:
+    def __init__(self, store: ObjectStore, keys: KeyMap, defaults: Defaults, settings: CacheSettings) -> None:
+        self.store = store
+        self.keys = keys
+        self.defaults = defaults
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._entries: cachetools.TTLCache = cachetools.TTLCache(settings.max_entries, settings.attr_ttl)
+        self._missing: cachetools.TTLCache = cachetools.TTLCache(settings.max_entries // 10 or 1,
+                                                                 settings.neg_ttl)
+        self._listings: cachetools.TTLCache = cachetools.TTLCache(settings.max_listings, settings.dir_ttl)
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def lookup(self, path: str) -> Entry:
+        """The entry at `path`. Raises NotFound."""
+        if path == "/":
+            return Entry(implicit_dir_attrs(self.defaults), None)
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is not None and entry.exact:
+                return entry
+            if entry is None and path in self._missing:
+                raise NotFound(path)
+            listing = self._listings.get(parent(path))
+            if entry is None and listing is not None:
+                entry = listing.entries.get(basename(path))
+                if entry is None:
+                    raise NotFound(path)
+        if entry is not None and not entry.exact and self.store.capabilities.list_has_metadata:
+            return entry
+        try:
+            found = self._fetch(path, entry)
+        except NotFound:
+            with self._lock:
+                self._missing[path] = True
+                self._entries.pop(path, None)
+            raise
+        with self._lock:
+            self._entries[path] = found
+            self._missing.pop(path, None)
+        return found
+
+    def _fetch(self, path: str, hint: Entry | None) -> Entry:
+        key = self.keys.key(path)
+        if hint is None or not hint.is_dir:
+            try:
+                info = self.store.stat(key)
+                return Entry(attrs_from_object(info, self.defaults), info)
+            except NotFound:
+                if hint is not None:
+                    raise
+        # A directory: its marker object if there is one, else any key below it.
+        dir_key = key + "/"
+        try:
+            marker = self.store.stat(dir_key)
+            return Entry(attrs_from_object(marker, self.defaults, is_dir=True), marker)
+        except NotFound:
+            pass
+        page = self.store.list(dir_key, delimiter="/", limit=1)
+        if page.objects or page.prefixes:
+            return Entry(implicit_dir_attrs(self.defaults, _newest_ns(page.objects)), None)
+        raise NotFound(path)
+
+    def listdir(self, path: str) -> dict[str, Entry]:
+        """name -> entry of a directory's children, from one paged listing (cached for dir_ttl)."""
+        with self._lock:
+            listing = self._listings.get(path)
+            if listing is not None:
+                return dict(listing.entries)
+        dir_key = self.keys.dir_key(path)
+        entries: dict[str, Entry] = {}
+        exact = self.store.capabilities.list_has_metadata
+        for page in iter_list(self.store, dir_key, delimiter="/"):
+            for info in page.objects:
+                name = child_name(dir_key, info.key)
+                if name is None:
+                    continue
+                if info.is_dir_marker:
+                    # A marker listed as an object (`d/` under a prefix): a directory.
+                    entries.setdefault(name, Entry(attrs_from_object(info, self.defaults, is_dir=True),
+                                                   info, exact))
+                    continue
+                if name in entries:
+                    log.warning("key %r and a directory of the same name both exist; showing the file",
+                                info.key)
+                entries[name] = Entry(attrs_from_object(info, self.defaults), info, exact)
+            for prefix in page.prefixes:
+                name = child_name(dir_key, prefix)
+                if name is None:
+                    continue
+                if name in entries and not entries[name].is_dir:
+                    log.warning("directory %r hides behind a file of the same name", prefix)
+                    continue
+                entries[name] = Entry(implicit_dir_attrs(self.defaults), None, exact=False)
+        with self._lock:
+            self._listings[path] = Listing(entries, time.monotonic())
+            for name, entry in entries.items():
+                child = join(path, name)
+                known = self._entries.get(child)
+                if known is None or not known.exact:
+                    self._entries[child] = entry
+                self._missing.pop(child, None)
+        return dict(entries)
+
+    # -- updates after our own changes -----------------------------------------------------------
+
+    def remember(self, path: str, entry: Entry) -> None:
+        with self._lock:
+            self._entries[path] = entry
+            self._missing.pop(path, None)
+            listing = self._listings.get(parent(path))
+            if listing is not None:
+                listing.entries[basename(path)] = entry
+
+    def forget(self, path: str, *, gone: bool = False) -> None:
+        """Drop what we know of `path` (and its listing). `gone`: we just deleted it."""
+        with self._lock:
+            self._entries.pop(path, None)
+            self._listings.pop(path, None)
+            if gone:
+                self._missing[path] = True
+            else:
+                self._missing.pop(path, None)
+            listing = self._listings.get(parent(path))
+            if listing is not None:
+                if gone:
+                    listing.entries.pop(basename(path), None)
+                else:
+                    self._listings.pop(parent(path), None)
+
+    def forget_tree(self, path: str) -> None:
+        """Drop everything cached at or below `path`."""
+        prefix = path.rstrip("/") + "/"
+        with self._lock:
+            for cache in (self._entries, self._missing, self._listings):
+                for known in [p for p in list(cache.keys()) if p == path or p.startswith(prefix)]:
+                    cache.pop(known, None)
+            self._listings.pop(parent(path), None)
+
+
+def _newest_ns(objects: list[ObjectInfo]) -> int:
+    return int(max((o.mtime for o in objects), default=0) * 1_000_000_000)

@@ -1,0 +1,110 @@
+"""Mount options (`-o name=value,flag,…`): parsing, validation and defaults, in one place.
+
+Unknown names are an error that lists the known ones, so a typo never passes silently.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+from .errors import ConfigError
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(text: str, what: str) -> int:
+    match = _SIZE.match(text)
+    if not match:
+        raise ConfigError(f"{what}: {text!r} is not a size (examples: 4096, 512M, 10G)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "storefs"
+
+
+@dataclasses.dataclass
+class MountOptions:
+    # who owns files that carry no uid/gid, and their permissions
+    uid: int = dataclasses.field(default_factory=os.getuid)
+    gid: int = dataclasses.field(default_factory=os.getgid)
+    umask: int = 0o022
+    # FUSE
+    allow_other: bool = False
+    default_permissions: bool = False
+    read_only: bool = False
+    # metadata caches, seconds
+    attr_ttl: float = 10.0
+    dir_ttl: float = 10.0
+    neg_ttl: float = 5.0
+    # local disk
+    cache_dir: Path = dataclasses.field(default_factory=default_cache_dir)
+    staging_size: int | None = None
+    # transfers
+    part_size: int = 8 << 20
+    upload_workers: int = 4
+    read_ahead: int = 16 << 20
+    # statfs: the size the mount reports; None = the size of the disk holding the cache directory
+    total_size: int | None = None
+
+    HELP = {
+        "uid": "owner of files without stored ownership (default: you)",
+        "gid": "group of files without stored ownership (default: yours)",
+        "umask": "octal umask for files without stored modes (default 022)",
+        "allow_other": "let other users see the mount (needs user_allow_other for non-root)",
+        "default_permissions": "let the kernel enforce file modes",
+        "ro": "mount read-only (every change is EROFS)",
+        "attr_ttl": "seconds an attribute is cached (default 10)",
+        "dir_ttl": "seconds a directory listing is cached (default 10)",
+        "neg_ttl": "seconds a 'does not exist' is cached (default 5)",
+        "cache_dir": "where staged files live (default ~/.cache/storefs)",
+        "staging_size": "cap on staged data, e.g. 10G; writes past it fail with ENOSPC",
+        "part_size": "multipart part size, e.g. 8M (raised to the provider's minimum)",
+        "upload_workers": "parts uploaded in parallel (default 4)",
+        "read_ahead": "largest read-ahead window, e.g. 16M",
+        "total_size": "size statfs reports, e.g. 1T (default: the cache disk's size)",
+    }
+
+    @classmethod
+    def parse(cls, specs: list[str]) -> "MountOptions":
+        opts = cls()
+        for spec in specs:
+            for item in filter(None, (s.strip() for s in spec.split(","))):
+                name, _, value = item.partition("=")
+                opts._set(name.strip(), value.strip(), bool(_))
+        return opts
+
+    def _set(self, name: str, value: str, has_value: bool) -> None:
+        flags = {"allow_other": "allow_other", "default_permissions": "default_permissions", "ro": "read_only"}
+        if name in flags:
+            if has_value:
+                raise ConfigError(f"option {name} takes no value")
+            setattr(self, flags[name], True)
+            return
+        if name == "rw":
+            self.read_only = False
+            return
+        if name not in self.HELP:
+            known = ", ".join(sorted(self.HELP))
+            raise ConfigError(f"unknown mount option {name!r} (known: {known})")
+        if not has_value:
+            raise ConfigError(f"option {name} needs a value: -o {name}=…")
+        try:
+            if name in ("uid", "gid", "upload_workers"):
+                setattr(self, name, int(value))
+            elif name == "umask":
+                self.umask = int(value, 8)
+            elif name in ("attr_ttl", "dir_ttl", "neg_ttl"):
+                setattr(self, name, float(value))
+            elif name == "cache_dir":
+                self.cache_dir = Path(os.path.expanduser(value)).absolute()
+            else:
+                setattr(self, name, parse_size(value, f"-o {name}"))
+        except ValueError:
+            raise ConfigError(f"-o {name}={value}: not a valid value") from None
+        if name == "upload_workers" and self.upload_workers < 1:
+            raise ConfigError("-o upload_workers must be at least 1")

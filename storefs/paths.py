@@ -1,0 +1,86 @@
+"""Mapping between mount paths (`/a/b`) and object keys (`<prefix>a/b`), and which names are legal.
+
+A mount of `REMOTE:BUCKET/PREFIX` sees the keys under `PREFIX/`. A directory `/a` is the key prefix
+`a/` (and its optional marker object `a/`). Listing entries that no filesystem can show as-is
+(`a//b`, `.`, `..`) are skipped by `child_name()` with a log line, never shown.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from .errors import InvalidArgument, NameTooLong
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 255          # bytes per path component, as ext4 and the kernel's NAME_MAX
+KEY_MAX = 1024          # bytes per object key, the S3 limit shared by the providers we know
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyMap:
+    prefix: str = ""  # "" or ends with "/"
+
+    @staticmethod
+    def for_prefix(prefix: str) -> "KeyMap":
+        prefix = prefix.strip("/")
+        return KeyMap(prefix + "/" if prefix else "")
+
+    def key(self, path: str) -> str:
+        """Object key of a file path. `/` (the mount root) maps to the prefix itself."""
+        check_path(path)
+        return self.prefix + path.lstrip("/")
+
+    def dir_key(self, path: str) -> str:
+        """Key prefix of a directory path: its children's keys start with it ("" for the root)."""
+        key = self.key(path)
+        return key if not key or key.endswith("/") else key + "/"
+
+    def path(self, key: str) -> str:
+        if not key.startswith(self.prefix):
+            raise InvalidArgument(f"key {key!r} is outside prefix {self.prefix!r}")
+        return "/" + key[len(self.prefix):].rstrip("/")
+
+
+def check_path(path: str) -> None:
+    if not path.startswith("/"):
+        raise InvalidArgument(f"not an absolute path: {path!r}")
+    for part in path.split("/"):
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise NameTooLong(f"name longer than {NAME_MAX} bytes: {part[:40]!r}…")
+    if len(path.encode("utf-8", "surrogateescape")) > KEY_MAX:
+        raise NameTooLong(f"path longer than {KEY_MAX} bytes")
+
+
+def parent(path: str) -> str:
+    head = path.rstrip("/").rsplit("/", 1)[0]
+    return head or "/"
+
+
+def basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def join(directory: str, name: str) -> str:
+    return directory.rstrip("/") + "/" + name
+
+
+def is_within(path: str, directory: str) -> bool:
+    """True if `path` is `directory` or below it."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def child_name(dir_key: str, key: str) -> str | None:
+    """The name a listed key shows under directory `dir_key`, or None if it cannot be shown."""
+    rest = key[len(dir_key):]
+    if rest.endswith("/"):
+        rest = rest[:-1]
+    if not rest:
+        return None  # the directory's own marker
+    if "/" in rest or rest in (".", "..") or "\0" in rest:
+        log.warning("skipping key %r: it has no file name a filesystem can show", key)
+        return None
+    if len(rest.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        log.warning("skipping key %r: name longer than %d bytes", key, NAME_MAX)
+        return None
+    return rest

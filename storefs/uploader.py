@@ -1,0 +1,102 @@
+"""Uploading a local file as one object: one PUT for small files, parallel multipart for large ones.
+
+Part size for a known size is `max(provider minimum, configured size, ceil(size / max parts))`
+(ARCHITECTURE.md), unless the server chooses it (UFile). At most `workers` parts are in memory at once,
+so memory is bounded whatever the file size. A failed upload is aborted on the server; the local file
+is never touched here.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import math
+import os
+from typing import Mapping
+
+from .store import Capabilities, ObjectInfo, ObjectStore, UploadedPart
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadSettings:
+    part_size: int = 8 * 1024 * 1024
+    workers: int = 4
+
+
+def part_size_for(size: int, caps: Capabilities, wanted: int) -> int:
+    size_needed = math.ceil(size / caps.max_parts) if size else 0
+    return min(max(caps.min_part_size, wanted, size_needed), caps.max_part_size)
+
+
+class _FileSlice:
+    """A read-only file object over [offset, offset+size) of an open fd (for streaming PUT bodies)."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        self._fd, self._pos, self._end = fd, offset, offset + size
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = self._end - self._pos
+        n = min(n, self._end - self._pos)
+        if n <= 0:
+            return b""
+        data = os.pread(self._fd, n, self._pos)
+        self._pos += len(data)
+        return data
+
+    def __len__(self) -> int:
+        return self._end - self._pos
+
+
+def upload_file(store: ObjectStore, key: str, path: str, meta: Mapping[str, str],
+                settings: UploadSettings) -> ObjectInfo:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        caps = store.capabilities
+        if size <= caps.single_put_max:
+            return store.put(key, _FileSlice(fd, 0, size), size, meta)
+        return _multipart(store, key, fd, size, meta, settings)
+    finally:
+        os.close(fd)
+
+
+def _multipart(store: ObjectStore, key: str, fd: int, size: int, meta: Mapping[str, str],
+               settings: UploadSettings) -> ObjectInfo:
+    caps = store.capabilities
+    upload = store.create_multipart(key, size, part_size_for(size, caps, settings.part_size), meta)
+    part_size = upload.part_size
+    offsets = list(range(0, size, part_size))
+
+    def send(number: int, offset: int) -> UploadedPart:
+        data = os.pread(fd, min(part_size, size - offset), offset)
+        return store.upload_part(upload, number, offset, data)
+
+    try:
+        if caps.parts_in_order or settings.workers <= 1:
+            parts = [send(n, off) for n, off in enumerate(offsets, start=1)]
+        else:
+            with concurrent.futures.ThreadPoolExecutor(settings.workers, thread_name_prefix="part") as pool:
+                # Submit lazily, `workers` at a time, so no more than that many parts sit in memory.
+                parts = []
+                pending: dict[concurrent.futures.Future, int] = {}
+                numbered = iter(enumerate(offsets, start=1))
+                for number, offset in numbered:
+                    pending[pool.submit(send, number, offset)] = number
+                    if len(pending) >= settings.workers:
+                        done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+                        for future in done:
+                            parts.append(future.result())
+                            del pending[future]
+                for future in concurrent.futures.as_completed(pending):
+                    parts.append(future.result())
+                parts.sort(key=lambda p: p.number)
+        return store.complete_multipart(upload, parts)
+    except BaseException:
+        try:
+            store.abort_multipart(upload)
+        except Exception as exc:  # the original failure matters more
+            log.warning("could not abort multipart upload of %r: %s", key, exc)
+        raise

