@@ -18,7 +18,7 @@ import threading
 
 from .attrs import Attrs, Defaults, carried_meta, implicit_dir_attrs, meta_from_attrs, now_ns
 from .errors import (AlreadyExists, InvalidArgument, IsADirectory, NotADirectory, NotEmpty, NotFound,
-                     NotPermitted, NotSupported, ReadOnly, StoreError)
+                     NotPermitted, NotSupported, ReadOnly, RemoteChanged, StoreError)
 from .namespace import CacheSettings, Entry, Namespace
 from .openfiles import Handle, OpenFile, Staging
 from .options import MountOptions
@@ -254,7 +254,12 @@ class StoreFS:
                 return b""
             handle.reader = RangeReader(self.store, opened.key, opened.info.size, opened.info.etag,
                                         self.options.read_ahead)
-        return handle.reader.read(offset, size)
+        try:
+            return handle.reader.read(offset, size)
+        except RemoteChanged:
+            # This handle keeps failing (ESTALE), but the next open must see the new object.
+            self.ns.forget(opened.path)
+            raise
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
         handle = self._handle(fh)

@@ -29,27 +29,42 @@ DOWNLOAD_CHUNK = 8 * 1024 * 1024
 
 
 class Staging:
-    """The directory holding staged file data, with an optional size cap (ENOSPC past it)."""
+    """The directory holding staged file data, with an optional cap on its size.
+
+    Sizes are accounted per staged file as they grow, so checking the cap costs no directory scan;
+    a write that would pass the cap fails with ENOSPC (CacheFull) and staged data is never evicted.
+    """
 
     def __init__(self, directory: Path, max_bytes: int | None = None) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._sizes: dict[str, int] = {}
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def new_file(self) -> tuple[str, int]:
         path = str(self.directory / uuid.uuid4().hex)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        with self._lock:
+            self._sizes[path] = 0
         return path, fd
 
     def used_bytes(self) -> int:
-        total = 0
-        with os.scandir(self.directory) as it:
-            for entry in it:
-                try:
-                    total += entry.stat().st_blocks * 512
-                except FileNotFoundError:
-                    pass
-        return total
+        with self._lock:
+            return sum(self._sizes.values())
+
+    def resize(self, path: str, new_size: int) -> None:
+        """Account `path` at `new_size` bytes, or raise CacheFull if that would pass the cap."""
+        with self._lock:
+            old = self._sizes.get(path, 0)
+            if (self.max_bytes is not None and new_size > old
+                    and sum(self._sizes.values()) + new_size - old > self.max_bytes):
+                raise CacheFull(f"staging area {self.directory} is full ({self.max_bytes} bytes)")
+            self._sizes[path] = new_size
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            self._sizes.pop(path, None)
 
     def check_room(self, extra: int) -> None:
         if self.max_bytes is not None and self.used_bytes() + extra > self.max_bytes:
@@ -71,6 +86,7 @@ class OpenFile:
     data_dirty: bool = False             # staged bytes differ from the remote object
     meta_dirty: bool = False             # attributes changed since the last upload
     unlinked: bool = False               # removed while open: nothing is uploaded at close
+    staging: Staging | None = None       # where the staged copy lives, for size accounting
 
     @property
     def staged(self) -> bool:
@@ -92,6 +108,7 @@ class OpenFile:
         with self.lock:
             if self.fd is None:
                 self.staged_path, self.fd = staging.new_file()
+                self.staging = staging
                 self.data_dirty = True
 
     def stage_from_remote(self, staging: Staging, store: ObjectStore) -> None:
@@ -100,9 +117,9 @@ class OpenFile:
             if self.fd is not None:
                 return
             size = self.info.size if self.info else 0
-            staging.check_room(size)
             path, fd = staging.new_file()
             try:
+                staging.resize(path, size)
                 offset = 0
                 while offset < size:
                     chunk = store.read_range(self.key, offset, min(size, offset + DOWNLOAD_CHUNK),
@@ -114,14 +131,17 @@ class OpenFile:
             except BaseException:
                 os.close(fd)
                 os.unlink(path)
+                staging.forget(path)
                 raise
-            self.staged_path, self.fd = path, fd
+            self.staged_path, self.fd, self.staging = path, fd, staging
 
     def write(self, data: bytes, offset: int, append: bool) -> int:
         with self.lock:
             assert self.fd is not None
+            size = os.fstat(self.fd).st_size
             if append:
-                offset = os.fstat(self.fd).st_size
+                offset = size
+            self._account(max(size, offset + len(data)))
             written = os.pwrite(self.fd, data, offset)
             self.data_dirty = True
             self.attrs.mtime_ns = self.attrs.ctime_ns = now_ns()
@@ -134,12 +154,19 @@ class OpenFile:
     def truncate(self, length: int) -> None:
         with self.lock:
             assert self.fd is not None
+            self._account(length)
             os.ftruncate(self.fd, length)
             self.data_dirty = True
             self.attrs.mtime_ns = self.attrs.ctime_ns = now_ns()
 
+    def _account(self, new_size: int) -> None:
+        if self.staging is not None and self.staged_path is not None:
+            self.staging.resize(self.staged_path, new_size)
+
     def discard_staged(self) -> None:
         with self.lock:
+            if self.staging is not None and self.staged_path:
+                self.staging.forget(self.staged_path)
             if self.fd is not None:
                 os.close(self.fd)
                 self.fd = None

@@ -69,8 +69,10 @@ class RangeReader:
         else:
             self._window = MIN_WINDOW
             window = RANDOM_WINDOW
-        self._start = offset
-        self._data = self._fetch(offset, offset + max(window, length))
+        # Fetch first, then move the window: if the fetch fails (ESTALE, EIO), the old window must
+        # stay consistent with its start, or a retried read would get bytes from another offset.
+        data = self._fetch(offset, offset + max(window, length))
+        self._start, self._data = offset, data
 
     def close(self) -> None:
         with self._lock:

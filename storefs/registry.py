@@ -34,6 +34,8 @@ PROVIDERS: dict[str, str] = {
     "cos": "storefs.providers.cos",
     "wcs": "storefs.providers.wcs",
     "ufile": "storefs.providers.ufile",
+    "cas": "storefs.vaults.cas",
+    "glacier": "storefs.vaults.glacier",
 }
 
 

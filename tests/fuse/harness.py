@@ -86,7 +86,7 @@ class Env:
 
     def log_tail(self, lines: int = 30) -> str:
         logs = sorted((self.tmp / "cache" / "storefs" / "logs").glob("*.log"))
-        return "\n".join(p.read_text(errors="replace").splitlines()[-lines:] for p in logs) if logs else ""
+        return "\n".join("\n".join(p.read_text(errors="replace").splitlines()[-lines:]) for p in logs)
 
     def close(self) -> None:
         for mount in reversed(self.mounts):

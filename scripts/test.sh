@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install everything (Debian packages, .venv, storefs with its test extras) and run the whole suite:
+# lint, then every test layer (unit, contract, SDK, real FUSE mounts). Exit code 0 only if tests ran
+# and all passed.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/install.sh test || exit 1
+
+.venv/bin/python -m ruff check --select F,E9 storefs tests scripts || exit 1
+
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
+rc=$?
+if [ $rc -eq 5 ]; then
+    echo "pytest collected no tests: that is a failure" >&2
+    exit 1
+fi
+exit $rc
