@@ -21,7 +21,8 @@ class AllBuckets:
         self.provider = provider
         self._stores: dict[str, ObjectStore] = {}
         self._lock = threading.Lock()
-        self.capabilities = provider.bucket("storefs-probe").capabilities
+        self.capabilities = dataclasses.replace(provider.bucket("storefs-probe").capabilities,
+                                                root_writable=False)
 
     def _store(self, bucket: str) -> ObjectStore:
         with self._lock:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import faulthandler
+import json
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +21,9 @@ from . import __version__
 from .config import Config, RemoteSpec
 from .errors import ConfigError, StoreError
 from .logsetup import redact, setup_logging
-from .mounting import MountError, MountRecord, build_fs, check_mountpoint, mount_id, open_store, unmount
+from .mounting import (MountError, MountRecord, build_fs, check_mountpoint, is_mounted, mount_id, open_store,
+                       runtime_dir, unmount, write_exit_report)
+from .status import StatusReporter, flush_request_path, read_status
 from .options import MountOptions
 from .store import iter_list
 
@@ -72,6 +77,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="how long to wait for pending uploads (default 3600)")
     u.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
 
+    st = sub.add_parser("status", help="pending uploads, conflicts and staging use of mounts",
+                        description="Show each mount's pending uploads (size, bytes sent, attempts, last "
+                                    "error), conflicts and staging use.")
+    st.add_argument("mountpoint", nargs="?", metavar="MOUNTPOINT", help="one mount (default: all)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+
+    fl = sub.add_parser("flush", help="upload everything pending now and wait",
+                        description="Ask a mount to upload everything queued now, and wait until done.")
+    fl.add_argument("mountpoint", metavar="MOUNTPOINT")
+    fl.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
+                    help="how long to wait (default 3600)")
+
     ls = sub.add_parser("ls", help="list REMOTE:BUCKET[/PATH] without mounting",
                         description="List a directory of a bucket (or the buckets of REMOTE:) without mounting.")
     ls.add_argument("remote", metavar="REMOTE:BUCKET[/PATH]")
@@ -86,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"storefs: error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(args.verbose, getattr(args, "log_file", None))
+    setup_logging(getattr(args, "verbose", 0), getattr(args, "log_file", None))
     try:
         if args.command == "mount":
             return cmd_mount(args)
@@ -95,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "ls":
             return cmd_ls(args)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "flush":
+            return cmd_flush(args)
     except (ConfigError, UsageError) as exc:
         print(f"storefs: error: {redact(str(exc))}", file=sys.stderr)
         return 2
@@ -181,6 +202,12 @@ def _spawn_daemon(args: argparse.Namespace, options: MountOptions, spec: RemoteS
 def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: RemoteSpec,
                       config: Config) -> int:
     ready_fd = args.ready_fd
+    # A fatal signal (e.g. inside libfuse) leaves its Python traceback in the log instead of nothing.
+    crash_log = open(args.log_file, "a") if args.log_file else sys.stderr
+    faulthandler.enable(file=crash_log, all_threads=True)
+    # Before any thread starts (upload workers, libfuse's): a write to a reset connection must fail with
+    # EPIPE, never kill the daemon; libfuse resets SIGPIPE to its default action at unmount.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
 
     def report_failure(code: int, message: str) -> int:
         if ready_fd is not None:
@@ -201,12 +228,18 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
     except StoreError as exc:
         return report_failure(1, str(exc))
 
+    recovered = fs.recover()
+    if recovered:
+        log.warning("%d upload(s) left by an earlier run are queued again: %s", len(recovered),
+                    ", ".join(recovered[:10]))
     record = MountRecord(pid=os.getpid(), mountpoint=mountpoint, remote=str(spec),
                          log_file=args.log_file, started=time.time())
+    reporter = StatusReporter(fs, runtime_dir(), mountpoint, str(spec))
 
     def on_ready() -> None:
         nonlocal ready_fd
         record.save()
+        reporter.start()
         log.warning("mounted %s on %s (pid %d)", spec, mountpoint, os.getpid())
         if ready_fd is not None:
             os.write(ready_fd, b"ready\n")
@@ -221,14 +254,104 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
     except RuntimeError as exc:
         return report_failure(1, f"mounting {mountpoint} failed: {exc}") if ready_fd is not None else 1
     finally:
+        reporter.stop()
         record.remove()
         provider.close()
     pending = fs.pending_uploads()
     if pending:
-        log.error("exited with %d file(s) not uploaded: %s", len(pending), ", ".join(pending[:10]))
+        log.error("exited with %d file(s) not uploaded (kept staged; the next mount uploads them): %s",
+                  len(pending), ", ".join(pending[:10]))
+        write_exit_report(mountpoint, pending)
         return 1
     log.warning("unmounted %s", mountpoint)
     return 0
+
+
+# -- status and flush ------------------------------------------------------------------------------
+
+def _running_mounts(mountpoint: str | None) -> list[str]:
+    if mountpoint is not None:
+        real = os.path.realpath(mountpoint)
+        if not is_mounted(real) or MountRecord.load(real) is None:
+            raise MountError(f"{mountpoint} is not a storefs mount")
+        return [real]
+    found = []
+    for record_file in sorted(runtime_dir().glob("mount-*.json")):
+        try:
+            found.append(json.loads(record_file.read_text())["mountpoint"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return found
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    mounts = _running_mounts(args.mountpoint)
+    reports = [read_status(runtime_dir(), mp) or {"mountpoint": mp, "pending": [], "conflicts": []}
+               for mp in mounts]
+    if args.json:
+        print(json.dumps(reports, indent=2))
+        return 0
+    if not reports:
+        print("no storefs mounts")
+    for report in reports:
+        pending = report.get("pending", [])
+        print(f"{report['mountpoint']}  {report.get('remote', '')}  pid {report.get('pid', '?')}")
+        limit = report.get("staging_limit")
+        print(f"  staging: {_size(report.get('staging_bytes', 0))}"
+              f"{' of ' + _size(limit) if limit else ''} in {report.get('staging_dir', '?')}")
+        print(f"  pending uploads: {len(pending)}   retried requests: {report.get('retries', 0)}")
+        for item in pending:
+            error = f"  last error: {item['last_error']}" if item.get("last_error") else ""
+            print(f"    {item['path']}  {_size(item['size'])}  sent {_size(item['bytes_sent'])}  "
+                  f"{item['state']}  attempts {item['attempts']}{error}")
+        for conflict in report.get("conflicts", []):
+            print(f"  conflict: {conflict['path']} changed remotely; this mount's version is {conflict['saved_as']}")
+    return 0
+
+
+def cmd_flush(args: argparse.Namespace) -> int:
+    (mountpoint,) = _running_mounts(args.mountpoint)
+    runtime = runtime_dir()
+    flush_request_path(runtime, mountpoint).touch()
+    deadline = time.monotonic() + args.timeout
+    shown = ""
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        report = read_status(runtime, mountpoint)
+        if report is None:
+            continue
+        if flush_request_path(runtime, mountpoint).exists():
+            continue  # not picked up yet
+        pending = report.get("pending", [])
+        if not pending:
+            if sys.stderr.isatty():
+                print(file=sys.stderr)
+            print(f"{mountpoint}: everything is uploaded")
+            return 0
+        total = sum(item["size"] for item in pending)
+        sent = sum(item["bytes_sent"] for item in pending)
+        line = f"{len(pending)} file(s) pending, {_size(sent)} of {_size(total)} sent"
+        failing = [item for item in pending if item.get("last_error")]
+        if failing:
+            line += f", {len(failing)} failing (last: {failing[0]['last_error'][:80]})"
+        if sys.stderr.isatty():
+            width = 30
+            done = int(width * sent / total) if total else 0
+            print(f"\r[{'#' * done}{'.' * (width - done)}] {line}   ", end="", file=sys.stderr, flush=True)
+        elif line != shown:
+            print(line, file=sys.stderr)
+        shown = line
+    print(f"storefs: error: {mountpoint}: uploads still pending after {args.timeout:.0f}s "
+          f"(see: storefs status {mountpoint})", file=sys.stderr)
+    return 1
 
 
 # -- ls --------------------------------------------------------------------------------------------

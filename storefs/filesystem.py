@@ -16,16 +16,18 @@ import shutil
 import stat
 import threading
 
-from .attrs import Attrs, Defaults, carried_meta, implicit_dir_attrs, meta_from_attrs, now_ns
+from .attrs import Attrs, Defaults, attrs_from_object, carried_meta, implicit_dir_attrs, meta_from_attrs, now_ns
 from .errors import (AlreadyExists, InvalidArgument, IsADirectory, NotADirectory, NotEmpty, NotFound,
                      NotPermitted, NotSupported, ReadOnly, RemoteChanged, StoreError)
+from .committer import CommitSettings, Committer
+from .journal import JournalEntry
 from .namespace import CacheSettings, Entry, Namespace
 from .openfiles import Handle, OpenFile, Staging
 from .options import MountOptions
 from .paths import KeyMap, basename, check_path, is_within, parent
 from .reader import RangeReader
-from .store import ObjectStore, iter_list
-from .uploader import UploadSettings, upload_file
+from .store import ObjectInfo, ObjectStore, iter_list
+from .uploader import UploadSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,11 @@ class StoreFS:
                             CacheSettings(options.attr_ttl, options.dir_ttl, options.neg_ttl))
         self.staging = staging
         self.upload_settings = UploadSettings(part_size=options.part_size, workers=options.upload_workers)
+        self.committer = Committer(store, self.ns, staging, self.upload_settings,
+                                   CommitSettings(write_back=options.write_back, transfers=options.transfers,
+                                                  fsync_uploads=options.fsync != "local"),
+                                   on_clean=self._on_clean, on_change=self._changed)
+        self.on_change = lambda: None  # the status reporter hooks in here
         self._table_lock = threading.Lock()
         self._files: dict[str, OpenFile] = {}
         self._handles: dict[int, Handle] = {}
@@ -125,9 +132,14 @@ class StoreFS:
         check_path(path)
         if path == "/":
             raise AlreadyExists("/")
+        self._check_parent_writable(path)
         self._require_dir(parent(path))
         if self._exists(path):
             raise AlreadyExists(path)
+
+    def _check_parent_writable(self, path: str) -> None:
+        if parent(path) == "/" and not self.store.capabilities.root_writable:
+            raise NotPermitted("nothing but buckets lives at the top of this mount")
 
     def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
         self._writable()
@@ -171,6 +183,8 @@ class StoreFS:
             fh = next(self._next_fh)
             self._handles[fh] = handle
             opened.refs += 1
+            if writable:
+                opened.writers += 1
         return fh
 
     def _get_or_open(self, path: str, entry: Entry | None) -> OpenFile:
@@ -185,6 +199,7 @@ class StoreFS:
     def create(self, path: str, mode: int, uid: int, gid: int, flags: int) -> int:
         self._writable()
         check_path(path)
+        self._check_parent_writable(path)
         self._require_dir(parent(path))
         if self._exists(path):
             if flags & os.O_EXCL:
@@ -270,30 +285,13 @@ class StoreFS:
             opened.stage_from_remote(self.staging, self.store)
         return opened.write(data, offset, handle.append)
 
-    def _upload(self, opened: OpenFile) -> None:
-        """Upload a dirty open file now (single PUT or multipart by size). Raises on failure."""
-        with opened.lock:
-            if opened.unlinked or not opened.dirty:
-                return
-            attrs = opened.current_attrs()
-            old_meta = carried_meta(opened.info.meta) if opened.info else {}
-            meta = meta_from_attrs(attrs, old_meta)
-            if opened.data_dirty or opened.info is None:
-                assert opened.staged_path is not None
-                info = upload_file(self.store, opened.key, opened.staged_path, meta, self.upload_settings)
-            else:
-                info = self.store.set_meta(opened.key, meta)
-            opened.info = info
-            opened.data_dirty = opened.meta_dirty = False
-            self.ns.remember(opened.path, Entry(attrs, info))
-
     def flush(self, fh: int) -> None:
         handle = self._handle(fh)
         if handle.writable:
-            self._upload(handle.file)
+            self.committer.closed(handle.file)
 
     def fsync(self, fh: int) -> None:
-        self._upload(self._handle(fh).file)
+        self.committer.fsync(self._handle(fh).file)
 
     def release(self, fh: int) -> None:
         with self._table_lock:
@@ -302,38 +300,46 @@ class StoreFS:
                 return
             opened = handle.file
             opened.refs -= 1
+            if handle.writable:
+                opened.writers -= 1
             last = opened.refs == 0
         if handle.reader is not None:
             handle.reader.close()
         if not last:
             return
-        try:
-            self._upload(opened)
-        except Exception as exc:
-            log.error("upload of %s failed: %s; its data is kept at %s", opened.path, exc, opened.staged_path)
-            with self._table_lock:
-                if self._files.get(opened.path) is opened:
-                    del self._files[opened.path]
-            self.ns.forget(opened.path)
+        if opened.dirty and not opened.unlinked:
+            try:
+                self.committer.closed(opened)
+            except Exception as exc:  # the data stays staged and queued; close() already reported
+                log.error("upload of %s failed: %s; it stays staged and is retried", opened.path, exc)
             return
-        self._drop_if_unused(opened)
+        self._on_clean(opened)
+
+    def _on_clean(self, opened: OpenFile) -> None:
+        """`opened` has nothing left to upload: forget it once no handle refers to it."""
+        with self._table_lock:
+            if opened.refs > 0 or (opened.dirty and not opened.unlinked):
+                return
+            if self._files.get(opened.path) is opened:
+                del self._files[opened.path]
         opened.discard_staged()
 
-    def pending_uploads(self) -> list[str]:
-        with self._table_lock:
-            return [p for p, f in self._files.items() if f.dirty and not f.unlinked]
+    def _changed(self) -> None:
+        self.on_change()
 
-    def flush_all(self) -> list[tuple[str, Exception]]:
-        """Upload every dirty open file (at unmount). Returns the failures."""
-        with self._table_lock:
-            files = list(self._files.values())
-        failures = []
-        for opened in files:
-            try:
-                self._upload(opened)
-            except Exception as exc:
-                failures.append((opened.path, exc))
-        return failures
+    def pending_uploads(self) -> list[str]:
+        return [item.file.path for item in self.committer.queue.pending()]
+
+    def recover(self) -> list[str]:
+        """Take up the uploads an earlier run of this mount left unfinished (before mounting)."""
+        def make_file(entry: JournalEntry) -> OpenFile:
+            info = ObjectInfo(key=entry.key, size=entry.size, etag="", mtime=entry.closed_at, meta=entry.meta)
+            opened = OpenFile(path=entry.path, key=entry.key, attrs=attrs_from_object(info, self.defaults),
+                              info=None, base_etag=entry.base_etag, meta_dirty=True)
+            with self._table_lock:
+                self._files[entry.path] = opened
+            return opened
+        return [opened.path for opened in self.committer.recover(make_file)]
 
     # ------------------------------------------------------------------------------------------
     # truncate, unlink, symlink
@@ -370,9 +376,12 @@ class StoreFS:
         if opened is not None:
             with opened.lock:
                 opened.unlinked = True
-                existed = opened.info is not None
+                existed = opened.info is not None or opened.base_etag is not None
+            self.committer.forget(opened)
             if existed:
                 self.store.delete(opened.key)
+            if opened.refs == 0:
+                opened.discard_staged()
             self.ns.forget(path, gone=True)
             return
         entry = self._entry(path)
@@ -416,9 +425,12 @@ class StoreFS:
                 change(opened.attrs)
                 opened.attrs.ctime_ns = now_ns()
                 opened.meta_dirty = True
-                staged = opened.staged
+                opened.generation += 1
+                staged, idle = opened.staged, opened.writers == 0
             if not staged:  # open read-only: nothing will upload it at close, so write it now
-                self._upload(opened)
+                self.committer.upload_now(opened)
+            elif idle:  # closed and waiting for its upload: the journal and the queue take the change
+                self.committer.closed(opened)
             return
         entry = self._entry(path)
         attrs = entry.attrs.copy()
@@ -498,24 +510,39 @@ class StoreFS:
         with self._table_lock:
             opened = self._files.pop(old, None)
             replaced = self._files.pop(new, None)
-        if replaced is not None:
+        if replaced is not None:  # a file being written or waiting for upload under the new name
             with replaced.lock:
                 replaced.unlinked = True
+            self.committer.forget(replaced)
+            if replaced.refs == 0:
+                replaced.discard_staged()
         if opened is None:
             self._move_object(self.keys.key(old), self.keys.key(new))
         else:
-            # A staged file is renamed locally; what the remote had under the old name moves too,
-            # so that other clients see the new name before the upload at close.
+            # A staged file is renamed locally; its upload goes to the new name. A remote copy under
+            # the old name moves along if it is current, or goes if the staged data will replace it.
             with opened.lock:
+                old_key, new_key = opened.key, self.keys.key(new)
                 if opened.info is not None:
-                    self._move_object(opened.key, self.keys.key(new))
-                opened.path, opened.key = new, self.keys.key(new)
-                if opened.info is not None:
-                    opened.info = None if opened.data_dirty else self.store.stat(opened.key)
+                    if opened.data_dirty:
+                        self.store.delete(old_key)
+                        opened.info = None
+                    else:
+                        opened.info = self._move_and_stat(old_key, new_key)
+                opened.path, opened.key = new, new_key
+                opened.base_etag = opened.info.etag if opened.info else None
+                opened.generation += 1
+                pending = opened.dirty and opened.writers == 0
             with self._table_lock:
                 self._files[new] = opened
+            if pending:
+                self.committer.closed(opened)  # the journal must name the new path
         self.ns.forget(old, gone=True)
         self.ns.forget(new)
+
+    def _move_and_stat(self, src: str, dst: str):
+        self._move_object(src, dst)
+        return self.store.stat(dst)
 
     def _rename_dir(self, old: str, new: str) -> None:
         old_key, new_key = self.keys.dir_key(old), self.keys.dir_key(new)
@@ -540,12 +567,18 @@ class StoreFS:
         for key in sorted(keys, key=len, reverse=True):
             self.store.delete(key)
         with self._table_lock:
+            moved = []
             for path in [p for p in self._files if is_within(p, old)]:
                 opened = self._files.pop(path)
                 with opened.lock:
                     opened.path = new + path[len(old):]
                     opened.key = self.keys.key(opened.path)
+                    opened.generation += 1
                 self._files[opened.path] = opened
+                moved.append(opened)
+        for opened in moved:
+            if opened.dirty and opened.writers == 0:
+                self.committer.closed(opened)  # the journal must name the new path
         self.ns.forget_tree(old)
         self.ns.forget_tree(new)
         self.ns.forget(old, gone=True)
@@ -567,7 +600,19 @@ class StoreFS:
             "f_namemax": 255,
         }
 
-    def close(self) -> list[tuple[str, Exception]]:
-        """Upload what is still dirty (unmount). Returns the failures, which stay staged."""
-        return self.flush_all()
+    def close(self, timeout: float) -> list[str]:
+        """Unmount: upload everything pending, waiting up to `timeout` seconds. Returns what is left
+        (still staged, and in the journal for the next mount), each with its last error."""
+        with self._table_lock:
+            files = list(self._files.values())
+        for opened in files:  # open at a lazy unmount: queue them too
+            if opened.dirty and not opened.unlinked:
+                try:
+                    self.committer.record(opened)
+                except OSError as exc:
+                    log.error("cannot journal %s: %s", opened.path, exc)
+                self.committer.queue.schedule(opened, now=True)
+        left = self.committer.drain(timeout)
+        self.committer.stop()
+        return [f"{item.file.path} ({item.last_error or 'not finished'})" for item in left]
 

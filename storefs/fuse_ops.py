@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import signal
 import stat
 import time
 from typing import Any, Callable
@@ -107,9 +108,13 @@ class FuseOps(fuse.Operations):
             self.on_ready()
 
     def destroy(self, path: str) -> None:
-        failures = self.fs.close()
-        for failed_path, exc in failures:
-            log.error("at unmount, %s could not be uploaded: %s (kept in the staging area)", failed_path, exc)
+        # libfuse's teardown has just put SIGPIPE back to its default action (terminate) before calling
+        # us; draining the queue to a server that resets connections would then kill the process
+        # silently. run() also blocks it in every thread; this covers a caller that did not.
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        left = self.fs.close(self.fs.options.drain_timeout)
+        for what in left:
+            log.error("at unmount, not uploaded: %s; it stays staged and the next mount uploads it", what)
 
     # metadata
     def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
@@ -223,6 +228,9 @@ class FuseOps(fuse.Operations):
 def run(fs: StoreFS, mountpoint: str, *, fsname: str, on_ready: Callable[[], None] | None,
         allow_other: bool, default_permissions: bool, read_only: bool, debug: bool = False) -> None:
     """Mount and serve until unmounted. Blocks."""
+    # Blocked before libfuse and our workers start threads, so every thread inherits it: a write to a
+    # reset connection then fails with EPIPE instead of killing the daemon (see destroy()).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
     options: dict[str, Any] = {
         "foreground": True, "nothreads": False, "fsname": fsname, "subtype": "storefs",
         # libfuse 2 splits writes into 4 KiB requests unless big_writes is on.

@@ -4,6 +4,7 @@ filesystem, the per-mount record that `storefs unmount` reads, and unmounting.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -34,6 +35,9 @@ def open_store(config: Config, spec: RemoteSpec) -> tuple[Provider, ObjectStore]
     """Open the remote and prove that it answers with these credentials (and that the bucket exists)."""
     remote = config.remote(spec.remote)
     module = provider_module(remote.type)
+    if module.SPEC.kind != "bucket":
+        raise MountError(f"remote [{remote.name}] is a {remote.type} archive vault: mounting vaults is not "
+                         f"available yet (the vault layer exists; the mounted tree is being built)")
     try:
         provider = module.open_provider(remote.name, remote.options)
     except ConfigError:
@@ -58,8 +62,18 @@ def mount_id(spec: RemoteSpec) -> str:
 
 
 def build_fs(store: ObjectStore, spec: RemoteSpec, options: MountOptions) -> StoreFS:
+    """The filesystem, with exclusive use of this remote location's staging area and journal."""
     staging = Staging(options.cache_dir / "staging" / mount_id(spec), options.staging_size)
-    return StoreFS(store, spec.prefix, options, staging)
+    lock_fd = os.open(staging.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock_fd)
+        raise MountError(f"{spec} is already mounted with cache_dir {options.cache_dir}: two mounts of one "
+                         f"location would share its upload journal (unmount the other, or use -o cache_dir=)")
+    fs = StoreFS(store, spec.prefix, options, staging)
+    fs.staging_lock_fd = lock_fd  # held for the life of the process
+    return fs
 
 
 def check_mountpoint(path: str) -> str:
@@ -183,4 +197,28 @@ def unmount(mountpoint: str, timeout: float) -> str:
                              f"after {timeout:.0f}s; it keeps going, and its data stays staged on disk",
                              usage=False)
         time.sleep(0.05)
+    left = take_exit_report(real)
+    if left:
+        raise MountError(f"unmounted {mountpoint}, but {len(left)} file(s) could not be uploaded: "
+                         f"{'; '.join(left[:5])}. They stay staged; the next mount uploads them", usage=False)
     return f"unmounted {mountpoint}"
+
+
+def exit_report_path(mountpoint: str) -> Path:
+    digest = hashlib.sha1(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
+    return runtime_dir() / f"exit-{digest}.json"
+
+
+def write_exit_report(mountpoint: str, left: list[str]) -> None:
+    """What the daemon could not upload before exiting, for `storefs unmount` to report."""
+    exit_report_path(mountpoint).write_text(json.dumps({"left": left}))
+
+
+def take_exit_report(mountpoint: str) -> list[str]:
+    path = exit_report_path(mountpoint)
+    try:
+        left = json.loads(path.read_text()).get("left", [])
+    except (OSError, ValueError):
+        return []
+    path.unlink(missing_ok=True)
+    return left

@@ -21,7 +21,7 @@ import time
 import cachetools
 
 from .attrs import Attrs, Defaults, attrs_from_object, implicit_dir_attrs
-from .errors import NotFound
+from .errors import NotFound, Transient
 from .paths import KeyMap, basename, child_name, join, parent
 from .store import ObjectInfo, ObjectStore, iter_list
 
@@ -65,6 +65,9 @@ class Namespace:
         self._missing: cachetools.TTLCache = cachetools.TTLCache(settings.max_entries // 10 or 1,
                                                                  settings.neg_ttl)
         self._listings: cachetools.TTLCache = cachetools.TTLCache(settings.max_listings, settings.dir_ttl)
+        # The last listing of each directory, kept past its TTL: shown (with a log line) when the
+        # server cannot be reached, so a mount with an unreachable backend still lists what it knew.
+        self._last_listings: cachetools.LRUCache = cachetools.LRUCache(settings.max_listings)
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -124,6 +127,29 @@ class Namespace:
             listing = self._listings.get(path)
             if listing is not None:
                 return dict(listing.entries)
+        try:
+            entries = self._list_remote(path)
+        except Transient as exc:
+            with self._lock:
+                last = self._last_listings.get(path)
+            if last is None:
+                raise
+            log.warning("listing %s failed (%s); showing the listing from %.0fs ago", path, exc,
+                        time.monotonic() - last.at)
+            return dict(last.entries)
+        with self._lock:
+            listing = Listing(entries, time.monotonic())
+            self._listings[path] = listing
+            self._last_listings[path] = listing
+            for name, entry in entries.items():
+                child = join(path, name)
+                known = self._entries.get(child)
+                if known is None or not known.exact:
+                    self._entries[child] = entry
+                self._missing.pop(child, None)
+        return dict(entries)
+
+    def _list_remote(self, path: str) -> dict[str, Entry]:
         dir_key = self.keys.dir_key(path)
         entries: dict[str, Entry] = {}
         exact = self.store.capabilities.list_has_metadata
@@ -149,15 +175,7 @@ class Namespace:
                     log.warning("directory %r hides behind a file of the same name", prefix)
                     continue
                 entries[name] = Entry(implicit_dir_attrs(self.defaults), None, exact=False)
-        with self._lock:
-            self._listings[path] = Listing(entries, time.monotonic())
-            for name, entry in entries.items():
-                child = join(path, name)
-                known = self._entries.get(child)
-                if known is None or not known.exact:
-                    self._entries[child] = entry
-                self._missing.pop(child, None)
-        return dict(entries)
+        return entries
 
     # -- updates after our own changes -----------------------------------------------------------
 

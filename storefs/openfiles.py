@@ -62,6 +62,11 @@ class Staging:
                 raise CacheFull(f"staging area {self.directory} is full ({self.max_bytes} bytes)")
             self._sizes[path] = new_size
 
+    def adopt(self, path: str, size: int) -> None:
+        """Account a staged file left by an earlier run; never refused (its data must not be lost)."""
+        with self._lock:
+            self._sizes[path] = size
+
     def forget(self, path: str) -> None:
         with self._lock:
             self._sizes.pop(path, None)
@@ -87,6 +92,10 @@ class OpenFile:
     meta_dirty: bool = False             # attributes changed since the last upload
     unlinked: bool = False               # removed while open: nothing is uploaded at close
     staging: Staging | None = None       # where the staged copy lives, for size accounting
+    writers: int = 0                     # handles open for writing
+    generation: int = 0                  # bumped by every change, so an upload knows if it is current
+    base_etag: str | None = None         # remote ETag the staged copy started from (conflict check)
+    journaled: int = -1                  # the generation last written to the journal
 
     @property
     def staged(self) -> bool:
@@ -97,10 +106,25 @@ class OpenFile:
         return self.data_dirty or self.meta_dirty
 
     def current_attrs(self) -> Attrs:
-        with self.lock:
-            if self.fd is not None:
-                self.attrs.size = os.fstat(self.fd).st_size
-            return self.attrs.copy()
+        # No lock: an upload may hold it for long, and `ls -l` must not wait for that.
+        attrs = self.attrs.copy()
+        fd = self.fd
+        if fd is not None:
+            try:
+                attrs.size = os.fstat(fd).st_size
+            except OSError:
+                pass
+        return attrs
+
+    @property
+    def staged_id(self) -> str | None:
+        return os.path.basename(self.staged_path) if self.staged_path else None
+
+    def adopt_staged(self, staging: Staging, path: str) -> None:
+        """Take over a staged file left by an earlier run (journal replay)."""
+        self.staged_path, self.fd, self.staging = path, os.open(path, os.O_RDWR), staging
+        staging.adopt(path, os.fstat(self.fd).st_size)
+        self.data_dirty = True
 
     # -- staging -----------------------------------------------------------------------------------
 
@@ -134,6 +158,7 @@ class OpenFile:
                 staging.forget(path)
                 raise
             self.staged_path, self.fd, self.staging = path, fd, staging
+            self.base_etag = self.info.etag if self.info else None
 
     def write(self, data: bytes, offset: int, append: bool) -> int:
         with self.lock:
@@ -144,6 +169,7 @@ class OpenFile:
             self._account(max(size, offset + len(data)))
             written = os.pwrite(self.fd, data, offset)
             self.data_dirty = True
+            self.generation += 1
             self.attrs.mtime_ns = self.attrs.ctime_ns = now_ns()
             return written
 
@@ -157,6 +183,7 @@ class OpenFile:
             self._account(length)
             os.ftruncate(self.fd, length)
             self.data_dirty = True
+            self.generation += 1
             self.attrs.mtime_ns = self.attrs.ctime_ns = now_ns()
 
     def _account(self, new_size: int) -> None:

@@ -48,6 +48,12 @@ class MountOptions:
     part_size: int = 8 << 20
     upload_workers: int = 4
     read_ahead: int = 16 << 20
+    # write-back: seconds between close and upload (0: upload inside close), files uploaded at once,
+    # what fsync promises, and how long unmount waits for the queue
+    write_back: float = 2.0
+    transfers: int = 4
+    fsync: str = "upload"
+    drain_timeout: float = 3600.0
     # statfs: the size the mount reports; None = the size of the disk holding the cache directory
     total_size: int | None = None
 
@@ -67,6 +73,10 @@ class MountOptions:
         "upload_workers": "parts uploaded in parallel (default 4)",
         "read_ahead": "largest read-ahead window, e.g. 16M",
         "total_size": "size statfs reports, e.g. 1T (default: the cache disk's size)",
+        "write_back": "seconds from close to upload (default 2; 0 = upload before close returns)",
+        "transfers": "files uploaded at once (default 4)",
+        "fsync": "upload (default: fsync uploads the file) or local (fsync only makes it durable on disk)",
+        "drain_timeout": "seconds unmount waits for pending uploads (default 3600)",
     }
 
     @classmethod
@@ -94,11 +104,15 @@ class MountOptions:
         if not has_value:
             raise ConfigError(f"option {name} needs a value: -o {name}=…")
         try:
-            if name in ("uid", "gid", "upload_workers"):
+            if name in ("uid", "gid", "upload_workers", "transfers"):
                 setattr(self, name, int(value))
+            elif name == "fsync":
+                if value not in ("upload", "local"):
+                    raise ConfigError("-o fsync must be upload or local")
+                self.fsync = value
             elif name == "umask":
                 self.umask = int(value, 8)
-            elif name in ("attr_ttl", "dir_ttl", "neg_ttl"):
+            elif name in ("attr_ttl", "dir_ttl", "neg_ttl", "write_back", "drain_timeout"):
                 setattr(self, name, float(value))
             elif name == "cache_dir":
                 self.cache_dir = Path(os.path.expanduser(value)).absolute()
@@ -106,5 +120,5 @@ class MountOptions:
                 setattr(self, name, parse_size(value, f"-o {name}"))
         except ValueError:
             raise ConfigError(f"-o {name}={value}: not a valid value") from None
-        if name == "upload_workers" and self.upload_workers < 1:
-            raise ConfigError("-o upload_workers must be at least 1")
+        if (name == "upload_workers" and self.upload_workers < 1) or (name == "transfers" and self.transfers < 1):
+            raise ConfigError(f"-o {name} must be at least 1")

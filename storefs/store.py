@@ -35,6 +35,9 @@ class Capabilities:
     # Folders are real objects of their own kind (COS v4) rather than `dir/` marker objects.
     real_folders: bool = False
     list_page_size: int = 1000
+    # Keys directly under the mount root can be written (False for a `REMOTE:` mount, where the top
+    # level holds buckets).
+    root_writable: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,9 +12,10 @@ import dataclasses
 import logging
 import math
 import os
-from typing import Mapping
+import threading
+from typing import Callable, Mapping
 
-from .store import Capabilities, ObjectInfo, ObjectStore, UploadedPart
+from .store import Capabilities, MultipartUpload, ObjectInfo, ObjectStore, UploadedPart
 
 log = logging.getLogger(__name__)
 
@@ -50,29 +51,46 @@ class _FileSlice:
         return self._end - self._pos
 
 
-def upload_file(store: ObjectStore, key: str, path: str, meta: Mapping[str, str],
-                settings: UploadSettings) -> ObjectInfo:
+def upload_file(store: ObjectStore, key: str, path: str, meta: Mapping[str, str], settings: UploadSettings,
+                *, on_multipart: Callable[[MultipartUpload], None] | None = None,
+                progress: Callable[[int], None] | None = None) -> ObjectInfo:
+    """Upload the local file at `path` as `key`. `on_multipart` hears of a multipart upload as soon as
+    it exists (so a journal can abort it after a crash); `progress` gets the bytes sent so far."""
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
         caps = store.capabilities
         if size <= caps.single_put_max:
-            return store.put(key, _FileSlice(fd, 0, size), size, meta)
-        return _multipart(store, key, fd, size, meta, settings)
+            info = store.put(key, _FileSlice(fd, 0, size), size, meta)
+            if progress:
+                progress(size)
+            return info
+        return _multipart(store, key, fd, size, meta, settings, on_multipart, progress)
     finally:
         os.close(fd)
 
 
 def _multipart(store: ObjectStore, key: str, fd: int, size: int, meta: Mapping[str, str],
-               settings: UploadSettings) -> ObjectInfo:
+               settings: UploadSettings, on_multipart: Callable[[MultipartUpload], None] | None,
+               progress: Callable[[int], None] | None) -> ObjectInfo:
     caps = store.capabilities
     upload = store.create_multipart(key, size, part_size_for(size, caps, settings.part_size), meta)
+    if on_multipart:
+        on_multipart(upload)
     part_size = upload.part_size
     offsets = list(range(0, size, part_size))
+    sent = 0
+    sent_lock = threading.Lock()
 
     def send(number: int, offset: int) -> UploadedPart:
+        nonlocal sent
         data = os.pread(fd, min(part_size, size - offset), offset)
-        return store.upload_part(upload, number, offset, data)
+        part = store.upload_part(upload, number, offset, data)
+        if progress:
+            with sent_lock:
+                sent += len(data)
+                progress(sent)
+        return part
 
     try:
         if caps.parts_in_order or settings.workers <= 1:

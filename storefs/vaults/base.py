@@ -50,7 +50,7 @@ class Tier(str, enum.Enum):
     BULK = "Bulk"
 
     @classmethod
-    def parse(cls, value: str | None) -> "Tier | None":
+    def parse(cls, value: str | None) -> Tier | None:
         """The tier named `value` (any case), or None for a missing or unknown name."""
         for tier in cls:
             if value and value.lower() == tier.value.lower():
@@ -211,7 +211,8 @@ class ArchiveVault(Protocol):
     # -- jobs ------------------------------------------------------------------------------------
 
     def start_inventory(self, *, tier: Tier | None = None, description: str = "") -> str:
-        """Initiate a JSON inventory retrieval; returns the job id."""
+        """Initiate a JSON inventory retrieval; returns the job id. `tier` is a hint that only servers
+        which time inventories by tier (moto) receive."""
 
     def start_retrieval(self, archive_id: str, *, tier: Tier = Tier.STANDARD,
                         byte_range: tuple[int, int] | None = None, description: str = "") -> str:
@@ -223,6 +224,10 @@ class ArchiveVault(Protocol):
     def list_jobs(self, *, completed: bool | None = None,
                   status: JobStatus | None = None) -> list[JobInfo]:
         """Every job the server still knows, all pages (to adopt jobs started before a restart)."""
+
+    def list_jobs_page(self, marker: str | None = None, limit: int = 1000, *, completed: bool | None = None,
+                       status: JobStatus | None = None) -> Page:
+        """One page of jobs (oldest first); `marker` is opaque, from the previous page."""
 
     def read_job_output(self, job_id: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of a finished job's output, verified against the server's tree hash when
@@ -246,6 +251,9 @@ class VaultProvider(Protocol):
         """Prove that the endpoint answers and the credentials work (and the vault exists, if given)."""
 
     def list_vaults(self) -> list[VaultInfo]:
+        ...
+
+    def list_vaults_page(self, marker: str | None = None, limit: int = 1000) -> Page:
         ...
 
     def create_vault(self, name: str) -> None:
@@ -314,7 +322,7 @@ def copy_output_in_pieces(vault: ArchiveVault, job: JobInfo, dest: BinaryIO, pie
 def check_job_tree_hash(job: JobInfo, got: str, capabilities: VaultCapabilities) -> None:
     expected = job.sha256_tree_hash
     if expected and capabilities.tree_hash_trustworthy and expected.lower() != got:
-        raise TreeHashMismatch(f"output of job {job.job_id[:16]}…: tree hash {got} differs from the "
+        raise TreeHashMismatch(f"output of job {short_id(job.job_id)}: tree hash {got} differs from the "
                                f"job's {expected}")
 
 
@@ -371,7 +379,7 @@ def upload_in_parts(vault: ArchiveVault, body: BinaryIO | bytes, size: int, desc
 def iso8601(seconds: float) -> str:
     """`2013-03-20T17:03:43.221Z`."""
     import datetime as _dt
-    moment = _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc)
+    moment = _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc)  # noqa: UP017 - Python 3.10 too
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -392,3 +400,8 @@ def parse_iso8601(text: str) -> float:
         digits = zone[1:].replace(":", "")
         seconds -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
     return seconds
+
+
+def short_id(value: str, keep: int = 20) -> str:
+    """An archive/job/upload id shortened for messages (they run to 138 characters)."""
+    return value if len(value) <= keep + 1 else value[:keep] + "…"

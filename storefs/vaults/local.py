@@ -35,17 +35,44 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import BinaryIO, Protocol
 
-from ..errors import (ArchiveNotReady, ConfigError, InvalidArgument, NotEmpty, NotFound, ProtocolError,
-                      StoreError)
+from ..errors import (
+    ArchiveNotReady,
+    ConfigError,
+    InvalidArgument,
+    NotEmpty,
+    NotFound,
+    ProtocolError,
+    StoreError,
+)
 from ..registry import ProviderSpec
 from . import treehash
-from .base import (JOB_OUTPUT_TTL, ArchiveInfo, ArchivePart, ArchiveUpload, JobAction, JobFailed, JobInfo,
-                   JobStatus, MiB, Page, Tier, TreeHashMismatch, VaultCapabilities, VaultInfo,
-                   check_description, check_range, check_vault_name, copy_output_in_pieces, iso8601,
-                   upload_in_parts)
+from .base import (
+    JOB_OUTPUT_TTL,
+    ArchiveInfo,
+    ArchivePart,
+    ArchiveUpload,
+    JobAction,
+    JobFailed,
+    JobInfo,
+    JobStatus,
+    MiB,
+    Page,
+    Tier,
+    TreeHashMismatch,
+    VaultCapabilities,
+    VaultInfo,
+    check_description,
+    check_range,
+    check_vault_name,
+    copy_output_in_pieces,
+    iso8601,
+    short_id,
+    upload_in_parts,
+)
 
 SPEC = ProviderSpec(
     type="local-vault",
@@ -286,17 +313,16 @@ class LocalVaultProvider:
     def list_vaults(self) -> list[VaultInfo]:
         return self.list_vaults_page(None, 1 << 30).items
 
-    def vault(self, name: str) -> "LocalVault":
+    def vault(self, name: str) -> LocalVault:
         return LocalVault(self, check_vault_name(name))
 
     def check(self, vault: str | None) -> None:
         if not self.root.is_dir():
             raise NotFound(f"local vault root {self.root} is not a directory")
-        if vault:
-            if not self.has_vault(vault):
-                if not self.create_vaults:
-                    raise NotFound(f"vault {vault!r} does not exist under {self.root}")
-                self.create_vault(vault)
+        if vault and not self.has_vault(vault):
+            if not self.create_vaults:
+                raise NotFound(f"vault {vault!r} does not exist under {self.root}")
+            self.create_vault(vault)
 
     def close(self) -> None:
         pass
@@ -337,7 +363,7 @@ class LocalVault:
     def archive_record(self, archive_id: str) -> dict:
         self._require()
         _, meta, _ = self._archive_paths(archive_id)
-        return _read_json(meta, f"archive {archive_id[:24]}… in vault {self.name!r}")
+        return _read_json(meta, f"archive {short_id(archive_id)} in vault {self.name!r}")
 
     def _tmp(self) -> Path:
         return self.base / "uploads" / f".tmp-{_new_id(12)}"
@@ -393,7 +419,7 @@ class LocalVault:
         with self._lock:
             self._require()
             if not meta_path.is_file():
-                raise NotFound(f"archive {archive_id[:24]}… does not exist in vault {self.name!r}")
+                raise NotFound(f"archive {short_id(archive_id)} does not exist in vault {self.name!r}")
             meta_path.unlink()
             data_path.unlink(missing_ok=True)
             leaves_path.unlink(missing_ok=True)
@@ -421,7 +447,7 @@ class LocalVault:
     def _upload_record(self, upload_id: str) -> dict:
         self._require()
         meta, _ = self._upload_paths(upload_id)
-        return _read_json(meta, f"multipart upload {upload_id[:24]}…")
+        return _read_json(meta, f"multipart upload {short_id(upload_id)}")
 
     def initiate_multipart(self, part_size: int, description: str = "") -> ArchiveUpload:
         self._require()
@@ -536,11 +562,11 @@ class LocalVault:
         return self.complete_upload(upload.upload_id, size, tree_hash)
 
     def abort_upload(self, upload_id: str) -> None:
-        meta_path, data_path = self._upload_paths(upload_id)
+        meta_path, _ = self._upload_paths(upload_id)
         with self._lock:
             self._require()
             if not meta_path.is_file():
-                raise NotFound(f"multipart upload {upload_id[:24]}… does not exist")
+                raise NotFound(f"multipart upload {short_id(upload_id)} does not exist")
             self._remove_upload(upload_id)
 
     def _remove_upload(self, upload_id: str) -> None:
@@ -599,17 +625,17 @@ class LocalVault:
                                           f"within the archive of {size} bytes")
                 data_path, _, archive_leaves = self._archive_paths(archive_id or "")
                 _link_or_copy(data_path, out_path)
-                leaves = archive_leaves.read_bytes()
                 first, last = start // MiB, -(-end // MiB)
-                leaves_path.write_bytes(leaves[first * LEAF:last * LEAF])
-                aligned = treehash.is_tree_aligned(start, end, size)
+                leaves = archive_leaves.read_bytes()[first * LEAF:last * LEAF]
+                leaves_path.write_bytes(leaves)
+                # The job's SHA256TreeHash exists only for a tree-aligned range (the whole archive is).
+                tree = None
+                if treehash.is_tree_aligned(start, end, size):
+                    tree = treehash.combine_hex([leaves[i:i + LEAF] for i in range(0, len(leaves), LEAF)])
                 record.update({
                     "archive_id": archive_id, "range": [start, end], "archive_size": size,
                     "archive_tree_hash": archive["tree_hash"], "archive_description": archive["description"],
-                    "tree_hash": (archive["tree_hash"] if (start, end) == (0, size) else
-                                  treehash.combine_hex([leaves[i * LEAF:(i + 1) * LEAF]
-                                                        for i in range(first, last)]) if aligned else None),
-                    "output_size": end - start, "output_ready": True})
+                    "tree_hash": tree, "output_size": end - start, "output_ready": True})
             elif action is JobAction.INVENTORY_RETRIEVAL:
                 if output_format not in ("JSON", "CSV"):
                     raise InvalidArgument(f"inventory format {output_format!r}: JSON or CSV")
@@ -634,12 +660,12 @@ class LocalVault:
         meta_path, out_path, leaves_path = self._job_paths(job_id)
         with self._lock:
             self._require()
-            record = _read_json(meta_path, f"job {job_id[:24]}… in vault {self.name!r}")
+            record = _read_json(meta_path, f"job {short_id(job_id)} in vault {self.name!r}")
             now = self.clock.now()
             if now >= float(record["completes_at"]) + self.provider.output_ttl:
                 for path in (meta_path, out_path, leaves_path):
                     path.unlink(missing_ok=True)
-                raise NotFound(f"job {job_id[:24]}… has expired")
+                raise NotFound(f"job {short_id(job_id)} has expired")
             if (now >= float(record["completes_at"]) and not record["output_ready"]
                     and not record.get("fail_message")):
                 self._write_inventory(record, out_path, leaves_path)
@@ -730,10 +756,10 @@ class LocalVault:
         record = self.job_record(job_id)
         info = self._job_info(record)
         if info.status is JobStatus.IN_PROGRESS:
-            raise ArchiveNotReady(f"the job is not currently available for download: job {job_id[:24]}… "
+            raise ArchiveNotReady(f"the job is not currently available for download: job {short_id(job_id)} "
                                   f"is still InProgress")
         if info.status is JobStatus.FAILED:
-            raise JobFailed(f"job {job_id[:24]}… failed: {info.status_message}")
+            raise JobFailed(f"job {short_id(job_id)} failed: {info.status_message}")
         _, out_path, leaves_path = self._job_paths(job_id)
         inventory = info.action is JobAction.INVENTORY_RETRIEVAL
         content_type = ("text/csv" if record.get("format") == "CSV" else "application/json") if inventory \
@@ -754,7 +780,7 @@ class LocalVault:
         data = handle.read(start, end)
         expected = handle.range_tree_hash(start, end)
         if expected is not None and treehash.tree_hash(data) != expected:
-            raise TreeHashMismatch(f"output of job {job_id[:16]}… bytes {start}-{end - 1}: tree hash "
+            raise TreeHashMismatch(f"output of job {short_id(job_id)} bytes {start}-{end - 1}: tree hash "
                                    f"differs from the vault's {expected}")
         return data
 
@@ -767,7 +793,7 @@ class LocalVault:
     def read_inventory(self, job_id: str) -> list[ArchiveInfo]:
         handle = self.open_output(job_id)
         if handle.content_type != "application/json":
-            raise InvalidArgument(f"job {job_id[:24]}… is not a JSON inventory")
+            raise InvalidArgument(f"job {short_id(job_id)} is not a JSON inventory")
         from .rest import parse_inventory
         return parse_inventory(self.read_job_output(job_id, 0, handle.size), "local inventory")
 
@@ -777,7 +803,7 @@ class LocalVault:
         """Make a job end Failed with `message` (at once if it has already completed)."""
         meta_path, _, _ = self._job_paths(job_id)
         with self._lock:
-            record = _read_json(meta_path, f"job {job_id[:24]}…")
+            record = _read_json(meta_path, f"job {short_id(job_id)}")
             record["fail_message"] = message
             _write_json(meta_path, record)
 
@@ -792,7 +818,7 @@ class LocalVault:
         """Serve the job's output with a flipped byte at the start of every read."""
         meta_path, _, _ = self._job_paths(job_id)
         with self._lock:
-            record = _read_json(meta_path, f"job {job_id[:24]}…")
+            record = _read_json(meta_path, f"job {short_id(job_id)}")
             record["corrupt"] = corrupt
             _write_json(meta_path, record)
 

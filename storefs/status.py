@@ -1,0 +1,107 @@
+"""What a running mount tells `storefs status` and `storefs flush`, through files in the runtime dir.
+
+The daemon's main thread is inside libfuse's C loop, where Python signal handlers never run, so the
+mount talks through files instead: a reporter thread rewrites `status-<id>.json` when something changed
+(at most twice a second) and answers a flush request (`flush-<id>.req`) by making every queued upload
+due at once. No sockets, nothing to secure beyond the runtime directory (0700).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .retry import STATS
+
+log = logging.getLogger(__name__)
+
+
+def _digest(mountpoint: str) -> str:
+    return hashlib.sha1(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
+
+
+def status_path(runtime: Path, mountpoint: str) -> Path:
+    return runtime / f"status-{_digest(mountpoint)}.json"
+
+
+def flush_request_path(runtime: Path, mountpoint: str) -> Path:
+    return runtime / f"flush-{_digest(mountpoint)}.req"
+
+
+def snapshot(fs: Any, mountpoint: str, remote: str) -> dict:
+    queue = fs.committer.queue
+    pending = []
+    for item in queue.pending():
+        opened = item.file
+        pending.append({
+            "path": opened.path, "size": opened.current_attrs().size, "bytes_sent": item.bytes_sent,
+            "attempts": item.attempts, "last_error": item.last_error,
+            "state": "uploading" if item.in_flight else "waiting",
+            "queued": item.first_queued,
+        })
+    return {
+        "pid": os.getpid(), "mountpoint": mountpoint, "remote": remote, "updated": time.time(),
+        "pending": pending,
+        "conflicts": [{"path": c.path, "saved_as": c.saved_as, "when": c.when} for c in fs.committer.conflicts],
+        "staging_dir": str(fs.staging.directory), "staging_bytes": fs.staging.used_bytes(),
+        "staging_limit": fs.staging.max_bytes, "retries": STATS.retries, "gave_up": STATS.gave_up,
+    }
+
+
+class StatusReporter:
+    def __init__(self, fs: Any, runtime: Path, mountpoint: str, remote: str) -> None:
+        self.fs, self.mountpoint, self.remote = fs, mountpoint, remote
+        self.path = status_path(runtime, mountpoint)
+        self.flush_path = flush_request_path(runtime, mountpoint)
+        self._changed = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="status", daemon=True)
+        fs.on_change = self._changed.set
+
+    def start(self) -> None:
+        self._changed.set()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.path.unlink(missing_ok=True)
+        self.flush_path.unlink(missing_ok=True)
+
+    def _run(self) -> None:
+        last_write = 0.0
+        while not self._stop.is_set():
+            # Wake on a change (written within ~50 ms) or every half second to look for a flush request.
+            self._changed.wait(0.5)
+            time.sleep(0.05)
+            if self.flush_path.exists():
+                self.flush_path.unlink(missing_ok=True)
+                log.warning("flush requested: uploading everything queued now")
+                self.fs.committer.queue.flush_soon()
+                self._changed.set()
+            busy = bool(self.fs.committer.queue.pending())
+            if self._changed.is_set() or busy or time.monotonic() - last_write > 10:
+                self._changed.clear()
+                self.write()
+                last_write = time.monotonic()
+
+    def write(self) -> None:
+        try:
+            data = json.dumps(snapshot(self.fs, self.mountpoint, self.remote))
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(data)
+            os.replace(tmp, self.path)
+        except Exception as exc:  # status is a courtesy; never let it disturb the mount
+            log.warning("cannot write status file %s: %s", self.path, exc)
+
+
+def read_status(runtime: Path, mountpoint: str) -> dict | None:
+    try:
+        return json.loads(status_path(runtime, mountpoint).read_text())
+    except (OSError, ValueError):
+        return None

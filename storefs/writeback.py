@@ -1,0 +1,176 @@
+"""The upload queue: closed files wait `delay` seconds (so that a chmod, utimens or rename right after
+close costs nothing remote), then worker threads upload them in FIFO order of first close.
+
+A failed upload stays queued and is retried with jittered exponential backoff (capped), its error shown
+in `storefs status`; its data never leaves the staging area until an upload succeeds. `drain()` makes
+everything due at once and waits (unmount, SIGTERM, `storefs flush`).
+
+The queue knows nothing of storage: `upload(item)` is the filesystem's function, which raises on failure
+and `Busy` when the file is open for writing again (it is then simply tried later).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import threading
+import time
+from typing import Any, Callable
+
+from .errors import Transient
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 60.0
+
+
+class Busy(Exception):
+    """The file is being written again: its upload waits for the next close."""
+
+
+@dataclasses.dataclass
+class Item:
+    file: Any                 # the OpenFile
+    due: float
+    attempts: int = 0
+    last_error: str = ""
+    bytes_sent: int = 0
+    in_flight: bool = False
+    permanent: bool = False   # the last failure was not transient: waiting will not help a drain
+    first_queued: float = dataclasses.field(default_factory=time.time)
+
+
+class WriteBack:
+    def __init__(self, upload: Callable[[Item], None], *, delay: float, workers: int,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self._upload = upload
+        self.delay = delay
+        self._on_change = on_change
+        self._cond = threading.Condition()
+        self._items: dict[int, Item] = {}     # insertion order = FIFO order of first close
+        self._draining = False
+        self._stopping = False
+        self._workers = [threading.Thread(target=self._work, name=f"upload-{i}", daemon=True)
+                         for i in range(workers)]
+        for worker in self._workers:
+            worker.start()
+
+    # -- the filesystem's side ---------------------------------------------------------------------
+
+    def schedule(self, file: Any, *, now: bool = False) -> None:
+        """Queue `file` for upload after the delay (counted from its last close)."""
+        with self._cond:
+            item = self._items.get(id(file))
+            due = time.monotonic() + (0 if now or self._draining else self.delay)
+            if item is None:
+                self._items[id(file)] = Item(file, due)
+            elif not item.in_flight and item.attempts == 0:
+                item.due = due
+            self._cond.notify_all()
+        self._on_change()
+
+    def discard(self, file: Any) -> None:
+        with self._cond:
+            item = self._items.get(id(file))
+            if item is not None and not item.in_flight:
+                del self._items[id(file)]
+        self._on_change()
+
+    def is_queued(self, file: Any) -> bool:
+        with self._cond:
+            return id(file) in self._items
+
+    def progress(self, file: Any, sent: int) -> None:
+        with self._cond:
+            item = self._items.get(id(file))
+            if item is not None:
+                item.bytes_sent = sent
+
+    def pending(self) -> list[Item]:
+        with self._cond:
+            return [dataclasses.replace(item) for item in self._items.values()]
+
+    # -- draining ------------------------------------------------------------------------------------
+
+    def drain(self, timeout: float) -> list[Item]:
+        """Upload everything now and wait up to `timeout` seconds. Returns what is still pending."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._draining = True
+            for item in self._items.values():
+                item.due = min(item.due, time.monotonic())
+            self._cond.notify_all()
+            while self._items and time.monotonic() < deadline:
+                if all(item.permanent and not item.in_flight for item in self._items.values()):
+                    break  # only uploads the server refuses for good are left: report them now
+                # Items that failed since draining began have a later due time; keep them retrying.
+                self._cond.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+            self._draining = False
+            return [dataclasses.replace(item) for item in self._items.values()]
+
+    def flush_soon(self) -> None:
+        """Make every queued file due now, without waiting (SIGUSR1 from `storefs flush`)."""
+        with self._cond:
+            for item in self._items.values():
+                if item.attempts == 0:
+                    item.due = min(item.due, time.monotonic())
+                else:
+                    item.due = min(item.due, time.monotonic() + 0.5)
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for worker in self._workers:
+            worker.join(timeout=30)
+
+    # -- workers -------------------------------------------------------------------------------------
+
+    def _next_due(self) -> Item | None:
+        now = time.monotonic()
+        for item in self._items.values():
+            if not item.in_flight and item.due <= now:
+                return item
+        return None
+
+    def _wait_time(self) -> float:
+        waiting = [item.due for item in self._items.values() if not item.in_flight]
+        return max(0.01, min(waiting) - time.monotonic()) if waiting else 1.0
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                item = None
+                while not self._stopping:
+                    item = self._next_due()
+                    if item is not None:
+                        break
+                    self._cond.wait(timeout=min(1.0, self._wait_time()))
+                if self._stopping:
+                    return
+                item.in_flight = True
+            try:
+                self._upload(item)
+            except Busy:
+                with self._cond:
+                    item.in_flight = False
+                    item.due = time.monotonic() + max(self.delay, 1.0)
+                continue
+            except Exception as exc:  # keep the data, report, retry later
+                with self._cond:
+                    item.in_flight = False
+                    item.attempts += 1
+                    item.last_error = f"{exc.__class__.__name__}: {exc}"
+                    item.permanent = not isinstance(exc, Transient)
+                    backoff = min(MAX_BACKOFF, 0.5 * 2 ** min(item.attempts, 10))
+                    item.due = time.monotonic() + random.uniform(backoff / 2, backoff)
+                    self._cond.notify_all()
+                log.error("upload of %s failed (attempt %d): %s; it stays staged and is retried",
+                          getattr(item.file, "path", "?"), item.attempts, exc)
+                self._on_change()
+                continue
+            with self._cond:
+                self._items.pop(id(item.file), None)
+                self._cond.notify_all()
+            self._on_change()

@@ -1,0 +1,1 @@
+"""The archive-vault contract suite (local vault, CAS emulator, moto Glacier)."""
