@@ -77,7 +77,7 @@ def render(results: Results, header: list[str], settings: list[str], columns: tu
         for column in columns:
             cell = results.cells.get((row.key, column), Cell(na="not measured"))
             if cell.na:
-                texts.append("n/a")
+                texts.append(f"n/a {note(f'{column}: {cell.na}')}")
             elif cell.values:
                 marks = "".join(note(f"{column}, {row.label}: {len(cell.errors)} of "
                                      f"{len(cell.errors) + len(cell.values)} runs failed: {e}")

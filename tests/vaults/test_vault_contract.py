@@ -82,9 +82,9 @@ def test_list_and_describe_vaults(vault_env: VaultEnv):
         remounted.close()
 
 
+@pytest.mark.needs("pages")
 def test_list_vaults_in_pages(vault_env: VaultEnv):
-    if not vault_env.caps.pages_listings:
-        pytest.skip("this server answers every listing in one page")
+    assert vault_env.caps.pages_listings
     names = {vault_env.vault.name}
     for _ in range(3):
         name = vault_name("page")
@@ -139,9 +139,9 @@ def test_upload_rejects_what_no_vault_stores(vault_env: VaultEnv):
         vault_env.vault.upload_archive(b"x", 1, "d" * 1025)
 
 
+@pytest.mark.needs("multipart")
 def test_multipart_upload_of_40_mib_in_8_mib_parts(vault_env: VaultEnv):
-    if not vault_env.caps.supports_multipart:
-        pytest.skip("this server has no multipart uploads")
+    assert vault_env.caps.supports_multipart
     vault = vault_env.vault
     data = payload(40 * MiB + 12345, seed=3)
     upload_ = vault.initiate_multipart(8 * MiB, "forty.bin")
@@ -169,9 +169,9 @@ def test_multipart_upload_of_40_mib_in_8_mib_parts(vault_env: VaultEnv):
     assert out.getvalue() == data
 
 
+@pytest.mark.needs("multipart")
 def test_upload_archive_of_a_large_file_goes_in_parts(vault_env: VaultEnv, tmp_path):
-    if not vault_env.caps.supports_multipart:
-        pytest.skip("this server has no multipart uploads")
+    assert vault_env.caps.supports_multipart
     data = payload(24 * MiB + 7, seed=4)
     path = tmp_path / "big"
     path.write_bytes(data)
@@ -185,9 +185,9 @@ def test_upload_archive_of_a_large_file_goes_in_parts(vault_env: VaultEnv, tmp_p
     assert out.getvalue() == data
 
 
+@pytest.mark.needs("multipart")
 def test_multipart_rules(vault_env: VaultEnv):
-    if not vault_env.caps.supports_multipart:
-        pytest.skip("this server has no multipart uploads")
+    assert vault_env.caps.supports_multipart
     vault = vault_env.vault
     with pytest.raises(errors.InvalidArgument):
         vault.initiate_multipart(3 * MiB)            # not 1 MiB x 2^n
@@ -275,9 +275,9 @@ def test_ranged_retrieval(vault_env: VaultEnv):
         assert vault.read_job_output(job_id, 0, MiB) == data[start:start + MiB]
 
 
+@pytest.mark.needs("corrupt_output")
 def test_corrupt_output_is_detected(vault_env: VaultEnv):
-    if vault_env.corrupt_output is None:
-        pytest.skip("this backend cannot corrupt an output on purpose")
+    assert vault_env.corrupt_output is not None
     vault = vault_env.vault
     _, archive_id = upload(vault_env, 2 * MiB + 10, "corrupt", seed=8)
     job = vault_env.settle(vault.start_retrieval(archive_id, tier=vault_env.fast_tier))
@@ -289,9 +289,9 @@ def test_corrupt_output_is_detected(vault_env: VaultEnv):
         vault.download_job_output(job.job_id, io.BytesIO(), job=job)
 
 
+@pytest.mark.needs("corrupt_next")
 def test_corruption_in_transit_is_retried_once(vault_env: VaultEnv):
-    if vault_env.corrupt_next is None:
-        pytest.skip("this backend has no transfer to corrupt")
+    assert vault_env.corrupt_next is not None
     vault = vault_env.vault
     data, archive_id = upload(vault_env, 2 * MiB, "transit", seed=9)
     job = vault_env.settle(vault.start_retrieval(archive_id, tier=vault_env.fast_tier))
@@ -302,9 +302,9 @@ def test_corruption_in_transit_is_retried_once(vault_env: VaultEnv):
         vault.read_job_output(job.job_id, 0, MiB)
 
 
+@pytest.mark.needs("fail_job")
 def test_failed_job_reports_its_message(vault_env: VaultEnv):
-    if vault_env.fail_job is None:
-        pytest.skip("this backend cannot fail a job on purpose")
+    assert vault_env.fail_job is not None
     vault = vault_env.vault
     _, archive_id = upload(vault_env, 4096, "doomed", seed=10)
     job_id = vault.start_retrieval(archive_id, tier=vault_env.fast_tier)
@@ -341,9 +341,9 @@ def test_jobs_started_earlier_are_seen_after_a_remount(vault_env: VaultEnv):
         remounted.close()
 
 
+@pytest.mark.needs("pages")
 def test_list_jobs_in_pages(vault_env: VaultEnv):
-    if not vault_env.caps.pages_listings:
-        pytest.skip("this server answers every listing in one page")
+    assert vault_env.caps.pages_listings
     vault = vault_env.vault
     _, archive_id = upload(vault_env, 100, "pages", seed=12)
     started = {vault.start_retrieval(archive_id, tier=Tier.BULK) for _ in range(5)}
@@ -379,9 +379,9 @@ def test_missing_jobs_and_archives(vault_env: VaultEnv):
         vault.delete_archive("NOSUCHARCHIVE0123456789")
 
 
+@pytest.mark.needs("clock")
 def test_finished_jobs_expire_after_a_day(vault_env: VaultEnv):
-    if vault_env.advance is None:
-        pytest.skip("expiry needs a clock the test can move")
+    assert vault_env.advance is not None
     vault = vault_env.vault
     _, archive_id = upload(vault_env, 100, "expiring", seed=15)
     job = vault_env.settle(vault.start_retrieval(archive_id, tier=vault_env.fast_tier))
@@ -393,9 +393,9 @@ def test_finished_jobs_expire_after_a_day(vault_env: VaultEnv):
     assert job.job_id not in [j.job_id for j in vault.list_jobs()]
 
 
+@pytest.mark.needs("signatures")
 def test_bad_credentials_are_access_denied(vault_env: VaultEnv):
-    if not vault_env.checks_signatures:
-        pytest.skip("this server does not check signatures")
+    assert vault_env.checks_signatures
     provider = cas_vault.open_provider("bad", {**vault_env.options, "secret_key": "not-the-secret"})
     try:
         with pytest.raises(errors.AccessDenied) as caught:
