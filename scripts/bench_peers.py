@@ -75,10 +75,6 @@ def rows_for(s: Settings) -> list[Row]:
     ]
 
 
-def m_kind_key(kind: str) -> str:
-    return f"{kind}.bin"
-
-
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
@@ -219,11 +215,11 @@ class Bench:
         wl.delete_quietly(st, "raw/big.bin")
         for kind in kinds:
             self.session(kind, ["copy_big", "rss"], lambda m: self._copy_rss(m, bound))
-            wl.delete_quietly(st, f"big-{m_kind_key(kind)}")
+            wl.delete_quietly(st, f"big-{kind}.bin")
         self.results.not_applicable("rss", "raw", "no mount process")
 
     def _copy_rss(self, m: ActiveMount, bound: float) -> None:
-        s, key = self.s, f"big-{m_kind_key(m.kind)}"
+        s, key = self.s, f"big-{m.kind}.bin"
         rss: list[float] = []
 
         def run() -> float:

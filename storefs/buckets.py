@@ -11,7 +11,14 @@ import threading
 from typing import BinaryIO, Mapping
 
 from .errors import CrossDevice, NotFound, NotPermitted
-from .store import ListPage, MultipartUpload, ObjectInfo, ObjectStore, Provider, UploadedPart
+from .store import (
+    ListPage,
+    MultipartUpload,
+    ObjectInfo,
+    ObjectStore,
+    Provider,
+    UploadedPart,
+)
 
 
 class AllBuckets:

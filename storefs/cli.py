@@ -21,10 +21,20 @@ from . import __version__
 from .config import Config, RemoteSpec
 from .errors import ConfigError, StoreError
 from .logsetup import redact, setup_logging
-from .mounting import (MountError, MountRecord, build_fs, check_mountpoint, is_mounted, mount_id, open_store,
-                       runtime_dir, unmount, write_exit_report)
-from .status import StatusReporter, flush_request_path, read_status
+from .mounting import (
+    MountError,
+    MountRecord,
+    build_fs,
+    check_mountpoint,
+    is_mounted,
+    mount_id,
+    open_store,
+    runtime_dir,
+    unmount,
+    write_exit_report,
+)
 from .options import MountOptions
+from .status import StatusReporter, flush_request_path, read_status
 from .store import iter_list
 
 log = logging.getLogger("storefs")

@@ -16,10 +16,30 @@ import shutil
 import stat
 import threading
 
-from .attrs import Attrs, Defaults, attrs_from_object, carried_meta, implicit_dir_attrs, meta_from_attrs, now_ns
-from .errors import (AlreadyExists, InvalidArgument, IsADirectory, NotADirectory, NotEmpty, NotFound,
-                     NotPermitted, NotSupported, ReadOnly, RemoteChanged, StoreError)
+from .attrs import (
+    Attrs,
+    Defaults,
+    attrs_from_object,
+    carried_meta,
+    implicit_dir_attrs,
+    meta_from_attrs,
+    now_ns,
+)
+from .blockcache import BlockCache
 from .committer import CommitSettings, Committer
+from .errors import (
+    AlreadyExists,
+    InvalidArgument,
+    IsADirectory,
+    NotADirectory,
+    NotEmpty,
+    NotFound,
+    NotPermitted,
+    NotSupported,
+    ReadOnly,
+    RemoteChanged,
+    StoreError,
+)
 from .journal import JournalEntry
 from .namespace import CacheSettings, Entry, Namespace
 from .openfiles import Handle, OpenFile, Staging
@@ -35,8 +55,11 @@ SYMLINK_MAX = 4096
 
 
 class StoreFS:
-    def __init__(self, store: ObjectStore, prefix: str, options: MountOptions, staging: Staging) -> None:
+    def __init__(self, store: ObjectStore, prefix: str, options: MountOptions, staging: Staging,
+                 cache: BlockCache | None = None, location: str = "") -> None:
         self.store = store
+        self.cache = cache
+        self.location = location  # names this remote bucket in the block cache's keys
         self.keys = KeyMap.for_prefix(prefix)
         self.options = options
         self.defaults = Defaults(uid=options.uid, gid=options.gid, file_mode=0o666 & ~options.umask,
@@ -177,8 +200,7 @@ class StoreFS:
     def _new_handle(self, opened: OpenFile, writable: bool, append: bool) -> int:
         handle = Handle(opened, writable, append)
         if not writable and not opened.staged and opened.info is not None:
-            handle.reader = RangeReader(self.store, opened.key, opened.info.size, opened.info.etag,
-                                        self.options.read_ahead)
+            handle.reader = self._reader(opened)
         with self._table_lock:
             fh = next(self._next_fh)
             self._handles[fh] = handle
@@ -195,6 +217,11 @@ class StoreFS:
                 opened = OpenFile(path=path, key=self.keys.key(path), attrs=entry.attrs.copy(), info=entry.info)
                 self._files[path] = opened
             return opened
+
+    def _reader(self, opened: OpenFile) -> RangeReader:
+        assert opened.info is not None
+        return RangeReader(self.store, opened.key, opened.info.size, opened.info.etag,
+                           self.options.read_ahead, self.cache, self.location)
 
     def create(self, path: str, mode: int, uid: int, gid: int, flags: int) -> int:
         self._writable()
@@ -267,8 +294,7 @@ class StoreFS:
         if handle.reader is None:
             if opened.info is None:
                 return b""
-            handle.reader = RangeReader(self.store, opened.key, opened.info.size, opened.info.etag,
-                                        self.options.read_ahead)
+            handle.reader = self._reader(opened)
         try:
             return handle.reader.read(offset, size)
         except RemoteChanged:

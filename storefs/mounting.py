@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from .blockcache import BlockCache
 from .buckets import AllBuckets
 from .config import Config, RemoteSpec
 from .errors import ConfigError, StoreError
@@ -71,7 +72,8 @@ def build_fs(store: ObjectStore, spec: RemoteSpec, options: MountOptions) -> Sto
         os.close(lock_fd)
         raise MountError(f"{spec} is already mounted with cache_dir {options.cache_dir}: two mounts of one "
                          f"location would share its upload journal (unmount the other, or use -o cache_dir=)")
-    fs = StoreFS(store, spec.prefix, options, staging)
+    cache = BlockCache(options.cache_dir / "blocks", options.cache_size) if options.cache_size else None
+    fs = StoreFS(store, spec.prefix, options, staging, cache, f"{spec.remote}:{spec.bucket or ''}")
     fs.staging_lock_fd = lock_fd  # held for the life of the process
     return fs
 

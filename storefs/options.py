@@ -43,6 +43,7 @@ class MountOptions:
     neg_ttl: float = 5.0
     # local disk
     cache_dir: Path = dataclasses.field(default_factory=default_cache_dir)
+    cache_size: int = 2 << 30     # the read block cache (0: no disk cache)
     staging_size: int | None = None
     # transfers
     part_size: int = 8 << 20
@@ -68,6 +69,7 @@ class MountOptions:
         "dir_ttl": "seconds a directory listing is cached (default 10)",
         "neg_ttl": "seconds a 'does not exist' is cached (default 5)",
         "cache_dir": "where staged files live (default ~/.cache/storefs)",
+        "cache_size": "size of the read cache on disk, e.g. 10G (default 2G; 0 turns it off)",
         "staging_size": "cap on staged data, e.g. 10G; writes past it fail with ENOSPC",
         "part_size": "multipart part size, e.g. 8M (raised to the provider's minimum)",
         "upload_workers": "parts uploaded in parallel (default 4)",

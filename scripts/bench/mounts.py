@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -230,10 +231,22 @@ def _wait_mounted(path: Path, proc: subprocess.Popen, log: Path, timeout: float 
         if is_mounted(path):
             return
         if proc.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
-            raise RuntimeError(f"exited with {proc.returncode} before mounting: {' | '.join(tail)}")
+            raise RuntimeError(f"exited with {proc.returncode} before mounting: {_log_gist(log)}")
         time.sleep(0.05)
     raise RuntimeError(f"not mounted within {timeout:.0f} s")
+
+
+_STAMP = re.compile(r"^\S*\d{4}[-/]\d\d[-/]\d\d[T ]?[\d:.]*Z?\s*")
+
+
+def _log_gist(log: Path, lines: int = 3) -> str:
+    """The last few meaningful lines of a peer's log, without time stamps or info chatter."""
+    if not log.exists():
+        return "(no log)"
+    text = [_STAMP.sub("", line).strip() for line in log.read_text(errors="replace").splitlines()]
+    text = [line for line in text if line]
+    serious = [line for line in text if "[INF]" not in line and " INFO " not in f" {line} "]
+    return " | ".join((serious or text)[-lines:])[:300]
 
 
 def _die_with_parent() -> None:

@@ -81,11 +81,10 @@ def render(results: Results, header: list[str], settings: list[str], columns: tu
             elif cell.values:
                 marks = "".join(note(f"{column}, {row.label}: {len(cell.errors)} of "
                                      f"{len(cell.errors) + len(cell.values)} runs failed: {e}")
-                                for e in dict.fromkeys(cell.errors))
+                                for e in dict.fromkeys(cell.errors))   # partial failure: worth its own note
                 texts.append(_fmt(cell.value(), row.decimals) + (f" {marks}" if marks else ""))
             elif cell.errors:
-                texts.append("fail " + "".join(note(f"{column}, {row.label}: {e}")
-                                               for e in dict.fromkeys(cell.errors)))
+                texts.append("fail " + "".join(note(f"{column}: {e}") for e in dict.fromkeys(cell.errors)))
             else:
                 texts.append("—")
         value = {c: results.cells[(row.key, c)].value() if (row.key, c) in results.cells else None

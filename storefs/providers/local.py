@@ -24,7 +24,14 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator, Mapping
 
-from ..errors import AlreadyExists, ConfigError, InvalidArgument, NotADirectory, NotFound, RemoteChanged
+from ..errors import (
+    AlreadyExists,
+    ConfigError,
+    InvalidArgument,
+    NotADirectory,
+    NotFound,
+    RemoteChanged,
+)
 from ..registry import ProviderSpec
 from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
 

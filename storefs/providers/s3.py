@@ -50,12 +50,31 @@ import urllib3.exceptions
 
 from .. import __version__
 from .. import http as storefs_http
-from ..errors import (AccessDenied, ArchiveNotReady, ConfigError, InvalidArgument, NameTooLong, NotFound,
-                      NotSupported, ProtocolError, RemoteChanged, StoreError, Throttled, Transient)
+from ..errors import (
+    AccessDenied,
+    ArchiveNotReady,
+    ConfigError,
+    InvalidArgument,
+    NameTooLong,
+    NotFound,
+    NotSupported,
+    ProtocolError,
+    RemoteChanged,
+    StoreError,
+    Throttled,
+    Transient,
+)
 from ..registry import ProviderSpec
 from ..retry import NO_RETRY, RetryPolicy, call_with_retries
 from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
-from .sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, SigV4Signer, build_query, encode_path, sha256_hex
+from .sigv4 import (
+    EMPTY_SHA256,
+    UNSIGNED_PAYLOAD,
+    SigV4Signer,
+    build_query,
+    encode_path,
+    sha256_hex,
+)
 
 log = logging.getLogger(__name__)
 

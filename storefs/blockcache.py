@@ -1,0 +1,50 @@
+"""The read cache: object bytes in 1 MiB blocks on local disk (diskcache), size-bounded, LRU, kept
+across remounts.
+
+A block's key is (location, object key, ETag, block number). Because the ETag is part of the key, a
+remote overwrite can never be answered from stale blocks: the new ETag simply misses. Dirty data never
+lives here (staged files do, see openfiles.py), so evicting a block never loses anything.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import diskcache
+
+log = logging.getLogger(__name__)
+
+BLOCK = 1024 * 1024
+
+
+class BlockCache:
+    def __init__(self, directory: Path, size_limit: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Blocks above 32 KiB are stored as files by diskcache, the index in SQLite; LRU updates an
+        # access time per hit, which costs little at one hit per MiB.
+        self._cache = diskcache.Cache(str(directory), size_limit=size_limit,
+                                      eviction_policy="least-recently-used", cull_limit=16)
+        self.size_limit = size_limit
+
+    def get(self, location: str, key: str, etag: str, block: int) -> bytes | None:
+        try:
+            return self._cache.get((location, key, etag, block))
+        except Exception as exc:  # a damaged cache is a miss, never an error for the reader
+            log.warning("block cache read failed (%s); fetching from the server", exc)
+            return None
+
+    def put(self, location: str, key: str, etag: str, block: int, data: bytes) -> None:
+        try:
+            self._cache.set((location, key, etag, block), data)
+        except Exception as exc:  # e.g. the cache disk is full: reading goes on uncached
+            log.warning("block cache write failed: %s", exc)
+
+    def volume(self) -> int:
+        """Bytes the cache uses on disk."""
+        try:
+            return int(self._cache.volume())
+        except Exception:
+            return 0
+
+    def close(self) -> None:
+        self._cache.close()

@@ -1,0 +1,84 @@
+"""The read path through real mounts, counting the GETs the WCS emulator serves."""
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from storefs.providers.wcs import open_provider as open_wcs
+from tests.fuse.harness import Env
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def wcs_env(tmp_path, wcs_emulator):
+    bucket = f"rc{time.time_ns() % 10**8}"
+    wcs_emulator.create_bucket(bucket)
+    config = {k: str(v) for k, v in wcs_emulator.config().items()}
+    env = Env(tmp_path, {"w": config})
+    env.bucket = bucket
+    env.store = open_wcs("t", {k: v for k, v in config.items() if k != "type"}).bucket(bucket)
+    env.gets = lambda: wcs_emulator.faults.counts.get("get", 0)
+    yield env
+    env.close()
+
+
+def disk_usage(path: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
+
+
+def test_blocks_survive_a_remount(wcs_env):
+    data = os.urandom(12 * MiB + 123)
+    wcs_env.store.put("big", io.BytesIO(data), len(data), {})
+    mount = wcs_env.mount(f"w:{wcs_env.bucket}")
+    before = wcs_env.gets()
+    assert (mount.path / "big").read_bytes() == data
+    first = wcs_env.gets() - before
+    assert 1 <= first <= 13  # runs of blocks, not a request per 128 KiB read
+    mount.unmount().check_returncode()
+    again = wcs_env.mount(f"w:{wcs_env.bucket}")
+    before = wcs_env.gets()
+    assert (again.path / "big").read_bytes() == data
+    assert wcs_env.gets() == before  # every block came from the disk cache
+
+
+def test_random_read_fetches_a_block_not_the_object(wcs_env):
+    data = os.urandom(64 * MiB)
+    wcs_env.store.put("huge", io.BytesIO(data), len(data), {})
+    mount = wcs_env.mount(f"w:{wcs_env.bucket}")
+    blocks = wcs_env.tmp / "cache" / "storefs" / "blocks"
+    base = disk_usage(blocks)
+    fd = os.open(mount.path / "huge", os.O_RDONLY)
+    try:
+        before = wcs_env.gets()
+        assert os.pread(fd, 4096, 40 * MiB + 5000) == data[40 * MiB + 5000: 40 * MiB + 9096]
+        assert wcs_env.gets() - before <= 2
+    finally:
+        os.close(fd)
+    assert disk_usage(blocks) - base < 8 * MiB  # a block or two, not 64 MiB
+
+
+def test_remote_overwrite_is_never_served_from_stale_blocks(wcs_env):
+    old = os.urandom(3 * MiB)
+    wcs_env.store.put("doc", io.BytesIO(old), len(old), {})
+    mount = wcs_env.mount(f"w:{wcs_env.bucket}", options=("attr_ttl=1", "dir_ttl=1"))
+    assert (mount.path / "doc").read_bytes() == old  # now cached on disk and in the page cache
+    new = os.urandom(3 * MiB)
+    wcs_env.store.put("doc", io.BytesIO(new), len(new), {})
+    time.sleep(2.5)  # past attr_ttl and the kernel's 1 s
+    assert (mount.path / "doc").read_bytes() == new
+
+
+def test_block_cache_is_bounded_by_its_size(wcs_env):
+    for i in range(6):
+        blob = os.urandom(4 * MiB)
+        wcs_env.store.put(f"f{i}", io.BytesIO(blob), len(blob), {})
+    mount = wcs_env.mount(f"w:{wcs_env.bucket}", options=("cache_size=8M",))
+    for i in range(6):
+        (mount.path / f"f{i}").read_bytes()
+    blocks = wcs_env.tmp / "cache" / "storefs" / "blocks"
+    assert disk_usage(blocks) < 8 * MiB + 2 * MiB  # the limit, plus diskcache's index
