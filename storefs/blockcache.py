@@ -8,6 +8,8 @@ lives here (staged files do, see openfiles.py), so evicting a block never loses 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from pathlib import Path
 
 import diskcache
@@ -18,13 +20,18 @@ BLOCK = 1024 * 1024
 
 
 class BlockCache:
-    def __init__(self, directory: Path, size_limit: int) -> None:
+    def __init__(self, directory: Path, size_limit: int, pending_limit: int = 32) -> None:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Blocks above 32 KiB are stored as files by diskcache, the index in SQLite; LRU updates an
         # access time per hit, which costs little at one hit per MiB.
         self._cache = diskcache.Cache(str(directory), size_limit=size_limit,
                                       eviction_policy="least-recently-used", cull_limit=16)
         self.size_limit = size_limit
+        # Filling the cache must never slow a read down: blocks are written by one background thread,
+        # and when `pending_limit` blocks wait already, a new one is simply not cached.
+        self._pending: queue.Queue = queue.Queue(maxsize=pending_limit)
+        self._writer = threading.Thread(target=self._write_loop, name="blockcache", daemon=True)
+        self._writer.start()
 
     def get(self, location: str, key: str, etag: str, block: int) -> bytes | None:
         try:
@@ -35,9 +42,21 @@ class BlockCache:
 
     def put(self, location: str, key: str, etag: str, block: int, data: bytes) -> None:
         try:
-            self._cache.set((location, key, etag, block), data)
-        except Exception as exc:  # e.g. the cache disk is full: reading goes on uncached
-            log.warning("block cache write failed: %s", exc)
+            self._pending.put_nowait(((location, key, etag, block), data))
+        except queue.Full:
+            pass
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._pending.get()
+            if item is None:
+                return
+            try:
+                self._cache.set(*item)
+            except Exception as exc:  # e.g. the cache disk is full: reading goes on uncached
+                log.warning("block cache write failed: %s", exc)
+            finally:
+                self._pending.task_done()
 
     def volume(self) -> int:
         """Bytes the cache uses on disk."""
@@ -47,4 +66,6 @@ class BlockCache:
             return 0
 
     def close(self) -> None:
+        self._pending.put(None)
+        self._writer.join(timeout=10)
         self._cache.close()

@@ -640,5 +640,7 @@ class StoreFS:
                 self.committer.queue.schedule(opened, now=True)
         left = self.committer.drain(timeout)
         self.committer.stop()
+        if self.cache is not None:
+            self.cache.close()  # writes the blocks still queued, so the next mount finds them
         return [f"{item.file.path} ({item.last_error or 'not finished'})" for item in left]
 

@@ -1,0 +1,359 @@
+"""On-disk state of one mounted vault, shared by the mount daemon and the CLI commands (`storefs
+restore`, `storefs jobs`, `storefs vault refresh`) that run in other processes.
+
+Layout under the vault's state directory (`<state_dir>/<vault>/`):
+    inventory.json              the cached inventory: its date, the job that made it, every archive
+    inventory-job.json          an inventory job started but not read yet (so nobody starts another)
+    jobs/<key>.json             the retrieval job of one archive: id, tier, status, dates, failure
+    uploads/<key>.json          an archive uploaded through storefs, shown before an inventory has it
+    staging/                    files being written (vault_writes), uploaded at close
+    locks/<name>.lock           flock files (below)
+and under the data directory (`<data_dir>/<vault>/data/`, the state directory unless cache_dir says):
+    <key>                       an archive's bytes, whole, tree hash verified before it got here
+    <key>.json                  what they are: archive id, size, tree hash, the job they came from
+    .tmp-*                      downloads in progress (removed on failure; stale ones at start)
+`<key>` is the SHA-256 of the archive id (ids are server-chosen: never used as file names).
+
+Every record is one JSON file written to a private temporary file, fsynced and renamed into place, so
+a reader in another process sees the old record or the new one, never half of one. A record that
+cannot be read (a crash of an older version, a hand edit) counts as absent and is logged.
+
+Decisions that must happen once (start a retrieval job for an archive, download its output, start or
+read an inventory) are taken under an exclusive `flock` on a lock file, then re-checked: two threads
+or two processes race to the lock, the loser finds the winner's record. Locks are never nested and
+never held longer than one job request or one download. `flock` locks belong to the open file, so
+threads of one process exclude each other too.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .vaults.base import ArchiveInfo
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+
+
+def archive_key(archive_id: str) -> str:
+    return hashlib.sha256(archive_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def state_dir_for(cache_root: Path, remote: str) -> Path:
+    """Where a remote's vault state lives under a storefs cache directory (daemon and CLI agree)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", remote)[:60] or "_"
+    digest = hashlib.sha1(remote.encode("utf-8")).hexdigest()[:10]
+    return Path(cache_root) / "vaults" / f"{safe}-{digest}"
+
+
+def _write_json(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable state file %s (%s)", path, exc.__class__.__name__)
+        return None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        log.warning("ignoring state file %s of an unknown format", path)
+        return None
+    return record
+
+
+def _archive_to_dict(a: ArchiveInfo) -> dict:
+    return {"id": a.archive_id, "d": a.description, "s": a.size, "c": a.creation_date, "h": a.tree_hash}
+
+
+def _archive_from_dict(d: Any) -> ArchiveInfo:
+    return ArchiveInfo(archive_id=str(d["id"]), description=str(d.get("d") or ""), size=int(d["s"]),
+                       creation_date=float(d.get("c") or 0.0), tree_hash=d.get("h") or None)
+
+
+# ------------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclasses.dataclass(frozen=True)
+class Inventory:
+    date: float                 # when the inventory job completed (service clock)
+    job_id: str | None
+    archives: list[ArchiveInfo]
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingInventory:
+    job_id: str
+    started: float              # service clock
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRecord:
+    """The retrieval job of one archive. `status` is what we last saw: InProgress, Succeeded, Failed."""
+
+    archive_id: str
+    job_id: str
+    tier: str
+    started: float                      # service clock
+    status: str = "InProgress"
+    completed: float | None = None      # service clock
+    message: str | None = None          # the failure's StatusMessage
+    reported: bool = False              # a Failed job was reported to a reader: the next open retries
+    checked: float = 0.0                # wall clock of the last describe (rate-limits status polls)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> JobRecord:
+        return cls(archive_id=str(d["archive_id"]), job_id=str(d["job_id"]), tier=str(d["tier"]),
+                   started=float(d["started"]), status=str(d.get("status") or "InProgress"),
+                   completed=None if d.get("completed") is None else float(d["completed"]),
+                   message=d.get("message"), reported=bool(d.get("reported")),
+                   checked=float(d.get("checked") or 0.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadRecord:
+    archive: ArchiveInfo
+    path: str                   # the vault-relative path it was written under (`/a/b`)
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedData:
+    path: Path
+    archive_id: str
+    size: int
+    tree_hash: str | None
+    job_id: str | None
+
+
+# ------------------------------------------------------------------------------------------------
+# The state of one vault
+
+
+class VaultState:
+    """Records of one vault under `root` (its state directory) and `data_root` (its data directory).
+    Thread-safe and multi-process safe as the module docstring says."""
+
+    def __init__(self, root: Path, data_root: Path | None = None) -> None:
+        self.root = Path(root)
+        self.data_dir = Path(data_root or root) / "data"
+        for sub in (self.root / "jobs", self.root / "uploads", self.root / "staging", self.root / "locks",
+                    self.data_dir):
+            sub.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"VaultState({str(self.root)!r})"
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock between threads and processes (flock on `locks/<name>.lock`)."""
+        fd = os.open(self.root / "locks" / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the only descriptor of the open file releases the lock
+
+    # -- inventory -------------------------------------------------------------------------------
+
+    def load_inventory(self) -> Inventory | None:
+        record = _read_json(self.root / "inventory.json")
+        if record is None:
+            return None
+        try:
+            return Inventory(date=float(record["date"]), job_id=record.get("job_id"),
+                             archives=[_archive_from_dict(d) for d in record["archives"]])
+        except (KeyError, TypeError, ValueError):
+            log.warning("ignoring malformed cached inventory in %s", self.root)
+            return None
+
+    def inventory_stamp(self) -> tuple[int, int] | None:
+        """Changes whenever inventory.json is replaced (another process swapped a new one in)."""
+        try:
+            st = os.stat(self.root / "inventory.json")
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    def save_inventory(self, inventory: Inventory) -> None:
+        _write_json(self.root / "inventory.json", {
+            "format": FORMAT, "date": inventory.date, "job_id": inventory.job_id,
+            "archives": [_archive_to_dict(a) for a in inventory.archives]})
+
+    def pending_inventory(self) -> PendingInventory | None:
+        record = _read_json(self.root / "inventory-job.json")
+        if record is None:
+            return None
+        try:
+            return PendingInventory(job_id=str(record["job_id"]), started=float(record["started"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def set_pending_inventory(self, pending: PendingInventory) -> None:
+        _write_json(self.root / "inventory-job.json",
+                    {"format": FORMAT, "job_id": pending.job_id, "started": pending.started})
+
+    def clear_pending_inventory(self, job_id: str) -> None:
+        """Forget the pending inventory job if it is still `job_id` (call under lock('inventory'))."""
+        pending = self.pending_inventory()
+        if pending is not None and pending.job_id == job_id:
+            (self.root / "inventory-job.json").unlink(missing_ok=True)
+
+    # -- retrieval jobs --------------------------------------------------------------------------
+
+    def _job_path(self, archive_id: str) -> Path:
+        return self.root / "jobs" / f"{archive_key(archive_id)}.json"
+
+    def job(self, archive_id: str) -> JobRecord | None:
+        record = _read_json(self._job_path(archive_id))
+        if record is None:
+            return None
+        try:
+            job = JobRecord.from_dict(record)
+        except (KeyError, TypeError, ValueError):
+            return None
+        return job if job.archive_id == archive_id else None
+
+    def save_job(self, job: JobRecord) -> None:
+        _write_json(self._job_path(job.archive_id), job.to_dict())
+
+    def update_job(self, job: JobRecord, **changes: Any) -> JobRecord:
+        """Save `job` with `changes` unless its record now names another job (then return that one)."""
+        current = self.job(job.archive_id)
+        if current is not None and current.job_id != job.job_id:
+            return current
+        updated = dataclasses.replace(job, **changes)
+        self.save_job(updated)
+        return updated
+
+    def forget_job(self, archive_id: str, job_id: str) -> None:
+        """Drop the record if it still names `job_id` (call under the archive's job lock)."""
+        current = self.job(archive_id)
+        if current is not None and current.job_id == job_id:
+            self._job_path(archive_id).unlink(missing_ok=True)
+
+    def jobs(self) -> list[JobRecord]:
+        found = []
+        for path in sorted((self.root / "jobs").glob("*.json")):
+            record = _read_json(path)
+            if record is None:
+                continue
+            try:
+                found.append(JobRecord.from_dict(record))
+            except (KeyError, TypeError, ValueError):
+                continue
+        return found
+
+    # -- uploads ---------------------------------------------------------------------------------
+
+    def add_upload(self, upload: UploadRecord) -> None:
+        _write_json(self.root / "uploads" / f"{archive_key(upload.archive.archive_id)}.json",
+                    {"format": FORMAT, "archive": _archive_to_dict(upload.archive), "path": upload.path})
+
+    def uploads(self) -> list[UploadRecord]:
+        found = []
+        for path in sorted((self.root / "uploads").glob("*.json")):
+            record = _read_json(path)
+            if record is None:
+                continue
+            try:
+                found.append(UploadRecord(_archive_from_dict(record["archive"]), str(record["path"])))
+            except (KeyError, TypeError, ValueError):
+                continue
+        return found
+
+    def remove_upload(self, archive_id: str) -> None:
+        (self.root / "uploads" / f"{archive_key(archive_id)}.json").unlink(missing_ok=True)
+
+    def staging_file(self) -> Path:
+        return self.root / "staging" / f"{os.getpid()}-{secrets.token_hex(8)}"
+
+    # -- downloaded data -------------------------------------------------------------------------
+
+    def _data_paths(self, archive_id: str) -> tuple[Path, Path]:
+        key = archive_key(archive_id)
+        return self.data_dir / key, self.data_dir / f"{key}.json"
+
+    def cached(self, archive: ArchiveInfo) -> CachedData | None:
+        """The verified bytes of `archive`, if they are here and are the archive's (same id, size,
+        and tree hash where both sides know one)."""
+        data_path, meta_path = self._data_paths(archive.archive_id)
+        record = _read_json(meta_path)
+        if record is None:
+            return None
+        try:
+            cached = CachedData(data_path, str(record["archive_id"]), int(record["size"]),
+                                record.get("tree_hash"), record.get("job_id"))
+        except (KeyError, TypeError, ValueError):
+            return None
+        if cached.archive_id != archive.archive_id or cached.size != archive.size:
+            return None
+        if archive.tree_hash and cached.tree_hash and archive.tree_hash.lower() != cached.tree_hash.lower():
+            return None
+        try:
+            if os.stat(data_path).st_size != cached.size:
+                return None
+        except FileNotFoundError:
+            return None
+        return cached
+
+    def new_download(self) -> Path:
+        return self.data_dir / f".tmp-{os.getpid()}-{secrets.token_hex(8)}"
+
+    def commit_data(self, tmp: Path, archive: ArchiveInfo, tree_hash: str | None, job_id: str | None) -> Path:
+        """Move verified bytes into place, then write the record that vouches for them (a crash in
+        between leaves data without a record: ignored, and replaced by the next download)."""
+        data_path, meta_path = self._data_paths(archive.archive_id)
+        meta_path.unlink(missing_ok=True)
+        os.replace(tmp, data_path)
+        _write_json(meta_path, {"format": FORMAT, "archive_id": archive.archive_id, "size": archive.size,
+                                "tree_hash": tree_hash, "job_id": job_id, "stored": time.time()})
+        return data_path
+
+    def drop_data(self, archive_id: str) -> None:
+        data_path, meta_path = self._data_paths(archive_id)
+        meta_path.unlink(missing_ok=True)
+        data_path.unlink(missing_ok=True)
+
+    def cached_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.data_dir.iterdir()
+                   if not p.name.startswith(".") and not p.name.endswith(".json"))
+
+    def remove_stale_temporaries(self, older_than: float = 24 * 3600.0) -> None:
+        """Downloads and staged files a crashed process left behind."""
+        cutoff = time.time() - older_than
+        for folder, pattern in ((self.data_dir, ".tmp-*"), (self.root / "staging", "*")):
+            for path in folder.glob(pattern):
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                except OSError:
+                    continue
