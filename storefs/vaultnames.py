@@ -40,6 +40,7 @@ import base64
 import binascii
 import calendar
 import dataclasses
+import datetime
 import hashlib
 import json
 import re
@@ -79,20 +80,20 @@ def _b64url_encode(data: bytes) -> str:
 
 
 def parse_mt_time(text: object) -> float | None:
-    """Epoch seconds of mt-aws-glacier's `YYYYMMDDTHHMMSSZ`, or None."""
+    """Epoch seconds of mt-aws-glacier's `YYYYMMDDTHHMMSSZ` (read as leniently as it does), or None."""
     if not isinstance(text, str):
         return None
     match = _MT_TIME.match(text)
     if not match:
         return None
     year, month, day, hour, minute, second = (int(g) for g in match.groups())
-    second = min(second, 59)  # leap seconds, as mt-aws-glacier reads them
-    if not (1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59):
-        return None
+    leap = max(0, second - 59) if second in (60, 61) else 0  # as mt-aws-glacier counts them
     try:
-        return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
-    except (ValueError, OverflowError):
+        moment = datetime.datetime(year, month, day, hour, minute, second - leap,
+                                   tzinfo=datetime.timezone.utc)  # noqa: UP017 - Python 3.10 too
+    except ValueError:
         return None
+    return float(calendar.timegm(moment.utctimetuple())) + leap
 
 
 def format_mt_time(seconds: float) -> str:
@@ -101,16 +102,17 @@ def format_mt_time(seconds: float) -> str:
 
 def encode_mt2(rel_path: str, mtime: float) -> str:
     """The mt2 description of a file (what mt-aws-glacier writes: compact JSON, no padding)."""
-    doc = {"mtime": format_mt_time(mtime), "filename": rel_path}
+    doc = {"filename": rel_path, "mtime": format_mt_time(mtime)}
     body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
     return "mt2 " + _b64url_encode(body)
 
 
 def decode_mt(description: str) -> tuple[str, float | None] | None:
     """(filename, mtime or None) of an `mt1`/`mt2` description, or None if it is not a valid one."""
-    marker, _, payload = description.strip().partition(" ")
-    if marker not in ("mt1", "mt2") or not payload.strip() or " " in payload.strip():
+    fields = description.split()  # any whitespace, as Perl's split(' ') (tabs, leading blanks)
+    if len(fields) < 2 or fields[0] not in ("mt1", "mt2") or len(fields[1]) > DESCRIPTION_MAX:
         return None
+    marker, payload = fields[0], fields[1]
     raw = _b64url_decode(payload)
     if raw is None:
         return None
@@ -163,9 +165,9 @@ def clean_path(text: str) -> str | None:
 def name_of(archive: ArchiveInfo) -> tuple[str | None, float | None]:
     """(clean relative path or None, mtime from the description or None)."""
     description = archive.description or ""
-    stripped = description.strip()
-    if stripped.startswith(("mt1 ", "mt2 ")):
-        decoded = decode_mt(stripped)
+    fields = description.split(None, 1)
+    if fields and fields[0] in ("mt1", "mt2") and len(fields) == 2:
+        decoded = decode_mt(description)
         if decoded is None:
             return None, None
         return clean_path(decoded[0]), decoded[1]
