@@ -13,6 +13,7 @@ is held.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import threading
@@ -52,6 +53,14 @@ class CacheSettings:
     neg_ttl: float = 5.0
     max_entries: int = 100_000
     max_listings: int = 1_000
+    # Where listings carry no user metadata (S3), readdir fetches the attributes of up to this many
+    # entries in parallel, so that `ls -l` and rsync are answered from the cache with exact mtimes and
+    # modes. 0 ("-o listing_attrs=fast"): listing attributes are shown as they are (server times).
+    stat_ahead: int = 5_000
+    stat_ahead_parallel: int = 32
+
+
+_stat_pool = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="stat-ahead")
 
 
 class Namespace:
@@ -129,6 +138,7 @@ class Namespace:
                 return dict(listing.entries)
         try:
             entries = self._list_remote(path)
+            self._complete(path, entries)
         except Transient as exc:
             with self._lock:
                 last = self._last_listings.get(path)
@@ -144,10 +154,32 @@ class Namespace:
             for name, entry in entries.items():
                 child = join(path, name)
                 known = self._entries.get(child)
-                if known is None or not known.exact:
+                if known is None or not known.exact or entry.exact:
                     self._entries[child] = entry
                 self._missing.pop(child, None)
         return dict(entries)
+
+    def _complete(self, path: str, entries: dict[str, Entry]) -> None:
+        """Fetch, in parallel, the exact attributes of listed entries that lack them (see CacheSettings)."""
+        inexact = [name for name, entry in entries.items() if not entry.exact]
+        if not inexact:
+            return
+        if self.settings.stat_ahead <= 0 or len(inexact) > self.settings.stat_ahead:
+            if self.settings.stat_ahead > 0:
+                log.info("%s has %d entries: their attributes are fetched when asked for", path, len(inexact))
+            return
+        hints = {name: entries[name] for name in inexact}
+
+        def fetch(name: str) -> tuple[str, Entry | None]:
+            try:
+                return name, self._fetch(join(path, name), hints[name])
+            except NotFound:
+                return name, None  # gone since the listing
+        for name, entry in _stat_pool.map(fetch, inexact):
+            if entry is None:
+                entries.pop(name, None)
+            else:
+                entries[name] = entry
 
     def _list_remote(self, path: str) -> dict[str, Entry]:
         dir_key = self.keys.dir_key(path)

@@ -41,6 +41,7 @@ class MountOptions:
     attr_ttl: float = 10.0
     dir_ttl: float = 10.0
     neg_ttl: float = 5.0
+    listing_attrs: str = "exact"   # or "fast": see CacheSettings.stat_ahead
     # local disk
     cache_dir: Path = dataclasses.field(default_factory=default_cache_dir)
     cache_size: int = 2 << 30     # the read block cache (0: no disk cache)
@@ -68,6 +69,7 @@ class MountOptions:
         "attr_ttl": "seconds an attribute is cached (default 10)",
         "dir_ttl": "seconds a directory listing is cached (default 10)",
         "neg_ttl": "seconds a 'does not exist' is cached (default 5)",
+        "listing_attrs": "exact (default: fetch stored mtimes/modes with a listing, in parallel) or fast",
         "cache_dir": "where staged files live (default ~/.cache/storefs)",
         "cache_size": "size of the read cache on disk, e.g. 10G (default 2G; 0 turns it off)",
         "staging_size": "cap on staged data, e.g. 10G; writes past it fail with ENOSPC",
@@ -108,6 +110,10 @@ class MountOptions:
         try:
             if name in ("uid", "gid", "upload_workers", "transfers"):
                 setattr(self, name, int(value))
+            elif name == "listing_attrs":
+                if value not in ("exact", "fast"):
+                    raise ConfigError("-o listing_attrs must be exact or fast")
+                self.listing_attrs = value
             elif name == "fsync":
                 if value not in ("upload", "local"):
                     raise ConfigError("-o fsync must be upload or local")

@@ -26,7 +26,7 @@ cached inventory, an inventory job started) only when something inside it is fir
 Locking: `VaultFS._lock` guards the handle and pending-upload tables and the view table; a view's
 `lock` guards its tree and inventory fields; `_Upload.lock` one file being written. None of these is
 held during a request, except `_Upload.lock` during that file's upload (writes to it must wait and
-then fail). Decisions shared with other processes take the flock locks of VaultState, never nested
+then fail) and a view's `_start_lock` while it loads (first lookups wait for the tree). Decisions shared with other processes take the flock locks of VaultState, never nested
 and never while one of the above is held.
 """
 from __future__ import annotations
@@ -138,6 +138,9 @@ class VaultOptions:
     poll_max: float = 60.0
     inventory_poll: float = 60.0
     status_ttl: float = 30.0
+    # what FuseOps.destroy passes to close(): unused (uploads happen inside close(2)), kept so the
+    # FUSE edge drives VaultFS and StoreFS alike
+    drain_timeout: float = 3600.0
 
     HELP: ClassVar[dict[str, str]] = {
         "vault_tier": "retrieval tier for jobs started on open: Expedited, Standard (default) or Bulk",
@@ -788,9 +791,9 @@ class VaultFS:
                 log.exception("vault %s: inventory poll failed", view.name)
         return changed
 
-    def close(self) -> list[str]:
+    def close(self, timeout: float | None = None) -> list[str]:
         """Stop the poller, upload files still open for writing, close everything. Returns what
-        could not be uploaded, with the reason."""
+        could not be uploaded, with the reason. The provider stays open (the caller owns it)."""
         self.stopping.set()
         if self._poller is not None:
             self._poller.join(timeout=10)
@@ -912,6 +915,15 @@ class VaultFS:
                 "f_ffree": 0, "f_favail": 0, "f_namemax": 255}
 
     # -- reading ---------------------------------------------------------------------------------
+
+    def getattr_etag(self, path: str) -> str | None:
+        """What FuseOps keys the kernel page cache on: an archive never changes, so its id."""
+        try:
+            view, rel = self._route(path)
+        except StoreError:
+            return None
+        found = view.lookup(rel) if view is not None else None
+        return found.archive.archive_id if isinstance(found, FileNode) else None
 
     def _node(self, path: str) -> tuple[_VaultView, str, FileNode]:
         view, rel = self._route(path)

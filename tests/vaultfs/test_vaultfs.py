@@ -63,6 +63,13 @@ def not_ready(fs: VaultFS, path: str) -> ArchiveNotReady:
     return caught.value
 
 
+def wait_for(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
 def in_thread(fn, *args):
     result: dict = {}
 
@@ -223,6 +230,7 @@ def test_first_open_fails_fast_then_serves_verified_bytes(env: Env):
     # the other mount serves the cached bytes without a request for them
     assert cat(remount, "/data/blob.bin") == data
     assert len(env.jobs()) == 1
+    assert fs.getattr_etag("/data/blob.bin") == archive.archive_id and fs.getattr_etag("/data") is None
     # pread at offsets, past the end
     fh = fs.open("/data/blob.bin", os.O_RDONLY)
     assert fs.read(fh, 10, MiB) == data[MiB:MiB + 10]
@@ -234,7 +242,8 @@ def test_vault_wait_blocks_then_succeeds(env: Env):
     env.upload("f", b"waited for")
     fs = env.mounted_with_inventory(vault_wait=30)
     thread, result = in_thread(fs.open, "/f", os.O_RDONLY)
-    time.sleep(0.3)
+    wait_for(lambda: len(env.jobs()) == 1)
+    time.sleep(0.2)
     assert thread.is_alive(), "open should be waiting for the job"
     env.advance(STANDARD_DONE)
     thread.join(20)
@@ -417,7 +426,8 @@ def test_restore_wait_on_a_directory(env: Env):
     seen: list[tuple[int, int]] = []
 
     def advance_soon():
-        time.sleep(0.2)
+        wait_for(lambda: len(env.jobs()) == 4)  # every job started before the clock moves
+        time.sleep(0.1)
         env.advance(STANDARD_DONE)
     mover = threading.Thread(target=advance_soon)
     mover.start()
