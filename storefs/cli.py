@@ -27,8 +27,10 @@ from .mounting import (
     build_fs,
     check_mountpoint,
     is_mounted,
+    is_vault_remote,
     mount_id,
     open_store,
+    open_vault_fs,
     runtime_dir,
     unmount,
     write_exit_report,
@@ -99,6 +101,33 @@ def _parser() -> argparse.ArgumentParser:
     fl.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
                     help="how long to wait (default 3600)")
 
+    vault = sub.add_parser("vault", help="archive vault commands (refresh)",
+                           description="Commands for archive vaults (CAS, Glacier).")
+    vault_sub = vault.add_subparsers(dest="vault_command", metavar="COMMAND", parser_class=_Parser)
+    vault_sub.required = True
+    refresh = vault_sub.add_parser("refresh", help="start an inventory job; with --wait, use it when done",
+                                   description="Start an inventory job for REMOTE:VAULT (or every vault of "
+                                               "REMOTE:) and, with --wait, swap the tree in when it is done. "
+                                               "Exit 75 if it is still running.")
+    refresh.add_argument("remote", metavar="REMOTE:VAULT")
+    refresh.add_argument("--wait", action="store_true", help="wait for the job")
+    refresh.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    common(refresh)
+
+    restore = sub.add_parser("restore", help="start retrievals of archives in a mounted vault",
+                             description="Start retrieval jobs for the archives at PATH... (files or directories "
+                                         "inside a mounted vault). With --wait, show progress until they are "
+                                         "ready. Exit 0 when all are ready, 75 while some still run, 1 on failure.")
+    restore.add_argument("paths", nargs="+", metavar="PATH")
+    restore.add_argument("--wait", action="store_true", help="wait until every retrieval is ready")
+    restore.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    common(restore)
+
+    jobs = sub.add_parser("jobs", help="list the jobs of REMOTE:VAULT",
+                          description="List the retrieval and inventory jobs the vault service knows.")
+    jobs.add_argument("remote", metavar="REMOTE:VAULT")
+    common(jobs)
+
     ls = sub.add_parser("ls", help="list REMOTE:BUCKET[/PATH] without mounting",
                         description="List a directory of a bucket (or the buckets of REMOTE:) without mounting.")
     ls.add_argument("remote", metavar="REMOTE:BUCKET[/PATH]")
@@ -126,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args)
         if args.command == "flush":
             return cmd_flush(args)
+        if args.command == "vault":
+            return cmd_vault_refresh(args)
+        if args.command == "restore":
+            return cmd_restore(args)
+        if args.command == "jobs":
+            return cmd_jobs(args)
     except (ConfigError, UsageError) as exc:
         print(f"storefs: error: {redact(str(exc))}", file=sys.stderr)
         return 2
@@ -227,10 +262,18 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
         log.error("%s", message)
         return code
 
+    vault = is_vault_remote(config, spec)
     try:
         mountpoint = check_mountpoint(args.mountpoint)
-        provider, store = open_store(config, spec)
-        fs = build_fs(store, spec, options)
+        if vault:
+            fs = open_vault_fs(config, spec, options)
+            provider = fs.provider
+        else:
+            if options.vault:
+                raise MountError(f"-o {', '.join(sorted(options.vault))}: vault options, but {spec.remote} "
+                                 f"is a bucket store")
+            provider, store = open_store(config, spec)
+            fs = build_fs(store, spec, options)
     except (ConfigError, UsageError) as exc:
         return report_failure(2, str(exc))
     except MountError as exc:
@@ -238,18 +281,21 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
     except StoreError as exc:
         return report_failure(1, str(exc))
 
-    recovered = fs.recover()
-    if recovered:
-        log.warning("%d upload(s) left by an earlier run are queued again: %s", len(recovered),
-                    ", ".join(recovered[:10]))
+    reporter = None
+    if not vault:
+        recovered = fs.recover()
+        if recovered:
+            log.warning("%d upload(s) left by an earlier run are queued again: %s", len(recovered),
+                        ", ".join(recovered[:10]))
+        reporter = StatusReporter(fs, runtime_dir(), mountpoint, str(spec))
     record = MountRecord(pid=os.getpid(), mountpoint=mountpoint, remote=str(spec),
                          log_file=args.log_file, started=time.time())
-    reporter = StatusReporter(fs, runtime_dir(), mountpoint, str(spec))
 
     def on_ready() -> None:
         nonlocal ready_fd
         record.save()
-        reporter.start()
+        if reporter:
+            reporter.start()
         log.warning("mounted %s on %s (pid %d)", spec, mountpoint, os.getpid())
         if ready_fd is not None:
             os.write(ready_fd, b"ready\n")
@@ -258,16 +304,18 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
 
     from . import fuse_ops
     try:
+        read_only = options.read_only or (vault and not fs.options.vault_writes)
         fuse_ops.run(fs, mountpoint, fsname=f"storefs#{spec}", on_ready=on_ready,
                      allow_other=options.allow_other, default_permissions=options.default_permissions,
-                     read_only=options.read_only)
+                     read_only=read_only)
     except RuntimeError as exc:
         return report_failure(1, f"mounting {mountpoint} failed: {exc}") if ready_fd is not None else 1
     finally:
-        reporter.stop()
+        if reporter:
+            reporter.stop()
         record.remove()
         provider.close()
-    pending = fs.pending_uploads()
+    pending = [] if vault else fs.pending_uploads()
     if pending:
         log.error("exited with %d file(s) not uploaded (kept staged; the next mount uploads them): %s",
                   len(pending), ", ".join(pending[:10]))
@@ -362,6 +410,107 @@ def cmd_flush(args: argparse.Namespace) -> int:
     print(f"storefs: error: {mountpoint}: uploads still pending after {args.timeout:.0f}s "
           f"(see: storefs status {mountpoint})", file=sys.stderr)
     return 1
+
+
+# -- vaults ----------------------------------------------------------------------------------------
+
+EX_TEMPFAIL = 75  # sysexits.h: try again later (a job is still running), as glacier-cli answers
+
+
+def _vault_fs(args: argparse.Namespace, spec: RemoteSpec):
+    config = _load_config(args)
+    if not is_vault_remote(config, spec):
+        raise MountError(f"{spec.remote} is not an archive vault remote")
+    return open_vault_fs(config, spec, MountOptions(), poll=False)
+
+
+def cmd_vault_refresh(args: argparse.Namespace) -> int:
+    fs = _vault_fs(args, RemoteSpec.parse(args.remote))
+    try:
+        reports = fs.refresh(wait=args.wait, timeout=args.timeout)
+    finally:
+        fs.close()
+        fs.provider.close()
+    code = 0
+    for report in reports:
+        print(f"{report.vault}: {report.state}" + (f" ({report.message})" if report.message else ""))
+        if report.state == "failed":
+            code = 1
+        elif report.state != "done" and code == 0:
+            code = EX_TEMPFAIL
+    return code
+
+
+def _mounted_vault_paths(paths: list[str]) -> tuple[RemoteSpec, list[str]]:
+    """(the mount's remote, paths inside it) for paths under one storefs vault mount."""
+    records = []
+    for record_file in runtime_dir().glob("mount-*.json"):
+        try:
+            records.append(json.loads(record_file.read_text()))
+        except (OSError, ValueError):
+            continue
+    spec, inner = None, []
+    for path in paths:
+        real = os.path.realpath(path)
+        owner = max((r for r in records if real == r["mountpoint"] or real.startswith(r["mountpoint"] + "/")),
+                    key=lambda r: len(r["mountpoint"]), default=None)
+        if owner is None:
+            raise MountError(f"{path} is not inside a storefs mount")
+        this = RemoteSpec.parse(owner["remote"])
+        if spec is not None and this != spec:
+            raise MountError("give paths of one vault mount at a time")
+        spec = this
+        inner.append("/" + os.path.relpath(real, owner["mountpoint"]).lstrip(".").lstrip("/"))
+    assert spec is not None
+    return spec, ["/" if p == "/" else p.rstrip("/") for p in inner]
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    spec, inner = _mounted_vault_paths(args.paths)
+    fs = _vault_fs(args, spec)
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            width = 30
+            filled = int(width * done / total) if total else width
+            print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} ready", end="",
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"{done}/{total} ready", file=sys.stderr)
+    try:
+        report = fs.restore(inner, wait=args.wait, timeout=args.timeout, progress=progress if args.wait else None)
+    finally:
+        fs.close()
+        fs.provider.close()
+    if args.wait and sys.stderr.isatty():
+        print(file=sys.stderr)
+    states = {state: report.count(state) for state in ("ready", "cached", "in-progress", "failed")}
+    states["ready"] += states.pop("cached")
+    print(f"{len(report.items)} archive(s): {states['ready']} ready, {states['in-progress']} in progress, "
+          f"{states['failed']} failed; {report.jobs_started} job(s) started now")
+    for item in report.items:
+        if item.state == "failed":
+            print(f"  failed: {item.path}: {item.message}")
+    if states["failed"]:
+        return 1
+    return 0 if report.all_ready else EX_TEMPFAIL
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    fs = _vault_fs(args, RemoteSpec.parse(args.remote))
+    try:
+        jobs = fs.jobs()
+        for job in sorted(jobs, key=lambda j: j.creation_date):
+            when = datetime.datetime.fromtimestamp(job.creation_date).strftime("%Y-%m-%d %H:%M")
+            what = fs.path_of(job.archive_id) if job.archive_id else None
+            print(f"{when}  {job.action.value:18} {job.status.value:10} {(job.tier.value if job.tier else ''):9} "
+                  f"{what or job.archive_id or ''}  {job.job_id[:16]}")
+        if not jobs:
+            print("no jobs")
+    finally:
+        fs.close()
+        fs.provider.close()
+    return 0
 
 
 # -- ls --------------------------------------------------------------------------------------------

@@ -89,6 +89,12 @@ class CacheFull(StoreError):
     errno = errno.ENOSPC
 
 
+class NoAttribute(StoreError):
+    """getxattr of an extended attribute the file does not have."""
+
+    errno = errno.ENODATA
+
+
 class Transient(StoreError):
     """A failure worth retrying (5xx, throttling, reset connection, timeout). EIO once retries run out."""
 
@@ -115,7 +121,7 @@ ERRNO_TABLE: dict[type[StoreError], int] = {
     for cls in (
         NotFound, AlreadyExists, NotEmpty, IsADirectory, NotADirectory, AccessDenied, ReadOnly,
         NotSupported, NotPermitted, InvalidArgument, NameTooLong, CrossDevice, RemoteChanged,
-        ArchiveNotReady, CacheFull, Transient, Throttled, ProtocolError, StoreError,
+        ArchiveNotReady, CacheFull, NoAttribute, Transient, Throttled, ProtocolError, StoreError,
     )
 }
 

@@ -31,6 +31,7 @@ from .errors import (
     AlreadyExists,
     InvalidArgument,
     IsADirectory,
+    NoAttribute,
     NotADirectory,
     NotEmpty,
     NotFound,
@@ -140,6 +141,14 @@ class StoreFS:
                 if parent(opened.path) == path:
                     names.add(basename(opened.path))
         return sorted(names)
+
+    def getxattr(self, path: str, name: str) -> bytes:
+        self.getattr(path)
+        raise NoAttribute(f"{path}: no attribute {name}")  # none are stored for bucket objects yet
+
+    def listxattr(self, path: str) -> list[str]:
+        self.getattr(path)
+        return []
 
     def readlink(self, path: str) -> str:
         entry = self._entry(path)

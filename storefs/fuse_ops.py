@@ -21,6 +21,7 @@ import fuse
 
 from .errors import errno_for
 from .filesystem import StoreFS
+from .vaultfs import VaultFS
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def _caller() -> tuple[int, int]:
 class FuseOps(fuse.Operations):
     use_ns = True
 
-    def __init__(self, fs: StoreFS, on_ready: Callable[[], None] | None = None) -> None:
+    def __init__(self, fs: StoreFS | VaultFS, on_ready: Callable[[], None] | None = None) -> None:
         self.fs = fs
         self.on_ready = on_ready
         self._seen_etags: dict[str, str] = {}  # path -> ETag at the last open, for keep_cache
@@ -217,15 +218,15 @@ class FuseOps(fuse.Operations):
         _call("release", self.fs.release, fi.fh)
         return 0
 
-    # extended attributes: none yet
+    # extended attributes (read-only facts: a vault archive's id, tree hash and retrieval state)
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        raise fuse.FuseOSError(errno.ENODATA)
+        return _call("getxattr", self.fs.getxattr, path, name)
 
     def listxattr(self, path: str) -> list[str]:
-        return []
+        return _call("listxattr", self.fs.listxattr, path)
 
 
-def run(fs: StoreFS, mountpoint: str, *, fsname: str, on_ready: Callable[[], None] | None,
+def run(fs: StoreFS | VaultFS, mountpoint: str, *, fsname: str, on_ready: Callable[[], None] | None,
         allow_other: bool, default_permissions: bool, read_only: bool, debug: bool = False) -> None:
     """Mount and serve until unmounted. Blocks."""
     # Blocked before libfuse and our workers start threads, so every thread inherits it: a write to a

@@ -22,6 +22,8 @@ from .openfiles import Staging
 from .options import MountOptions
 from .registry import provider_module
 from .store import ObjectStore, Provider
+from .vaultfs import VaultFS, VaultOptions
+from .vaultstate import state_dir_for
 
 
 class MountError(Exception):
@@ -37,8 +39,7 @@ def open_store(config: Config, spec: RemoteSpec) -> tuple[Provider, ObjectStore]
     remote = config.remote(spec.remote)
     module = provider_module(remote.type)
     if module.SPEC.kind != "bucket":
-        raise MountError(f"remote [{remote.name}] is a {remote.type} archive vault: mounting vaults is not "
-                         f"available yet (the vault layer exists; the mounted tree is being built)")
+        raise MountError(f"remote [{remote.name}] is a {remote.type} archive vault, not a bucket store")
     try:
         provider = module.open_provider(remote.name, remote.options)
     except ConfigError:
@@ -53,6 +54,34 @@ def open_store(config: Config, spec: RemoteSpec) -> tuple[Provider, ObjectStore]
         raise MountError(f"cannot use {where} ({remote.type} remote [{remote.name}] in {config.path}): {exc}") from None
     store: ObjectStore = provider.bucket(spec.bucket) if spec.bucket else AllBuckets(provider)
     return provider, store
+
+
+def is_vault_remote(config: Config, spec: RemoteSpec) -> bool:
+    return provider_module(config.remote(spec.remote).type).SPEC.kind == "vault"
+
+
+def open_vault_fs(config: Config, spec: RemoteSpec, options: MountOptions, *, poll: bool = True) -> VaultFS:
+    """The read-only tree of a vault (or of every vault with `REMOTE:`), its provider checked.
+    `poll`: watch pending inventory jobs (a mount does; one-shot commands do not)."""
+    remote = config.remote(spec.remote)
+    if spec.prefix:
+        raise MountError(f"{spec}: a vault is mounted whole (REMOTE:VAULT), not below a path")
+    vault_options = VaultOptions(uid=options.uid, gid=options.gid, umask=options.umask,
+                                 drain_timeout=options.drain_timeout)
+    for name, value in options.vault.items():
+        vault_options.set(name, value)
+    if not poll:
+        vault_options.inventory_poll = 0
+    provider = provider_module(remote.type).open_provider(remote.name, remote.options)
+    try:
+        provider.check(spec.bucket)
+    except StoreError as exc:
+        provider.close()
+        where = f"{spec.remote}:{spec.bucket or ''}"
+        raise MountError(f"cannot use {where} ({remote.type} remote [{remote.name}] in {config.path}): {exc}") from None
+    fs = VaultFS(provider, spec.bucket, vault_options, state_dir_for(options.cache_dir, remote.name))
+    fs.start()
+    return fs
 
 
 def mount_id(spec: RemoteSpec) -> str:

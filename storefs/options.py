@@ -58,6 +58,8 @@ class MountOptions:
     drain_timeout: float = 3600.0
     # statfs: the size the mount reports; None = the size of the disk holding the cache directory
     total_size: int | None = None
+    # vault mounts only (VaultOptions.HELP): name -> value (None for a bare flag), checked there
+    vault: dict = dataclasses.field(default_factory=dict)
 
     HELP = {
         "uid": "owner of files without stored ownership (default: you)",
@@ -102,8 +104,12 @@ class MountOptions:
         if name == "rw":
             self.read_only = False
             return
+        from .vaultfs import VaultOptions
+        if name in VaultOptions.HELP:
+            self.vault[name] = value if has_value else None
+            return
         if name not in self.HELP:
-            known = ", ".join(sorted(self.HELP))
+            known = ", ".join(sorted(set(self.HELP) | set(VaultOptions.HELP)))
             raise ConfigError(f"unknown mount option {name!r} (known: {known})")
         if not has_value:
             raise ConfigError(f"option {name} needs a value: -o {name}=…")

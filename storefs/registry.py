@@ -36,6 +36,7 @@ PROVIDERS: dict[str, str] = {
     "ufile": "storefs.providers.ufile",
     "cas": "storefs.vaults.cas",
     "glacier": "storefs.vaults.glacier",
+    "local-vault": "storefs.vaults.local",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import io
 import logging
 import math
 import os
@@ -31,24 +32,45 @@ def part_size_for(size: int, caps: Capabilities, wanted: int) -> int:
     return min(max(caps.min_part_size, wanted, size_needed), caps.max_part_size)
 
 
-class _FileSlice:
-    """A read-only file object over [offset, offset+size) of an open fd (for streaming PUT bodies)."""
+class _FileSlice(io.RawIOBase):
+    """A read-only, seekable file object over [offset, offset+size) of an open fd, for streaming
+    request bodies. Providers rewind it (seek/tell) to resend a body on retry."""
 
     def __init__(self, fd: int, offset: int, size: int) -> None:
-        self._fd, self._pos, self._end = fd, offset, offset + size
+        super().__init__()
+        self._fd, self._base, self._size, self._pos = fd, offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, min(self._size, base + pos))
+        return self._pos
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
-            n = self._end - self._pos
-        n = min(n, self._end - self._pos)
+            n = self._size - self._pos
+        n = min(n, self._size - self._pos)
         if n <= 0:
             return b""
-        data = os.pread(self._fd, n, self._pos)
+        data = os.pread(self._fd, n, self._base + self._pos)
         self._pos += len(data)
         return data
 
+    def readinto(self, buffer) -> int:  # io.RawIOBase's read() of unknown size goes through here
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
     def __len__(self) -> int:
-        return self._end - self._pos
+        return self._size - self._pos
 
 
 def upload_file(store: ObjectStore, key: str, path: str, meta: Mapping[str, str], settings: UploadSettings,

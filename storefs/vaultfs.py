@@ -53,6 +53,7 @@ from .errors import (
     InvalidArgument,
     IsADirectory,
     NameTooLong,
+    NoAttribute,
     NotADirectory,
     NotFound,
     NotPermitted,
@@ -105,13 +106,6 @@ XATTR_ARCHIVE_ID = "user.storefs.archive_id"
 XATTR_TREE_HASH = "user.storefs.tree_hash"
 XATTR_RETRIEVAL = "user.storefs.retrieval"
 XATTR_INVENTORY = "user.storefs.inventory"
-
-
-class NoAttribute(StoreError):
-    """getxattr of a name the file does not have (ENODATA). Belongs in errors.py once wired."""
-
-    errno = errno.ENODATA
-
 
 NOT_READY_ERRNOS = {"EAGAIN": errno.EAGAIN, "EREMOTE": errno.EREMOTE, "EACCES": errno.EACCES,
                     "EIO": errno.EIO}

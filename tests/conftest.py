@@ -43,3 +43,4 @@ def _emulator_fixture(module: str, class_name: str):
 cos_emulator = _emulator_fixture("tests.emulators.cos", "CosEmulator")
 wcs_emulator = _emulator_fixture("tests.emulators.wcs", "WcsEmulator")
 ufile_emulator = _emulator_fixture("tests.emulators.ufile", "UfileEmulator")
+cas_emulator = _emulator_fixture("tests.emulators.cas", "CasEmulator")

@@ -354,7 +354,7 @@ class _Body:
             self.payload_hash = UNSIGNED_PAYLOAD
             try:
                 self.start = fileobj.tell() if fileobj.seekable() else None
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):  # a minimal reader: sent once, not retried
                 self.start = None
 
     @property

@@ -880,3 +880,7 @@ def open_vault_provider(remote: str, options: Mapping[str, str], *, clock: Clock
                     inventory=_seconds(options, "inventory_delay", remote))
     create = str(options.get("create_vaults") or "no").strip().lower() in ("yes", "true", "1", "on")
     return LocalVaultProvider(root_path, remote=remote, delays=delays, clock=clock, create_vaults=create)
+
+
+# The registry's name for the factory, as for every provider module.
+open_provider = open_vault_provider

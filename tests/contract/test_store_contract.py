@@ -231,3 +231,19 @@ def test_multipart_abort_leaves_nothing(store):
     if pending:  # a provider that can list unfinished uploads must stop listing an aborted one
         assert upload.upload_id in pending
         assert upload.upload_id not in [u.upload_id for u in store.list_multipart()]
+
+
+@pytest.mark.parametrize("size", [0, 300_000, 3 * 1024 * 1024 + 17, "multipart"])
+def test_upload_file_of_every_size(store, tmp_path, size):
+    """The uploader's path for each size band: empty, in-memory PUT, streamed PUT, multipart."""
+    from storefs.uploader import UploadSettings, upload_file
+    if size == "multipart":
+        size = store.capabilities.single_put_max + 1024 * 1024 + 5
+    data = os.urandom(size)
+    path = tmp_path / "staged"
+    path.write_bytes(data)
+    info = upload_file(store, "up/loaded", str(path), {"mtime": "77"}, UploadSettings(part_size=0, workers=3))
+    assert info.size == size
+    st = store.stat("up/loaded")
+    assert st.size == size and st.meta.get("mtime") == "77"
+    assert store.read_range("up/loaded", 0, size) == data

@@ -1,0 +1,131 @@
+"""An archive vault mounted for real (CAS emulator; its clock makes hours-long jobs finish at once)."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from storefs.vaultnames import encode_mt2
+from storefs.vaults import cas
+from storefs.vaults.treehash import tree_hash
+from tests.fuse.harness import Env
+
+MiB = 1 << 20
+
+
+def errno_of(fn) -> int:
+    with pytest.raises(OSError) as info:
+        fn()
+    return info.value.errno
+
+
+@pytest.fixture
+def vault_env(tmp_path, cas_emulator):
+    name = f"v{uuid.uuid4().hex[:10]}"
+    cas_emulator.create_bucket(name)
+    config = {k: str(v) for k, v in cas_emulator.config().items()}
+    provider = cas.open_provider("t", {k: v for k, v in config.items() if k != "type"})
+    env = Env(tmp_path, {"c": config})
+    env.name, env.vault, env.clock = name, provider.vault(name), cas_emulator.clock
+    yield env
+    env.close()
+    provider.close()
+
+
+def retrievals(vault) -> list:
+    return [j for j in vault.list_jobs() if j.action.value == "ArchiveRetrieval"]
+
+
+def test_vault_tree_retrieval_on_open_and_restore(vault_env):
+    vault, clock = vault_env.vault, vault_env.clock
+    a = os.urandom(3 * MiB + 17)
+    b = b"photo bytes" * 1000
+    c = b"nameless"
+    old = b"older version"
+    vault.upload_archive(old, len(old), encode_mt2("docs/a.txt", 1_600_000_000))
+    clock.advance(60)
+    vault.upload_archive(a, len(a), encode_mt2("docs/a.txt", 1_700_000_000))
+    vault.upload_archive(b, len(b), "photos/b.jpg")
+    c_info = vault.upload_archive(c, len(c), "")
+    vault.start_inventory()
+    clock.advance(6 * 3600)  # the inventory job is done; the mount adopts it
+
+    mount = vault_env.mount(f"c:{vault_env.name}")
+    root = mount.path
+    assert sorted(os.listdir(root)) == sorted(["docs", "photos", f"id:{c_info.archive_id}"])
+    assert sorted(os.listdir(root / "docs")) == ["a.txt", "a.txt;2"]  # newest keeps the name
+    assert (root / "docs" / "a.txt").stat().st_size == len(a)
+    assert (root / "docs" / "a.txt").stat().st_mtime == 1_700_000_000
+    assert (root / "docs" / "a.txt").stat().st_mode & 0o777 == 0o444
+    assert (root / "docs").stat().st_mode & 0o777 == 0o555
+
+    # Every mutation is EROFS.
+    assert errno_of(lambda: (root / "new").write_bytes(b"x")) == errno.EROFS
+    assert errno_of(lambda: os.unlink(root / "docs" / "a.txt")) == errno.EROFS
+    assert errno_of(lambda: os.mkdir(root / "d")) == errno.EROFS
+    assert errno_of(lambda: os.rename(root / "docs", root / "docs2")) == errno.EROFS
+    assert errno_of(lambda: os.chmod(root / "docs" / "a.txt", 0o600)) == errno.EROFS
+
+    # The first open fails at once with EAGAIN and starts exactly one job; more opens start none.
+    started = time.monotonic()
+    assert errno_of(lambda: open(root / "docs" / "a.txt", "rb")) == errno.EAGAIN
+    assert time.monotonic() - started < 5
+    assert len(retrievals(vault)) == 1
+    assert errno_of(lambda: open(root / "docs" / "a.txt", "rb")) == errno.EAGAIN
+    state = os.getxattr(root / "docs" / "a.txt", "user.storefs.retrieval").decode()
+    assert state.startswith("in-progress since"), state
+    mount.unmount().check_returncode()
+    mount = vault_env.mount(f"c:{vault_env.name}")  # a remount starts no job either
+    root = mount.path
+    assert errno_of(lambda: open(root / "docs" / "a.txt", "rb")) == errno.EAGAIN
+    assert len(retrievals(vault)) == 1
+
+    clock.advance(6 * 3600)  # Standard tier: done
+    data = (root / "docs" / "a.txt").read_bytes()
+    assert data == a and tree_hash(data) == os.getxattr(root / "docs" / "a.txt", "user.storefs.tree_hash").decode()
+    assert os.getxattr(root / "docs" / "a.txt", "user.storefs.archive_id").decode()
+
+    # storefs restore --wait on a directory, while time passes on the server.
+    ticking = threading.Event()
+
+    def tick():
+        while not ticking.wait(0.5):
+            clock.advance(3600)
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        result = vault_env.run("restore", "--wait", "--timeout", "120", str(root / "photos"), timeout=150)
+    finally:
+        ticking.set()
+        ticker.join()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 archive(s): 1 ready" in result.stdout
+    assert (root / "photos" / "b.jpg").read_bytes() == b
+    listing = vault_env.run("jobs", f"c:{vault_env.name}", check=True).stdout
+    assert "ArchiveRetrieval" in listing and "InventoryRetrieval" in listing and "/photos/b.jpg" in listing
+
+
+def test_vault_writes_round_trip_40_mib(vault_env, tmp_path):
+    vault_env.vault.start_inventory()
+    vault_env.clock.advance(6 * 3600)
+    mount = vault_env.mount(f"c:{vault_env.name}", options=("vault_writes",))
+    data = os.urandom(40 * MiB)
+    (tmp_path / "src.bin").write_bytes(data)
+    subprocess.run(["cp", str(tmp_path / "src.bin"), str(mount.path / "backup.bin")], check=True)
+    assert (mount.path / "backup.bin").stat().st_size == len(data)  # in the tree at once
+    assert errno_of(lambda: (mount.path / "backup.bin").write_bytes(b"x")) in (errno.EROFS, errno.EEXIST)
+    mount.unmount().check_returncode()
+    mount = vault_env.mount(f"c:{vault_env.name}", options=("vault_wait=60",))
+    waiter = threading.Timer(1.0, lambda: vault_env.clock.advance(6 * 3600))
+    waiter.start()
+    try:
+        back = (mount.path / "backup.bin").read_bytes()  # vault_wait: blocks until the job is done
+    finally:
+        waiter.cancel()
+    assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
