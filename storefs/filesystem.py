@@ -31,7 +31,6 @@ from .errors import (
     AlreadyExists,
     InvalidArgument,
     IsADirectory,
-    NoAttribute,
     NotADirectory,
     NotEmpty,
     NotFound,
@@ -56,6 +55,7 @@ SYMLINK_MAX = 4096
 
 
 class StoreFS:
+    has_xattrs = False  # bucket objects carry no extended attributes (see fuse_ops.getxattr)
     def __init__(self, store: ObjectStore, prefix: str, options: MountOptions, staging: Staging,
                  cache: BlockCache | None = None, location: str = "") -> None:
         self.store = store
@@ -142,14 +142,6 @@ class StoreFS:
                     names.add(basename(opened.path))
         return sorted(names)
 
-    def getxattr(self, path: str, name: str) -> bytes:
-        self.getattr(path)
-        raise NoAttribute(f"{path}: no attribute {name}")  # none are stored for bucket objects yet
-
-    def listxattr(self, path: str) -> list[str]:
-        self.getattr(path)
-        return []
-
     def readlink(self, path: str) -> str:
         entry = self._entry(path)
         if not entry.attrs.is_symlink or entry.info is None:
@@ -181,6 +173,7 @@ class StoreFS:
                       mtime_ns=now_ns(), ctime_ns=now_ns())
         info = self.store.put(self.keys.dir_key(path), io.BytesIO(b""), 0, meta_from_attrs(attrs))
         self.ns.remember(path, Entry(attrs, info))
+        self.ns.seed_empty(path)  # names looked up in it next (cp -r, rsync) need no request
 
     def _has_children(self, path: str) -> bool:
         dir_key = self.keys.dir_key(path)

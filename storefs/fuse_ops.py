@@ -218,11 +218,17 @@ class FuseOps(fuse.Operations):
         _call("release", self.fs.release, fi.fh)
         return 0
 
-    # extended attributes (read-only facts: a vault archive's id, tree hash and retrieval state)
+    # Extended attributes: read-only facts of vault archives (id, tree hash, retrieval state). A bucket
+    # mount has none, and says so with ENOSYS: the one place storefs answers it on purpose, because the
+    # kernel then stops asking (callers see EOPNOTSUPP), instead of two getxattr calls per `ls -l` entry.
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        if not self.fs.has_xattrs:
+            raise fuse.FuseOSError(errno.ENOSYS)
         return _call("getxattr", self.fs.getxattr, path, name)
 
     def listxattr(self, path: str) -> list[str]:
+        if not self.fs.has_xattrs:
+            raise fuse.FuseOSError(errno.ENOSYS)
         return _call("listxattr", self.fs.listxattr, path)
 
 

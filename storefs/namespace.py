@@ -118,17 +118,28 @@ class Namespace:
             except NotFound:
                 if hint is not None:
                     raise
-        # A directory: its marker object if there is one, else any key below it.
+        # A directory: one LIST of `key/` finds its marker (listed first, as `key/` sorts before every
+        # key below it) or any key below it; only a marker's metadata costs one more request.
         dir_key = key + "/"
-        try:
-            marker = self.store.stat(dir_key)
-            return Entry(attrs_from_object(marker, self.defaults, is_dir=True), marker)
-        except NotFound:
-            pass
+        if self.store.capabilities.real_folders:
+            # A real folder (COS v4) holds its own attributes and need not list itself: stat it first.
+            try:
+                marker = self.store.stat(dir_key)
+                return Entry(attrs_from_object(marker, self.defaults, is_dir=True), marker)
+            except NotFound:
+                pass
         page = self.store.list(dir_key, delimiter="/", limit=1)
-        if page.objects or page.prefixes:
-            return Entry(implicit_dir_attrs(self.defaults, _newest_ns(page.objects)), None)
-        raise NotFound(path)
+        if not (page.objects or page.prefixes):
+            raise NotFound(path)
+        if page.objects and page.objects[0].key == dir_key:
+            marker = page.objects[0]
+            if not marker.meta_complete or not self.store.capabilities.list_has_metadata:
+                try:
+                    marker = self.store.stat(dir_key)
+                except NotFound:  # a COS v4 virtual folder is listed but is no object
+                    return Entry(implicit_dir_attrs(self.defaults), None)
+            return Entry(attrs_from_object(marker, self.defaults, is_dir=True), marker)
+        return Entry(implicit_dir_attrs(self.defaults, _newest_ns(page.objects)), None)
 
     def listdir(self, path: str) -> dict[str, Entry]:
         """name -> entry of a directory's children, from one paged listing (cached for dir_ttl)."""
@@ -218,6 +229,13 @@ class Namespace:
             listing = self._listings.get(parent(path))
             if listing is not None:
                 listing.entries[basename(path)] = entry
+
+    def seed_empty(self, path: str) -> None:
+        """`path` is a directory we just created: it has no children (for dir_ttl, as any listing)."""
+        with self._lock:
+            listing = Listing({}, time.monotonic())
+            self._listings[path] = listing
+            self._last_listings[path] = listing
 
     def forget(self, path: str, *, gone: bool = False) -> None:
         """Drop what we know of `path` (and its listing). `gone`: we just deleted it."""

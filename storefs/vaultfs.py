@@ -721,6 +721,7 @@ def _ns(seconds: float) -> int:
 
 
 class VaultFS:
+    has_xattrs = True  # user.storefs.archive_id, .tree_hash, .retrieval, .inventory
     """The path-level filesystem over vault `vault_name` of `provider` (None: every vault).
     `state_dir` holds this remote's vault state (vaultstate.state_dir_for gives the usual place);
     `clock` is the service's clock (job dates are compared with it; tests pass their fake one)."""
