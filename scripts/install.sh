@@ -12,6 +12,9 @@ done
 if [ "${1:-}" = "test" ]; then
     for pkg in diffutils; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
 fi
+if [ "${1:-}" = "bench" ]; then  # the peers and tools scripts/bench_peers.py measures against
+    for pkg in s3fs fio util-linux; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+fi
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "storefs needs these Debian packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2
@@ -28,6 +31,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 target=.
 [ "${1:-}" = "test" ] && target='.[test]'
+[ "${1:-}" = "bench" ] && target='.[test,bench]'
 pip_log=$(mktemp /tmp/storefs-pip.XXXXXX.log)
 if ! .venv/bin/python -m pip install -e "$target" >"$pip_log" 2>&1; then
     tail -30 "$pip_log" >&2

@@ -17,7 +17,7 @@ from typing import Mapping
 from .store import ObjectInfo
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Attrs:
     mode: int           # full st_mode, type bits included
     size: int

@@ -29,7 +29,7 @@ from .store import ObjectInfo, ObjectStore, iter_list
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Entry:
     attrs: Attrs
     info: ObjectInfo | None   # the object (file, symlink or directory marker); None: implicit dir

@@ -40,7 +40,7 @@ class Capabilities:
     root_writable: bool = True
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ObjectInfo:
     key: str
     size: int

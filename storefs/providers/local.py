@@ -12,6 +12,8 @@ are refused with InvalidArgument, so no key ever escapes `root`.
 """
 from __future__ import annotations
 
+import bisect
+import collections
 import errno
 import hashlib
 import json
@@ -78,6 +80,7 @@ class LocalStore:
         # and a listing would show them. Same filesystem as the bucket, so os.replace stays atomic.
         self.tmp_dir = root / META_DIR / bucket / "tmp"
         self._lock = threading.Lock()
+        self._names: collections.OrderedDict = collections.OrderedDict()  # see _sorted_keys
 
     # -- paths -----------------------------------------------------------------------------------
 
@@ -164,10 +167,22 @@ class LocalStore:
                 objects.append(self._info(key, st, meta={}))
         return ListPage(objects, prefixes, None)
 
-    def _dir_entries(self, dir_key: str) -> list[tuple[str, os.stat_result]]:
-        """(key, stat) of one directory's entries in key order; a directory's key ends in '/'."""
+    def _sorted_keys(self, dir_key: str) -> tuple[list[str], list[bytes]]:
+        """The keys of one directory's entries in key order (a directory's key ends in '/'), with their
+        sort keys. Read with d_type only (no stat per entry) and kept while the directory is unchanged,
+        so that paging through 100,000 entries reads the directory once, not once per page."""
         path = self.base / dir_key if dir_key else self.base
-        out = []
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return [], []
+        cache_key = (str(path), st.st_ino, st.st_mtime_ns)
+        with self._lock:
+            hit = self._names.get(cache_key)
+            if hit is not None:
+                self._names.move_to_end(cache_key)
+                return hit
+        keys = []
         try:
             with os.scandir(path) as it:
                 for entry in it:
@@ -176,18 +191,34 @@ class LocalStore:
                     except UnicodeEncodeError:
                         log.warning("skipping %r in bucket %s: name is not UTF-8", entry.path, self.name)
                         continue
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if stat_mod.S_ISDIR(st.st_mode):
-                        out.append((f"{dir_key}{entry.name}/", st))
-                    elif stat_mod.S_ISREG(st.st_mode):
-                        out.append((f"{dir_key}{entry.name}", st))
+                    if entry.is_dir(follow_symlinks=False):
+                        keys.append(f"{dir_key}{entry.name}/")
+                    elif entry.is_file(follow_symlinks=False):
+                        keys.append(f"{dir_key}{entry.name}")
         except (FileNotFoundError, NotADirectoryError):
-            return []
-        out.sort(key=lambda item: _key_sort(item[0]))
-        return out
+            return [], []
+        keys.sort(key=_key_sort)
+        result = (keys, [_key_sort(k) for k in keys])
+        with self._lock:
+            self._names[cache_key] = result
+            while len(self._names) > 8:
+                self._names.popitem(last=False)
+        return result
+
+    def _dir_entries(self, dir_key: str, start: bytes = b"",
+                     after: bytes | None = None) -> Iterator[tuple[str, os.stat_result]]:
+        """(key, stat) of one directory's entries in key order, from sort key `start` on (and strictly
+        after `after`); stat is called only for what the caller consumes."""
+        keys, sort_keys = self._sorted_keys(dir_key)
+        index = bisect.bisect_left(sort_keys, start)
+        if after is not None:
+            index = max(index, bisect.bisect_right(sort_keys, after))
+        for key in keys[index:]:
+            try:
+                st = os.stat(self.base / key.rstrip("/"), follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed since the directory was read
+            yield key, st
 
     def _walk_flat(self, prefix: str, token: str | None) -> Iterator[tuple[str, os.stat_result]]:
         dir_key = prefix[: prefix.rfind("/") + 1]
@@ -196,23 +227,29 @@ class LocalStore:
                 check_key(dir_key)
             except InvalidArgument:
                 return
+        after = _key_sort(token) if token else None
         if prefix == dir_key and dir_key:
             # The listed directory's own marker comes first, as an S3 marker object would.
             try:
                 st = (self.base / dir_key).stat()
-                if stat_mod.S_ISDIR(st.st_mode) and (not token or _key_sort(dir_key) > _key_sort(token)):
+                if stat_mod.S_ISDIR(st.st_mode) and (after is None or _key_sort(dir_key) > after):
                     yield dir_key, st
             except (FileNotFoundError, NotADirectoryError):
                 return
-        for key, st in self._dir_entries(dir_key):
-            if key.startswith(prefix) and (not token or _key_sort(key) > _key_sort(token)):
-                yield key, st
+        for key, st in self._dir_entries(dir_key, _key_sort(prefix), after):
+            if not key.startswith(prefix):
+                return  # sorted: past the keys with this prefix
+            yield key, st
 
     def _walk_deep(self, prefix: str, token: str | None) -> Iterator[tuple[str, os.stat_result]]:
         start = prefix[: prefix.rfind("/") + 1]
 
         def walk(dir_key: str) -> Iterator[tuple[str, os.stat_result]]:
-            for key, st in self._dir_entries(dir_key):
+            begin = b""
+            if token and token.startswith(dir_key):
+                # Everything before the token's own entry at this level was listed on earlier pages.
+                begin = _key_sort(dir_key + token[len(dir_key):].split("/", 1)[0])
+            for key, st in self._dir_entries(dir_key, begin):
                 if not (key.startswith(prefix) or prefix.startswith(key)):
                     continue
                 if key.endswith("/"):
