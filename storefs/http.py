@@ -72,3 +72,30 @@ def _host(url: str) -> str:
     from urllib.parse import urlsplit
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+STREAM_CHUNK = 1024 * 1024
+
+
+class FileChunks:
+    """Exactly `size` bytes of a file object from its current position, in 1 MiB chunks: sized and
+    iterable, so requests sends a Content-Length and urllib3 writes chunk by chunk (no slurping).
+    Make a new one per try, after rewinding the file."""
+
+    def __init__(self, fileobj, size: int) -> None:
+        self._fileobj = fileobj
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self):
+        from .errors import InvalidArgument
+        remaining = self._size
+        while remaining > 0:
+            chunk = self._fileobj.read(min(STREAM_CHUNK, remaining))
+            if not chunk:
+                # Our own input ran short: not retryable, and the server must not get a short object.
+                raise InvalidArgument(f"upload body ended {remaining} bytes before its declared size")
+            remaining -= len(chunk)
+            yield chunk

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import calendar
 import dataclasses
 import email.utils
 import http.cookiejar
@@ -42,7 +41,7 @@ import quopri
 import re
 import time
 import xml.etree.ElementTree as ET
-from typing import Any, BinaryIO, Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Collection, Mapping, Sequence
 from urllib.parse import quote, unquote_plus, urlsplit
 
 import requests
@@ -50,6 +49,7 @@ import urllib3.exceptions
 
 from .. import __version__
 from .. import http as storefs_http
+from .. import isotime
 from ..errors import (
     AccessDenied,
     ArchiveNotReady,
@@ -111,13 +111,11 @@ S3_MAX_PARTS = 10_000
 S3_MAX_PUT = 5 * GiB
 # Bodies up to this size are read into memory and signed with their SHA-256; larger ones stream.
 INLINE_BODY_MAX = 1 * MiB
-STREAM_CHUNK = 1 * MiB
 ERROR_BODY_MAX = 64 * 1024
 MAX_LIST_PAGES = 1000  # bound on paging loops (10^6 multipart uploads)
 
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _ENCODED_WORD_RE = re.compile(r"^=\?([A-Za-z0-9_.:-]+)\?([BbQq])\?([^?]*)\?=$")
-_ISO_RE = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -175,18 +173,10 @@ def meta_from_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 def parse_iso8601(text: str) -> float:
     """`2009-10-12T17:50:30.000Z` → epoch seconds. ProtocolError when it is not a timestamp."""
-    match = _ISO_RE.match(text.strip())
-    if not match:
-        raise ProtocolError(f"bad timestamp {text[:40]!r} in S3 answer")
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    seconds += float(match.group(7) or 0.0)
-    zone = match.group(8)
-    if zone and zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        digits = zone[1:].replace(":", "")
-        seconds -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
-    return float(seconds)
+    try:
+        return isotime.parse_iso8601(text)
+    except ValueError:
+        raise ProtocolError(f"bad timestamp {text[:40]!r} in S3 answer") from None
 
 
 def parse_http_date(text: str | None) -> float | None:
@@ -316,31 +306,6 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes, *,
 # Request bodies
 
 
-class _FileChunks:
-    """Exactly `size` bytes of a file object from its current position, in 1 MiB chunks.
-
-    Iterable and sized, so requests sends a Content-Length and urllib3 writes chunk by chunk (no
-    slurping). A new instance per try, after rewinding the file.
-    """
-
-    def __init__(self, fileobj: BinaryIO, size: int) -> None:
-        self._fileobj = fileobj
-        self._size = size
-
-    def __len__(self) -> int:
-        return self._size
-
-    def __iter__(self) -> Iterator[bytes]:
-        remaining = self._size
-        while remaining > 0:
-            chunk = self._fileobj.read(min(STREAM_CHUNK, remaining))
-            if not chunk:
-                # Our own input ran short: not retryable, and the server must not get a short object.
-                raise InvalidArgument(f"upload body ended {remaining} bytes before its declared size")
-            remaining -= len(chunk)
-            yield chunk
-
-
 class _Body:
     """What a request sends: nothing, bytes, or a window of a file object (rewound per try)."""
 
@@ -366,7 +331,7 @@ class _Body:
             return self.data or b""
         if self.start is not None:
             self.fileobj.seek(self.start)
-        return _FileChunks(self.fileobj, self.size) if self.size else b""
+        return storefs_http.FileChunks(self.fileobj, self.size) if self.size else b""
 
 
 # ------------------------------------------------------------------------------------------------

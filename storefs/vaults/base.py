@@ -21,6 +21,7 @@ import errno
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from ..errors import StoreError
+from ..isotime import parse_iso8601  # noqa: F401 - part of this module's API
 from . import treehash
 
 MiB = treehash.MiB
@@ -382,24 +383,6 @@ def iso8601(seconds: float) -> str:
     moment = _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc)  # noqa: UP017 - Python 3.10 too
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
-
-def parse_iso8601(text: str) -> float:
-    """Epoch seconds of an ISO 8601 timestamp (Z, an offset, or none meaning UTC). ValueError if not one."""
-    import calendar
-    import re
-    match = re.match(r"^(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?$",
-                     text.strip())
-    if not match:
-        raise ValueError(f"not an ISO 8601 timestamp: {text[:40]!r}")
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    seconds = float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
-    seconds += float(match.group(7) or 0.0)
-    zone = match.group(8)
-    if zone and zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        digits = zone[1:].replace(":", "")
-        seconds -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
-    return seconds
 
 
 def short_id(value: str, keep: int = 20) -> str:

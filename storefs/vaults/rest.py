@@ -32,7 +32,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import (
     Any,
     BinaryIO,
@@ -377,27 +377,7 @@ class _Body:
         if self.fileobj is None:
             return self.data or b""
         self.fileobj.seek(self.start or 0)
-        return _FileChunks(self.fileobj, self.size)
-
-
-class _FileChunks:
-    """Sized and iterable: requests sends Content-Length and writes 1 MiB at a time."""
-
-    def __init__(self, fileobj: BinaryIO, size: int) -> None:
-        self._fileobj = fileobj
-        self._size = size
-
-    def __len__(self) -> int:
-        return self._size
-
-    def __iter__(self) -> Iterator[bytes]:
-        remaining = self._size
-        while remaining > 0:
-            chunk = self._fileobj.read(min(STREAM_CHUNK, remaining))
-            if not chunk:
-                raise InvalidArgument(f"upload body ended {remaining} bytes before its declared size")
-            remaining -= len(chunk)
-            yield chunk
+        return storefs_http.FileChunks(self.fileobj, self.size)
 
 
 @dataclasses.dataclass(frozen=True)
