@@ -68,11 +68,13 @@ class Committer:
         """A handle that wrote to `opened` was flushed or released. Raises if an immediate upload fails."""
         if opened.unlinked or not opened.dirty:
             return
-        self.record(opened)
         if self.settings.write_back <= 0:
+            # close() returns only once uploaded, so the journal matters only if the upload fails
+            # (upload_now then journals and queues it): no fsync on the way of every small file.
             self.upload_now(opened)
-        else:
-            self.queue.schedule(opened)
+            return
+        self.record(opened)
+        self.queue.schedule(opened)
 
     def record(self, opened: OpenFile) -> None:
         """Write the journal entry of a dirty staged file (and fsync its data first), once per change."""
