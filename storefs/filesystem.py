@@ -67,7 +67,8 @@ class StoreFS:
                                  dir_mode=0o777 & ~options.umask)
         self.ns = Namespace(store, self.keys, self.defaults,
                             CacheSettings(options.attr_ttl, options.dir_ttl, options.neg_ttl,
-                                          stat_ahead=0 if options.listing_attrs == "fast" else 5_000))
+                                          stat_ahead=0 if options.listing_attrs == "fast"
+                                          else CacheSettings.stat_ahead))
         self.staging = staging
         self.upload_settings = UploadSettings(part_size=options.part_size, workers=options.upload_workers)
         self.committer = Committer(store, self.ns, staging, self.upload_settings,

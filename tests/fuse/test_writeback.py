@@ -6,9 +6,11 @@ import errno
 import hashlib
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -82,6 +84,16 @@ def test_unmount_drains_the_queue(local_env):
     assert mount.unmount().returncode == 0
     for i in range(20):
         assert local_env.store.read_range(f"f{i:03d}", 0, 1 << 20) == content(i)
+
+
+def test_sigterm_drains_the_queue_too(local_env):
+    mount = local_env.mount("r:b", options=("write_back=600",))
+    (mount.path / "pending").write_bytes(content(7))
+    os.kill(mount.pid, signal.SIGTERM)
+    wait_until(lambda: not Path(f"/proc/{mount.pid}").exists()
+               or Path(f"/proc/{mount.pid}/stat").read_text().split(") ", 1)[1][0] == "Z", 60, "the daemon to exit")
+    mount.closed = True
+    assert local_env.store.read_range("pending", 0, 1 << 20) == content(7)
 
 
 def test_flush_and_status(local_env):
