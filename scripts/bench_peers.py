@@ -30,15 +30,28 @@ import sys
 import tempfile
 import time
 import traceback
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from bench import workloads as wl  # noqa: E402
-from bench.mounts import (MOUNTS, PEERS, S3FS_FLAGS, ActiveMount, Backend, close_all,  # noqa: E402
-                          default_flags, fresh_mount, is_mounted, missing_tool, start_backend, tool_versions, watchdog)
+from bench.mounts import (  # noqa: E402
+    MOUNTS,
+    PEERS,
+    S3FS_FLAGS,
+    ActiveMount,
+    Backend,
+    close_all,
+    default_flags,
+    fresh_mount,
+    is_mounted,
+    missing_tool,
+    start_backend,
+    tool_versions,
+    watchdog,
+)
 from bench.report import Results, Row, render  # noqa: E402
 
 MIB = 1 << 20

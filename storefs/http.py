@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 import requests
 import requests.adapters
@@ -65,6 +66,23 @@ def read_body(response: requests.Response) -> bytes:
             requests.exceptions.Timeout) as exc:
         raise Transient(f"body of {response.request.method} {_host(response.url)} cut short: "
                         f"{exc.__class__.__name__}") from None
+
+
+def check_endpoint(remote: str, endpoint: str) -> SplitResult:
+    """An endpoint URL or bare host name (https assumed), validated: http(s), a host, no credentials,
+    no path or query. ConfigError naming the remote otherwise."""
+    from .errors import ConfigError
+    text = endpoint.strip()
+    if "://" not in text:
+        text = "https://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"[{remote}] endpoint {endpoint!r} is not an http(s) URL")
+    if parts.username or parts.password:
+        raise ConfigError(f"[{remote}] put credentials in their own keys, not in the endpoint URL")
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"[{remote}] endpoint {endpoint!r} must not have a path or query")
+    return parts
 
 
 def _host(url: str) -> str:

@@ -25,9 +25,10 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
+from storefs.mounting import is_mounted, pid_alive
 from storefs.registry import provider_module
 from storefs.store import ObjectStore
 from tests.fuse.harness import Env
@@ -130,28 +131,11 @@ def missing_tool(kind: str) -> str | None:
     return None
 
 
-def is_mounted(path: Path) -> bool:
-    real = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == real for line in f)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not alive(pid)
+    return not pid_alive(pid)
 
 
 def _kill(pid: int) -> None:
@@ -161,7 +145,7 @@ def _kill(pid: int) -> None:
 
 
 def _lazy_unmount(path: Path) -> None:
-    if is_mounted(path):
+    if is_mounted(str(path)):
         subprocess.run(["fusermount", "-uz", str(path)], capture_output=True, timeout=30)
 
 
@@ -199,13 +183,13 @@ class ActiveMount:
         if self.env is not None:       # storefs: `storefs unmount`, lazy unmount, kill by PID
             self.env.close()
         else:
-            if is_mounted(self.path):
+            if is_mounted(str(self.path)):
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     subprocess.run(["fusermount", "-u", str(self.path)], capture_output=True, timeout=60)
             if self.proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(timeout=30)
-            if alive(self.pid):
+            if pid_alive(self.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, signal.SIGTERM)
                 if not _wait_gone(self.pid, 10):
@@ -214,7 +198,7 @@ class ActiveMount:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(timeout=5)
         _lazy_unmount(self.path)
-        if alive(self.pid):
+        if pid_alive(self.pid):
             _kill(self.pid)
 
     def log_tail(self, lines: int = 8) -> str:
@@ -228,7 +212,7 @@ class ActiveMount:
 def _wait_mounted(path: Path, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if is_mounted(path):
+        if is_mounted(str(path)):
             return
         if proc.poll() is not None:
             raise RuntimeError(f"exited with {proc.returncode} before mounting: {_log_gist(log)}")

@@ -47,9 +47,8 @@ from urllib.parse import quote, unquote_plus, urlsplit
 import requests
 import urllib3.exceptions
 
-from .. import __version__
+from .. import __version__, isotime
 from .. import http as storefs_http
-from .. import isotime
 from ..errors import (
     AccessDenied,
     ArchiveNotReady,
@@ -346,16 +345,7 @@ class S3Client:
         missing = [k for k in SPEC.required if not str(opts.get(k, "")).strip()]
         if missing:
             raise ConfigError(f"[{remote}] type = s3 needs {', '.join(missing)}")
-        endpoint = opts["endpoint"].strip()
-        if "://" not in endpoint:
-            endpoint = "https://" + endpoint
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"[{remote}] endpoint {opts['endpoint']!r} is not an http(s) URL")
-        if parts.username or parts.password:
-            raise ConfigError(f"[{remote}] put credentials in access_key/secret_key, not in the endpoint URL")
-        if parts.path not in ("", "/") or parts.query:
-            raise ConfigError(f"[{remote}] endpoint {opts['endpoint']!r} must not have a path or query")
+        parts = storefs_http.check_endpoint(remote, opts["endpoint"])
         self.remote = remote
         self.scheme = parts.scheme
         self.netloc = parts.netloc.lower()

@@ -38,7 +38,7 @@ from typing import (
     BinaryIO,
     TypeVar,
 )
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 import urllib3.exceptions
@@ -423,16 +423,7 @@ def parse_common(remote: str, type_name: str, opts: Mapping[str, str]
 
 def parse_endpoint(remote: str, endpoint: str) -> tuple[str, str]:
     """(scheme, netloc) of an endpoint URL or bare host name (https is assumed)."""
-    text = endpoint.strip()
-    if "://" not in text:
-        text = "https://" + text
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"[{remote}] endpoint {endpoint!r} is not an http(s) URL")
-    if parts.username or parts.password:
-        raise ConfigError(f"[{remote}] put credentials in their own keys, not in the endpoint URL")
-    if parts.path not in ("", "/") or parts.query:
-        raise ConfigError(f"[{remote}] endpoint {endpoint!r} must not have a path or query")
+    parts = storefs_http.check_endpoint(remote, endpoint)
     return parts.scheme, parts.netloc.lower()
 
 

@@ -16,6 +16,8 @@ import time
 import uuid
 from pathlib import Path
 
+from storefs.mounting import is_mounted, pid_alive  # the same checks storefs makes
+
 STOREFS = [sys.executable, "-m", "storefs"]
 
 
@@ -101,23 +103,6 @@ def _daemon_pid(run_dir: Path, mountpoint: Path) -> int:
     raise AssertionError(f"no mount record for {mountpoint} in {run_dir}")
 
 
-def _mounted(path: Path) -> bool:
-    real = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == real for line in f)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 @dataclasses.dataclass
 class Mount:
     env: Env
@@ -141,9 +126,9 @@ class Mount:
     def close(self) -> None:
         if not self.closed:
             self.unmount()
-        if _mounted(self.path):
+        if is_mounted(str(self.path)):
             subprocess.run(["fusermount", "-uz", str(self.path)], capture_output=True)
-        if _alive(self.pid):
+        if pid_alive(self.pid):
             os.kill(self.pid, signal.SIGKILL)
             _wait_gone(self.pid, 10)
         self.closed = True
@@ -151,5 +136,5 @@ class Mount:
 
 def _wait_gone(pid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)

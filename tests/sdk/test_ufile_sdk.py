@@ -24,7 +24,13 @@ import ufile.httprequest as uh
 from ufile import config as ucfg
 from ufile import filemanager, multipartuploadufile, util
 
-from storefs.errors import AccessDenied, InvalidArgument, NotFound, ProtocolError, Throttled
+from storefs.errors import (
+    AccessDenied,
+    InvalidArgument,
+    NotFound,
+    ProtocolError,
+    Throttled,
+)
 from storefs.providers import ufile_auth as auth
 from storefs.providers.ufile import UfileConfig, UfileProvider, open_provider
 from storefs.retry import RetryPolicy

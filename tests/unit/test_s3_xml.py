@@ -19,11 +19,30 @@ from typing import Iterator
 
 import pytest
 
-from storefs.errors import (AccessDenied, ArchiveNotReady, ConfigError, InvalidArgument, NameTooLong, NotFound,
-                            NotSupported, ProtocolError, RemoteChanged, StoreError, Throttled, Transient)
+from storefs.errors import (
+    AccessDenied,
+    ArchiveNotReady,
+    ConfigError,
+    InvalidArgument,
+    NameTooLong,
+    NotFound,
+    NotSupported,
+    ProtocolError,
+    RemoteChanged,
+    StoreError,
+    Throttled,
+    Transient,
+)
 from storefs.providers import s3
-from storefs.providers.s3 import (decode_meta_value, encode_meta_value, error_from_response, open_provider,
-                                  parse_iso8601, parse_list_uploads, parse_list_v2)
+from storefs.providers.s3 import (
+    decode_meta_value,
+    encode_meta_value,
+    error_from_response,
+    open_provider,
+    parse_iso8601,
+    parse_list_uploads,
+    parse_list_v2,
+)
 from storefs.retry import RetryPolicy
 
 NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'

@@ -13,7 +13,13 @@ import string
 
 import pytest
 
-from storefs.providers.sigv4 import (EMPTY_SHA256, SigV4Signer, build_query, encode_path, uri_encode)
+from storefs.providers.sigv4 import (
+    EMPTY_SHA256,
+    SigV4Signer,
+    build_query,
+    encode_path,
+    uri_encode,
+)
 
 AK = "AKIAIOSFODNN7EXAMPLE"
 S3_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
