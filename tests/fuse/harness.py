@@ -125,7 +125,10 @@ class Mount:
 
     def close(self) -> None:
         if not self.closed:
-            self.unmount()
+            try:
+                self.unmount()
+            except subprocess.TimeoutExpired:
+                pass  # a hung unmount must not stop the cleanup below: the daemon is killed by PID
         if is_mounted(str(self.path)):
             subprocess.run(["fusermount", "-uz", str(self.path)], capture_output=True)
         if pid_alive(self.pid):
