@@ -466,14 +466,9 @@ class S3Client:
                                            payload_hash=request_body.payload_hash))
             signed["User-Agent"] = self.user_agent
             signed.setdefault("Accept-Encoding", "identity")
-            try:
-                response = storefs_http.send(self.session, self.settings, method, url, headers=signed,
-                                             data=request_body.for_attempt(), stream=True,
-                                             allow_redirects=False)
-            except requests.exceptions.RequestException as exc:
-                # What http.send leaves through is a malformed answer (InvalidHeader, bad chunking …).
-                raise ProtocolError(f"{what}: unusable answer from {self.netloc}: "
-                                    f"{exc.__class__.__name__}") from None
+            # http.send turns transport failures into Transient and malformed answers into ProtocolError.
+            response = storefs_http.send(self.session, self.settings, method, url, headers=signed,
+                                         data=request_body.for_attempt(), stream=True, allow_redirects=False)
             if response.status_code >= 300 and response.status_code not in accept:
                 raise self._error(response, what, bucket)
             return response

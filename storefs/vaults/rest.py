@@ -498,13 +498,9 @@ class RestVaultProvider:
                                             request_body.sha256 or treehash.EMPTY_TREE_HASH))
             signed["User-Agent"] = self.user_agent
             signed.setdefault("Accept-Encoding", "identity")
-            try:
-                response = storefs_http.send(self.session, self.settings, method, url, headers=signed,
-                                             data=request_body.for_attempt(), stream=True,
-                                             allow_redirects=False)
-            except requests.exceptions.RequestException as exc:
-                raise ProtocolError(f"{what}: unusable answer from {self.netloc}: "
-                                    f"{exc.__class__.__name__}") from None
+            # http.send turns transport failures into Transient and malformed answers into ProtocolError.
+            response = storefs_http.send(self.session, self.settings, method, url, headers=signed,
+                                         data=request_body.for_attempt(), stream=True, allow_redirects=False)
             if response.status_code >= 300:
                 raise self._error(response, what, op)
             return response
