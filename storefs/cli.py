@@ -22,6 +22,7 @@ from .config import Config, RemoteSpec
 from .errors import ConfigError, StoreError
 from .logsetup import redact, setup_logging
 from .mounting import (
+    STOP_SIGNALS,
     MountError,
     MountRecord,
     build_fs,
@@ -32,6 +33,7 @@ from .mounting import (
     open_store,
     open_vault_fs,
     runtime_dir,
+    stop_on_signals,
     unmount,
     write_exit_report,
 )
@@ -252,7 +254,8 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
     faulthandler.enable(file=crash_log, all_threads=True)
     # Before any thread starts (upload workers, libfuse's): a write to a reset connection must fail with
     # EPIPE, never kill the daemon; libfuse resets SIGPIPE to its default action at unmount.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+    # The stop signals too: one thread takes them and unmounts (see mounting.stop_on_signals).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE} | STOP_SIGNALS)
 
     def report_failure(code: int, message: str) -> int:
         if ready_fd is not None:
@@ -303,6 +306,7 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
             ready_fd = None
 
     from . import fuse_ops
+    stop_on_signals(mountpoint)
     try:
         read_only = options.read_only or (vault and not fs.options.vault_writes)
         fuse_ops.run(fs, mountpoint, fsname=f"storefs#{spec}", on_ready=on_ready,

@@ -7,9 +7,12 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +27,8 @@ from .registry import provider_module
 from .store import ObjectStore, Provider
 from .vaultfs import VaultFS, VaultOptions
 from .vaultstate import state_dir_for
+
+log = logging.getLogger(__name__)
 
 
 class MountError(Exception):
@@ -202,6 +207,29 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][:1] != "Z"
     except (OSError, IndexError):
         return False
+
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def stop_on_signals(mountpoint: str) -> threading.Thread:
+    """Unmount when SIGTERM, SIGINT or SIGHUP arrives; the daemon then drains its queue and exits.
+
+    libfuse 2's own handlers only set a flag that its loop notices when a FUSE worker's read() is
+    interrupted; delivered to any other thread (ours), the signal stops nothing. So the caller blocks
+    these signals in every thread before starting any, and this thread alone takes them."""
+    def wait() -> None:
+        number = signal.sigwait(STOP_SIGNALS)
+        log.warning("%s: unmounting %s (pending uploads finish first)", signal.Signals(number).name, mountpoint)
+        tool = shutil.which("fusermount") or shutil.which("fusermount3")
+        plain = [tool, "-u", mountpoint] if tool else ["umount", mountpoint]
+        lazy = [tool, "-uz", mountpoint] if tool else ["umount", "-l", mountpoint]
+        if subprocess.run(plain, capture_output=True).returncode:
+            # Busy: detach now; the kernel ends the session when the last file is closed.
+            subprocess.run(lazy, capture_output=True)
+    thread = threading.Thread(target=wait, name="stop-signals", daemon=True)
+    thread.start()
+    return thread
 
 
 def unmount(mountpoint: str, timeout: float) -> str:
