@@ -63,6 +63,7 @@ from ..errors import (
 from ..registry import ProviderSpec
 from ..retry import RetryPolicy, call_with_retries
 from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
+from ..tuning import HTTP_TUNING, parse_http_tuning
 from .cos_auth import Credentials, Signer, quote_path
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,7 @@ SPEC = ProviderSpec(
         "slice_size": str(3 * 1024 * 1024),
         "upload_concurrency": "4",  # slices in flight for put() of large bodies
         "list_page_size": str(LIST_NUM_MAX),
-        "connect_timeout": "10",
-        "read_timeout": "60",
-        "retry_attempts": "6",
-        "retry_base_delay": "0.2",
+        **HTTP_TUNING,
     },
     secrets=("secret_key",),
     doc="""Tencent COS v4 (JSON API). Keys: appid, secret_id, secret_key, and region (sh, gz, tj, sgp)
@@ -340,6 +338,7 @@ class CosConfig:
         download_base = opts["download_endpoint"].strip().rstrip("/") or endpoint or None
         download_host = opts["download_host"].strip() or (
             f"cos{region}.myqcloud.com" if region else urlsplit(endpoint).netloc)
+        settings, retry = parse_http_tuning("cos", opts)
         try:
             slice_size = _pick_slice(int(opts["slice_size"]))
             return cls(
@@ -348,10 +347,7 @@ class CosConfig:
                 download_scheme=opts["download_scheme"], sign_expire=max(30, int(opts["sign_expire"])),
                 slice_size=slice_size, upload_concurrency=max(1, int(opts["upload_concurrency"])),
                 list_page_size=min(LIST_NUM_MAX, max(1, int(opts["list_page_size"]))),
-                http=http.HttpSettings(connect_timeout=float(opts["connect_timeout"]),
-                                       read_timeout=float(opts["read_timeout"])),
-                retry=RetryPolicy(attempts=max(1, int(opts["retry_attempts"])),
-                                  base_delay=float(opts["retry_base_delay"])),
+                http=settings, retry=retry,
             )
         except ValueError as exc:
             raise ConfigError(f"cos: bad numeric option: {exc}") from None

@@ -36,7 +36,6 @@ import email.utils
 import http.cookiejar
 import logging
 import math
-import os
 import quopri
 import re
 import time
@@ -66,6 +65,7 @@ from ..errors import (
 from ..registry import ProviderSpec
 from ..retry import NO_RETRY, RetryPolicy, call_with_retries
 from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
+from ..tuning import HTTP_TUNING, parse_http_tuning
 from .sigv4 import (
     EMPTY_SHA256,
     UNSIGNED_PAYLOAD,
@@ -86,16 +86,13 @@ SPEC = ProviderSpec(
     optional={
         "region": "us-east-1",
         "addressing": "",            # path | virtual; empty: virtual for *.amazonaws.com, path elsewhere
-        "ca_file": "",               # CA bundle for https endpoints (verification is always on)
         "session_token": "",         # temporary credentials (STS)
         "storage_class": "",         # x-amz-storage-class for new objects; empty: the bucket's default
         "part_size": str(8 * MiB),   # preferred multipart part size
         "single_put_max": str(16 * MiB),
         "copy_cutoff": str(5 * GiB),  # larger objects are copied with UploadPartCopy
         "copy_part_size": str(512 * MiB),
-        "connect_timeout": "10",
-        "read_timeout": "60",
-        "retries": "6",
+        **HTTP_TUNING,
     },
     secrets=("secret_key", "session_token"),
     doc="Any S3-compatible endpoint (AWS, MinIO, SeaweedFS, Tencent COS, Wangsu WCS, UCloud US3). "
@@ -362,18 +359,9 @@ class S3Client:
             self.single_put_max = min(int(opts["single_put_max"]), S3_MAX_PUT)
             self.copy_cutoff = min(int(opts["copy_cutoff"]), S3_MAX_PUT)
             self.copy_part_size = min(max(int(opts["copy_part_size"]), S3_MIN_PART), S3_MAX_PART)
-            connect_timeout = float(opts["connect_timeout"])
-            read_timeout = float(opts["read_timeout"])
-            attempts = max(1, int(opts["retries"]))
         except ValueError as exc:
             raise ConfigError(f"[{remote}] a numeric s3 option is not a number: {exc}") from None
-        ca_file = opts["ca_file"].strip()
-        if ca_file and not os.path.isfile(ca_file):
-            # Checked here: requests would raise a bare OSError at the first request.
-            raise ConfigError(f"[{remote}] ca_file {ca_file!r} is not a readable file")
-        self.settings = storefs_http.HttpSettings(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                                                  verify=ca_file or True)
-        self.retry = RetryPolicy(attempts=attempts)
+        self.settings, self.retry = parse_http_tuning(remote, opts)
         self.signer = SigV4Signer(opts["access_key"].strip(), opts["secret_key"], opts["region"].strip(),
                                   "s3", session_token=opts["session_token"].strip() or None)
         self.session = storefs_http.new_session(self.settings)

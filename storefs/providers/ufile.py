@@ -62,6 +62,7 @@ from ..errors import (
 from ..registry import ProviderSpec
 from ..retry import RetryPolicy, call_with_retries
 from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
+from ..tuning import HTTP_TUNING, parse_http_tuning
 from . import ufile_auth as auth
 from .ufile_auth import (
     meta_from_headers,
@@ -97,8 +98,7 @@ SPEC = ProviderSpec(
         "project_id": "",                        # ProjectId for the bucket API (sub-accounts need it)
         "verify_upload_md5": "true",             # send Content-MD5 (hex, as the SDKs do) with bodies
         "expires": "3600",                       # lifetime of signed download URLs (s): room for clock skew
-        "connect_timeout": "10",
-        "read_timeout": "60",
+        **HTTP_TUNING,
         "pool_size": "32",
         "upload_concurrency": "8",               # parallel parts in UfileStore.upload()
     },
@@ -151,6 +151,7 @@ class UfileConfig:
         if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
             raise ConfigError(f"ufile: endpoint must start with http:// or https://, not {endpoint!r}")
         try:
+            settings, retry = parse_http_tuning("ufile", options, pool_size=max(4, int(opt("pool_size"))))
             return cls(
                 public_key=str(options["public_key"]).strip(),
                 private_key=str(options["private_key"]).strip(),
@@ -162,9 +163,7 @@ class UfileConfig:
                 verify_upload_md5=_flag(opt("verify_upload_md5")),
                 expires=max(30, int(opt("expires"))),
                 upload_concurrency=max(1, int(opt("upload_concurrency"))),
-                http_settings=http.HttpSettings(connect_timeout=float(opt("connect_timeout")),
-                                       read_timeout=float(opt("read_timeout")),
-                                       pool_size=max(4, int(opt("pool_size")))),
+                http_settings=settings, retry=retry,
             )
         except ValueError as exc:
             raise ConfigError(f"ufile: bad number in options: {exc}") from None

@@ -74,8 +74,9 @@ from ..errors import (
     Transient,
 )
 from ..registry import ProviderSpec
-from ..retry import RetryPolicy, call_with_retries
+from ..retry import call_with_retries
 from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
+from ..tuning import HTTP_TUNING, parse_http_tuning
 from . import wcs_auth
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,7 @@ SPEC = ProviderSpec(
         "bput_size": str(4 * MiB),   # chunk size inside a block (SDK Config.bput_size)
         "token_deadline": "3600",    # upload token lifetime in seconds (SDK Config.deadline)
         "upload_concurrency": "4",   # blocks in flight in upload_file()/metadata rewrites
-        "connection_timeout": "10",
-        "read_timeout": "60",
+        **HTTP_TUNING,
     },
     secrets=("secret_key",),
     doc=__doc__ or "",
@@ -272,14 +272,12 @@ class WcsProvider:
             self.bput_size = int(opts["bput_size"])
             self.token_deadline = int(opts["token_deadline"])
             self.upload_concurrency = max(1, int(opts["upload_concurrency"]))
-            self.settings = http.HttpSettings(connect_timeout=float(opts["connection_timeout"]),
-                                              read_timeout=float(opts["read_timeout"]))
         except ValueError as exc:
             raise ConfigError(f"[{remote}] bad number in wcs options: {exc}") from None
         if self.bput_size < 64 * 1024:
             raise ConfigError(f"[{remote}] bput_size must be at least 64 KiB")
+        self.settings, self.retry = parse_http_tuning(remote, opts)
         self.session = http.new_session(self.settings)
-        self.retry = RetryPolicy()
 
     def __repr__(self) -> str:
         return f"WcsProvider(remote={self.remote!r}, mgr_url={self.mgr_url!r})"

@@ -29,7 +29,6 @@ import io
 import itertools
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -60,6 +59,7 @@ from ..errors import (
     Transient,
 )
 from ..retry import NO_RETRY, RetryPolicy, call_with_retries
+from ..tuning import HTTP_TUNING, parse_http_tuning
 from . import treehash
 from .base import (
     ArchiveInfo,
@@ -100,10 +100,7 @@ COMMON_OPTIONS: dict[str, str] = {
     "upload_concurrency": "4",             # parts in flight for upload_archive()
     "download_piece": str(16 * MiB),       # job output is fetched in verified pieces of this size
     "download_concurrency": "4",
-    "connect_timeout": "10",
-    "read_timeout": "60",
-    "retries": "6",
-    "ca_file": "",                         # CA bundle for https endpoints (verification is always on)
+    **HTTP_TUNING,
 }
 
 
@@ -409,16 +406,10 @@ def parse_common(remote: str, type_name: str, opts: Mapping[str, str]
         tuning = Tuning(part_size=part_size, single_upload_max=int(opts["single_upload_max"]),
                         upload_concurrency=max(1, int(opts["upload_concurrency"])),
                         download_piece=piece, download_concurrency=max(1, int(opts["download_concurrency"])))
-        settings_kw = {"connect_timeout": float(opts["connect_timeout"]),
-                       "read_timeout": float(opts["read_timeout"])}
-        attempts = max(1, int(opts["retries"]))
     except ValueError as exc:
         raise ConfigError(f"[{remote}] a numeric {type_name} option is not valid: {exc}") from None
-    ca_file = str(opts.get("ca_file") or "").strip()
-    if ca_file and not os.path.isfile(ca_file):
-        raise ConfigError(f"[{remote}] ca_file {ca_file!r} is not a readable file")
-    settings = storefs_http.HttpSettings(verify=ca_file or True, **settings_kw)
-    return settings, RetryPolicy(attempts=attempts), tuning
+    settings, retry = parse_http_tuning(remote, opts)
+    return settings, retry, tuning
 
 
 def parse_endpoint(remote: str, endpoint: str) -> tuple[str, str]:

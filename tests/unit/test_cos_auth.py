@@ -180,7 +180,7 @@ def test_form_matches_the_sdk_shape():
 # ----------------------------------------------------------------------------------------------
 # Against the emulator
 
-FAST = {"retry_attempts": "3", "retry_base_delay": "0.01"}
+FAST = {"retries": "3", "retry_base_delay": "0.01"}
 
 
 @pytest.fixture
@@ -289,7 +289,7 @@ def test_throttling_is_retried_then_eio(emu, store):
     with pytest.raises(errors.Throttled) as info:
         store.stat("f")
     assert info.value.errno == errors.errno.EIO and "-71" in str(info.value)
-    assert emu.request_counts["stat"] == 3  # retry_attempts
+    assert emu.request_counts["stat"] == 3  # retries
 
 
 def test_resets_and_garbage(emu, store):
