@@ -40,9 +40,33 @@ class BlockCache:
             log.warning("block cache read failed (%s); fetching from the server", exc)
             return None
 
-    def put(self, location: str, key: str, etag: str, block: int, data: bytes) -> None:
+    def read(self, location: str, key: str, etag: str, block: int, start: int, length: int) -> bytes | None:
+        """Bytes [start, start+length) of a cached block, without reading the whole block (a random
+        4 KiB read should not cost a 1 MiB file read). None if the block is not cached."""
         try:
-            self._pending.put_nowait(((location, key, etag, block), data))
+            value = self._cache.get((location, key, etag, block), read=True)
+            if value is None:
+                return None
+            if isinstance(value, bytes):  # small blocks (an object's tail) live in SQLite
+                return value[start:start + length]
+            with value:
+                value.seek(start)
+                return value.read(length)
+        except Exception as exc:
+            log.warning("block cache read failed (%s); fetching from the server", exc)
+            return None
+
+    def has(self, location: str, key: str, etag: str, block: int) -> bool:
+        try:
+            return (location, key, etag, block) in self._cache
+        except Exception:
+            return False
+
+    def put(self, location: str, key: str, etag: str, block: int, data: bytes, *, wait: bool = False) -> None:
+        """Queue a block for writing. A reader's block is dropped when the queue is full (`wait`
+        False: never slow a read down); a background fill waits for room instead."""
+        try:
+            self._pending.put(((location, key, etag, block), data), block=wait, timeout=30 if wait else None)
         except queue.Full:
             pass
 

@@ -70,6 +70,10 @@ class AllBuckets:
         store, _, rest = self._split(key)
         return store.read_range(rest, start, end, if_match=if_match)
 
+    def restore(self, key: str, *, days: int, tier: str) -> bool:
+        store, _, rest = self._split(key, writing=True)
+        return store.restore(rest, days=days, tier=tier)  # type: ignore[attr-defined]
+
     def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str]) -> ObjectInfo:
         store, bucket, rest = self._split(key, writing=True)
         return self._outer(bucket, store.put(rest, body, size, meta))

@@ -16,8 +16,10 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Callable
 
 from . import __version__
+from .archived import ArchiveGate, ArchiveOptions
 from .config import Config, RemoteSpec
 from .errors import ConfigError, StoreError
 from .logsetup import redact, setup_logging
@@ -38,6 +40,8 @@ from .mounting import (
     write_exit_report,
 )
 from .options import MountOptions
+from .paths import KeyMap
+from .restores import RestoreReport
 from .status import StatusReporter, flush_request_path, read_status
 from .store import iter_list
 
@@ -116,13 +120,19 @@ def _parser() -> argparse.ArgumentParser:
     refresh.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     common(refresh)
 
-    restore = sub.add_parser("restore", help="start retrievals of archives in a mounted vault",
+    restore = sub.add_parser("restore", help="start retrievals of archives (vaults, archive storage classes)",
                              description="Start retrieval jobs for the archives at PATH... (files or directories "
-                                         "inside a mounted vault). With --wait, show progress until they are "
-                                         "ready. Exit 0 when all are ready, 75 while some still run, 1 on failure.")
+                                         "inside a mounted vault), or restores of the objects in an archive "
+                                         "storage class (S3 GLACIER, DEEP_ARCHIVE…) inside a mounted bucket. "
+                                         "With --wait, show progress until they are ready. Exit 0 when all are "
+                                         "ready, 75 while some still run, 1 on failure.")
     restore.add_argument("paths", nargs="+", metavar="PATH")
     restore.add_argument("--wait", action="store_true", help="wait until every retrieval is ready")
     restore.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    restore.add_argument("--tier", default="Standard", choices=("Expedited", "Standard", "Bulk"),
+                         help="retrieval tier of the jobs started (default Standard)")
+    restore.add_argument("--days", type=int, default=7,
+                         help="buckets: days a restored copy stays readable (default 7)")
     common(restore)
 
     jobs = sub.add_parser("jobs", help="list the jobs of REMOTE:VAULT",
@@ -144,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"storefs: error: {exc}", file=sys.stderr)
         return 2
+    # Everything storefs writes for itself (cache dir, staged data, journal, block cache, logs, vault
+    # state and downloads, runtime records) is for this user only, whatever their umask: diskcache and
+    # `mkdir(parents=True)` cannot be given modes one by one. Files made through the mount are not
+    # affected (the kernel passes their modes), and a stricter umask is kept.
+    os.umask(os.umask(0o077) | 0o077)
     setup_logging(getattr(args, "verbose", 0), getattr(args, "log_file", None))
     try:
         if args.command == "mount":
@@ -272,9 +287,6 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
             fs = open_vault_fs(config, spec, options)
             provider = fs.provider
         else:
-            if options.vault:
-                raise MountError(f"-o {', '.join(sorted(options.vault))}: vault options, but {spec.remote} "
-                                 f"is a bucket store")
             provider, store = open_store(config, spec)
             fs = build_fs(store, spec, options)
     except (ConfigError, UsageError) as exc:
@@ -445,8 +457,8 @@ def cmd_vault_refresh(args: argparse.Namespace) -> int:
     return code
 
 
-def _mounted_vault_paths(paths: list[str]) -> tuple[RemoteSpec, list[str]]:
-    """(the mount's remote, paths inside it) for paths under one storefs vault mount."""
+def _mounted_paths(paths: list[str]) -> tuple[RemoteSpec, list[str]]:
+    """(the mount's remote, paths inside it) for paths under one storefs mount."""
     records = []
     for record_file in runtime_dir().glob("mount-*.json"):
         try:
@@ -462,7 +474,7 @@ def _mounted_vault_paths(paths: list[str]) -> tuple[RemoteSpec, list[str]]:
             raise MountError(f"{path} is not inside a storefs mount")
         this = RemoteSpec.parse(owner["remote"])
         if spec is not None and this != spec:
-            raise MountError("give paths of one vault mount at a time")
+            raise MountError("give paths of one mount at a time")
         spec = this
         inner.append("/" + os.path.relpath(real, owner["mountpoint"]).lstrip(".").lstrip("/"))
     assert spec is not None
@@ -470,8 +482,41 @@ def _mounted_vault_paths(paths: list[str]) -> tuple[RemoteSpec, list[str]]:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    spec, inner = _mounted_vault_paths(args.paths)
-    fs = _vault_fs(args, spec)
+    spec, inner = _mounted_paths(args.paths)
+    if not is_vault_remote(_load_config(args), spec):
+        return _restore_in_bucket(args, spec, inner)
+    options = MountOptions()
+    options.vault["vault_tier"] = args.tier
+    fs = open_vault_fs(_load_config(args), spec, options, poll=False)
+    try:
+        report = fs.restore(inner, wait=args.wait, timeout=args.timeout, progress=_restore_progress(args))
+    finally:
+        fs.close()
+        fs.provider.close()
+    return _print_restore_report(args, report)
+
+
+def _restore_in_bucket(args: argparse.Namespace, spec: RemoteSpec, inner: list[str]) -> int:
+    provider, store = open_store(_load_config(args), spec)
+    try:
+        if not store.capabilities.archive_classes:
+            raise MountError(f"{spec.remote}: this provider has no archive storage classes: nothing to restore")
+        gate = ArchiveGate(store, ArchiveOptions(tier=args.tier, days=args.days))
+        keys = KeyMap.for_prefix(spec.prefix)
+        targets: dict[str, str] = {}
+        for path in inner:
+            for key in gate.archived_below(keys.key(path) if path != "/" else keys.prefix):
+                targets.setdefault(key, keys.path(key))
+        report = gate.restore([(path, key) for key, path in targets.items()], wait=args.wait,
+                              timeout=args.timeout, progress=_restore_progress(args))
+    finally:
+        provider.close()
+    return _print_restore_report(args, report)
+
+
+def _restore_progress(args: argparse.Namespace) -> Callable[[int, int], None] | None:
+    if not args.wait:
+        return None
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():
@@ -481,11 +526,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)
         else:
             print(f"{done}/{total} ready", file=sys.stderr)
-    try:
-        report = fs.restore(inner, wait=args.wait, timeout=args.timeout, progress=progress if args.wait else None)
-    finally:
-        fs.close()
-        fs.provider.close()
+    return progress
+
+
+def _print_restore_report(args: argparse.Namespace, report: RestoreReport) -> int:
     if args.wait and sys.stderr.isatty():
         print(file=sys.stderr)
     states = {state: report.count(state) for state in ("ready", "cached", "in-progress", "failed")}

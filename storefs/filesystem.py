@@ -25,12 +25,14 @@ from .attrs import (
     meta_from_attrs,
     now_ns,
 )
+from .archived import XATTR_RETRIEVAL, XATTR_STORAGE_CLASS, ArchiveGate
 from .blockcache import BlockCache
 from .committer import CommitSettings, Committer
 from .errors import (
     AlreadyExists,
     InvalidArgument,
     IsADirectory,
+    NoAttribute,
     NotADirectory,
     NotEmpty,
     NotFound,
@@ -44,7 +46,7 @@ from .journal import JournalEntry
 from .namespace import CacheSettings, Entry, Namespace
 from .openfiles import Handle, OpenFile, Staging
 from .options import MountOptions
-from .paths import KeyMap, basename, check_path, is_within, parent
+from .paths import KeyMap, basename, check_key_length, check_path, is_within, parent
 from .reader import RangeReader
 from .store import ObjectInfo, ObjectStore, iter_list
 from .uploader import UploadSettings
@@ -55,10 +57,15 @@ SYMLINK_MAX = 4096
 
 
 class StoreFS:
-    has_xattrs = False  # bucket objects carry no extended attributes (see fuse_ops.getxattr)
     def __init__(self, store: ObjectStore, prefix: str, options: MountOptions, staging: Staging,
-                 cache: BlockCache | None = None, location: str = "") -> None:
+                 cache: BlockCache | None = None, location: str = "",
+                 archive: ArchiveGate | None = None) -> None:
         self.store = store
+        # Restore-on-open for archive storage classes, where the provider has them (S3). Only then
+        # does the mount answer extended attributes (user.storefs.*); elsewhere fuse_ops answers
+        # ENOSYS once and the kernel stops asking (see fuse_ops.getxattr).
+        self.archive = archive
+        self.has_xattrs = archive is not None
         self.cache = cache
         self.location = location  # names this remote bucket in the block cache's keys
         self.keys = KeyMap.for_prefix(prefix)
@@ -172,7 +179,9 @@ class StoreFS:
         self._check_new(path)
         attrs = Attrs(mode=stat.S_IFDIR | stat.S_IMODE(mode), size=0, uid=uid, gid=gid,
                       mtime_ns=now_ns(), ctime_ns=now_ns())
-        info = self.store.put(self.keys.dir_key(path), io.BytesIO(b""), 0, meta_from_attrs(attrs))
+        marker = self.keys.dir_key(path)
+        check_key_length(marker)  # the marker is the key plus "/": it must fit the key limit too
+        info = self.store.put(marker, io.BytesIO(b""), 0, meta_from_attrs(attrs))
         self.ns.remember(path, Entry(attrs, info))
         self.ns.seed_empty(path)  # names looked up in it next (cp -r, rsync) need no request
 
@@ -264,6 +273,10 @@ class StoreFS:
                 raise IsADirectory(path)
             if entry.attrs.is_symlink:
                 raise NotSupported(f"{path} is a symbolic link")
+        if entry is not None and not flags & os.O_TRUNC and self.archive is not None \
+                and self.archive.is_archived(entry.info):
+            # Its bytes need a restore first (EAGAIN, or a wait): asked once, state from the server.
+            self.archive.ensure_readable(self.keys.key(path), path)
         opened = self._get_or_open(path, entry)
         try:
             if flags & os.O_TRUNC:
@@ -579,6 +592,10 @@ class StoreFS:
         keys: list[str] = []
         for page in iter_list(self.store, old_key, delimiter=""):
             keys += [o.key for o in page.objects]
+        for target in [new_key] + [new_key + key[len(old_key):] for key in keys]:
+            # A key that would pass the limit under the new name is refused before anything is copied
+            # (ENAMETOOLONG), so the tree stays whole and nothing unreachable is written.
+            check_key_length(target)
         if old_key not in keys:  # an implicit directory: the new name gets a marker, so it exists even empty
             self.store.put(new_key, io.BytesIO(b""), 0, meta_from_attrs(self.getattr(old)))
         # Copy everything first and delete afterwards, so a failure leaves the source whole. Markers
@@ -596,6 +613,10 @@ class StoreFS:
         # Children before parents, so stores with real directories can remove them as they empty.
         for key in sorted(keys, key=len, reverse=True):
             self.store.delete(key)
+        if old_key not in keys:
+            # A marker the recursive listing did not report (a COS v4 walk below `d/` does not list the
+            # folder `d/` itself) must go too, or the old directory stays behind, empty. Idempotent.
+            self.store.delete(old_key)
         with self._table_lock:
             moved = []
             for path in [p for p in self._files if is_within(p, old)]:
@@ -616,6 +637,40 @@ class StoreFS:
     # ------------------------------------------------------------------------------------------
     # the filesystem as a whole
 
+    # ------------------------------------------------------------------------------------------
+    # extended attributes (only with archive storage classes: see __init__)
+
+    def _archive_entry(self, path: str) -> Entry | None:
+        check_path(path)
+        if path == "/" or self.archive is None:
+            return None
+        opened = self._open_file(path)
+        if opened is not None and (opened.staged or opened.info is None):
+            return None  # being written: not (yet) an object with a storage class
+        entry = self._entry(path)
+        return None if entry.is_dir or entry.info is None else entry
+
+    def listxattr(self, path: str) -> list[str]:
+        entry = self._archive_entry(path)
+        if entry is None:
+            return []
+        assert self.archive is not None
+        names = [XATTR_STORAGE_CLASS]
+        if self.archive.is_archived(entry.info):
+            names.append(XATTR_RETRIEVAL)
+        return names
+
+    def getxattr(self, path: str, name: str) -> bytes:
+        entry = self._archive_entry(path)
+        if entry is not None and entry.info is not None and self.archive is not None:
+            if name == XATTR_STORAGE_CLASS:
+                return (entry.info.storage_class or "STANDARD").encode("ascii", "replace")
+            if name == XATTR_RETRIEVAL and self.archive.is_archived(entry.info):
+                key = self.keys.key(path)
+                _, state = self.archive.state(key)  # asked afresh: a restore finishes server-side
+                return self.archive.describe_state(key, state).encode("utf-8")
+        raise NoAttribute(f"{path}: no attribute {name}")
+
     def statfs(self) -> dict[str, int]:
         disk = shutil.disk_usage(self.staging.directory)
         block = 4096
@@ -633,6 +688,8 @@ class StoreFS:
     def close(self, timeout: float) -> list[str]:
         """Unmount: upload everything pending, waiting up to `timeout` seconds. Returns what is left
         (still staged, and in the journal for the next mount), each with its last error."""
+        if self.archive is not None:
+            self.archive.stopping.set()  # an open waiting for a restore gives up now
         with self._table_lock:
             files = list(self._files.values())
         for opened in files:  # open at a lazy unmount: queue them too

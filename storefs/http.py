@@ -46,9 +46,23 @@ def send(session: requests.Session, settings: HttpSettings, method: str, url: st
     try:
         return session.request(method, url, **kwargs)
     except requests.exceptions.SSLError as exc:
-        # A certificate problem is not transient: retrying cannot fix it.
+        # A certificate problem is not transient: retrying cannot fix it. The message says what failed
+        # and names the fix (ca_file); never str(exc): requests puts the URL and its query in it.
         from .errors import AccessDenied
-        raise AccessDenied(f"TLS verification failed for {_host(url)}: {exc.__class__.__name__}") from None
+        refused, reason = _tls_reason(exc)
+        if refused:
+            if "mismatch" in reason.lower():
+                fix = "the endpoint must name a host the certificate is for"
+            elif isinstance(settings.verify, str):
+                fix = f"ca_file = {settings.verify} does not vouch for it"
+            else:
+                fix = ("if the server's certificate comes from a private CA, set ca_file = /path/to/ca.pem in "
+                       "the remote's section")
+            raise AccessDenied(f"TLS certificate verification failed for {_host(url)} ({reason}); {fix}") from None
+        if "EOF" in reason.upper():
+            # The server hung up mid-handshake (an overloaded balancer): that one is worth a retry.
+            raise Transient(f"{method} {_host(url)}: TLS connection closed ({reason})") from None
+        raise AccessDenied(f"TLS handshake with {_host(url)} failed ({reason}); is it an https endpoint?") from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
             requests.exceptions.ChunkedEncodingError) as exc:
         raise Transient(f"{method} {_host(url)}: {exc.__class__.__name__}") from None
@@ -83,6 +97,28 @@ def check_endpoint(remote: str, endpoint: str) -> SplitResult:
     if parts.path not in ("", "/") or parts.query:
         raise ConfigError(f"[{remote}] endpoint {endpoint!r} must not have a path or query")
     return parts
+
+
+def _tls_reason(exc: BaseException) -> tuple[bool, str]:
+    """(the peer's certificate was refused, OpenSSL's reason) from requests' exception chain. Only the
+    ssl module's own fields are used: the outer exceptions' texts carry the request URL."""
+    import ssl
+    stack, seen = [exc], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True, str(current.verify_message or current.reason or "certificate not trusted").rstrip(".")
+        if isinstance(current, ssl.SSLError):
+            return False, str(current.reason or current.__class__.__name__)
+        if isinstance(current, (ConnectionError, EOFError)):
+            return False, f"EOF ({current.__class__.__name__})"
+        stack += [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
+        stack += [v for v in (getattr(current, "reason", None), current.__cause__, current.__context__)
+                  if isinstance(v, BaseException)]
+    return False, exc.__class__.__name__
 
 
 def _host(url: str) -> str:

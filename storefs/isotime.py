@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import calendar
+import datetime
 import re
 
 _ISO = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
@@ -21,3 +22,9 @@ def parse_iso8601(text: str) -> float:
         digits = zone[1:].replace(":", "")
         seconds -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
     return seconds
+
+
+def iso8601(seconds: float) -> str:
+    """`2013-03-20T17:03:43.221Z`: UTC with milliseconds, as the services write it."""
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)  # noqa: UP017 - Python 3.10 too
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from .archived import ArchiveGate, ArchiveOptions
 from .blockcache import BlockCache
 from .buckets import AllBuckets
 from .config import Config, RemoteSpec
@@ -96,8 +97,26 @@ def mount_id(spec: RemoteSpec) -> str:
     return f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
+def archive_gate(store: ObjectStore, spec: RemoteSpec, options: MountOptions) -> ArchiveGate | None:
+    """Restore-on-open for a store with archive storage classes, tuned by the vault_* mount options."""
+    if not store.capabilities.archive_classes:
+        if options.vault:
+            raise MountError(f"-o {', '.join(sorted(options.vault))}: vault options, but {spec.remote} is a "
+                             f"bucket store without archive storage classes")
+        return None
+    vault_options = VaultOptions()
+    for name, value in options.vault.items():
+        if name not in VaultOptions.BUCKET_OPTIONS:
+            raise MountError(f"-o {name}: for vault mounts only; a bucket mount takes "
+                             f"{', '.join(sorted(VaultOptions.BUCKET_OPTIONS))}")
+        vault_options.set(name, value)
+    return ArchiveGate(store, ArchiveOptions(tier=vault_options.tier.value, days=vault_options.restore_days,
+                                             wait=vault_options.vault_wait, errno=vault_options.errno))
+
+
 def build_fs(store: ObjectStore, spec: RemoteSpec, options: MountOptions) -> StoreFS:
     """The filesystem, with exclusive use of this remote location's staging area and journal."""
+    archive = archive_gate(store, spec, options)
     staging = Staging(options.cache_dir / "staging" / mount_id(spec), options.staging_size)
     lock_fd = os.open(staging.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -107,7 +126,8 @@ def build_fs(store: ObjectStore, spec: RemoteSpec, options: MountOptions) -> Sto
         raise MountError(f"{spec} is already mounted with cache_dir {options.cache_dir}: two mounts of one "
                          f"location would share its upload journal (unmount the other, or use -o cache_dir=)")
     cache = BlockCache(options.cache_dir / "blocks", options.cache_size) if options.cache_size else None
-    fs = StoreFS(store, spec.prefix, options, staging, cache, f"{spec.remote}:{spec.bucket or ''}")
+    fs = StoreFS(store, spec.prefix, options, staging, cache, f"{spec.remote}:{spec.bucket or ''}",
+                 archive)
     fs.staging_lock_fd = lock_fd  # held for the life of the process
     return fs
 

@@ -29,7 +29,11 @@ class KeyMap:
     def key(self, path: str) -> str:
         """Object key of a file path. `/` (the mount root) maps to the prefix itself."""
         check_path(path)
-        return self.prefix + path.lstrip("/")
+        key = self.prefix + path.lstrip("/")
+        # The limit is on the key, prefix included (SEMANTICS.md: at most 1024 bytes per key); a
+        # longer key would only fail later at the server, as EIO.
+        check_key_length(key)
+        return key
 
     def dir_key(self, path: str) -> str:
         """Key prefix of a directory path: its children's keys start with it ("" for the root)."""
@@ -48,8 +52,16 @@ def check_path(path: str) -> None:
     for part in path.split("/"):
         if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
             raise NameTooLong(f"name longer than {NAME_MAX} bytes: {part[:40]!r}…")
-    if len(path.encode("utf-8", "surrogateescape")) > KEY_MAX:
+    # "/" + a key of KEY_MAX bytes is fine: the key is the path without its leading "/" (the old
+    # check counted the "/" and refused keys of exactly 1024 bytes).
+    if len(path.encode("utf-8", "surrogateescape")) > KEY_MAX + 1:
         raise NameTooLong(f"path longer than {KEY_MAX} bytes")
+
+
+def check_key_length(key: str) -> None:
+    """Refuse a key (a file's, or a directory's marker `dir/`) over KEY_MAX bytes: ENAMETOOLONG."""
+    if len(key.encode("utf-8", "surrogateescape")) > KEY_MAX:
+        raise NameTooLong(f"object key longer than {KEY_MAX} bytes")
 
 
 def parent(path: str) -> str:
@@ -73,12 +85,20 @@ def is_within(path: str, directory: str) -> bool:
 def child_name(dir_key: str, key: str) -> str | None:
     """The name a listed key shows under directory `dir_key`, or None if it cannot be shown."""
     rest = key[len(dir_key):]
-    if rest.endswith("/"):
-        rest = rest[:-1]
     if not rest:
         return None  # the directory's own marker
-    if "/" in rest or rest in (".", "..") or "\0" in rest:
+    if rest.endswith("/"):
+        rest = rest[:-1]
+    # `not rest`: the prefix `d//` of a key `d//x` (an empty component), skipped with a log line too.
+    if not rest or "/" in rest or rest in (".", "..") or "\0" in rest:
         log.warning("skipping key %r: it has no file name a filesystem can show", key)
+        return None
+    try:
+        rest.encode("utf-8")
+    except UnicodeEncodeError:
+        # Not UTF-8 (a provider kept undecodable bytes as surrogates): the kernel side encodes names
+        # strictly, so one such name would make the whole directory unreadable (EINVAL).
+        log.warning("skipping key %r: its name is not valid UTF-8", key)
         return None
     if len(rest.encode("utf-8", "surrogateescape")) > NAME_MAX:
         log.warning("skipping key %r: name longer than %d bytes", key, NAME_MAX)

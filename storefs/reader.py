@@ -5,13 +5,17 @@ The kernel (fusepy, libfuse 2) asks for at most 128 KiB per read, so a read must
 blocks are fetched in runs (one GET for several blocks) and kept in a small in-memory LRU per handle.
 On a sequential run the read-ahead window doubles from 1 block up to `max_window`, and the runs ahead
 are fetched in parallel in the background. A random read fetches just the block it touches (1 MiB),
-never the whole object. Every GET carries the ETag seen at open (If-Match), so a remote overwrite
-mid-read fails with ESTALE instead of mixing two versions.
+never the whole object in the foreground; a handle that keeps reading at random starts a background
+fill of the whole object into the disk cache (objects up to FILL_MAX and a quarter of the cache), so
+that later random reads cost a disk read of the piece asked for, and soon only the kernel's page cache.
+Every GET carries the ETag seen at open (If-Match), so a remote overwrite mid-read fails with ESTALE
+instead of mixing two versions.
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import logging
 import threading
 
 from .blockcache import BLOCK, BlockCache
@@ -20,6 +24,10 @@ from .store import ObjectStore
 RUN_BLOCKS = 8          # blocks per background GET (8 MiB)
 MAX_RUNS_IN_FLIGHT = 4  # background GETs per handle
 MEMORY_BLOCKS = 16      # blocks kept in memory per handle
+FILL_AFTER = 4          # random (non-sequential) reads on one handle before the background fill starts
+FILL_MAX = 1 << 30      # largest object filled in the background
+
+log = logging.getLogger(__name__)
 
 _pool = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="readahead")
 
@@ -38,10 +46,13 @@ class RangeReader:
         self._window = 1
         self._next_offset = 0
         self._blocks = (size + BLOCK - 1) // BLOCK
+        self._random_reads = 0
+        self._filling = False
+        self._closed = False
 
     # -- fetching ------------------------------------------------------------------------------------
 
-    def _fetch_run(self, first: int, count: int) -> dict[int, bytes]:
+    def _fetch_run(self, first: int, count: int, *, wait_for_cache: bool = False) -> dict[int, bytes]:
         start = first * BLOCK
         end = min(self.size, (first + count) * BLOCK)
         data = self.store.read_range(self.key, start, end, if_match=self.etag)
@@ -49,8 +60,42 @@ class RangeReader:
                   if i * BLOCK < len(data)}
         if self.cache is not None:
             for number, block in blocks.items():
-                self.cache.put(self.location, self.key, self.etag or "", number, block)
+                self.cache.put(self.location, self.key, self.etag or "", number, block, wait=wait_for_cache)
         return blocks
+
+    # -- background fill on random access ------------------------------------------------------------
+
+    def _start_fill_locked(self) -> None:
+        if self._filling or self.cache is None or self.size > min(FILL_MAX, self.cache.size_limit // 4):
+            return
+        self._filling = True
+        threading.Thread(target=self._fill, name="fill", daemon=True).start()
+
+    def _fill(self) -> None:
+        """Every block not yet in the disk cache, RUN_BLOCKS per GET, one GET at a time (reads of this
+        handle come first). Readers wanting a block being filled wait for that GET, not a second one."""
+        assert self.cache is not None
+        tag = self.etag or ""
+        for first in range(0, self._blocks, RUN_BLOCKS):
+            count = min(RUN_BLOCKS, self._blocks - first)
+            if all(self.cache.has(self.location, self.key, tag, n) for n in range(first, first + count)):
+                continue
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            with self._lock:
+                if self._closed:
+                    return
+                for n in range(first, first + count):
+                    self._inflight.setdefault(n, future)
+            try:
+                future.set_result(self._fetch_run(first, count, wait_for_cache=True))
+            except Exception as exc:  # the reads that need these blocks will fetch them (and report)
+                future.set_exception(exc)
+                log.info("background fill of %s stopped: %s", self.key, exc)
+                return
+            finally:
+                with self._lock:
+                    for n in [n for n, f in self._inflight.items() if f is future]:
+                        del self._inflight[n]
 
     def _remember_locked(self, blocks: dict[int, bytes]) -> None:
         for number, block in blocks.items():
@@ -121,6 +166,21 @@ class RangeReader:
 
     # -- reading -------------------------------------------------------------------------------------
 
+    def _piece(self, number: int, start: int, end: int) -> bytes:
+        """Bytes [start, end) of block `number`: from memory, a GET in flight, the disk cache (just
+        that piece), or a GET of the block."""
+        with self._lock:
+            block = self._memory.get(number)
+            if block is not None:
+                self._memory.move_to_end(number)
+                return block[start:end]
+            waiting = number in self._inflight
+        if not waiting and self.cache is not None:
+            piece = self.cache.read(self.location, self.key, self.etag or "", number, start, end - start)
+            if piece is not None and len(piece) == end - start:
+                return piece
+        return self._block(number)[start:end]
+
     def read(self, offset: int, length: int) -> bytes:
         if offset >= self.size or length <= 0:
             return b""
@@ -133,14 +193,18 @@ class RangeReader:
                 self._prefetch_locked(last)
             else:
                 self._window = 1
+                self._random_reads += 1
+                if self._random_reads == FILL_AFTER:
+                    self._start_fill_locked()
             self._next_offset = offset + length
-        parts = [self._block(n) for n in range(first, last + 1)]
-        data = b"".join(parts) if len(parts) > 1 else parts[0]
-        begin = offset - first * BLOCK
-        return data[begin:begin + length]
+        end = offset + length
+        parts = [self._piece(n, max(offset, n * BLOCK) - n * BLOCK, min(end, (n + 1) * BLOCK) - n * BLOCK)
+                 for n in range(first, last + 1)]
+        return b"".join(parts) if len(parts) > 1 else parts[0]
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             for future in set(self._inflight.values()):
                 future.cancel()
             self._inflight.clear()

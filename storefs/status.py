@@ -75,6 +75,7 @@ class StatusReporter:
 
     def _run(self) -> None:
         last_write = 0.0
+        last_counts = (-1, -1)
         while not self._stop.is_set():
             # Wake on a change (written within ~50 ms) or every half second to look for a flush request.
             self._changed.wait(0.5)
@@ -85,7 +86,11 @@ class StatusReporter:
                 self.fs.committer.queue.flush_soon()
                 self._changed.set()
             busy = bool(self.fs.committer.queue.pending())
-            if self._changed.is_set() or busy or time.monotonic() - last_write > 10:
+            # Retries made by reads alone change nothing else: without this the "retries" a status
+            # shows on a read-only workload were up to 10 s old (found by tests/fuse/test_faults.py).
+            counts = (STATS.retries, STATS.gave_up)
+            if self._changed.is_set() or busy or counts != last_counts or time.monotonic() - last_write > 10:
+                last_counts = counts
                 self._changed.clear()
                 self.write()
                 last_write = time.monotonic()

@@ -38,6 +38,9 @@ class Capabilities:
     # Keys directly under the mount root can be written (False for a `REMOTE:` mount, where the top
     # level holds buckets).
     root_writable: bool = True
+    # Storage classes whose objects must be restored before a GET (S3 GLACIER…). Non-empty: the store
+    # has `restore(key, *, days, tier) -> bool` and stat() reports `meta["x-amz-restore"]`.
+    archive_classes: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

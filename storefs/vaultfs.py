@@ -61,6 +61,7 @@ from .errors import (
     StoreError,
 )
 from .paths import check_path
+from .restores import RestoreItem, RestoreReport
 from .vaultnames import (
     FileNode,
     Tree,
@@ -121,6 +122,7 @@ class VaultOptions:
     not_ready_errno: str = "EAGAIN"    # EAGAIN | EREMOTE | EACCES | EIO
     vault_writes: bool = False         # new files are uploaded as new archives at close
     keep_uploads: bool = False         # keep uploaded bytes in the cache (readable without a job)
+    restore_days: int = 7              # bucket archive classes only: lifetime of a restored copy
     uid: int = dataclasses.field(default_factory=os.getuid)
     gid: int = dataclasses.field(default_factory=os.getgid)
     umask: int = 0o022
@@ -143,7 +145,10 @@ class VaultOptions:
                        "EACCES or EIO",
         "vault_writes": "new files written into the vault become new archives at close (write-once)",
         "vault_keep_uploads": "keep the bytes of uploaded files in the cache, readable at once",
+        "vault_days": "archive storage classes in buckets: days a restored copy stays readable (default 7)",
     }
+    # Of these, what a bucket mount with archive storage classes takes (see storefs.archived).
+    BUCKET_OPTIONS: ClassVar[frozenset[str]] = frozenset({"vault_tier", "vault_wait", "vault_errno", "vault_days"})
 
     def __post_init__(self) -> None:
         if self.not_ready_errno.upper() not in NOT_READY_ERRNOS:
@@ -179,48 +184,19 @@ class VaultOptions:
             self.vault_writes = flag
         elif name == "vault_keep_uploads":
             self.keep_uploads = flag
+        elif name == "vault_days":
+            try:
+                self.restore_days = int(value or "")
+            except ValueError:
+                raise ConfigError(f"vault_days={value}: a whole number of days") from None
+            if not 1 <= self.restore_days <= 30000:
+                raise ConfigError("vault_days must be between 1 and 30000")
         else:
             raise ConfigError(f"unknown vault option {name!r} (known: {', '.join(sorted(self.HELP))})")
 
 
 # ------------------------------------------------------------------------------------------------
 # Reports
-
-
-@dataclasses.dataclass
-class RestoreItem:
-    path: str
-    archive_id: str
-    size: int
-    state: str                      # cached | ready | in-progress | failed
-    job_id: str | None = None
-    message: str | None = None
-    started_job: bool = False       # this call started the job
-
-    @property
-    def done(self) -> bool:
-        return self.state in ("cached", "ready", "failed")
-
-
-@dataclasses.dataclass
-class RestoreReport:
-    items: list[RestoreItem]
-    timed_out: bool = False
-
-    def count(self, state: str) -> int:
-        return sum(1 for item in self.items if item.state == state)
-
-    @property
-    def done(self) -> int:
-        return sum(1 for item in self.items if item.done)
-
-    @property
-    def jobs_started(self) -> int:
-        return sum(1 for item in self.items if item.started_job)
-
-    @property
-    def all_ready(self) -> bool:
-        return all(item.state in ("cached", "ready") for item in self.items)
 
 
 @dataclasses.dataclass

@@ -267,6 +267,16 @@ class LocalStore:
                 check_key(start)
             except InvalidArgument:
                 return
+        if start and prefix == start and token is None:
+            # The listed directory's own marker comes first, as an S3 marker object would (and as in
+            # _walk_flat). Without it a directory rename never deleted the old directory's marker, so
+            # the old name came back after the negative-cache TTL (tests/fuse/test_hostile.py).
+            try:
+                st = (self.base / start).stat()
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            if stat_mod.S_ISDIR(st.st_mode):
+                yield start, st
         yield from walk(start)
 
     # -- writes ----------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ encoded word) is sent as an RFC 2047 encoded word, `=?UTF-8?B?<base64 of the UTF
 AWS itself uses for non-ASCII metadata. Reading decodes RFC 2047 B and Q words, and recovers raw UTF-8
 that another client put in a header. Names must be HTTP tokens and are lower-cased (S3 does the same).
 
-Archive storage classes: `stat()` keeps the `x-amz-restore` header in `meta["x-amz-restore"]`, and a
-GET refused with InvalidObjectState raises ArchiveNotReady.
+Archive storage classes (GLACIER, DEEP_ARCHIVE; COS v5's ARCHIVE): `stat()` keeps the `x-amz-restore`
+header in `meta["x-amz-restore"]`, `restore()` is RestoreObject, and a GET refused with
+InvalidObjectState raises ArchiveNotReady.
 
 Keys with a `.` or `..` path segment are refused (InvalidArgument): the HTTP stack (urllib3) removes
 dot segments from URLs, so such a request would address a different key.
@@ -33,6 +34,7 @@ import base64
 import binascii
 import dataclasses
 import email.utils
+import hashlib
 import http.cookiejar
 import logging
 import math
@@ -101,6 +103,9 @@ SPEC = ProviderSpec(
         "RFC 2047-encoded. TLS certificates are always verified (`ca_file` adds a CA bundle).",
 )
 
+# GLACIER_IR and the intelligent-tiering classes read without a restore; COS v5 names its classes
+# ARCHIVE and DEEP_ARCHIVE.
+S3_ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE", "ARCHIVE"})
 S3_MIN_PART = 5 * MiB
 S3_MAX_PART = 5 * GiB
 S3_MAX_PARTS = 10_000
@@ -247,6 +252,7 @@ _CODE_ERRORS: dict[str, type[StoreError]] = {
     "InternalError": Transient, "RequestTimeout": Transient, "OperationAborted": Transient,
     "BadGateway": Transient, "GatewayTimeout": Transient,
     "InvalidObjectState": ArchiveNotReady,
+    "ObjectNotInActiveTierError": ArchiveNotReady,  # CopyObject of an archived, unrestored source
     "PreconditionFailed": RemoteChanged,
     "NotImplemented": NotSupported, "MethodNotAllowed": NotSupported,
     "KeyTooLongError": NameTooLong,
@@ -590,7 +596,7 @@ class S3Store:
         self.capabilities = Capabilities(min_part_size=S3_MIN_PART, max_part_size=S3_MAX_PART,
                                          max_parts=S3_MAX_PARTS, single_put_max=client.single_put_max,
                                          server_side_copy=True, server_side_move=False,
-                                         list_page_size=1000)
+                                         list_page_size=1000, archive_classes=S3_ARCHIVE_CLASSES)
 
     def __repr__(self) -> str:
         return f"S3Store({self.client.remote!r}, {self.name!r})"
@@ -831,6 +837,30 @@ class S3Store:
 
     def set_meta(self, key: str, meta: Mapping[str, str]) -> ObjectInfo:
         return self.copy(key, key, meta=meta)
+
+    # -- archive storage classes -------------------------------------------------------------------
+
+    def restore(self, key: str, *, days: int, tier: str) -> bool:
+        """RestoreObject: a temporary readable copy of an archived object for `days` days.
+
+        True if a restore started now; False if one was already running or the copy is already
+        there (S3 answers 409 RestoreAlreadyInProgress, or 200 instead of 202)."""
+        what = f"restore {key!r}"
+        body = (f"<RestoreRequest><Days>{int(days)}</Days><GlacierJobParameters><Tier>{tier}</Tier>"
+                f"</GlacierJobParameters></RestoreRequest>").encode("ascii")
+        headers = {"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode("ascii"),
+                   "Content-Type": "application/xml"}
+        try:
+            answer = self._call("POST", key, what=what, params=[("restore", "")], headers=headers,
+                                body=_Body(body))
+        except StoreError as exc:
+            code = getattr(exc, "s3_code", "")
+            if code == "RestoreAlreadyInProgress":
+                return False
+            if code == "InvalidObjectState":  # here it means: not in an archive storage class
+                raise InvalidArgument(f"{what}: the object is not in an archive storage class") from None
+            raise
+        return answer.status == 202
 
 
 def _user_meta(meta: Mapping[str, str]) -> dict[str, str]:

@@ -21,7 +21,7 @@ import errno
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from ..errors import StoreError
-from ..isotime import parse_iso8601  # noqa: F401 - part of this module's API
+from ..isotime import iso8601, parse_iso8601  # noqa: F401 - part of this module's API
 from . import treehash
 
 MiB = treehash.MiB
@@ -376,12 +376,6 @@ def upload_in_parts(vault: ArchiveVault, body: BinaryIO | bytes, size: int, desc
 # ----------------------------------------------------------------------------------------------
 # Dates: the services speak ISO 8601 with milliseconds and a Z
 
-
-def iso8601(seconds: float) -> str:
-    """`2013-03-20T17:03:43.221Z`."""
-    import datetime as _dt
-    moment = _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc)  # noqa: UP017 - Python 3.10 too
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 

@@ -68,6 +68,35 @@ def test_random_read_fetches_a_block_not_the_object(wcs_env):
     assert disk_usage(blocks) - base < 8 * MiB  # a block or two, not 64 MiB
 
 
+def test_random_reads_fill_the_object_in_the_background(wcs_env):
+    """A handle that keeps reading at random gets the whole object filled into the disk cache, one
+    8 MiB GET at a time; after that, random reads cost no request at all."""
+    import random
+    data = os.urandom(24 * MiB + 777)
+    wcs_env.store.put("rand", io.BytesIO(data), len(data), {})
+    mount = wcs_env.mount(f"w:{wcs_env.bucket}")
+    blocks = wcs_env.tmp / "cache" / "storefs" / "blocks"
+    rng = random.Random(7)
+    fd = os.open(mount.path / "rand", os.O_RDONLY)
+    try:
+        before = wcs_env.gets()
+        for _ in range(6):  # FILL_AFTER (4) random reads start the fill
+            offset = rng.randrange(0, len(data) - 4096)
+            assert os.pread(fd, 4096, offset) == data[offset:offset + 4096]
+        deadline = time.monotonic() + 60
+        while disk_usage(blocks) < len(data) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert disk_usage(blocks) >= len(data), "the background fill did not cache the whole object"
+        fetched = wcs_env.gets() - before
+        assert fetched <= 6 + 4  # the reads' own blocks plus 8 MiB runs, never a GET per block
+        for _ in range(200):
+            offset = rng.randrange(0, len(data) - 4096)
+            assert os.pread(fd, 4096, offset) == data[offset:offset + 4096]
+        assert wcs_env.gets() - before == fetched  # all from the cache now
+    finally:
+        os.close(fd)
+
+
 def test_remote_overwrite_is_never_served_from_stale_blocks(wcs_env):
     old = os.urandom(3 * MiB)
     wcs_env.store.put("doc", io.BytesIO(old), len(old), {})
