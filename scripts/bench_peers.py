@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark of storefs against rclone mount and s3fs-fuse on the same bucket.
 
-    .venv/bin/python scripts/bench_peers.py [--quick] [--backend seaweed|wcs] [--mounts storefs,rclone,s3fs]
+    .venv/bin/python scripts/bench_peers.py [--quick] [--backend seaweed|wcs]
+                                            [--mounts storefs-mfusepy,storefs-fusepy,rclone,s3fs]
                                             [--runs N] [--output FILE]
 
 Starts SeaweedFS (`weed mini`) on 127.0.0.1, or the WCS emulator (where only storefs and the raw client
 can run), measures the backend with the raw client (the storefs provider used directly), then mounts the
-same bucket with each of storefs, rclone (`--vfs-cache-mode full`) and s3fs-fuse, one at a time, and runs
+same bucket with each of storefs (once per FUSE binding: mfusepy on libfuse 3, fusepy on libfuse 2),
+rclone (`--vfs-cache-mode full`) and s3fs-fuse, one at a time, and runs
 the same workloads on each: sequential write until durable, sequential read cold and warm, fio random
 4 KiB reads cold and warm, creating small files until durable, `ls -l` of a big directory cold and warm,
 and peak RSS of the mount process while a large file is copied in. Prints one Markdown table of medians
@@ -41,6 +43,8 @@ from bench.mounts import (  # noqa: E402
     MOUNTS,
     PEERS,
     S3FS_FLAGS,
+    STOREFS_DEFAULT,
+    STOREFS_KINDS,
     ActiveMount,
     Backend,
     close_all,
@@ -106,7 +110,8 @@ class Bench:
         self.seq_source = workdir / "seq.bin"
         self.big_source = workdir / "big.bin"
         self.flags = default_flags(args.keep_write_back_delays)
-        user = {"storefs": args.storefs_opt, "rclone": args.rclone_arg, "s3fs": args.s3fs_opt}
+        user = {**{kind: args.storefs_opt for kind in STOREFS_KINDS}, "rclone": args.rclone_arg,
+                "s3fs": args.s3fs_opt}
         self.extra = {kind: self.flags[kind] + user[kind] for kind in MOUNTS}
         self.cold_ok = True
         self._done: set[str] = set()
@@ -119,10 +124,10 @@ class Bench:
             value = fn()
         except Exception as exc:  # noqa: BLE001 - a failing workload is a table cell, never a crash
             self.results.fail(row, column, _describe(exc))
-            log(f"{column:8} {row:10} FAIL {_describe(exc)}")
+            log(f"{column:15} {row:10} FAIL {_describe(exc)}")
             return None
         self.results.add(row, column, value)
-        log(f"{column:8} {row:10} {value:,.2f}")
+        log(f"{column:15} {row:10} {value:,.2f}")
         return value
 
     def on_mount(self, mount: ActiveMount, row: str, bound: float, fn: Callable[[], float]) -> float | None:
@@ -147,7 +152,7 @@ class Bench:
             for row in rows:
                 if row not in self._done:
                     self.results.fail(row, kind, f"mount: {_describe(exc)}")
-            log(f"{kind:8} mount/unmount failed: {_describe(exc)}")
+            log(f"{kind:15} mount/unmount failed: {_describe(exc)}")
 
     def drop(self) -> None:
         self.cold_ok = wl.drop_caches() and self.cold_ok
@@ -243,7 +248,7 @@ class Bench:
         self._done.add("rss")
         if rss:
             self.results.add("rss", m.kind, rss[0])
-            log(f"{m.kind:8} rss        {rss[0]:,.0f} MiB")
+            log(f"{m.kind:15} rss        {rss[0]:,.0f} MiB")
         else:
             self.results.fail("rss", m.kind, "the copy failed")
 
@@ -252,7 +257,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes and one run (~3 minutes), a smoke test")
     p.add_argument("--backend", choices=("seaweed", "wcs"), default="seaweed")
-    p.add_argument("--mounts", default=",".join(MOUNTS), help="comma-separated subset of storefs,rclone,s3fs")
+    p.add_argument("--mounts", default=",".join(MOUNTS),
+                   help=f"comma-separated subset of {','.join(MOUNTS)} (storefs = both storefs bindings)")
     p.add_argument("--runs", type=int, help="runs per workload, median shown (default 3; --quick: 1)")
     p.add_argument("--output", metavar="FILE", help="also write the table to FILE")
     p.add_argument("--seq-mib", type=int, help="sequential/random file size (default 256; --quick: 64)")
@@ -268,6 +274,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-netns", action="store_true", help="do not re-run in a private network namespace")
     args = p.parse_args(argv)
     args.mounts = [m.strip() for m in args.mounts.split(",") if m.strip()]
+    args.mounts = list(dict.fromkeys(k for m in args.mounts for k in (STOREFS_KINDS if m == "storefs" else [m])))
     unknown = set(args.mounts) - set(MOUNTS)
     if unknown or not args.mounts:
         p.error(f"--mounts: pick from {', '.join(MOUNTS)}")
@@ -316,7 +323,7 @@ def build_report(bench: Bench, args: argparse.Namespace, started: float, netns: 
     versions = tool_versions()
     columns = tuple(["raw"] + args.mounts)
     wall = time.monotonic() - started
-    title = f"storefs vs rclone mount vs s3fs-fuse on {bench.backend.version} (127.0.0.1)"
+    title = f"storefs (mfusepy, fusepy) vs rclone mount vs s3fs-fuse on {bench.backend.version} (127.0.0.1)"
     header = [f"## {title}", "",
               f"{time.strftime('%Y-%m-%d %H:%M %Z')} · {machine()} · median of {s.runs} run(s) · "
               f"wall time {wall // 60:.0f} min {wall % 60:.0f} s" + (" · --quick" if args.quick else ""),
@@ -325,8 +332,9 @@ def build_report(bench: Bench, args: argparse.Namespace, started: float, netns: 
         "Each workload group runs on a fresh mount with a fresh cache directory. Cold: fresh mount, page cache "
         "dropped (/proc/sys/vm/drop_caches); warm: the same again on that mount." +
         ("" if bench.cold_ok else " **The page cache could NOT be dropped: cold rows are not cold.**"),
-        "storefs mount " + (f"-o {','.join(bench.extra['storefs'])}" if bench.extra["storefs"] else "")
-        + "; other options default.",
+        "storefs mount -o fuse=BINDING" + "".join(f",{o}" for o in bench.extra[STOREFS_DEFAULT])
+        + f"; other options default. storefs-mfusepy: mfusepy on libfuse 3 (1 MiB read/write requests); "
+          f"storefs-fusepy: fusepy on libfuse 2 (128 KiB). Default binding: {STOREFS_DEFAULT}.",
         f"rclone mount {' '.join(bench.extra['rclone'])} --cache-dir DIR; other flags default.",
         f"s3fs -o {','.join(S3FS_FLAGS + ['use_cache=DIR'] + args.s3fs_opt)}; other options default.",
         ("Write-back delays left at their defaults (rclone 5 s; storefs write_back)." if args.keep_write_back_delays
@@ -344,7 +352,10 @@ def build_report(bench: Bench, args: argparse.Namespace, started: float, netns: 
         "Network: " + ("a private network namespace with only loopback; nothing but 127.0.0.1 was reachable."
                        if netns else "the host's network; every endpoint was 127.0.0.1."),
     ]
-    return render(bench.results, header, settings, columns)
+    kinds = [k for k in STOREFS_KINDS if k in columns]
+    main_kind = STOREFS_DEFAULT if STOREFS_DEFAULT in kinds else (kinds[0] if kinds else STOREFS_DEFAULT)
+    versus = (kinds[0], kinds[1]) if len(kinds) == 2 else None
+    return render(bench.results, header, settings, columns, storefs=main_kind, versus=versus)
 
 
 def _interrupt(signum: int, frame: object) -> None:

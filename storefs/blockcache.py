@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from pathlib import Path
 
 import diskcache
@@ -32,12 +33,24 @@ class BlockCache:
         self._pending: queue.Queue = queue.Queue(maxsize=pending_limit)
         self._writer = threading.Thread(target=self._write_loop, name="blockcache", daemon=True)
         self._writer.start()
+        self._warned_at = 0.0
+        self._unwarned = 0
+
+    def _warn(self, what: str, exc: Exception) -> None:
+        """A broken cache (its directory removed, a full disk) fails every call: one line a minute."""
+        now = time.monotonic()
+        if now - self._warned_at < 60:
+            self._unwarned += 1
+            return
+        more = f" ({self._unwarned} more like it since the last report)" if self._unwarned else ""
+        log.warning("block cache %s failed: %s; reading goes on uncached%s", what, exc, more)
+        self._warned_at, self._unwarned = now, 0
 
     def get(self, location: str, key: str, etag: str, block: int) -> bytes | None:
         try:
             return self._cache.get((location, key, etag, block))
         except Exception as exc:  # a damaged cache is a miss, never an error for the reader
-            log.warning("block cache read failed (%s); fetching from the server", exc)
+            self._warn("read", exc)
             return None
 
     def read(self, location: str, key: str, etag: str, block: int, start: int, length: int) -> bytes | None:
@@ -53,7 +66,7 @@ class BlockCache:
                 value.seek(start)
                 return value.read(length)
         except Exception as exc:
-            log.warning("block cache read failed (%s); fetching from the server", exc)
+            self._warn("read", exc)
             return None
 
     def has(self, location: str, key: str, etag: str, block: int) -> bool:
@@ -78,7 +91,7 @@ class BlockCache:
             try:
                 self._cache.set(*item)
             except Exception as exc:  # e.g. the cache disk is full: reading goes on uncached
-                log.warning("block cache write failed: %s", exc)
+                self._warn("write", exc)
             finally:
                 self._pending.task_done()
 

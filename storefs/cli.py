@@ -252,10 +252,19 @@ def _spawn_daemon(args: argparse.Namespace, options: MountOptions, spec: RemoteS
         code, _, detail = text[6:].partition(" ")
         print(f"storefs: error: {detail}", file=sys.stderr)
         return int(code) if code.isdigit() else 1
-    if child.poll() is None:
-        print(f"storefs: error: the mount did not become ready in {READY_TIMEOUT:.0f}s; "
-              f"see {log_file}", file=sys.stderr)
+    try:
+        child.wait(timeout=5)  # it closed the pipe without a word: it is on its way out
+    except subprocess.TimeoutExpired:
+        timed_out = time.monotonic() >= deadline
+        print("storefs: error: the mount " + (f"did not become ready in {READY_TIMEOUT:.0f}s" if timed_out
+              else "process stopped answering before it was ready") + f"; see {log_file}", file=sys.stderr)
+        # Never leave a half-started daemon behind: it may hold the staging lock or a dead mount.
         child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=10)
         return 1
     print(f"storefs: error: the mount process exited ({child.returncode}); see {log_file}", file=sys.stderr)
     return 1
@@ -323,7 +332,7 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
         read_only = options.read_only or (vault and not fs.options.vault_writes)
         fuse_ops.run(fs, mountpoint, fsname=f"storefs#{spec}", on_ready=on_ready,
                      allow_other=options.allow_other, default_permissions=options.default_permissions,
-                     read_only=read_only)
+                     read_only=read_only, fuse=options.fuse)
     except RuntimeError as exc:
         return report_failure(1, f"mounting {mountpoint} failed: {exc}") if ready_fd is not None else 1
     finally:

@@ -100,10 +100,11 @@ class StoreFS:
     def _entry(self, path: str) -> Entry:
         return self.ns.lookup(path)
 
-    def getattr(self, path: str, fh: int | None = None) -> Attrs:
-        check_path(path)
+    def getattr(self, path: str | None, fh: int | None = None) -> Attrs:
+        # The handle first: a file unlinked while open comes with no path (hard_remove, fuse_ops.run).
         if fh is not None and fh in self._handles:
             return self._handles[fh].file.current_attrs()
+        check_path(path)
         if path == "/":
             return self._root_attrs.copy()
         opened = self._open_file(path)
@@ -308,15 +309,22 @@ class StoreFS:
         opened = handle.file
         if opened.staged:
             return opened.read_staged(size, offset)
+        if handle.reader is not None and handle.reader.key != opened.key:
+            # Renamed while open (alone or with its directory): read the object under its new name.
+            handle.reader.close()
+            handle.reader = None
         if handle.reader is None:
             if opened.info is None:
                 return b""
             handle.reader = self._reader(opened)
         try:
             return handle.reader.read(offset, size)
-        except RemoteChanged:
-            # This handle keeps failing (ESTALE), but the next open must see the new object.
+        except (RemoteChanged, NotFound) as exc:
+            # This handle keeps failing (ESTALE), but the next open must see the new object. An object
+            # that is gone (unlinked, or replaced by a rename) changed too: ESTALE, not ENOENT from read().
             self.ns.forget(opened.path)
+            if isinstance(exc, NotFound):
+                raise RemoteChanged(f"{opened.path} was removed while open for reading") from None
             raise
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
@@ -600,6 +608,7 @@ class StoreFS:
             self.store.put(new_key, io.BytesIO(b""), 0, meta_from_attrs(self.getattr(old)))
         # Copy everything first and delete afterwards, so a failure leaves the source whole. Markers
         # are written anew with their metadata: stores with real directories cannot copy them.
+        copied: dict[str, ObjectInfo] = {}
         for key in keys:
             target = new_key + key[len(old_key):]
             if key.endswith("/"):
@@ -609,7 +618,7 @@ class StoreFS:
                     marker_meta = {}
                 self.store.put(target, io.BytesIO(b""), 0, marker_meta)
             else:
-                self.store.copy(key, target)
+                copied[key] = self.store.copy(key, target)
         # Children before parents, so stores with real directories can remove them as they empty.
         for key in sorted(keys, key=len, reverse=True):
             self.store.delete(key)
@@ -625,6 +634,14 @@ class StoreFS:
                     opened.path = new + path[len(old):]
                     opened.key = self.keys.key(opened.path)
                     opened.generation += 1
+                    # Follow the object to its copy (a copy may have another ETag: local, multipart
+                    # S3), so that an open reader keeps reading and a staged copy is not taken for a
+                    # conflict at upload (its base is the moved object, not the deleted original).
+                    moved_info = copied.get(opened.info.key) if opened.info is not None else None
+                    if moved_info is not None:
+                        if opened.base_etag == opened.info.etag:
+                            opened.base_etag = moved_info.etag
+                        opened.info = moved_info
                 self._files[opened.path] = opened
                 moved.append(opened)
         for opened in moved:

@@ -37,6 +37,7 @@ class MountOptions:
     allow_other: bool = False
     default_permissions: bool = False
     read_only: bool = False
+    fuse: str | None = None   # the FUSE binding (fuse_ops.FUSE_LIBRARIES); None: the default
     # metadata caches, seconds
     attr_ttl: float = 10.0
     dir_ttl: float = 10.0
@@ -65,9 +66,12 @@ class MountOptions:
         "uid": "owner of files without stored ownership (default: you)",
         "gid": "group of files without stored ownership (default: yours)",
         "umask": "octal umask for files without stored modes (default 022)",
-        "allow_other": "let other users see the mount (needs user_allow_other for non-root)",
-        "default_permissions": "let the kernel enforce file modes",
+        "allow_other": "let other users use the mount, with the shown modes enforced by the kernel "
+                       "(implies default_permissions; needs user_allow_other for non-root)",
+        "default_permissions": "let the kernel enforce file modes (always on with allow_other)",
         "ro": "mount read-only (every change is EROFS)",
+        "fuse": "FUSE binding: mfusepy (default: libfuse 3, requests up to 1 MiB; falls back to fusepy "
+                "if libfuse 3 is missing) or fusepy (libfuse 2, 128 KiB requests)",
         "attr_ttl": "seconds an attribute is cached (default 10)",
         "dir_ttl": "seconds a directory listing is cached (default 10)",
         "neg_ttl": "seconds a 'does not exist' is cached (default 5)",
@@ -100,6 +104,10 @@ class MountOptions:
             if has_value:
                 raise ConfigError(f"option {name} takes no value")
             setattr(self, flags[name], True)
+            if name == "allow_other":
+                # storefs checks no modes itself: letting others in without the kernel's checks would
+                # let every user read and write every file, whatever its mode.
+                self.default_permissions = True
             return
         if name == "rw":
             self.read_only = False
@@ -120,6 +128,11 @@ class MountOptions:
                 if value not in ("exact", "fast"):
                     raise ConfigError("-o listing_attrs must be exact or fast")
                 self.listing_attrs = value
+            elif name == "fuse":
+                # Kept in step with fuse_ops.FUSE_LIBRARIES (not imported here: that loads libfuse).
+                if value not in ("mfusepy", "fusepy"):
+                    raise ConfigError("-o fuse must be mfusepy or fusepy")
+                self.fuse = value
             elif name == "fsync":
                 if value not in ("upload", "local"):
                     raise ConfigError("-o fsync must be upload or local")

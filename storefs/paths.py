@@ -49,12 +49,18 @@ class KeyMap:
 def check_path(path: str) -> None:
     if not path.startswith("/"):
         raise InvalidArgument(f"not an absolute path: {path!r}")
-    for part in path.split("/"):
-        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
-            raise NameTooLong(f"name longer than {NAME_MAX} bytes: {part[:40]!r}…")
+    try:
+        raw = path.encode("utf-8")
+    except UnicodeEncodeError:
+        # Bytes that are not UTF-8 (mfusepy hands them over as surrogates): object keys are UTF-8, so
+        # such a file could never be uploaded, or would vanish from listings once it was (EINVAL).
+        raise InvalidArgument(f"name is not valid UTF-8: {path!r}") from None
+    for part in raw.split(b"/"):
+        if len(part) > NAME_MAX:
+            raise NameTooLong(f"name longer than {NAME_MAX} bytes: {part[:40].decode(errors='replace')!r}…")
     # "/" + a key of KEY_MAX bytes is fine: the key is the path without its leading "/" (the old
     # check counted the "/" and refused keys of exactly 1024 bytes).
-    if len(path.encode("utf-8", "surrogateescape")) > KEY_MAX + 1:
+    if len(raw) > KEY_MAX + 1:
         raise NameTooLong(f"path longer than {KEY_MAX} bytes")
 
 
@@ -87,8 +93,7 @@ def child_name(dir_key: str, key: str) -> str | None:
     rest = key[len(dir_key):]
     if not rest:
         return None  # the directory's own marker
-    if rest.endswith("/"):
-        rest = rest[:-1]
+    rest = rest.removesuffix("/")
     # `not rest`: the prefix `d//` of a key `d//x` (an empty component), skipped with a log line too.
     if not rest or "/" in rest or rest in (".", "..") or "\0" in rest:
         log.warning("skipping key %r: it has no file name a filesystem can show", key)

@@ -19,6 +19,7 @@ import logging
 import threading
 
 from .blockcache import BLOCK, BlockCache
+from .errors import Transient
 from .store import ObjectStore
 
 RUN_BLOCKS = 8          # blocks per background GET (8 MiB)
@@ -56,6 +57,10 @@ class RangeReader:
         start = first * BLOCK
         end = min(self.size, (first + count) * BLOCK)
         data = self.store.read_range(self.key, start, end, if_match=self.etag)
+        if len(data) != end - start:
+            # Providers check this too; a short answer must never reach the block cache, where it would
+            # be served as the object's bytes until evicted.
+            raise Transient(f"{self.key}: asked for {end - start} bytes at {start}, got {len(data)}")
         blocks = {first + i: data[i * BLOCK:(i + 1) * BLOCK] for i in range(count)
                   if i * BLOCK < len(data)}
         if self.cache is not None:

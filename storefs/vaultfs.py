@@ -260,6 +260,7 @@ class _VaultView:
         self.inventory_error: str | None = None
         self._start_lock = threading.Lock()
         self.started = False
+        self.loaded_pending: PendingInventory | None = None  # a finished job activation read; see refresh()
         self._snapshot: tuple[float, dict[str, list[JobInfo]]] | None = None
 
     def __repr__(self) -> str:
@@ -291,11 +292,15 @@ class _VaultView:
             except StoreError as exc:
                 self.inventory_error = str(exc)
                 log.error("vault %s: cannot start an inventory job: %s (retried by the poller)", self.name, exc)
-        if self.state.pending_inventory() is not None:
+        pending = self.state.pending_inventory()
+        if pending is not None:
             try:
                 self.check_inventory()
             except StoreError as exc:
                 log.warning("vault %s: inventory job: %s", self.name, exc)
+            with self.lock:
+                if self.inventory is not None and self.inventory.job_id == pending.job_id:
+                    self.loaded_pending = pending  # finished meanwhile and read just now: see refresh()
 
     def _load(self) -> None:
         """Read the cached inventory and the uploads from disk and rebuild the tree."""
@@ -380,6 +385,15 @@ class _VaultView:
     def refresh(self, wait: bool, timeout: float | None) -> RefreshReport:
         """Start an inventory job (or adopt the pending one while it is still valid); with `wait`,
         poll until it is done and its tree is in."""
+        # Loading this view (activate, just before: `storefs vault refresh`) read a pending job that
+        # had finished meanwhile: that job is the refresh asked for, not a reason to start (and pay
+        # for) a second one. Honoured by the first refresh only.
+        loaded, self.loaded_pending = self.loaded_pending, None
+        if loaded is not None and self.state.pending_inventory() is None:
+            with self.lock:
+                inventory = self.inventory
+            if inventory is not None and inventory.job_id == loaded.job_id:
+                return self._refresh_report(loaded.job_id, "done")
         with self.state.lock("inventory"):
             pending = self.state.pending_inventory()
             if pending is not None:

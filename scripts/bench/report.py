@@ -3,13 +3,14 @@
 A cell holds the values of its runs (the median is shown) and the errors of the runs that failed; a cell
 whose runs all failed shows "fail" with a numbered footnote quoting the error, one that does not apply
 (a peer on a non-S3 backend) shows "n/a". Ratios are oriented so that > 1 always means storefs is ahead.
+storefs has one column per FUSE binding; the "storefs vs" ratios are about the `storefs` column given to
+render() (the default binding), and a last ratio compares the two bindings.
 """
 from __future__ import annotations
 
 import dataclasses
 import statistics
 
-COLUMNS = ("raw", "storefs", "rclone", "s3fs")
 PEER_COLUMNS = ("rclone", "s3fs")
 
 
@@ -60,7 +61,9 @@ def _factor(storefs: float | None, other: float | None, higher_better: bool) -> 
     return f"{factor:.2f}×" if factor >= 0.1 else f"{factor:.1g}×"
 
 
-def render(results: Results, header: list[str], settings: list[str], columns: tuple[str, ...]) -> str:
+def render(results: Results, header: list[str], settings: list[str], columns: tuple[str, ...],
+           storefs: str = "storefs", versus: tuple[str, str] | None = None) -> str:
+    """`storefs`: the column the storefs ratios use; `versus` (a, b): add an "a vs b" ratio column."""
     notes: list[str] = []
 
     def note(text: str) -> str:
@@ -70,6 +73,8 @@ def render(results: Results, header: list[str], settings: list[str], columns: tu
 
     lines = list(header) + [""]
     titles = list(columns) + ["storefs vs best peer", "storefs vs raw"]
+    if versus:
+        titles.append(f"{versus[0]} vs {versus[1]}")
     lines.append("| workload | " + " | ".join(titles) + " |")
     lines.append("|---|" + "---:|" * len(titles))
     for row in results.rows:
@@ -88,15 +93,18 @@ def render(results: Results, header: list[str], settings: list[str], columns: tu
             else:
                 texts.append("—")
         value = {c: results.cells[(row.key, c)].value() if (row.key, c) in results.cells else None
-                 for c in COLUMNS}
+                 for c in set(columns) | {"raw", storefs}}
         peers = [value[p] for p in PEER_COLUMNS if p in columns and value[p] is not None]
         best = (max(peers) if row.higher_better else min(peers)) if peers else None
-        texts.append(_factor(value["storefs"], best, row.higher_better))
-        texts.append(_factor(value["storefs"], value["raw"], row.higher_better))
+        texts.append(_factor(value[storefs], best, row.higher_better))
+        texts.append(_factor(value[storefs], value["raw"], row.higher_better))
+        if versus:
+            texts.append(_factor(value.get(versus[0]), value.get(versus[1]), row.higher_better))
         lines.append(f"| {row.label} | " + " | ".join(texts) + " |")
     lines.append("")
-    lines.append("Ratios: > 1× means storefs is ahead (faster, or less time/memory); \"best peer\" is the better "
-                 "of rclone and s3fs on that row; raw is the storefs provider called directly, no mount.")
+    lines.append(f"Ratios: > 1× means storefs ({storefs}) is ahead (faster, or less time/memory); \"best peer\" "
+                 "is the better of rclone and s3fs on that row; raw is the storefs provider called directly, "
+                 "no mount." + (f" {versus[0]} vs {versus[1]}: > 1× means {versus[0]} is ahead." if versus else ""))
     lines += [f"- {s}" for s in settings]
     if notes:
         lines.append("")

@@ -332,8 +332,10 @@ class CosConfig:
             raise ConfigError("cos: give region (sh, gz, tj, sgp) or endpoint")
         for name in ("endpoint", "download_endpoint"):
             value = opts[name].strip()
-            if value and urlsplit(value).scheme not in ("http", "https"):
+            if value and not value.lower().startswith(("http://", "https://")):
                 raise ConfigError(f"cos: {name} must start with http:// or https://")
+            if value and not http.is_http_url(value):  # no host, a bad port: say so now, not at a request
+                raise ConfigError(f"cos: {name} {value!r} is not an http(s) URL (http[s]://HOST[:PORT])")
         api_base = endpoint or f"{opts['scheme']}://{region}.file.myqcloud.com"
         download_base = opts["download_endpoint"].strip().rstrip("/") or endpoint or None
         download_host = opts["download_host"].strip() or (
@@ -509,6 +511,8 @@ class CosStore:
                 body = body[start:end]
             elif len(body) > end - start:
                 raise ProtocolError(f"{what}: {len(body)} bytes for a {end - start}-byte range")
+            else:  # a short 206 with a matching Content-Length would be served as data: retry it
+                http.check_range_body(resp, body, start, end, what)
             return body, resp.headers.get("ETag")
 
         body, etag = call_with_retries(once_try, cfg.retry, what=what)

@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 import urllib3
@@ -148,8 +148,10 @@ class UfileConfig:
                 raise ConfigError(f"ufile: {name} is required")
         upload_suffix = _suffix(opt("upload_suffix"))
         endpoint = opt("endpoint").rstrip("/")
-        if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
+        if endpoint and not endpoint.lower().startswith(("http://", "https://")):  # (urlsplit may raise)
             raise ConfigError(f"ufile: endpoint must start with http:// or https://, not {endpoint!r}")
+        if endpoint and not http.is_http_url(endpoint):  # no host, a bad port: say so now, not at a request
+            raise ConfigError(f"ufile: endpoint {endpoint!r} is not an http(s) URL (http[s]://HOST[:PORT])")
         try:
             settings, retry = parse_http_tuning("ufile", options, pool_size=max(4, int(opt("pool_size"))))
             return cls(

@@ -266,6 +266,10 @@ class WcsProvider:
         self.put_url = _host_url(opts["put_url"], https)
         self.mgr_url = _host_url(opts["mgr_url"], https)
         self.get_url = _host_url(opts["get_url"], https) if opts["get_url"].strip() else ""
+        for name in ("put_url", "mgr_url", "get_url"):
+            url = getattr(self, name).replace("{bucket}", "bucket")
+            if url and not http.is_http_url(url):  # no host, a bad port: say so now
+                raise ConfigError(f"[{remote}] {name} {opts[name].strip()!r} is not an http(s) URL")
         # Management tokens sign the path as sent, which includes any path prefix of the domain.
         self._mgr_path_prefix = urlsplit(self.mgr_url).path
         try:
@@ -488,7 +492,9 @@ class WcsBucket:
                     return b"", etag.strip('"') or None
                 if response.status_code == 206:
                     _check_content_range(response.headers.get("Content-Range"), start, what)
-                    return http.read_body(response), etag.strip('"') or None
+                    # A short 206 with a matching Content-Length would be served as data: retry it.
+                    body = http.check_range_body(response, http.read_body(response)[: end - start], start, end, what)
+                    return body, etag.strip('"') or None
                 return _slice_stream(response, start, end - start), etag.strip('"') or None
             finally:
                 response.close()

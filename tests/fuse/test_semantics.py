@@ -119,3 +119,20 @@ def test_server_that_keeps_failing_gives_eio(tmp_path, wcs_emulator):
         assert "failed after" in environment.log_tail(200) or "503" in environment.log_tail(200)
     finally:
         environment.close()
+
+
+def test_request_the_server_rejects_as_invalid_is_einval(tmp_path, cos_emulator):
+    bucket = "einval"
+    cos_emulator.create_bucket(bucket)
+    environment = Env(tmp_path, {"c": {k: str(v) for k, v in cos_emulator.config().items()}})
+    try:
+        mount = environment.mount(f"c:{bucket}")
+        cos_emulator.faults.add(Fault(op="*", nth=1, count=1, action="status", status=400))
+        try:
+            assert errno_of(lambda: os.stat(mount.path / "asked-once")) == errno.EINVAL
+        finally:
+            cos_emulator.faults.clear()
+        assert "(injected fault)" in environment.log_tail(200)  # logged with the server's answer
+        assert errno_of(lambda: os.stat(mount.path / "asked-again")) == errno.ENOENT  # the mount lives on
+    finally:
+        environment.close()

@@ -4,7 +4,7 @@
 - cas:   the CAS REST dialect against the loopback emulator (tests/emulators/cas.py), jobs on the
          emulator's clock; one emulator per session, one new vault per test;
 - moto:  the Glacier REST dialect (`profile = moto`) against moto's server, jobs in real time
-         (Expedited 2 s). This moto server is our own (started here, not tests/conftest.py's
+         (Expedited 2 s). This moto server is tests/conftest.py's `moto_glacier` (not its
          `moto_server`): the S3 contract tests reset that one between tests, which would wipe vaults.
 
 Backends differ only in what `VaultEnv` says: the hooks a test double has (advance the job clock, fail
@@ -26,7 +26,7 @@ from storefs.vaults import glacier as glacier_vault
 from storefs.vaults.base import ArchiveVault, JobInfo, Tier, VaultCapabilities
 from storefs.vaults.local import ManualClock, open_vault_provider
 from tests.emulators.cas import CasEmulator
-from tests.servers import S3Server, moto_s3
+from tests.servers import S3Server
 
 # Cumulative clock positions that finish Expedited, Standard/inventory and Bulk jobs on the emulator
 # and the local vault (both use the documented upper bounds: 5 min, 5 h, 12 h).
@@ -87,13 +87,6 @@ def vault_name(prefix: str) -> str:
 def cas_emulator() -> Iterator[CasEmulator]:
     with CasEmulator() as emulator:
         yield emulator
-
-
-@pytest.fixture(scope="session")
-def moto_glacier() -> Iterator[S3Server]:
-    pytest.importorskip("moto.server")
-    with moto_s3() as server:   # a separate moto process, ours alone
-        yield server
 
 
 def cas_options(emulator: CasEmulator, **extra: str) -> dict[str, str]:
