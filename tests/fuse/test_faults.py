@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from storefs.registry import provider_module, provider_spec
+from storefs.registry import provider_module
 from tests.faultproxy import FaultProxy
 from tests.fuse.harness import Backend, Env, make_backend
 
@@ -53,9 +53,8 @@ PROFILE = {"s3_seaweed": "s3", "s3_moto": "s3", "cos": "cos", "wcs": "wcs", "ufi
 # The faults of the mix, by weight. A stall costs READ_TIMEOUT seconds, so it is drawn less often.
 WEIGHTS = {"http500": 1, "http503": 1, "throttle": 1, "reset_upload": 1, "reset_response": 1, "stall": 0.4,
            "truncate": 1, "wrong_length": 1, "garble": 1}
-# Short timeouts and quick retries, under whatever names the provider's SPEC uses right now.
-TUNING = {"connect_timeout": "2", "connection_timeout": "2", "read_timeout": str(READ_TIMEOUT),
-          "retry_base_delay": "0.05"}
+# Short timeouts and quick retries: the connection keys every network remote takes (storefs/tuning.py).
+TUNING = {"connect_timeout": "2", "read_timeout": str(READ_TIMEOUT), "retry_base_delay": "0.05"}
 
 # Copies the files named in a manifest from one root to another, retrying a failed file (as a user
 # re-running cp would) until a deadline; with "list", lists every directory too. Prints one JSON line.
@@ -156,8 +155,7 @@ def proxied(backend: Backend, proxy: FaultProxy | None = None, **proxy_args) -> 
         proxy = FaultProxy(ports.pop(), profile=PROFILE[backend.name], stall_seconds=STALL_SECONDS, **proxy_args)
     origin = f"http://127.0.0.1:{proxy.upstream_port}"
     section = {k: (v.replace(origin, proxy.url) if k in urls else v) for k, v in backend.section.items()}
-    optional = provider_spec(section["type"]).optional
-    section.update({k: v for k, v in TUNING.items() if k in optional})
+    section.update(TUNING)
     return proxy, section
 
 
