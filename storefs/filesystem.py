@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 import threading
+from typing import Callable
 
 from .attrs import (
     Attrs,
@@ -83,6 +84,9 @@ class StoreFS:
                                                   fsync_uploads=options.fsync != "local"),
                                    on_clean=self._on_clean, on_change=self._changed)
         self.on_change = lambda: None  # the status reporter hooks in here
+        # The FUSE edge hooks in a pagecache.PageCacheWarmer here: an object read at random, once in
+        # the block cache, is read through the mount so the kernel's page cache answers what follows.
+        self.page_cache_warmer: Callable[[str], None] | None = None
         self._table_lock = threading.Lock()
         self._files: dict[str, OpenFile] = {}
         self._handles: dict[int, Handle] = {}
@@ -234,8 +238,10 @@ class StoreFS:
 
     def _reader(self, opened: OpenFile) -> RangeReader:
         assert opened.info is not None
+        warmer = self.page_cache_warmer
+        on_filled = (lambda: warmer(opened.path)) if warmer is not None else None
         return RangeReader(self.store, opened.key, opened.info.size, opened.info.etag,
-                           self.options.read_ahead, self.cache, self.location)
+                           self.options.read_ahead, self.cache, self.location, on_filled)
 
     def create(self, path: str, mode: int, uid: int, gid: int, flags: int) -> int:
         self._writable()

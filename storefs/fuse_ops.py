@@ -1,10 +1,12 @@
 """The FUSE edge: fusepy/mfusepy callbacks mapped onto StoreFS. Thin on purpose.
 
-Two bindings, one `FuseOps` (`-o fuse=`, FUSE_LIBRARIES): mfusepy on libfuse 3 (the default: the kernel
-then sends read and write requests of up to 1 MiB instead of libfuse 2's 128 KiB, so far fewer Python
-calls per byte; BENCHMARKS.md) and fusepy 3.0.1 on libfuse 2. The binding is imported only in run(),
-once per process (mfusepy picks its libfuse when imported). The differences are absorbed in
-`_binding_class()`, never in FuseOps.
+Two bindings, one `FuseOps` (`-o fuse=`, FUSE_LIBRARIES): mfusepy on libfuse 3, the default, and
+fusepy 3.0.1 on libfuse 2. On libfuse 3 the kernel sends write requests of up to 1 MiB instead of
+libfuse 2's 128 KiB, and read requests too where the daemon may raise the mount's read-ahead (root):
+8× fewer Python calls per byte; sequential reads and writes are faster (BENCHMARKS.md). The binding is
+imported only in run(), once per process (mfusepy picks its libfuse when imported); if libfuse 3 is
+missing the default falls back to fusepy. The differences are absorbed in `_binding_class()`, never
+in FuseOps.
 
 Traps handled here (ARCHITECTURE.md):
 - an OSError without errno makes fusepy call fuse_exit() and the mount vanishes: `_call` turns every
@@ -26,12 +28,14 @@ import logging
 import os
 import signal
 import stat
+import sys
 import time
 from types import ModuleType
 from typing import Any, Callable
 
 from .errors import errno_for
 from .filesystem import StoreFS
+from .pagecache import PageCacheWarmer
 from .vaultfs import VaultFS
 
 log = logging.getLogger(__name__)
@@ -54,25 +58,43 @@ class FuseError(OSError):
 
 
 def load_binding(name: str) -> ModuleType:
-    """Import the binding for `-o fuse=NAME`. mfusepy picks its libfuse when imported: point it at
-    libfuse 3 (it would take libfuse 2 first). Raises RuntimeError (the mount fails with it) if the
-    library is missing."""
-    if name == "mfusepy":
-        if not os.environ.get("FUSE_LIBRARY_PATH"):
-            path = ctypes.util.find_library("fuse3")
-            if not path:
-                raise RuntimeError("-o fuse=mfusepy needs libfuse 3 (Debian: apt-get install fuse3); "
-                                   "or mount with -o fuse=fusepy")
-            os.environ["FUSE_LIBRARY_PATH"] = path
-        module = "mfusepy"
-    elif name == "fusepy":
-        module = "fuse"
-    else:
+    """Import the binding for `-o fuse=NAME`. Raises RuntimeError (the mount fails with it) if it or
+    its libfuse is missing. Both bindings take their library from FUSE_LIBRARY_PATH when it is set
+    (the user's choice, for both); otherwise mfusepy would take libfuse 2 first, so it is pointed at
+    libfuse 3 for its import only (fusepy, imported after a failure, must not see that)."""
+    if name not in FUSE_LIBRARIES:
         raise RuntimeError(f"-o fuse={name}: pick one of {', '.join(FUSE_LIBRARIES)}")
+    module = "fuse" if name == "fusepy" else name
+    if module in sys.modules:
+        return sys.modules[module]
+    set_path = None
+    if name == "mfusepy" and not os.environ.get("FUSE_LIBRARY_PATH"):
+        set_path = ctypes.util.find_library("fuse3")
+        if not set_path:
+            raise RuntimeError("-o fuse=mfusepy needs libfuse 3 (Debian: apt-get install fuse3); "
+                               "or mount with -o fuse=fusepy")
+        os.environ["FUSE_LIBRARY_PATH"] = set_path
     try:
         return importlib.import_module(module)
     except (ImportError, OSError, AttributeError) as exc:
         raise RuntimeError(f"-o fuse={name}: the binding cannot be loaded: {exc}") from None
+    finally:
+        if set_path:
+            os.environ.pop("FUSE_LIBRARY_PATH", None)
+
+
+def choose_binding(fuse: str | None) -> tuple[str, ModuleType]:
+    """(name, module) for `-o fuse=` (None: the default, or the other binding, with a warning, if the
+    default cannot be loaded). Raises RuntimeError."""
+    name = fuse or DEFAULT_FUSE
+    try:
+        return name, load_binding(name)
+    except RuntimeError as exc:
+        if fuse is not None:
+            raise
+        other = next(n for n in FUSE_LIBRARIES if n != DEFAULT_FUSE)
+        log.warning("%s; using -o fuse=%s", exc, other)
+        return other, load_binding(other)
 
 
 def _times(buf: Any) -> tuple[int | None, int | None]:
@@ -376,15 +398,7 @@ def run(fs: StoreFS | VaultFS, mountpoint: str, *, fsname: str, on_ready: Callab
     # Blocked before libfuse and our workers start threads, so every thread inherits it: a write to a
     # reset connection then fails with EPIPE instead of killing the daemon (see destroy()).
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
-    name = fuse or DEFAULT_FUSE
-    try:
-        lib = load_binding(name)
-    except RuntimeError as exc:
-        if fuse is not None:
-            raise
-        name = next(other for other in FUSE_LIBRARIES if other != DEFAULT_FUSE)
-        log.warning("%s; using -o fuse=%s", exc, name)
-        lib = load_binding(name)
+    name, lib = choose_binding(fuse)
     fuse3 = getattr(lib, "fuse_version_major", 2) == 3
     log.info("FUSE binding %s on libfuse %d", name, 3 if fuse3 else 2)
     # hard_remove: unlink (and rename over) a file that is still open really removes it, as POSIX does.
@@ -405,4 +419,12 @@ def run(fs: StoreFS | VaultFS, mountpoint: str, *, fsname: str, on_ready: Callab
         options["debug"] = True
     ops_class = type("FuseOps", (FuseOps, lib.Operations), {})
     ops = ops_class(fs, on_ready, context=lib.fuse_get_context, blksize=BIG_REQUEST if fuse3 else 128 * 1024)
-    _binding_class(lib)(ops, mountpoint, raw_fi=True, encoding="utf-8", **options)
+    warmer = None
+    if isinstance(fs, StoreFS):
+        warmer = PageCacheWarmer(mountpoint)
+        fs.page_cache_warmer = warmer.warm
+    try:
+        _binding_class(lib)(ops, mountpoint, raw_fi=True, encoding="utf-8", **options)
+    finally:
+        if warmer is not None:
+            warmer.stop()

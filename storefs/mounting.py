@@ -260,7 +260,13 @@ def unmount(mountpoint: str, timeout: float) -> str:
     record = MountRecord.load(real)
     tool = shutil.which("fusermount") or shutil.which("fusermount3")
     cmd = [tool, "-u", real] if tool else ["umount", real]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    for _ in range(10):
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        # Busy for a moment can be storefs itself: its page-cache warmer holds a file open for the
+        # time of one chunk read (pagecache.py). Busy for two seconds is a user's open file.
+        if result.returncode == 0 or "busy" not in (result.stderr + result.stdout).lower():
+            break
+        time.sleep(0.2)
     if result.returncode != 0:
         reason = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["unknown error"]
         if "busy" in reason[0].lower():

@@ -1,7 +1,7 @@
 """Reading a remote object through one open handle: 1 MiB blocks from the disk cache, ranged GETs for
 the missing ones, and read-ahead on sequential access.
 
-The kernel (fusepy, libfuse 2) asks for at most 128 KiB per read, so a read must not cost a request:
+The kernel asks for at most 128 KiB per read on libfuse 2 (1 MiB on libfuse 3), so a read must not cost a request:
 blocks are fetched in runs (one GET for several blocks) and kept in a small in-memory LRU per handle.
 On a sequential run the read-ahead window doubles from 1 block up to `max_window`, and the runs ahead
 are fetched in parallel in the background. A random read fetches just the block it touches (1 MiB),
@@ -17,6 +17,7 @@ import collections
 import concurrent.futures
 import logging
 import threading
+from typing import Callable
 
 from .blockcache import BLOCK, BlockCache
 from .errors import Transient
@@ -27,6 +28,7 @@ MAX_RUNS_IN_FLIGHT = 4  # background GETs per handle
 MEMORY_BLOCKS = 16      # blocks kept in memory per handle
 FILL_AFTER = 4          # random (non-sequential) reads on one handle before the background fill starts
 FILL_MAX = 1 << 30      # largest object filled in the background
+LARGE_READ = 256 * 1024 # a first read this large is taken as the start of a sequential run
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ _pool = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="readahead"
 class RangeReader:
     def __init__(self, store: ObjectStore, key: str, size: int, etag: str | None,
                  max_window: int = 16 * 1024 * 1024, cache: BlockCache | None = None,
-                 location: str = "") -> None:
+                 location: str = "", on_filled: Callable[[], None] | None = None) -> None:
         self.store, self.key, self.size, self.etag = store, key, size, etag
         self.cache = cache if etag else None  # without an ETag, cached blocks could not be trusted
         self.location = location
@@ -48,6 +50,8 @@ class RangeReader:
         self._next_offset = 0
         self._blocks = (size + BLOCK - 1) // BLOCK
         self._random_reads = 0
+        # Set by the FUSE edge (pagecache.py): reads the object through the mount instead of _fill().
+        self._on_filled = on_filled
         self._filling = False
         self._closed = False
 
@@ -74,6 +78,11 @@ class RangeReader:
         if self._filling or self.cache is None or self.size > min(FILL_MAX, self.cache.size_limit // 4):
             return
         self._filling = True
+        if self._on_filled is not None:
+            # The page-cache warmer reads the whole object through the mount, sequentially: that fills
+            # the disk cache on the way (read-ahead, parallel GETs) and the kernel's page cache at once.
+            self._on_filled()
+            return
         threading.Thread(target=self._fill, name="fill", daemon=True).start()
 
     def _fill(self) -> None:
@@ -192,6 +201,10 @@ class RangeReader:
         length = min(length, self.size - offset)
         first, last = offset // BLOCK, (offset + length - 1) // BLOCK
         with self._lock:
+            if self._next_offset == 0 and offset > 0 and length >= LARGE_READ:
+                # A new handle that starts with a big read mid-file (a reopened sequential reader, the
+                # page-cache warmer): sequential from here, not random.
+                self._next_offset = offset
             if offset == self._next_offset:
                 if first != (offset - 1) // BLOCK or offset == 0:
                     self._window = min(self._window * 2, self.max_window_blocks)

@@ -6,11 +6,13 @@ sizes) from rotting."""
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import errno
 import hashlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -236,3 +238,30 @@ def test_sigterm_unmounts_and_drains(local_env, lib):
 def test_unknown_binding_is_refused(local_env):
     result = local_env.run("mount", "r:b", str(local_env.tmp / "mnt"), "-o", "fuse=nope")
     assert result.returncode == 2 and "fuse" in result.stderr
+
+
+def test_mfusepy_on_libfuse2_when_the_user_says_so(local_env):
+    """FUSE_LIBRARY_PATH is the user's choice for both bindings: mfusepy then runs on libfuse 2, with
+    libfuse 2's fixes (UTIME_OMIT needs flag_utime_omit_ok there)."""
+    local_env.vars["FUSE_LIBRARY_PATH"] = ctypes.util.find_library("fuse")
+    m = local_env.mount("r:b")
+    maps = Path(f"/proc/{m.pid}/maps").read_text()
+    assert LIBS["fusepy"] in maps and LIBS["mfusepy"] not in maps
+    (m.path / "f").write_text("works")
+    os.utime(m.path / "f", ns=(1, 1_600_000_000_123_456_789))
+    utimensat(m.path / "f", (0, UTIME_NOW), (0, UTIME_OMIT))
+    assert (m.path / "f").stat().st_mtime_ns == 1_600_000_000_123_456_789
+    assert (m.path / "f").read_text() == "works"
+
+
+def test_default_falls_back_to_fusepy_without_libfuse3(monkeypatch, caplog):
+    from storefs import fuse_ops
+    monkeypatch.delenv("FUSE_LIBRARY_PATH", raising=False)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None if name == "fuse3" else "libfuse.so.2")
+    monkeypatch.delitem(sys.modules, "mfusepy", raising=False)
+    name, module = fuse_ops.choose_binding(None)
+    assert name == "fusepy" and module.__name__ == "fuse"
+    assert "using -o fuse=fusepy" in caplog.text
+    with pytest.raises(RuntimeError, match="libfuse 3"):
+        fuse_ops.choose_binding("mfusepy")   # asked for explicitly: never replaced
+    assert "FUSE_LIBRARY_PATH" not in os.environ

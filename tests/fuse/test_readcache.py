@@ -69,8 +69,9 @@ def test_random_read_fetches_a_block_not_the_object(wcs_env):
 
 
 def test_random_reads_fill_the_object_in_the_background(wcs_env):
-    """A handle that keeps reading at random gets the whole object filled into the disk cache, one
-    8 MiB GET at a time; after that, random reads cost no request at all."""
+    """A handle that keeps reading at random gets the whole object read in the background (through the
+    mount, so the kernel's page cache holds it too, see storefs/pagecache.py) and into the disk cache;
+    after that, random reads cost no request at all."""
     import random
     data = os.urandom(24 * MiB + 777)
     wcs_env.store.put("rand", io.BytesIO(data), len(data), {})
@@ -88,7 +89,9 @@ def test_random_reads_fill_the_object_in_the_background(wcs_env):
             time.sleep(0.1)
         assert disk_usage(blocks) >= len(data), "the background fill did not cache the whole object"
         fetched = wcs_env.gets() - before
-        assert fetched <= 6 + 4  # the reads' own blocks plus 8 MiB runs, never a GET per block
+        # The random reads' own blocks, plus the warmer's sequential read-ahead runs (a window growing
+        # to 8 MiB): far fewer GETs than blocks.
+        assert fetched <= 6 + 24 // 2, fetched
         for _ in range(200):
             offset = rng.randrange(0, len(data) - 4096)
             assert os.pread(fd, 4096, offset) == data[offset:offset + 4096]
