@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "the mount is ready, or fails with a message.",
                        epilog="mount options (-o):\n" + "\n".join(
                            f"  {name:20} {text}" for name, text in MountOptions.HELP.items())
-                       + "\n  allow_other, default_permissions, ro  (flags)",
+                       + "\n  allow_other, default_permissions, ro, xattr  (flags)",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("remote", metavar="REMOTE:BUCKET[/PREFIX]")
     m.add_argument("mountpoint", metavar="MOUNTPOINT")

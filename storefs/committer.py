@@ -125,7 +125,7 @@ class Committer:
     def _upload_queued(self, item: Item) -> None:
         opened: OpenFile = item.file
         if opened.writers > 0:
-            raise Busy()  # written again: its next close queues it anew
+            raise Busy()  # open for writing again: its last close queues it anew
         try:
             self._upload(opened, progress=lambda sent: self.queue.progress(opened, sent))
         except Exception as exc:
@@ -133,7 +133,11 @@ class Committer:
                 self._note_failure(opened, exc)
             raise
         if opened.dirty and not opened.unlinked:
-            raise Busy()  # changed while uploading: go again
+            # Changed while uploading: a writer still has it (its last close queues it again), or a
+            # truncate/chmod changed it: once more (the queue sees a schedule of an item in flight).
+            if opened.writers > 0:
+                raise Busy()
+            self.queue.schedule(opened)
 
     def _note_failure(self, opened: OpenFile, exc: Exception) -> None:
         try:

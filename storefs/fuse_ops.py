@@ -409,6 +409,13 @@ def run(fs: StoreFS | VaultFS, mountpoint: str, *, fsname: str, on_ready: Callab
     if not fuse3:   # libfuse 3: big writes always on, sizes negotiated in init (_binding_class)
         # libfuse 2 splits writes into 4 KiB requests unless big_writes is on; 128 KiB is its ceiling.
         options.update(big_writes=True, max_read=131072, max_write=131072)
+    attr_ttl = getattr(fs.options, "attr_ttl", None)
+    if attr_ttl is not None:
+        # The kernel's own entry and attribute caches (libfuse's default: 1 s) spare a FUSE round trip
+        # per entry of a repeated `ls -l`. Half our TTL, at least libfuse's 1 s, so that another
+        # client's change still shows within 1.5 x attr_ttl (SEMANTICS.md, Consistency).
+        kernel_ttl = max(1.0, attr_ttl / 2)
+        options.update(entry_timeout=kernel_ttl, attr_timeout=kernel_ttl)
     if allow_other:
         options["allow_other"] = True
     if default_permissions:

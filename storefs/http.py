@@ -13,7 +13,7 @@ from urllib.parse import SplitResult, urlsplit
 import requests
 import requests.adapters
 
-from .errors import ProtocolError, Transient
+from .errors import ProtocolError, StoreError, Transient
 
 # urllib3 logs full request lines at DEBUG, and some protocols put signatures in query strings.
 logging.getLogger("urllib3").setLevel(logging.WARNING)
@@ -46,29 +46,34 @@ def send(session: requests.Session, settings: HttpSettings, method: str, url: st
     try:
         return session.request(method, url, **kwargs)
     except requests.exceptions.SSLError as exc:
-        # A certificate problem is not transient: retrying cannot fix it. The message says what failed
-        # and names the fix (ca_file); never str(exc): requests puts the URL and its query in it.
-        from .errors import AccessDenied
-        refused, reason = _tls_reason(exc)
-        if refused:
-            if "mismatch" in reason.lower():
-                fix = "the endpoint must name a host the certificate is for"
-            elif isinstance(settings.verify, str):
-                fix = f"ca_file = {settings.verify} does not vouch for it"
-            else:
-                fix = ("if the server's certificate comes from a private CA, set ca_file = /path/to/ca.pem in "
-                       "the remote's section")
-            raise AccessDenied(f"TLS certificate verification failed for {_host(url)} ({reason}); {fix}") from None
-        if "EOF" in reason.upper():
-            # The server hung up mid-handshake (an overloaded balancer): that one is worth a retry.
-            raise Transient(f"{method} {_host(url)}: TLS connection closed ({reason})") from None
-        raise AccessDenied(f"TLS handshake with {_host(url)} failed ({reason}); is it an https endpoint?") from None
+        raise tls_error(exc, settings, method, url) from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
             requests.exceptions.ChunkedEncodingError) as exc:
         raise Transient(f"{method} {_host(url)}: {exc.__class__.__name__}") from None
     except requests.exceptions.RequestException as exc:
         # e.g. InvalidHeader on a duplicated Content-Length: the server's answer is malformed.
         raise ProtocolError(f"{method} {_host(url)}: {exc.__class__.__name__}") from None
+
+
+def tls_error(exc: BaseException, settings: HttpSettings, method: str, url: str) -> StoreError:
+    """The StoreError for a failed TLS handshake. A certificate problem is not transient: retrying
+    cannot fix it. The message says what failed and names the fix (ca_file); never str(exc): requests
+    puts the URL and its query in it."""
+    from .errors import AccessDenied
+    refused, reason = _tls_reason(exc)
+    if refused:
+        if "mismatch" in reason.lower():
+            fix = "the endpoint must name a host the certificate is for"
+        elif isinstance(settings.verify, str):
+            fix = f"ca_file = {settings.verify} does not vouch for it"
+        else:
+            fix = ("if the server's certificate comes from a private CA, set ca_file = /path/to/ca.pem in "
+                   "the remote's section")
+        return AccessDenied(f"TLS certificate verification failed for {_host(url)} ({reason}); {fix}")
+    if "EOF" in reason.upper():
+        # The server hung up mid-handshake (an overloaded balancer): that one is worth a retry.
+        return Transient(f"{method} {_host(url)}: TLS connection closed ({reason})")
+    return AccessDenied(f"TLS handshake with {_host(url)} failed ({reason}); is it an https endpoint?")
 
 
 def read_body(response: requests.Response) -> bytes:

@@ -37,6 +37,7 @@ class MountOptions:
     allow_other: bool = False
     default_permissions: bool = False
     read_only: bool = False
+    xattr: bool = False  # S3 mounts: answer user.storefs.* extended attributes (costs `ls -l` time)
     fuse: str | None = None   # the FUSE binding (fuse_ops.FUSE_LIBRARIES); None: the default
     # metadata caches, seconds
     attr_ttl: float = 10.0
@@ -70,6 +71,8 @@ class MountOptions:
                        "(implies default_permissions; needs user_allow_other for non-root)",
         "default_permissions": "let the kernel enforce file modes (always on with allow_other)",
         "ro": "mount read-only (every change is EROFS)",
+        "xattr": "S3 buckets: show user.storefs.storage_class and user.storefs.retrieval (off by default: "
+                 "answering extended attributes makes `ls -l` ~10x slower on big directories)",
         "fuse": "FUSE binding: mfusepy (default: libfuse 3, requests up to 1 MiB; falls back to fusepy "
                 "if libfuse 3 is missing) or fusepy (libfuse 2, 128 KiB requests)",
         "attr_ttl": "seconds an attribute is cached (default 10)",
@@ -99,7 +102,8 @@ class MountOptions:
         return opts
 
     def _set(self, name: str, value: str, has_value: bool) -> None:
-        flags = {"allow_other": "allow_other", "default_permissions": "default_permissions", "ro": "read_only"}
+        flags = {"allow_other": "allow_other", "default_permissions": "default_permissions", "ro": "read_only",
+                 "xattr": "xattr"}
         if name in flags:
             if has_value:
                 raise ConfigError(f"option {name} takes no value")

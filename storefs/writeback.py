@@ -6,7 +6,8 @@ in `storefs status`; its data never leaves the staging area until an upload succ
 everything due at once and waits (unmount, SIGTERM, `storefs flush`).
 
 The queue knows nothing of storage: `upload(item)` is the filesystem's function, which raises on failure
-and `Busy` when the file is open for writing again (it is then simply tried later).
+and `Busy` when the file is open for writing again. A busy file leaves the queue (its last close queues
+it again), so that `storefs flush` and unmount never wait for a file some program keeps open.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class Item:
     last_error: str = ""
     bytes_sent: int = 0
     in_flight: bool = False
+    again: bool = False       # scheduled again while in flight: a Busy answer must not drop it
     permanent: bool = False   # the last failure was not transient: waiting will not help a drain
     first_queued: float = dataclasses.field(default_factory=time.time)
 
@@ -64,7 +66,9 @@ class WriteBack:
             due = time.monotonic() + (0 if now or self._draining else self.delay)
             if item is None:
                 self._items[id(file)] = Item(file, due)
-            elif not item.in_flight and item.attempts == 0:
+            elif item.in_flight:
+                item.again = True
+            elif item.attempts == 0:
                 item.due = due
             self._cond.notify_all()
         self._on_change()
@@ -155,7 +159,13 @@ class WriteBack:
             except Busy:
                 with self._cond:
                     item.in_flight = False
-                    item.due = time.monotonic() + max(self.delay, 1.0)
+                    if item.again:  # its last writer closed meanwhile: upload after the delay
+                        item.again = False
+                        item.due = time.monotonic() + max(self.delay, 1.0)
+                    else:  # still open for writing: the last close queues it again
+                        self._items.pop(id(item.file), None)
+                    self._cond.notify_all()
+                self._on_change()
                 continue
             except Exception as exc:  # keep the data, report, retry later
                 with self._cond:
@@ -171,6 +181,10 @@ class WriteBack:
                 self._on_change()
                 continue
             with self._cond:
-                self._items.pop(id(item.file), None)
+                if item.again:  # closed again after changes during the upload: go again
+                    item.in_flight = item.again = False
+                    item.due = time.monotonic() + (0 if self._draining else self.delay)
+                else:
+                    self._items.pop(id(item.file), None)
                 self._cond.notify_all()
             self._on_change()

@@ -55,7 +55,7 @@ def test_archived_object_restored_on_open(s3_env):
     client.put_object(Bucket=bucket, Key="cold/sub/b.bin", Body=deep, StorageClass="DEEP_ARCHIVE")
     client.put_object(Bucket=bucket, Key="warm.txt", Body=b"plain")
 
-    mount = s3_env.mount(f"m:{bucket}", options=("vault_tier=Expedited",))
+    mount = s3_env.mount(f"m:{bucket}", options=("vault_tier=Expedited", "xattr"))
     root = mount.path
     # Listed like any file, with its size; its storage class and state readable without opening.
     assert os.path.getsize(root / "cold/a.bin") == len(cold)
@@ -119,6 +119,16 @@ def test_vault_wait_blocks_until_the_restore_is_done(s3_env):
 
 def _created(client, bucket: str, key: str) -> float:
     return client.head_object(Bucket=bucket, Key=key)["LastModified"].timestamp()
+
+
+def test_xattrs_only_with_the_xattr_option(s3_env):
+    """Restore-on-open works on every S3 mount; its xattrs only with -o xattr (they slow `ls -l`)."""
+    client, bucket = s3_env.client, s3_env.bucket
+    client.put_object(Bucket=bucket, Key="cold.bin", Body=b"zzz", StorageClass="GLACIER")
+    mount = s3_env.mount(f"m:{bucket}")
+    assert errno_of(lambda: os.getxattr(mount.path / "cold.bin", "user.storefs.storage_class")) == errno.EOPNOTSUPP
+    assert errno_of(lambda: read(mount.path / "cold.bin")) == errno.EAGAIN
+    assert read(mount.path / "cold.bin") == b"zzz"  # moto restores at once
 
 
 def test_archive_options_are_checked_at_mount(s3_env, tmp_path):

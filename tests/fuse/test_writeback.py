@@ -111,6 +111,27 @@ def test_flush_and_status(local_env):
     assert "pending uploads: 0" in local_env.run("status", str(mount.path), check=True).stdout
 
 
+def test_flush_does_not_wait_for_a_file_still_open_for_writing(local_env):
+    """A file flushed by one descriptor (here: a child closing its inherited copy) while another keeps it
+    open for writing leaves the queue until its last close; `storefs flush` does not hang on it."""
+    mount = local_env.mount("r:b", options=("write_back=600",))
+    (mount.path / "closed").write_bytes(b"done")
+    fd = os.open(mount.path / "open", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"first")
+        subprocess.run(["true"], pass_fds=(fd,), check=True)  # its exit flushes the shared file
+        started = time.monotonic()
+        result = local_env.run("flush", "--timeout", "60", str(mount.path), timeout=90)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert time.monotonic() - started < 30
+        assert local_env.store.stat("closed").size == 4
+        os.write(fd, b" and second")
+    finally:
+        os.close(fd)
+    local_env.run("flush", str(mount.path), check=True)
+    assert local_env.store.read_range("open", 0, 16) == b"first and second"
+
+
 def test_backend_down_mid_copy_loses_nothing(tmp_path, wcs_emulator):
     bucket = "down"
     wcs_emulator.create_bucket(bucket)
