@@ -8,7 +8,10 @@ bash scripts/install.sh test || exit 1
 
 .venv/bin/python -m ruff check --select F,E9 storefs tests scripts || exit 1
 
-.venv/bin/python -m pytest -p no:cacheprovider "$@"
+# Three workers (pytest-xdist): most tests wait on servers, retries and mounts rather than on the CPU,
+# so on 2 cores three at a time halve the wall time (~7 min instead of ~16). STOREFS_TEST_WORKERS=0
+# runs everything in one process.
+.venv/bin/python -m pytest -p no:cacheprovider -n "${STOREFS_TEST_WORKERS:-3}" "$@"
 rc=$?
 if [ $rc -eq 5 ]; then
     echo "pytest collected no tests: that is a failure" >&2
