@@ -29,6 +29,7 @@ MEMORY_BLOCKS = 16      # blocks kept in memory per handle
 FILL_AFTER = 4          # random (non-sequential) reads on one handle before the background fill starts
 FILL_MAX = 1 << 30      # largest object filled in the background
 LARGE_READ = 256 * 1024 # a first read this large is taken as the start of a sequential run
+NEAR_BLOCKS = 4         # a read this close to where the last one ended is still sequential
 
 log = logging.getLogger(__name__)
 
@@ -205,16 +206,22 @@ class RangeReader:
                 # A new handle that starts with a big read mid-file (a reopened sequential reader, the
                 # page-cache warmer): sequential from here, not random.
                 self._next_offset = offset
-            if offset == self._next_offset:
-                if first != (offset - 1) // BLOCK or offset == 0:
-                    self._window = min(self._window * 2, self.max_window_blocks)
-                self._prefetch_locked(last)
+            expected = self._next_offset
+            # libfuse 3 serves the kernel's read-ahead with parallel requests that arrive slightly out
+            # of order: a read near where the last one ended is still sequential. Taking it for a
+            # random one would reset the window (and start page-cache warming) in the middle of a cp.
+            if offset == expected or (expected > 0 and abs(offset - expected) <= NEAR_BLOCKS * BLOCK):
+                if offset + length > expected:  # new ground (not a straggler behind it)
+                    if first != (offset - 1) // BLOCK or offset == 0:
+                        self._window = min(self._window * 2, self.max_window_blocks)
+                    self._prefetch_locked(last)
+                    self._next_offset = offset + length
             else:
                 self._window = 1
                 self._random_reads += 1
                 if self._random_reads == FILL_AFTER:
                     self._start_fill_locked()
-            self._next_offset = offset + length
+                self._next_offset = offset + length
         end = offset + length
         parts = [self._piece(n, max(offset, n * BLOCK) - n * BLOCK, min(end, (n + 1) * BLOCK) - n * BLOCK)
                  for n in range(first, last + 1)]
