@@ -154,6 +154,7 @@ class WriteBack:
                 if self._stopping:
                     return
                 item.in_flight = True
+                item.again = False  # only a schedule during this try counts
             try:
                 self._upload(item)
             except Busy:

@@ -476,7 +476,10 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
                 return  # keys a tree cannot show (`x` and `x/...`), or a conflict with a writer here
             world.settle(self.mode, f"/{self.name}/{rel}")
             body = payload(seed, size)
-            info = world.store.put(self.key(rel), io.BytesIO(body), size, {})
+            world.store.put(self.key(rel), io.BytesIO(body), size, {})
+            # The time the object shows, from a stat: a put's answer may carry a finer (COS: later, by
+            # up to a second) time than the one the server then lists and stats (a CI run found this).
+            info = world.store.stat(self.key(rel))
             world.remote_changes += 1
             for ancestor in ancestors:
                 if not (self.model / ancestor).exists():
