@@ -15,6 +15,7 @@ import logging
 import re
 import threading
 import time
+from email.utils import parsedate_to_datetime
 from typing import Callable, Iterable
 
 import cachetools
@@ -60,7 +61,6 @@ def restore_state(info: ObjectInfo, archive_classes: frozenset[str]) -> RestoreS
     expiry_match = _EXPIRY.search(header)
     expiry = None
     if expiry_match:
-        from email.utils import parsedate_to_datetime
         try:
             expiry = parsedate_to_datetime(expiry_match.group(1)).timestamp()
         except (TypeError, ValueError):

@@ -69,17 +69,9 @@ class BlockCache:
             self._warn("read", exc)
             return None
 
-    def has(self, location: str, key: str, etag: str, block: int) -> bool:
+    def put(self, location: str, key: str, etag: str, block: int, data: bytes) -> None:
         try:
-            return (location, key, etag, block) in self._cache
-        except Exception:
-            return False
-
-    def put(self, location: str, key: str, etag: str, block: int, data: bytes, *, wait: bool = False) -> None:
-        """Queue a block for writing. A reader's block is dropped when the queue is full (`wait`
-        False: never slow a read down); a background fill waits for room instead."""
-        try:
-            self._pending.put(((location, key, etag, block), data), block=wait, timeout=30 if wait else None)
+            self._pending.put_nowait(((location, key, etag, block), data))
         except queue.Full:
             pass
 

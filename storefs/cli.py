@@ -492,11 +492,12 @@ def _mounted_paths(paths: list[str]) -> tuple[RemoteSpec, list[str]]:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     spec, inner = _mounted_paths(args.paths)
-    if not is_vault_remote(_load_config(args), spec):
-        return _restore_in_bucket(args, spec, inner)
+    config = _load_config(args)
+    if not is_vault_remote(config, spec):
+        return _restore_in_bucket(args, config, spec, inner)
     options = MountOptions()
     options.vault["vault_tier"] = args.tier
-    fs = open_vault_fs(_load_config(args), spec, options, poll=False)
+    fs = open_vault_fs(config, spec, options, poll=False)
     try:
         report = fs.restore(inner, wait=args.wait, timeout=args.timeout, progress=_restore_progress(args))
     finally:
@@ -505,8 +506,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return _print_restore_report(args, report)
 
 
-def _restore_in_bucket(args: argparse.Namespace, spec: RemoteSpec, inner: list[str]) -> int:
-    provider, store = open_store(_load_config(args), spec)
+def _restore_in_bucket(args: argparse.Namespace, config: Config, spec: RemoteSpec, inner: list[str]) -> int:
+    provider, store = open_store(config, spec)
     try:
         if not store.capabilities.archive_classes:
             raise MountError(f"{spec.remote}: this provider has no archive storage classes: nothing to restore")

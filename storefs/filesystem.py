@@ -240,9 +240,9 @@ class StoreFS:
     def _reader(self, opened: OpenFile) -> RangeReader:
         assert opened.info is not None
         warmer = self.page_cache_warmer
-        on_filled = (lambda: warmer(opened.path)) if warmer is not None else None
+        on_random_access = (lambda: warmer(opened.path)) if warmer is not None else None
         return RangeReader(self.store, opened.key, opened.info.size, opened.info.etag,
-                           self.options.read_ahead, self.cache, self.location, on_filled)
+                           self.options.read_ahead, self.cache, self.location, on_random_access)
 
     def create(self, path: str, mode: int, uid: int, gid: int, flags: int) -> int:
         self._writable()

@@ -5,9 +5,10 @@ The kernel asks for at most 128 KiB per read on libfuse 2 (1 MiB on libfuse 3), 
 blocks are fetched in runs (one GET for several blocks) and kept in a small in-memory LRU per handle.
 On a sequential run the read-ahead window doubles from 1 block up to `max_window`, and the runs ahead
 are fetched in parallel in the background. A random read fetches just the block it touches (1 MiB),
-never the whole object in the foreground; a handle that keeps reading at random starts a background
-fill of the whole object into the disk cache (objects up to FILL_MAX and a quarter of the cache), so
-that later random reads cost a disk read of the piece asked for, and soon only the kernel's page cache.
+never the whole object in the foreground; a handle that keeps reading at random has the whole object
+read in the background through the mount (objects up to FILL_MAX and a quarter of the cache,
+pagecache.py), so that later random reads cost a disk read of the piece asked for, and soon only the
+kernel's page cache.
 Every GET carries the ETag seen at open (If-Match), so a remote overwrite mid-read fails with ESTALE
 instead of mixing two versions.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import logging
 import threading
 from typing import Callable
 
@@ -26,12 +26,10 @@ from .store import ObjectStore
 RUN_BLOCKS = 8          # blocks per background GET (8 MiB)
 MAX_RUNS_IN_FLIGHT = 4  # background GETs per handle
 MEMORY_BLOCKS = 16      # blocks kept in memory per handle
-FILL_AFTER = 4          # random (non-sequential) reads on one handle before the background fill starts
-FILL_MAX = 1 << 30      # largest object filled in the background
+FILL_AFTER = 4          # random (non-sequential) reads on one handle before the whole object is read
+FILL_MAX = 1 << 30      # largest object read whole in the background
 LARGE_READ = 256 * 1024 # a first read this large is taken as the start of a sequential run
 NEAR_BLOCKS = 4         # a read this close to where the last one ended is still sequential
-
-log = logging.getLogger(__name__)
 
 _pool = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="readahead")
 
@@ -39,7 +37,7 @@ _pool = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="readahead"
 class RangeReader:
     def __init__(self, store: ObjectStore, key: str, size: int, etag: str | None,
                  max_window: int = 16 * 1024 * 1024, cache: BlockCache | None = None,
-                 location: str = "", on_filled: Callable[[], None] | None = None) -> None:
+                 location: str = "", on_random_access: Callable[[], None] | None = None) -> None:
         self.store, self.key, self.size, self.etag = store, key, size, etag
         self.cache = cache if etag else None  # without an ETag, cached blocks could not be trusted
         self.location = location
@@ -51,14 +49,12 @@ class RangeReader:
         self._next_offset = 0
         self._blocks = (size + BLOCK - 1) // BLOCK
         self._random_reads = 0
-        # Set by the FUSE edge (pagecache.py): reads the object through the mount instead of _fill().
-        self._on_filled = on_filled
-        self._filling = False
-        self._closed = False
+        self._on_random_access = on_random_access  # see _random_access_locked
+        self._warming = False
 
     # -- fetching ------------------------------------------------------------------------------------
 
-    def _fetch_run(self, first: int, count: int, *, wait_for_cache: bool = False) -> dict[int, bytes]:
+    def _fetch_run(self, first: int, count: int) -> dict[int, bytes]:
         start = first * BLOCK
         end = min(self.size, (first + count) * BLOCK)
         data = self.store.read_range(self.key, start, end, if_match=self.etag)
@@ -70,47 +66,20 @@ class RangeReader:
                   if i * BLOCK < len(data)}
         if self.cache is not None:
             for number, block in blocks.items():
-                self.cache.put(self.location, self.key, self.etag or "", number, block, wait=wait_for_cache)
+                self.cache.put(self.location, self.key, self.etag or "", number, block)
         return blocks
 
-    # -- background fill on random access ------------------------------------------------------------
+    # -- whole-object reading on random access ------------------------------------------------------
 
-    def _start_fill_locked(self) -> None:
-        if self._filling or self.cache is None or self.size > min(FILL_MAX, self.cache.size_limit // 4):
+    def _random_access_locked(self) -> None:
+        """The FUSE edge's page-cache warmer (pagecache.py) reads the whole object through the mount,
+        sequentially: that fills the disk cache on the way (read-ahead, parallel GETs) and the kernel's
+        page cache at once. Once per handle, for objects the cache can reasonably hold."""
+        if self._warming or self._on_random_access is None or self.cache is None \
+                or self.size > min(FILL_MAX, self.cache.size_limit // 4):
             return
-        self._filling = True
-        if self._on_filled is not None:
-            # The page-cache warmer reads the whole object through the mount, sequentially: that fills
-            # the disk cache on the way (read-ahead, parallel GETs) and the kernel's page cache at once.
-            self._on_filled()
-            return
-        threading.Thread(target=self._fill, name="fill", daemon=True).start()
-
-    def _fill(self) -> None:
-        """Every block not yet in the disk cache, RUN_BLOCKS per GET, one GET at a time (reads of this
-        handle come first). Readers wanting a block being filled wait for that GET, not a second one."""
-        assert self.cache is not None
-        tag = self.etag or ""
-        for first in range(0, self._blocks, RUN_BLOCKS):
-            count = min(RUN_BLOCKS, self._blocks - first)
-            if all(self.cache.has(self.location, self.key, tag, n) for n in range(first, first + count)):
-                continue
-            future: concurrent.futures.Future = concurrent.futures.Future()
-            with self._lock:
-                if self._closed:
-                    return
-                for n in range(first, first + count):
-                    self._inflight.setdefault(n, future)
-            try:
-                future.set_result(self._fetch_run(first, count, wait_for_cache=True))
-            except Exception as exc:  # the reads that need these blocks will fetch them (and report)
-                future.set_exception(exc)
-                log.info("background fill of %s stopped: %s", self.key, exc)
-                return
-            finally:
-                with self._lock:
-                    for n in [n for n, f in self._inflight.items() if f is future]:
-                        del self._inflight[n]
+        self._warming = True
+        self._on_random_access()
 
     def _remember_locked(self, blocks: dict[int, bytes]) -> None:
         for number, block in blocks.items():
@@ -220,7 +189,7 @@ class RangeReader:
                 self._window = 1
                 self._random_reads += 1
                 if self._random_reads == FILL_AFTER:
-                    self._start_fill_locked()
+                    self._random_access_locked()
                 self._next_offset = offset + length
         end = offset + length
         parts = [self._piece(n, max(offset, n * BLOCK) - n * BLOCK, min(end, (n + 1) * BLOCK) - n * BLOCK)
@@ -229,7 +198,6 @@ class RangeReader:
 
     def close(self) -> None:
         with self._lock:
-            self._closed = True
             for future in set(self._inflight.values()):
                 future.cancel()
             self._inflight.clear()

@@ -50,7 +50,6 @@ import urllib3.exceptions
 
 from .. import __version__, isotime
 from .. import http as storefs_http
-from ..fasthead import HeadClient
 from ..errors import (
     AccessDenied,
     ArchiveNotReady,
@@ -65,6 +64,7 @@ from ..errors import (
     Throttled,
     Transient,
 )
+from ..fasthead import HeadClient
 from ..registry import ProviderSpec
 from ..retry import NO_RETRY, RetryPolicy, call_with_retries
 from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart

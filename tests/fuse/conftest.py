@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from storefs.providers.local import open_provider as open_local
 from tests.fuse.harness import Env, make_backend
 
 BACKENDS = ["local", "s3_moto", "s3_seaweed", "cos", "wcs", "ufile"]
@@ -37,3 +38,15 @@ def env(tmp_path, backend):
 def mounted(env, backend):
     """A mount of the backend's fresh bucket."""
     return env.mount(f"r:{backend.bucket}")
+
+
+@pytest.fixture
+def local_env(tmp_path):
+    """A local bucket `b` and an environment to mount it (`r:b`), with `.store` to look behind the mount.
+    (test_semantics.py has its own, with two buckets.)"""
+    root = tmp_path / "buckets"
+    (root / "b").mkdir(parents=True)
+    environment = Env(tmp_path, {"r": {"type": "local", "root": str(root)}})
+    environment.store = open_local("t", {"root": str(root)}).bucket("b")
+    yield environment
+    environment.close()

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from storefs.mounting import is_mounted, pid_alive
-from storefs.providers.local import open_provider as open_local
 from tests.fuse.harness import Env
 
 LIBS = {"mfusepy": "libfuse3.so", "fusepy": "libfuse.so.2"}   # binding -> the library it must load
@@ -34,16 +33,6 @@ SYS_RENAMEAT2 = 316   # x86_64
 @pytest.fixture(params=list(LIBS))
 def lib(request) -> str:
     return request.param
-
-
-@pytest.fixture
-def local_env(tmp_path):
-    root = tmp_path / "buckets"
-    (root / "b").mkdir(parents=True)
-    environment = Env(tmp_path, {"r": {"type": "local", "root": str(root)}})
-    environment.store = open_local("t", {"root": str(root)}).bucket("b")
-    yield environment
-    environment.close()
 
 
 def mount(env: Env, lib: str, *options: str):

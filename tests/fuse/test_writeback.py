@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from storefs.providers.local import open_provider as open_local
 from storefs.providers.wcs import open_provider as open_wcs
 from tests.emulators.base import Fault
 from tests.fuse.harness import Env
@@ -32,16 +31,6 @@ for i in range(count):
 
 def content(i: int) -> bytes:
     return hashlib.sha256(str(i).encode()).digest() * (1 + (i * 37) % 400)
-
-
-@pytest.fixture
-def local_env(tmp_path):
-    root = tmp_path / "buckets"
-    (root / "b").mkdir(parents=True)
-    environment = Env(tmp_path, {"r": {"type": "local", "root": str(root)}})
-    environment.store = open_local("t", {"root": str(root)}).bucket("b")
-    yield environment
-    environment.close()
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:
