@@ -156,6 +156,24 @@ class StoreFS:
                     names.add(basename(opened.path))
         return sorted(names)
 
+    def readdir_attrs(self, path: str) -> list[tuple[str, Attrs | None]]:
+        """readdir, with each child's attributes where they are exact (None: ask getattr)."""
+        check_path(path)
+        self._require_dir(path)
+        entries = self.ns.listdir(path)
+        with self._table_lock:
+            staged = {basename(o.path): o for o in self._files.values() if parent(o.path) == path}
+        listed: list[tuple[str, Attrs | None]] = []
+        for name in sorted(entries.keys() | staged.keys()):
+            opened = staged.get(name)
+            if opened is not None and (opened.staged or opened.info is None):
+                listed.append((name, opened.current_attrs()))
+            elif opened is None and entries[name].exact:
+                listed.append((name, entries[name].attrs))
+            else:
+                listed.append((name, None))
+        return listed
+
     def readlink(self, path: str) -> str:
         entry = self._entry(path)
         if not entry.attrs.is_symlink or entry.info is None:
@@ -264,7 +282,7 @@ class StoreFS:
                 opened = self._files[path]
             else:
                 self._files[path] = opened
-        self.ns.forget(path)
+        self.ns.creating(path)
         return self._new_handle(opened, True, bool(flags & os.O_APPEND))
 
     def open(self, path: str, flags: int) -> int:

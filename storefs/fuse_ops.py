@@ -48,6 +48,8 @@ FUSE_LIBRARIES = {"mfusepy": 3, "fusepy": 2}
 DEFAULT_FUSE = next(iter(FUSE_LIBRARIES))
 # libfuse 3 on a kernel with max_pages (4.20+) takes requests up to 1 MiB (its own ceiling: 256 pages).
 BIG_REQUEST = 1 << 20
+FUSE_READDIR_PLUS = 1 << 0     # libfuse 3: readdir's flags
+FUSE_FILL_DIR_PLUS = 1 << 1    # libfuse 3: filler's flags
 
 
 class FuseError(OSError):
@@ -207,7 +209,28 @@ def _binding_class(lib: ModuleType) -> type:
                 conn.contents.max_write = BIG_REQUEST
                 conn.contents.max_readahead = BIG_REQUEST
             return lib.FUSE.init_fuse_3(self, conn, config)
-        methods.update(truncate_fuse_3=truncate_fuse_3, rename_fuse_3=rename_fuse_3, init_fuse_3=init_fuse_3)
+        def readdir_fuse_3(self: Any, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any,
+                           flags: int) -> int:
+            # READDIRPLUS (mfusepy leaves it out): each entry goes to the kernel with its attributes,
+            # so `ls -l` or `find -ls` of a listed directory costs no LOOKUP per entry (5,000 fewer
+            # Python calls for 5,000 files). Entries without exact attributes go without (the kernel
+            # looks those up as before).
+            if not flags & FUSE_READDIR_PLUS:
+                return lib.FUSE.readdir_fuse_3(self, path, buf, filler, offset, fip, flags)
+            st = lib.c_stat()
+            for name, attrs in self.operations.readdir_plus(self._path(path)):
+                encoded = name.encode(self.encoding, self.errors)
+                if attrs is None:
+                    full = filler(buf, encoded, None, 0, 0)
+                else:
+                    ctypes.memset(ctypes.byref(st), 0, ctypes.sizeof(st))
+                    lib.set_st_attrs(st, attrs, use_ns=self.use_ns)
+                    full = filler(buf, encoded, ctypes.byref(st), 0, FUSE_FILL_DIR_PLUS)
+                if full:
+                    break
+            return 0
+        methods.update(truncate_fuse_3=truncate_fuse_3, rename_fuse_3=rename_fuse_3, init_fuse_3=init_fuse_3,
+                       readdir_fuse_3=readdir_fuse_3)
     return type("StorefsFuse", (Fuse,), methods)
 
 
@@ -277,6 +300,15 @@ class FuseOps:
 
     def readdir(self, path: str, fh: int) -> list[str]:
         return [".", ".."] + _call("readdir", self.fs.readdir, path)
+
+    def readdir_plus(self, path: str) -> list[tuple[str, dict[str, int] | None]]:
+        """readdir with attributes where known exactly (libfuse 3's READDIRPLUS, _binding_class)."""
+        attrs_of = getattr(self.fs, "readdir_attrs", None)
+        if attrs_of is None:   # vaults: plain names
+            return [(name, None) for name in self.readdir(path, 0)]
+        listed = _call("readdir", attrs_of, path)
+        return [(".", None), ("..", None)] + [
+            (name, None if attrs is None else _stat_dict(attrs, self._blksize)) for name, attrs in listed]
 
     def readlink(self, path: str) -> str:
         return _call("readlink", self.fs.readlink, path)

@@ -249,6 +249,14 @@ class Namespace:
             self._listings[path] = listing
             self._last_listings[path] = listing
 
+    def creating(self, path: str) -> None:
+        """We are creating `path` (it did not exist): drop the negative answer only. The parent's listing
+        stays valid, so the next new name in it needs no request (the filesystem shows the staged file
+        until its upload `remember`s it)."""
+        with self._lock:
+            self._entries.pop(path, None)
+            self._missing.pop(path, None)
+
     def forget(self, path: str, *, gone: bool = False) -> None:
         """Drop what we know of `path` (and its listing). `gone`: we just deleted it."""
         with self._lock:

@@ -51,7 +51,7 @@ class MountOptions:
     # transfers
     part_size: int = 8 << 20
     upload_workers: int = 4
-    read_ahead: int = 16 << 20
+    read_ahead: int = 64 << 20
     # write-back: seconds between close and upload (0: upload inside close), files uploaded at once,
     # what fsync promises, and how long unmount waits for the queue
     write_back: float = 2.0
@@ -84,7 +84,7 @@ class MountOptions:
         "staging_size": "cap on staged data, e.g. 10G; writes past it fail with ENOSPC",
         "part_size": "multipart part size, e.g. 8M (raised to the provider's minimum)",
         "upload_workers": "parts uploaded in parallel (default 4)",
-        "read_ahead": "largest read-ahead window, e.g. 16M",
+        "read_ahead": "largest read-ahead window per open file (default 64M; at most 4 GETs of 8 MiB in flight)",
         "total_size": "size statfs reports, e.g. 1T (default: the cache disk's size)",
         "write_back": "seconds from close to upload (default 2; 0 = upload before close returns)",
         "transfers": "files uploaded at once (default 4)",

@@ -36,7 +36,7 @@ _pool = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="readahead"
 
 class RangeReader:
     def __init__(self, store: ObjectStore, key: str, size: int, etag: str | None,
-                 max_window: int = 16 * 1024 * 1024, cache: BlockCache | None = None,
+                 max_window: int = 64 * 1024 * 1024, cache: BlockCache | None = None,
                  location: str = "", on_random_access: Callable[[], None] | None = None) -> None:
         self.store, self.key, self.size, self.etag = store, key, size, etag
         self.cache = cache if etag else None  # without an ETag, cached blocks could not be trusted

@@ -64,7 +64,7 @@ from ..errors import (
     Throttled,
     Transient,
 )
-from ..fasthead import HeadClient
+from ..fasthttp import LeanClient
 from ..registry import ProviderSpec
 from ..retry import NO_RETRY, RetryPolicy, call_with_retries
 from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
@@ -372,7 +372,7 @@ class S3Client:
         self.signer = SigV4Signer(opts["access_key"].strip(), opts["secret_key"], opts["region"].strip(),
                                   "s3", session_token=opts["session_token"].strip() or None)
         self.session = storefs_http.new_session(self.settings)
-        self.heads = HeadClient(self.settings)
+        self.lean = LeanClient(self.settings)  # requests with in-memory bodies and whole answers
         # Load balancers in front of S3-compatible stores set cookies; a shared jar is not thread-safe
         # and cookies are not part of the protocol.
         self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
@@ -416,39 +416,61 @@ class S3Client:
         return call_with_retries(attempt, self._policy(policy, body), what=f"{self.remote}: {what}")
 
     def head(self, bucket: str, key: str, *, what: str) -> Mapping[str, str]:
-        """HEAD of an object: its headers. Over fasthead.HeadClient (a fraction of requests' CPU per
-        call: an `ls -l` makes thousands), retried like every request."""
-        host, wire_path = self.locate(bucket, key)
-
-        def attempt() -> Mapping[str, str]:
-            headers = {"Host": host}
-            headers.update(self.signer.sign("HEAD", wire_path, "", headers, payload_hash=EMPTY_SHA256))
-            headers["User-Agent"] = self.user_agent
-            headers["Accept-Encoding"] = "identity"
-            status, answer = self.heads.head(self.scheme, host, wire_path, headers)
-            if status >= 300:
-                raise error_from_response(status, answer, b"", what=what, bucket=bucket)
-            return answer
-
-        return call_with_retries(attempt, self.retry, what=f"{self.remote}: {what}")
+        """HEAD of an object: its headers, retried like every request."""
+        return self.request("HEAD", bucket, key, what=what).headers
 
     def attempt(self, method: str, bucket: str | None, key: str | None, *, what: str,
                 params: Sequence[tuple[str, str]] = (), headers: Mapping[str, str] | None = None,
                 body: _Body | None = None, check_body: bool = False) -> Callable[[], Answer]:
         """The function request() retries: one signed try, whole answer read. For callers that need
-        to see each try (complete_multipart)."""
-        send = self._sender(method, bucket, key, what=what, params=params, headers=headers, body=body)
+        to see each try (complete_multipart). A body in memory (or none) goes over fasthttp's lean
+        connections; a body streamed from a file over requests."""
+        if body is not None and body.fileobj is not None:
+            send = self._sender(method, bucket, key, what=what, params=params, headers=headers, body=body)
+
+            def exchange() -> Answer:
+                response = send()
+                return Answer(response.status_code, response.headers, read_all(response))
+        else:
+            exchange = self._lean_sender(method, bucket, key, what=what, params=params, headers=headers,
+                                         body=body)
 
         def attempt() -> Answer:
-            response = send()
-            content = read_all(response)
-            if check_body and b"<Error" in content[:512]:
-                root = parse_xml(content, what)
+            answer = exchange()
+            if check_body and b"<Error" in answer.content[:512]:
+                root = parse_xml(answer.content, what)
                 if root.tag == "Error":
-                    raise error_from_response(500, response.headers, content, what=what, bucket=bucket)
-            return Answer(response.status_code, response.headers, content)
+                    raise error_from_response(500, answer.headers, answer.content, what=what, bucket=bucket)
+            return answer
 
         return attempt
+
+    def _lean_sender(self, method: str, bucket: str | None, key: str | None, *, what: str,
+                     params: Sequence[tuple[str, str]] = (), headers: Mapping[str, str] | None = None,
+                     body: _Body | None = None) -> Callable[[], Answer]:
+        """Like _sender, over fasthttp.LeanClient, with the whole answer read."""
+        host, wire_path = self.locate(bucket, key)
+        query = build_query(params)
+        target = wire_path + (f"?{query}" if query else "")
+        data = body.data if body is not None and body.data else b""
+        payload_hash = body.payload_hash if body is not None else EMPTY_SHA256
+        base_headers = {"Host": host, **(headers or {})}
+
+        def send() -> Answer:
+            signed = dict(base_headers)
+            signed.update(self.signer.sign(method, wire_path, query, signed, payload_hash=payload_hash))
+            signed["User-Agent"] = self.user_agent
+            signed.setdefault("Accept-Encoding", "identity")
+            if data or method in ("PUT", "POST"):
+                signed["Content-Length"] = str(len(data))
+            answer = self.lean.exchange(method, self.scheme, host, target, signed, data)
+            if answer.status >= 300:
+                content = answer.content if method != "HEAD" else b""
+                raise error_from_response(answer.status, answer.headers, content[:ERROR_BODY_MAX],
+                                          what=what, bucket=bucket)
+            return Answer(answer.status, answer.headers, answer.content)
+
+        return send
 
     def open(self, method: str, bucket: str | None, key: str | None, *, what: str,
              headers: Mapping[str, str] | None = None, accept: Collection[int] = ()) -> requests.Response:

@@ -1,0 +1,138 @@
+"""fasthttp.LeanClient against a scripted HTTP server on 127.0.0.1: whole answers, kept-alive
+connections, and every malformed or cut-short answer turned into the error the retry loop expects."""
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from storefs.errors import ProtocolError, Transient
+from storefs.fasthttp import ANSWER_MAX, LeanClient
+from storefs.http import HttpSettings
+
+
+class Scripted:
+    """Accepts connections and answers each request with the next canned reply; a reply of None
+    closes the connection instead, and ("close", data) sends data and then closes. Counts connections.
+    Stops with the test."""
+
+    def __init__(self, replies: list) -> None:
+        self.replies = list(replies)
+        self.connections = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(10)
+        self.port = self.sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while self.replies:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                conn.settimeout(10)
+                while self.replies:
+                    try:
+                        request = conn.recv(65536)
+                    except OSError:
+                        break
+                    if not request:
+                        break
+                    reply = self.replies.pop(0)
+                    if reply is None:
+                        break
+                    if isinstance(reply, tuple):
+                        conn.sendall(reply[1])
+                        break
+                    conn.sendall(reply)
+
+    def close(self) -> None:
+        self.replies.clear()
+        self.sock.close()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(replies):
+        server = Scripted(replies)
+        servers.append(server)
+        return server
+    yield start
+    for server in servers:
+        server.close()
+
+
+def client() -> LeanClient:
+    return LeanClient(HttpSettings(connect_timeout=5, read_timeout=5))
+
+
+def ok(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def test_whole_answers_over_one_kept_alive_connection(serve):
+    server = serve([ok(b"first"), ok(b"second")])
+    lean = client()
+    host = f"127.0.0.1:{server.port}"
+    a = lean.exchange("PUT", "http", host, "/b/k", {"Host": host, "Content-Length": "3"}, b"abc")
+    b = lean.exchange("GET", "http", host, "/b/k", {"Host": host})
+    assert (a.status, a.content, a.headers["etag"]) == (200, b"first", '"e"')
+    assert b.content == b"second"
+    assert server.connections == 1
+
+
+def test_a_connection_closed_while_idle_is_retried_once_on_a_new_one(serve):
+    server = serve([ok(b"one"), None, ok(b"two")])
+    lean = client()
+    host = f"127.0.0.1:{server.port}"
+    assert lean.exchange("HEAD", "http", host, "/", {"Host": host}).status == 200
+    # The server hangs up on the next request over the kept-alive connection: not this request's fault.
+    assert lean.exchange("GET", "http", host, "/", {"Host": host}).content == b"two"
+    assert server.connections == 2
+
+
+def test_a_cut_short_body_is_transient(serve):
+    server = serve([("close", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")])
+    host = f"127.0.0.1:{server.port}"
+    with pytest.raises(Transient):
+        client().exchange("GET", "http", host, "/", {"Host": host})
+
+
+def test_garbage_instead_of_an_answer_is_transient(serve):
+    server = serve([("close", b"this is not HTTP at all\r\n\r\n")])
+    host = f"127.0.0.1:{server.port}"
+    with pytest.raises(Transient):
+        client().exchange("GET", "http", host, "/", {"Host": host})
+
+
+def test_an_oversized_answer_is_refused_without_reading_it(serve):
+    server = serve([b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (ANSWER_MAX + 1)])
+    host = f"127.0.0.1:{server.port}"
+    with pytest.raises(ProtocolError):
+        client().exchange("GET", "http", host, "/", {"Host": host})
+
+
+def test_chunked_answers_are_read_whole(serve):
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    server = serve([chunked])
+    host = f"127.0.0.1:{server.port}"
+    assert client().exchange("GET", "http", host, "/", {"Host": host}).content == b"abcde"
+
+
+def test_nothing_listening_is_transient_and_names_only_the_host():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(Transient) as caught:
+        client().exchange("GET", "http", f"127.0.0.1:{port}", "/b/secret?X-Amz-Signature=abc", {})
+    assert "secret" not in str(caught.value) and "Signature" not in str(caught.value)

@@ -1,0 +1,111 @@
+"""What the filesystem layer asks of the store for common work, counted on a wrapped local store whose
+listings carry no metadata (as on S3): creating many files in a directory, and the attributes readdir
+hands to the kernel (READDIRPLUS)."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import io
+import os
+import stat
+import threading
+
+import pytest
+
+from storefs.errors import NotFound
+from storefs.filesystem import StoreFS
+from storefs.openfiles import Staging
+from storefs.options import MountOptions
+from storefs.providers.local import open_provider
+
+
+class Counting:
+    """Counts every call made to the wrapped store."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.capabilities = dataclasses.replace(store.capabilities, list_has_metadata=False)
+        self.counts: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args, **kwargs):
+            with self._lock:
+                self.counts[name] += 1
+            return attr(*args, **kwargs)
+        return counted
+
+
+@pytest.fixture
+def fs_and_store(tmp_path):
+    provider = open_provider("t", {"root": str(tmp_path / "bucket"), "create_buckets": "yes"})
+    provider.check("b")
+    inner = provider.bucket("b")
+    inner.put("old/a", io.BytesIO(b"abc"), 3, {"mtime": "1600000000", "mode": "33152"})
+    store = Counting(inner)
+    fs = StoreFS(store, "", MountOptions.parse(["write_back=0"]), Staging(tmp_path / "staging"))
+    yield fs, store
+    fs.committer.stop()
+
+
+def _create(fs: StoreFS, path: str, data: bytes) -> None:
+    fh = fs.create(path, 0o644, 0, 0, os.O_WRONLY | os.O_CREAT)
+    fs.write(fh, data, 0)
+    fs.flush(fh)
+    fs.release(fh)
+
+
+def test_creating_files_in_a_new_directory_costs_one_put_each(fs_and_store):
+    fs, store = fs_and_store
+    fs.mkdir("/new", 0o755, 0, 0)
+    store.counts.clear()
+    for i in range(20):
+        # The kernel looks a name up before it creates it: answered from the (empty) listing.
+        with pytest.raises(NotFound):
+            fs.getattr(f"/new/f{i}")
+        _create(fs, f"/new/f{i}", b"x" * 100)
+    assert store.counts["put"] == 20
+    assert store.counts["stat"] == 0 and store.counts["list"] == 0, store.counts
+    assert sorted(fs.readdir("/new")) == sorted(f"f{i}" for i in range(20))
+
+
+def test_creating_files_in_a_listed_directory_keeps_its_listing(fs_and_store):
+    fs, store = fs_and_store
+    fs.readdir("/old")
+    store.counts.clear()
+    for i in range(10):
+        with pytest.raises(NotFound):
+            fs.getattr(f"/old/n{i}")
+        _create(fs, f"/old/n{i}", b"y")
+    assert store.counts["list"] == 0 and store.counts["stat"] == 0, store.counts
+    assert sorted(fs.readdir("/old")) == sorted(["a"] + [f"n{i}" for i in range(10)])
+
+
+def test_readdir_attrs_gives_exact_attributes_and_staged_files(fs_and_store):
+    fs, store = fs_and_store
+    fh = fs.create("/old/open", 0o600, 0, 0, os.O_WRONLY | os.O_CREAT)
+    fs.write(fh, b"12345", 0)   # staged, not uploaded: its attributes come from the staged copy
+    listed = dict(fs.readdir_attrs("/old"))
+    assert set(listed) == {"a", "open"}
+    assert listed["a"].size == 3 and listed["a"].mtime_ns == 1_600_000_000 * 10**9
+    assert stat.S_IMODE(listed["a"].mode) == 0o600
+    assert listed["open"].size == 5 and stat.S_IMODE(listed["open"].mode) == 0o600
+    fs.release(fh)
+
+
+def test_readdir_attrs_leaves_inexact_entries_to_lookup(tmp_path):
+    provider = open_provider("t", {"root": str(tmp_path / "bucket"), "create_buckets": "yes"})
+    provider.check("b")
+    inner = provider.bucket("b")
+    inner.put("d/x", io.BytesIO(b"1"), 1, {"mtime": "1600000000"})
+    fs = StoreFS(Counting(inner), "", MountOptions.parse(["listing_attrs=fast"]), Staging(tmp_path / "s"))
+    try:
+        # Listing-only attributes (no stored mtime) must not reach the kernel's cache as if exact.
+        assert fs.readdir_attrs("/d") == [("x", None)]
+        assert fs.getattr("/d/x").mtime_ns == 1_600_000_000 * 10**9
+    finally:
+        fs.committer.stop()
