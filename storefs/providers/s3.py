@@ -166,7 +166,9 @@ def meta_headers(meta: Mapping[str, str]) -> dict[str, str]:
 
 def meta_from_headers(headers: Mapping[str, str]) -> dict[str, str]:
     meta = {}
-    for name, value in headers.items():
+    # requests' CaseInsensitiveDict has its lower-cased items at hand (a HEAD per `ls -l` entry).
+    items = headers.lower_items() if hasattr(headers, "lower_items") else headers.items()
+    for name, value in items:
         lname = name.lower()
         if lname.startswith("x-amz-meta-"):
             meta[lname[len("x-amz-meta-"):]] = decode_meta_value(value)
