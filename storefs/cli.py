@@ -390,11 +390,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         limit = report.get("staging_limit")
         print(f"  staging: {_size(report.get('staging_bytes', 0))}"
               f"{' of ' + _size(limit) if limit else ''} in {report.get('staging_dir', '?')}")
-        print(f"  pending uploads: {len(pending)}   retried requests: {report.get('retries', 0)}")
+        count = report.get("pending_count", len(pending))
+        print(f"  pending uploads: {count}   retried requests: {report.get('retries', 0)}")
         for item in pending:
             error = f"  last error: {item['last_error']}" if item.get("last_error") else ""
             print(f"    {item['path']}  {_size(item['size'])}  sent {_size(item['bytes_sent'])}  "
                   f"{item['state']}  attempts {item['attempts']}{error}")
+        if count > len(pending):
+            print(f"    … and {count - len(pending)} more ({_size(report.get('pending_bytes', 0))} in all)")
         for conflict in report.get("conflicts", []):
             print(f"  conflict: {conflict['path']} changed remotely; this mount's version is {conflict['saved_as']}")
     return 0
@@ -414,14 +417,15 @@ def cmd_flush(args: argparse.Namespace) -> int:
         if flush_request_path(runtime, mountpoint).exists():
             continue  # not picked up yet
         pending = report.get("pending", [])
-        if not pending:
+        count = report.get("pending_count", len(pending))
+        if not count:
             if sys.stderr.isatty():
                 print(file=sys.stderr)
             print(f"{mountpoint}: everything is uploaded")
             return 0
-        total = sum(item["size"] for item in pending)
-        sent = sum(item["bytes_sent"] for item in pending)
-        line = f"{len(pending)} file(s) pending, {_size(sent)} of {_size(total)} sent"
+        total = report.get("pending_bytes", sum(item["size"] for item in pending))
+        sent = report.get("pending_sent", sum(item["bytes_sent"] for item in pending))
+        line = f"{count} file(s) pending, {_size(sent)} of {_size(total)} sent"
         failing = [item for item in pending if item.get("last_error")]
         if failing:
             line += f", {len(failing)} failing (last: {failing[0]['last_error'][:80]})"

@@ -33,20 +33,30 @@ def flush_request_path(runtime: Path, mountpoint: str) -> Path:
     return runtime / f"flush-{_digest(mountpoint)}.req"
 
 
+PENDING_SHOWN = 100   # uploads listed one by one (oldest first; failing ones always); the rest are counted
+BUSY_QUEUE = 100      # with more pending than this, the status file is rewritten at most twice a second
+
+
 def snapshot(fs: Any, mountpoint: str, remote: str) -> dict:
     queue = fs.committer.queue
     pending = []
+    count = total = sent = failing = 0
     for item in queue.pending():
         opened = item.file
-        pending.append({
-            "path": opened.path, "size": opened.current_attrs().size, "bytes_sent": item.bytes_sent,
-            "attempts": item.attempts, "last_error": item.last_error,
-            "state": "uploading" if item.in_flight else "waiting",
-            "queued": item.first_queued,
-        })
+        size = opened.current_attrs().size
+        count, total, sent = count + 1, total + size, sent + item.bytes_sent
+        failing += bool(item.last_error)
+        if len(pending) < PENDING_SHOWN or item.last_error:
+            pending.append({
+                "path": opened.path, "size": size, "bytes_sent": item.bytes_sent,
+                "attempts": item.attempts, "last_error": item.last_error,
+                "state": "uploading" if item.in_flight else "waiting",
+                "queued": item.first_queued,
+            })
     return {
         "pid": os.getpid(), "mountpoint": mountpoint, "remote": remote, "updated": time.time(),
-        "pending": pending,
+        "pending": pending, "pending_count": count, "pending_bytes": total, "pending_sent": sent,
+        "pending_failing": failing,
         "conflicts": [{"path": c.path, "saved_as": c.saved_as, "when": c.when} for c in fs.committer.conflicts],
         "staging_dir": str(fs.staging.directory), "staging_bytes": fs.staging.used_bytes(),
         "staging_limit": fs.staging.max_bytes, "retries": STATS.retries, "gave_up": STATS.gave_up,
@@ -77,9 +87,10 @@ class StatusReporter:
         last_write = 0.0
         last_counts = (-1, -1)
         while not self._stop.is_set():
-            # Wake on a change (written within ~50 ms) or every half second to look for a flush request.
+            # Wake on a change (written within ~50 ms, or 0.5 s while thousands of small files are
+            # queued: each snapshot walks the queue) or every half second to look for a flush request.
             self._changed.wait(0.5)
-            time.sleep(0.05)
+            time.sleep(0.5 if self.fs.committer.queue.count() > BUSY_QUEUE else 0.05)
             if self.flush_path.exists():
                 self.flush_path.unlink(missing_ok=True)
                 log.warning("flush requested: uploading everything queued now")

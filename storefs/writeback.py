@@ -90,6 +90,10 @@ class WriteBack:
             if item is not None:
                 item.bytes_sent = sent
 
+    def count(self) -> int:
+        with self._cond:
+            return len(self._items)
+
     def pending(self) -> list[Item]:
         with self._cond:
             return [dataclasses.replace(item) for item in self._items.values()]

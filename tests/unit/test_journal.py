@@ -1,0 +1,86 @@
+"""The write-back journal: entries in the data file's extended attribute, sidecar files where the
+staging filesystem has none (or for entries too big for one), and loading whatever a crash left."""
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from storefs import journal as journal_module
+from storefs.journal import XATTR, Journal, JournalEntry
+
+
+def _staged(directory, entry_id: str, data: bytes = b"data") -> int:
+    fd = os.open(directory / entry_id, os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, data)
+    return fd
+
+
+def _entry(entry_id: str, **kw) -> JournalEntry:
+    return JournalEntry(id=entry_id, path=f"/{entry_id[:4]}", key=entry_id[:4], meta={"mode": "33188"},
+                        base_etag=None, size=4, **kw)
+
+
+ID1, ID2 = "a" * 32, "b" * 32
+
+
+def test_entries_live_in_the_data_files_xattr_and_survive_a_reload(tmp_path):
+    journal = Journal(tmp_path)
+    fd = _staged(tmp_path, ID1)
+    journal.write(_entry(ID1, closed_at=2.0), data_fd=fd)
+    os.close(fd)
+    assert list(tmp_path.glob("*.json")) == []          # no second file per staged file
+    assert b'"key": "aaaa"' in os.getxattr(tmp_path / ID1, XATTR)
+    fd = _staged(tmp_path, ID2)
+    journal.write(_entry(ID2, closed_at=1.0), data_fd=fd)
+    os.close(fd)
+    _staged(tmp_path, "c" * 32)                          # staged but never closed: no entry
+    loaded = Journal(tmp_path).load()
+    assert [e.id for e in loaded] == [ID2, ID1]          # oldest close first
+    journal.remove(ID1)
+    assert [e.id for e in Journal(tmp_path).load()] == [ID2]
+
+
+def test_without_xattrs_entries_are_sidecars(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+    monkeypatch.setattr(journal_module.os, "setxattr", refuse)
+    journal = Journal(tmp_path)
+    fd = _staged(tmp_path, ID1)
+    journal.write(_entry(ID1), data_fd=fd)
+    os.close(fd)
+    assert (tmp_path / f"{ID1}.json").is_file()
+    assert [e.id for e in Journal(tmp_path).load()] == [ID1]
+    journal.remove(ID1)
+    assert not (tmp_path / f"{ID1}.json").exists()
+    assert Journal(tmp_path).load() == []
+
+
+def test_an_entry_too_big_for_an_xattr_becomes_a_sidecar_and_back(tmp_path):
+    journal = Journal(tmp_path)
+    fd = _staged(tmp_path, ID1)
+    journal.write(_entry(ID1, closed_at=1.0), data_fd=fd)
+    big = _entry(ID1, closed_at=2.0)
+    big.meta = {f"k{i}": "v" * 200 for i in range(400)}   # ~90 KB: over what ext4 keeps in an xattr
+    journal.write(big, data_fd=fd)
+    assert (tmp_path / f"{ID1}.json").is_file()
+    with pytest.raises(OSError):   # the older, smaller entry is gone: never two versions of one entry
+        os.getxattr(tmp_path / ID1, XATTR)
+    (loaded,) = Journal(tmp_path).load()
+    assert loaded.closed_at == 2.0 and len(loaded.meta) == 400
+    journal.write(_entry(ID1, closed_at=3.0, attempts=1), data_fd=fd)   # small again: back in the xattr
+    os.close(fd)
+    assert not (tmp_path / f"{ID1}.json").exists()
+    (loaded,) = Journal(tmp_path).load()
+    assert loaded.attempts == 1
+
+
+def test_a_sidecar_whose_data_is_gone_is_dropped_and_garbage_is_kept_for_inspection(tmp_path):
+    (tmp_path / f"{ID1}.json").write_text(_entry(ID1).to_json())   # no data file
+    fd = _staged(tmp_path, ID2)
+    os.setxattr(fd, XATTR, b"{not json")
+    os.close(fd)
+    assert Journal(tmp_path).load() == []
+    assert not (tmp_path / f"{ID1}.json").exists()
+    assert os.getxattr(tmp_path / ID2, XATTR) == b"{not json"
