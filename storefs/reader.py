@@ -21,7 +21,7 @@ from typing import Callable
 
 from .blockcache import BLOCK, BlockCache
 from .errors import Transient
-from .store import ObjectStore
+from .store import ObjectStore, read_pieces
 
 RUN_BLOCKS = 8          # blocks per background GET (8 MiB)
 MAX_RUNS_IN_FLIGHT = 4  # background GETs per handle
@@ -57,13 +57,13 @@ class RangeReader:
     def _fetch_run(self, first: int, count: int) -> dict[int, bytes]:
         start = first * BLOCK
         end = min(self.size, (first + count) * BLOCK)
-        data = self.store.read_range(self.key, start, end, if_match=self.etag)
-        if len(data) != end - start:
+        pieces = read_pieces(self.store, self.key, start, end, BLOCK, if_match=self.etag)
+        got = sum(len(piece) for piece in pieces)
+        if got != end - start or any(len(piece) != BLOCK for piece in pieces[:-1]):
             # Providers check this too; a short answer must never reach the block cache, where it would
             # be served as the object's bytes until evicted.
-            raise Transient(f"{self.key}: asked for {end - start} bytes at {start}, got {len(data)}")
-        blocks = {first + i: data[i * BLOCK:(i + 1) * BLOCK] for i in range(count)
-                  if i * BLOCK < len(data)}
+            raise Transient(f"{self.key}: asked for {end - start} bytes at {start}, got {got}")
+        blocks = {first + i: piece for i, piece in enumerate(pieces)}
         if self.cache is not None:
             for number, block in blocks.items():
                 self.cache.put(self.location, self.key, self.etag or "", number, block)

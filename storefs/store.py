@@ -154,6 +154,18 @@ class Provider(Protocol):
         ...
 
 
+def read_pieces(store: ObjectStore, key: str, start: int, end: int, piece: int, *,
+                if_match: str | None = None) -> list[bytes]:
+    """Bytes [start, end) as consecutive pieces of `piece` bytes (the last may be shorter): the block
+    cache's unit. A provider with `read_range_pieces` (S3) reads each piece straight off its answer;
+    for the others the range is read whole and cut, which costs a copy of every byte."""
+    reader = getattr(store, "read_range_pieces", None)
+    if reader is not None:
+        return reader(key, start, end, piece, if_match=if_match)
+    data = store.read_range(key, start, end, if_match=if_match)
+    return [data[i:i + piece] for i in range(0, len(data), piece)]
+
+
 def iter_list(store: ObjectStore, prefix: str, *, delimiter: str = "/") -> Iterator[ListPage]:
     """Every page of a listing, one request per page, lazily."""
     token: str | None = None

@@ -562,18 +562,28 @@ def read_all(response: requests.Response) -> bytes:
     return data
 
 
-def read_window(response: requests.Response, expected: int) -> bytes:
-    """Exactly `expected` bytes from the start of a streamed body, undecoded, then close it (the rest
-    of an over-long body is dropped with the connection). Fewer is a Transient cut-short transfer."""
+def read_window(response: requests.Response, expected: int, piece: int = 0) -> list[bytes]:
+    """Exactly `expected` bytes from the start of a streamed body, undecoded, in pieces of `piece`
+    bytes (one piece if 0), then close it (the rest of an over-long body is dropped with the
+    connection). Fewer is a Transient cut-short transfer. Each piece is read straight into its own
+    bytes object."""
+    pieces = []
+    remaining = expected
     try:
-        data = (response.raw.read(expected, decode_content=False) or b"") if expected > 0 else b""
+        while remaining > 0:
+            want = min(piece or remaining, remaining)
+            data = response.raw.read(want, decode_content=False) or b""
+            if len(data) != want:
+                break
+            pieces.append(data)
+            remaining -= want
     except (urllib3.exceptions.HTTPError, OSError, requests.exceptions.RequestException) as exc:
         raise _cut_short(response, exc) from None
     finally:
         response.close()
-    if len(data) != expected:
+    if remaining:
         raise _cut_short(response)
-    return data
+    return pieces
 
 
 # ------------------------------------------------------------------------------------------------
@@ -670,32 +680,47 @@ class S3Store:
                           meta=meta, storage_class=h.get("x-amz-storage-class") or "STANDARD")
 
     def read_range(self, key: str, start: int, end: int, *, if_match: str | None = None) -> bytes:
+        return b"".join(self._ranged(key, start, end, if_match, read_window))
+
+    def read_range_pieces(self, key: str, start: int, end: int, piece: int, *,
+                          if_match: str | None = None) -> list[bytes]:
+        """read_range as pieces of `piece` bytes, each read off the answer into its own bytes object
+        (no copy of the whole range cut up afterwards: a cold sequential read moves every byte once
+        fewer)."""
+        pieces = self._ranged(key, start, end, if_match, lambda response, n: read_window(response, n, piece))
+        if any(len(p) != piece for p in pieces[:-1]):   # a whole-object (200) answer: cut it here
+            data = b"".join(pieces)
+            pieces = [data[i:i + piece] for i in range(0, len(data), piece)]
+        return pieces
+
+    def _ranged(self, key: str, start: int, end: int, if_match: str | None,
+                take: Callable[[requests.Response, int], list[bytes]]) -> list[bytes]:
         if start < 0 or end < start:
             raise InvalidArgument(f"bad range [{start}, {end}) for {key!r}")
         if end == start:
-            return b""
+            return []
         headers = {"Range": f"bytes={start}-{end - 1}"}
         if if_match:
             headers["If-Match"] = f'"{strip_etag(if_match)}"'
         what = f"read {key!r} [{start}, {end})"
 
-        def fetch() -> bytes:
+        def fetch() -> list[bytes]:
             response = self.client.open("GET", self.name, key, what=what, headers=headers, accept=(416,))
             if response.status_code == 416:
                 response.close()
-                return b""  # the range starts at or past the end of the object
+                return []  # the range starts at or past the end of the object
             declared = _declared_length(response)
             if response.status_code == 206:
                 first, last, _total = parse_content_range(response.headers.get("Content-Range", ""), what)
                 if first != start or last >= end:
                     response.close()
                     raise ProtocolError(f"{what}: server answered range {first}-{last}")
-                return read_window(response, last - first + 1)
+                return take(response, last - first + 1)
             # 200: the server ignored Range and sends the whole object. Take what we asked for.
             if declared is None:
                 response.close()
                 raise ProtocolError(f"{what}: whole-object answer without Content-Length")
-            return read_window(response, min(end, declared))[start:end]
+            return [b"".join(read_window(response, min(end, declared)))[start:end]]
 
         # The retry wraps reading the body too: a cut-short body is as Transient as a reset.
         return self._retry(fetch, what)

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from storefs.errors import NotFound, NotSupported, RemoteChanged
-from storefs.store import ObjectStore, iter_list
+from storefs.store import ObjectStore, iter_list, read_pieces
 
 
 def put_bytes(store: ObjectStore, key: str, data: bytes, meta: dict | None = None):
@@ -39,6 +39,16 @@ def test_put_stat_read_roundtrip(store):
     assert store.read_range("dir/file.bin", 0, len(data)) == data
     assert store.read_range("dir/file.bin", 1000, 2000) == data[1000:2000]
     assert store.read_range("dir/file.bin", len(data) - 10, len(data)) == data[-10:]
+
+
+def test_read_pieces_cuts_a_range_into_block_sized_pieces(store):
+    data = os.urandom(50_000)
+    put_bytes(store, "pieces.bin", data)
+    pieces = read_pieces(store, "pieces.bin", 1000, 41_000, 16_384)
+    assert [len(p) for p in pieces] == [16_384, 16_384, 40_000 - 2 * 16_384]
+    assert b"".join(pieces) == data[1000:41_000]
+    assert b"".join(read_pieces(store, "pieces.bin", 45_000, 60_000, 4096)) == data[45_000:]  # clamped
+    assert read_pieces(store, "pieces.bin", 7, 7, 4096) == []
 
 
 def test_read_range_past_the_end_is_clamped(store):
