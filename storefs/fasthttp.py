@@ -152,21 +152,25 @@ class LeanClient:
                 self._tls = ssl.create_default_context(cafile=cafile)  # verifies chain and host name
             return self._tls
 
+    def open_connection(self, scheme: str, host: str) -> _Connection:
+        """A new connection (TLS handshake done), with the read timeout set."""
+        name, port = _split_host(host, 443 if scheme == "https" else 80)
+        sock = socket.create_connection((name, port), timeout=self.settings.connect_timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                sock = self._context().wrap_socket(sock, server_hostname=name)
+            sock.settimeout(self.settings.read_timeout)
+        except BaseException:
+            sock.close()
+            raise
+        return _Connection(sock)
+
     def _connection(self, scheme: str, host: str) -> _Connection:
         pool: dict[tuple[str, str], _Connection] = self._local.__dict__.setdefault("pool", {})
         conn = pool.get((scheme, host))
         if conn is None:
-            name, port = _split_host(host, 443 if scheme == "https" else 80)
-            sock = socket.create_connection((name, port), timeout=self.settings.connect_timeout)
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if scheme == "https":
-                    sock = self._context().wrap_socket(sock, server_hostname=name)
-                sock.settimeout(self.settings.read_timeout)
-            except BaseException:
-                sock.close()
-                raise
-            conn = pool[(scheme, host)] = _Connection(sock)
+            conn = pool[(scheme, host)] = self.open_connection(scheme, host)
         return conn
 
     def _drop(self, scheme: str, host: str) -> None:
@@ -258,3 +262,154 @@ class LeanClient:
             parts.append(conn.read_exact(size))
             if conn.read_exact(2) != b"\r\n":
                 raise _Malformed("bad chunk end")
+
+
+# -- many HEADs from one thread -----------------------------------------------------------------------
+
+
+class _HeadSlot:
+    """One connection of head_many() and the request it is waiting on."""
+
+    def __init__(self, conn: _Connection) -> None:
+        self.conn = conn
+        self.index: int | None = None   # the request in flight
+        self.resent = False             # in flight a second time after the connection dropped
+
+
+def head_many(client: LeanClient, scheme: str, host: str, requests: list[tuple[str, Mapping[str, str]]],
+              parallel: int) -> list[LeanAnswer | Exception]:
+    """HEAD every (target, headers) of `requests` on `host`, `parallel` at a time over as many fresh
+    connections, all from the calling thread: the answer (any status) or the Transient exception of
+    each, in order.
+
+    Why: the stat-ahead of a listing makes thousands of HEADs, and 32 threads each waiting on one
+    costs more CPU in thread switches and GIL hand-offs than the requests themselves (about 200 us a
+    HEAD against SeaweedFS, where the server needs about 170). Here a selector waits for whichever
+    answer comes first. A connection the server closes is reopened and its request sent again once
+    (HEAD is idempotent); failures are returned, for the caller to retry its usual way.
+    """
+    import selectors
+    results: list[LeanAnswer | Exception | None] = [None] * len(requests)
+    pending = iter(range(len(requests)))
+    selector = selectors.DefaultSelector()
+    slots: list[_HeadSlot] = []
+
+    def head_bytes(index: int) -> bytes:
+        target, headers = requests[index]
+        lines = [f"HEAD {target} HTTP/1.1\r\n"]
+        for name, value in headers.items():
+            if "\n" in value or "\r" in value:
+                raise InvalidArgument(f"header {name} has a line break")
+            lines.append(f"{name}: {value}\r\n")
+        lines.append("\r\n")
+        return "".join(lines).encode("latin-1")
+
+    def fail(index: int, exc: Exception) -> None:
+        if isinstance(exc, ssl.SSLError):
+            results[index] = tls_error(exc, client.settings, "HEAD", f"{scheme}://{host}/")
+        elif isinstance(exc, InvalidArgument):
+            results[index] = exc
+        else:
+            results[index] = Transient(f"HEAD {scheme}://{host}: {exc.__class__.__name__}")
+
+    def send_next(slot: _HeadSlot, index: int | None = None) -> None:
+        """Send request `index` (or the next pending one) on `slot`, opening a connection if needed."""
+        while True:
+            if index is None:
+                index = next(pending, None)
+                if index is None:
+                    slot.index = None
+                    return
+            try:
+                if slot.conn is None:
+                    slot.conn = client.open_connection(scheme, host)
+                    selector.register(slot.conn.sock, selectors.EVENT_READ, slot)
+                slot.conn.sock.sendall(head_bytes(index))
+                slot.index = index
+                return
+            except (OSError, InvalidArgument) as exc:
+                drop(slot)
+                fail(index, exc)
+                index = None
+
+    def drop(slot: _HeadSlot) -> None:
+        if slot.conn is not None:
+            try:
+                selector.unregister(slot.conn.sock)
+            except (KeyError, ValueError):
+                pass
+            slot.conn.close()
+            slot.conn = None
+
+    def answered(slot: _HeadSlot) -> bool:
+        """Parse a complete answer head from the slot's buffer, if there is one."""
+        buffer = slot.conn.buffer
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > HEAD_MAX:
+                raise _Malformed("answer head too long")
+            return False
+        head = bytes(buffer[:end])
+        del buffer[:end + 4]
+        status, http10, headers = _parse_head(head)
+        if status < 200:
+            return answered(slot)   # an interim answer: the real one follows
+        results[slot.index] = LeanAnswer(status, headers, b"")
+        connection = headers.get("Connection", "").lower()
+        if "close" in connection or (http10 and "keep-alive" not in connection):
+            drop(slot)
+        return True
+
+    try:
+        for _ in range(min(parallel, len(requests))):
+            slot = _HeadSlot(None)  # type: ignore[arg-type]
+            slots.append(slot)
+            send_next(slot)
+        while any(slot.index is not None for slot in slots):
+            ready = selector.select(timeout=client.settings.read_timeout)
+            if not ready:   # nothing answered within the read timeout: the server is stuck; fail
+                # what is in flight and send nothing more (the caller retries its usual way)
+                pending = iter(())
+                for slot in slots:
+                    if slot.index is not None:
+                        fail(slot.index, socket.timeout())
+                        drop(slot)
+                        slot.index = None
+                continue
+            for key, _events in ready:
+                slot = key.data
+                if slot.conn is None or slot.index is None:
+                    continue
+                try:
+                    chunk = slot.conn.sock.recv(RECV_SIZE)
+                    if not chunk:
+                        raise _ClosedBeforeAnswer() if not slot.conn.buffer else _CutShort()
+                    slot.conn.buffer += chunk
+                    sock = slot.conn.sock
+                    while isinstance(sock, ssl.SSLSocket) and sock.pending():   # decrypted, not signalled
+                        slot.conn.buffer += sock.recv(RECV_SIZE)
+                    if answered(slot):
+                        slot.resent = False
+                        send_next(slot)
+                except _ClosedBeforeAnswer:
+                    index, again = slot.index, not slot.resent
+                    drop(slot)
+                    if again:   # the server dropped a kept-alive connection: once more, afresh
+                        slot.resent = True
+                        send_next(slot, index)
+                    else:
+                        fail(index, ConnectionResetError())
+                        slot.resent = False
+                        send_next(slot)
+                except (OSError, _Malformed, _CutShort, ValueError) as exc:
+                    index = slot.index
+                    drop(slot)
+                    fail(index, exc)
+                    slot.resent = False
+                    send_next(slot)
+    finally:
+        for slot in slots:
+            drop(slot)
+        selector.close()
+    return [result if result is not None else Transient(f"HEAD {scheme}://{host}: not sent")
+            for result in results]

@@ -57,9 +57,10 @@ class CacheSettings:
     # entries in parallel, so that `ls -l` and rsync are answered from the cache with exact mtimes and
     # modes. 0 ("-o listing_attrs=fast"): listing attributes are shown as they are (server times).
     stat_ahead: int = 5_000
-    stat_ahead_parallel: int = 32
+    stat_ahead_parallel: int = 64   # HEADs in flight (S3: on as many connections, from one thread)
 
 
+# Directories, and stores without stat_many: a thread per request in flight.
 _stat_pool = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="stat-ahead")
 
 
@@ -192,6 +193,18 @@ class Namespace:
                 log.info("%s has %d entries: their attributes are fetched when asked for", path, len(inexact))
             return
         hints = {name: entries[name] for name in inexact}
+        files = [name for name in inexact if not hints[name].is_dir]
+        stat_many = getattr(self.store, "stat_many", None)
+        if stat_many is not None and files:
+            # All HEADs from this thread (S3: fasthttp.head_many), which costs less CPU than a
+            # thread per request; whatever fails there is retried below as usual.
+            keys = [self.keys.key(join(path, name)) for name in files]
+            for name, found in zip(files, stat_many(keys, self.settings.stat_ahead_parallel)):
+                if isinstance(found, NotFound):
+                    entries.pop(name, None)  # gone since the listing
+                elif not isinstance(found, Exception):
+                    entries[name] = Entry(attrs_from_object(found, self.defaults), found)
+            inexact = [name for name in inexact if name in entries and not entries[name].exact]
 
         def fetch(name: str) -> tuple[str, Entry | None]:
             try:

@@ -64,7 +64,7 @@ from ..errors import (
     Throttled,
     Transient,
 )
-from ..fasthttp import LeanClient
+from ..fasthttp import LeanClient, head_many
 from ..registry import ProviderSpec
 from ..retry import NO_RETRY, RetryPolicy, call_with_retries
 from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
@@ -671,7 +671,42 @@ class S3Store:
 
     def stat(self, key: str) -> ObjectInfo:
         what = f"stat {key!r}"
-        h = self.client.head(self.name, key, what=what)
+        return self._info_from_head(key, self.client.head(self.name, key, what=what), what)
+
+    def stat_many(self, keys: list[str], parallel: int) -> list[ObjectInfo | StoreError]:
+        """stat() of every key, `parallel` HEADs at a time from this thread (fasthttp.head_many), each
+        tried once: a StoreError (NotFound, Transient, …) in place of a failed one, for the caller to
+        retry through stat()."""
+        requests = []
+        for key in keys:
+            host, wire_path = self.client.locate(self.name, key)
+            headers = {"Host": host}
+            headers.update(self.client.signer.sign("HEAD", wire_path, "", headers, payload_hash=EMPTY_SHA256))
+            headers["User-Agent"] = self.client.user_agent
+            headers["Accept-Encoding"] = "identity"
+            requests.append((wire_path, headers))
+        if not requests:
+            return []
+        host = self.client.locate(self.name, keys[0])[0]   # one host for every key of a bucket
+        answers = head_many(self.client.lean, self.client.scheme, host, requests, parallel)
+        results: list[ObjectInfo | StoreError] = []
+        for key, answer in zip(keys, answers):
+            what = f"stat {key!r}"
+            if isinstance(answer, StoreError):
+                results.append(answer)
+            elif isinstance(answer, Exception):
+                results.append(Transient(f"{what}: {answer.__class__.__name__}"))
+            elif answer.status >= 300:
+                results.append(error_from_response(answer.status, answer.headers, b"", what=what,
+                                                   bucket=self.name))
+            else:
+                try:
+                    results.append(self._info_from_head(key, answer.headers, what))
+                except StoreError as exc:
+                    results.append(exc)
+        return results
+
+    def _info_from_head(self, key: str, h: Mapping[str, str], what: str) -> ObjectInfo:
         meta = meta_from_headers(h)
         if "x-amz-restore" in h:
             meta["x-amz-restore"] = h["x-amz-restore"]

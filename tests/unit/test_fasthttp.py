@@ -2,13 +2,15 @@
 connections, and every malformed or cut-short answer turned into the error the retry loop expects."""
 from __future__ import annotations
 
+import http.server
 import socket
 import threading
+import time
 
 import pytest
 
 from storefs.errors import ProtocolError, Transient
-from storefs.fasthttp import ANSWER_MAX, LeanClient
+from storefs.fasthttp import ANSWER_MAX, LeanClient, head_many
 from storefs.http import HttpSettings
 
 
@@ -162,3 +164,81 @@ def test_nothing_listening_is_transient_and_names_only_the_host():
     with pytest.raises(Transient) as caught:
         client().exchange("GET", "http", f"127.0.0.1:{port}", "/b/secret?X-Amz-Signature=abc", {})
     assert "secret" not in str(caught.value) and "Signature" not in str(caught.value)
+
+
+# -- head_many --------------------------------------------------------------------------------------
+
+class _Heads(http.server.BaseHTTPRequestHandler):
+    """Answers HEAD /n with x-amz-meta-n: n; 404 for /missing*; closes every 7th connection's answer."""
+
+    protocol_version = "HTTP/1.1"
+    served = 0
+    lock = threading.Lock()
+
+    def do_HEAD(self):  # noqa: N802 - http.server's naming
+        with _Heads.lock:
+            _Heads.served += 1
+            close = _Heads.served % 7 == 0
+        status = 404 if self.path.startswith("/missing") else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "123")
+        self.send_header("x-amz-meta-n", self.path[1:])
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def head_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Heads)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def test_head_many_answers_every_request_in_order(head_server):
+    targets = [f"/{i}" for i in range(300)] + ["/missing"]
+    answers = head_many(client(), "http", head_server, [(t, {"Host": head_server}) for t in targets], 8)
+    assert [a.headers["x-amz-meta-n"] for a in answers[:-1]] == [str(i) for i in range(300)]
+    assert all(a.status == 200 and a.content == b"" for a in answers[:-1])
+    assert answers[-1].status == 404   # an answer, for the caller to map
+
+
+def test_head_many_resends_once_when_a_kept_alive_connection_is_dropped(serve):
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    server = serve([head, None, head, head])
+    host = f"127.0.0.1:{server.port}"
+    answers = head_many(client(), "http", host, [("/a", {}), ("/b", {}), ("/c", {})], 1)
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert server.connections == 2
+
+
+def test_head_many_fails_garbage_alone_and_goes_on(serve):
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    server = serve([head, ("close", b"garbage\r\n\r\n"), head])
+    host = f"127.0.0.1:{server.port}"
+    answers = head_many(client(), "http", host, [("/a", {}), ("/b", {}), ("/c", {})], 1)
+    assert answers[0].status == 200 and isinstance(answers[1], Transient) and answers[2].status == 200
+
+
+def test_head_many_gives_up_on_a_server_that_never_answers():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)   # accepts connections (the kernel does), never answers
+    try:
+        lean = LeanClient(HttpSettings(connect_timeout=2, read_timeout=1))
+        host = f"127.0.0.1:{sock.getsockname()[1]}"
+        started = time.monotonic()
+        answers = head_many(lean, "http", host, [(f"/{i}", {}) for i in range(50)], 4)
+        assert all(isinstance(a, Transient) for a in answers)
+        assert time.monotonic() - started < 5   # one read timeout, not one per batch of 4
+    finally:
+        sock.close()
