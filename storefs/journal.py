@@ -12,8 +12,10 @@ Where it lives, in the staging directory beside the data file `<id>`:
   together, and no second file is created (on ext4 creating a file costs as much as an fsync, and a
   close of a small file paid for three fsyncs and two file creations with sidecars);
 - else in a sidecar file `<id>.json` (written to a temporary name, fsynced, renamed, directory
-  fsynced). An entry too big for an extended attribute goes there as well.
-Loading reads both. Writing one form removes the other, so an entry never exists twice.
+  fsynced). An entry too big for an extended attribute goes there as well, and so does an update
+  made without the data (the multipart upload id noted when an upload starts).
+Loading reads both and takes the later of the two; writing the xattr removes a sidecar, and removing
+an entry removes both.
 """
 from __future__ import annotations
 
@@ -70,17 +72,15 @@ class Journal:
     def write(self, entry: JournalEntry, data_fd: int | None = None) -> None:
         """Durably record `entry` (and its data file's contents, if `data_fd` is given)."""
         payload = entry.to_json().encode()
-        if self._xattrs and self._write_xattr(entry.id, payload, data_fd):
+        # Only with its data: an fsync of the data file is what makes an xattr durable, and an entry
+        # updated mid-upload (a multipart upload id) must not flush gigabytes of a staged file first.
+        if self._xattrs and data_fd is not None and self._write_xattr(entry.id, payload, data_fd):
             return
         if data_fd is not None:
             os.fsync(data_fd)
         self._write_sidecar(entry.id, payload)
 
-    def _write_xattr(self, entry_id: str, payload: bytes, data_fd: int | None) -> bool:
-        try:
-            fd = data_fd if data_fd is not None else os.open(self.directory / entry_id, os.O_RDONLY)
-        except FileNotFoundError:
-            return False   # its data is gone (discarded meanwhile): a sidecar, which load() drops
+    def _write_xattr(self, entry_id: str, payload: bytes, fd: int) -> bool:
         try:
             os.setxattr(fd, XATTR, payload)
             os.fsync(fd)   # the data and its entry, in one flush
@@ -92,9 +92,6 @@ class Journal:
                          "sidecar files", self.directory)
                 self._xattrs = False
             return False
-        finally:
-            if fd != data_fd:
-                os.close(fd)
         if entry_id not in self._named:   # the data file's name must survive a crash too
             self._sync_dir()
             self._named.add(entry_id)
@@ -114,10 +111,7 @@ class Journal:
         os.replace(tmp, path)
         self._sync_dir()
         self._named.add(entry_id)
-        if entry_id not in self._sidecars:
-            self._sidecars.add(entry_id)
-            if self._xattrs:
-                self._remove_xattr(entry_id)
+        self._sidecars.add(entry_id)   # beside an older entry in the xattr, if any: load() takes the newer
 
     def remove(self, entry_id: str) -> None:
         """The entry's upload is done: drop it durably (a replay would upload the file again)."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import errno
 import os
 
-import pytest
-
 from storefs import journal as journal_module
 from storefs.journal import XATTR, Journal, JournalEntry
 
@@ -65,9 +63,7 @@ def test_an_entry_too_big_for_an_xattr_becomes_a_sidecar_and_back(tmp_path):
     big.meta = {f"k{i}": "v" * 200 for i in range(400)}   # ~90 KB: over what ext4 keeps in an xattr
     journal.write(big, data_fd=fd)
     assert (tmp_path / f"{ID1}.json").is_file()
-    with pytest.raises(OSError):   # the older, smaller entry is gone: never two versions of one entry
-        os.getxattr(tmp_path / ID1, XATTR)
-    (loaded,) = Journal(tmp_path).load()
+    (loaded,) = Journal(tmp_path).load()   # the later of the two forms
     assert loaded.closed_at == 2.0 and len(loaded.meta) == 400
     journal.write(_entry(ID1, closed_at=3.0, attempts=1), data_fd=fd)   # small again: back in the xattr
     os.close(fd)
@@ -84,3 +80,18 @@ def test_a_sidecar_whose_data_is_gone_is_dropped_and_garbage_is_kept_for_inspect
     assert Journal(tmp_path).load() == []
     assert not (tmp_path / f"{ID1}.json").exists()
     assert os.getxattr(tmp_path / ID2, XATTR) == b"{not json"
+
+
+def test_an_update_without_data_is_a_sidecar_and_removal_clears_both(tmp_path):
+    journal = Journal(tmp_path)
+    fd = _staged(tmp_path, ID1)
+    journal.write(_entry(ID1, closed_at=1.0), data_fd=fd)
+    os.close(fd)
+    # Mid-upload: the multipart upload id, recorded without flushing the (maybe huge) staged data.
+    journal.write(_entry(ID1, closed_at=2.0, upload_id="up-1"))
+    assert (tmp_path / f"{ID1}.json").is_file() and os.getxattr(tmp_path / ID1, XATTR)
+    (loaded,) = Journal(tmp_path).load()
+    assert loaded.upload_id == "up-1"
+    journal.remove(ID1)
+    assert Journal(tmp_path).load() == []
+    assert not (tmp_path / f"{ID1}.json").exists()
