@@ -49,7 +49,12 @@ def test_kill_9_during_a_copy_loses_nothing_closed(local_env):
     for line in writer.stdout:
         closed.append(int(line))
         if len(closed) == 120:
-            mount.kill()  # SIGKILL mid-copy: nothing had been uploaded yet
+            # SIGKILL mid-copy (nothing had been uploaded yet). The writer is stopped first and killed
+            # after: once the dead mount is detached, its next open would land in the bare mountpoint
+            # directory and "close" files that never reached storefs.
+            writer.send_signal(signal.SIGSTOP)
+            mount.kill()
+            writer.kill()
             break
     writer.wait(timeout=30)
     closed += [int(line) for line in writer.stdout.read().split()]
