@@ -22,7 +22,7 @@ import time
 import cachetools
 
 from .attrs import Attrs, Defaults, attrs_from_object, implicit_dir_attrs
-from .errors import NotFound, Transient
+from .errors import NotFound, StoreError, Transient
 from .paths import KeyMap, basename, child_name, join, parent
 from .store import ObjectInfo, ObjectStore, iter_list
 
@@ -199,7 +199,12 @@ class Namespace:
             # All HEADs from this thread (S3: fasthttp.head_many), which costs less CPU than a
             # thread per request; whatever fails there is retried below as usual.
             keys = [self.keys.key(join(path, name)) for name in files]
-            for name, found in zip(files, stat_many(keys, self.settings.stat_ahead_parallel)):
+            try:
+                batch = stat_many(keys, self.settings.stat_ahead_parallel)
+            except StoreError as exc:   # e.g. a key the HTTP layer refuses: each its own way below
+                log.info("batched stat of %s failed (%s); one request per entry", path, exc)
+                batch = []
+            for name, found in zip(files, batch):
                 if isinstance(found, NotFound):
                     entries.pop(name, None)  # gone since the listing
                 elif not isinstance(found, Exception):

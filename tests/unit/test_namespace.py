@@ -69,3 +69,27 @@ def test_huge_directories_are_not_stat_ahead(store):
     ns = Namespace(store, KeyMap(), Defaults(0, 0), CacheSettings(stat_ahead=10))
     ns.listdir("/d")
     assert store.counts == {"list": 1, "stat": 0}
+
+
+def test_a_failing_batched_stat_falls_back_to_one_request_per_entry(store):
+    from storefs.errors import InvalidArgument, Transient
+
+    calls = []
+
+    def stat_many(keys, parallel):
+        calls.append(len(keys))
+        if len(calls) == 1:
+            raise InvalidArgument("a key the HTTP layer refuses")
+        # Second listing: one answer lost in transit, one entry gone, the rest answered.
+        return [Transient("reset")] + [NotFound(keys[1])] + [store.store.stat(k) for k in keys[2:]]
+
+    store.stat_many = stat_many
+    ns = Namespace(store, KeyMap(), Defaults(0, 0), CacheSettings(dir_ttl=0, attr_ttl=0))
+    names = ns.listdir("/d")
+    assert len(names) == 50 and all(entry.exact for entry in names.values())
+    assert store.counts["stat"] == 50            # all 50 through stat() after the batch failed
+    store.counts.update(stat=0, list=0)
+    names = ns.listdir("/d")
+    assert calls == [50, 50]
+    assert len(names) == 49 and "f01" not in names   # gone since the listing
+    assert store.counts["stat"] == 1 and names["f00"].exact   # the lost one, retried alone
