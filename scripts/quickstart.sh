@@ -8,11 +8,22 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 mnt=$(mktemp -d /tmp/storefs-demo-mnt.XXXXXX)
 out=$(mktemp -d /tmp/storefs-demo-out.XXXXXX)
-trap 'storefs unmount "$mnt" >/dev/null 2>&1 || fusermount -uz "$mnt" 2>/dev/null; rmdir "$mnt" 2>/dev/null; rm -rf "$out"' EXIT
+cleanup() {   # on any exit: never fails itself, and keeps the script's own exit status
+    local status=$?
+    set +e
+    if mountpoint -q "$mnt"; then
+        storefs unmount "$mnt" >/dev/null 2>&1 || fusermount -uz "$mnt" 2>/dev/null
+    fi
+    rmdir "$mnt" 2>/dev/null
+    rm -rf "$out"
+    exit "$status"
+}
+trap cleanup EXIT
 
 echo "== storefs mount local:demo $mnt"
 storefs mount local:demo "$mnt"
-echo "== copying storefs's own source in"
+echo "== copying storefs's own source in (replacing what an earlier run left)"
+rm -rf "$mnt/storefs-demo"
 mkdir -p "$mnt/storefs-demo"
 cp -r storefs README.md "$mnt/storefs-demo/"
 head -c 20000000 /dev/urandom > "$out/random.bin"
