@@ -53,6 +53,16 @@ class RetryStats:
 STATS = RetryStats()
 
 
+def _reason(what: str, exc: Exception) -> str:
+    """The exception's text without the operation `what` already names: errors usually start with
+    it ("put 'x': 503 SlowDown"), and the log line names it first ("r: put 'x': put 'x': …")."""
+    text = str(exc)
+    operation = what.split(": ", 1)[-1]
+    if operation and text.startswith(operation + ": "):
+        return text[len(operation) + 2:]
+    return text
+
+
 def call_with_retries(fn: Callable[[], T], policy: RetryPolicy, *, what: str,
                       sleep: Callable[[float], None] = time.sleep) -> T:
     """Run `fn`, retrying on Transient. Raises the last Transient once attempts or deadline run out."""
@@ -64,12 +74,12 @@ def call_with_retries(fn: Callable[[], T], policy: RetryPolicy, *, what: str,
             elapsed = time.monotonic() - started
             if attempt >= policy.attempts or elapsed >= policy.deadline:
                 STATS.note_gave_up()
-                log.warning("%s failed after %d tries in %.1fs: %s", what, attempt, elapsed, exc)
+                log.warning("%s failed after %d tries in %.1fs: %s", what, attempt, elapsed, _reason(what, exc))
                 raise
             # "Full jitter" (AWS architecture blog): uniform in [0, nominal], so a herd spreads out.
             nominal = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
             delay = min(random.uniform(0, nominal), max(0.0, policy.deadline - elapsed))
             STATS.note_retry()
-            log.info("%s: %s; retry %d in %.2fs", what, exc, attempt, delay)
+            log.info("%s: %s; retry %d in %.2fs", what, _reason(what, exc), attempt, delay)
             sleep(delay)
     raise AssertionError("unreachable")
