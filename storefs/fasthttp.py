@@ -19,6 +19,7 @@ failures and malformed answers are Transient, and messages name only scheme and 
 from __future__ import annotations
 
 import dataclasses
+import selectors
 import socket
 import ssl
 import threading
@@ -270,8 +271,8 @@ class LeanClient:
 class _HeadSlot:
     """One connection of head_many() and the request it is waiting on."""
 
-    def __init__(self, conn: _Connection) -> None:
-        self.conn = conn
+    def __init__(self) -> None:
+        self.conn: _Connection | None = None   # opened when the first request goes out
         self.index: int | None = None   # the request in flight
         self.resent = False             # in flight a second time after the connection dropped
 
@@ -288,7 +289,6 @@ def head_many(client: LeanClient, scheme: str, host: str, requests: list[tuple[s
     answer comes first. A connection the server closes is reopened and its request sent again once
     (HEAD is idempotent); failures are returned, for the caller to retry its usual way.
     """
-    import selectors
     results: list[LeanAnswer | Exception | None] = [None] * len(requests)
     pending = iter(range(len(requests)))
     selector = selectors.DefaultSelector()
@@ -362,7 +362,7 @@ def head_many(client: LeanClient, scheme: str, host: str, requests: list[tuple[s
 
     try:
         for _ in range(min(parallel, len(requests))):
-            slot = _HeadSlot(None)  # type: ignore[arg-type]
+            slot = _HeadSlot()
             slots.append(slot)
             send_next(slot)
         while any(slot.index is not None for slot in slots):
