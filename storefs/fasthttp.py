@@ -28,7 +28,7 @@ from typing import Mapping
 import certifi
 from requests.structures import CaseInsensitiveDict
 
-from .errors import InvalidArgument, ProtocolError, Transient
+from .errors import InvalidArgument, ProtocolError, StoreError, Transient
 from .http import HttpSettings, tls_error
 
 ANSWER_MAX = 64 << 20   # the largest answer read whole (a LIST page is about 1 MiB at most)
@@ -123,6 +123,24 @@ def _split_host(host: str, default_port: int) -> tuple[str, int]:
     return (name, int(port)) if sep else (host, default_port)
 
 
+def _request_head(method: str, target: str, headers: Mapping[str, str]) -> bytes:
+    """The request line and headers, ready to send. A value with a line break is refused (it would
+    smuggle a header or a second request in)."""
+    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    for name, value in headers.items():
+        if "\n" in value or "\r" in value:
+            raise InvalidArgument(f"header {name} has a line break")
+        lines.append(f"{name}: {value}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def _keeps_alive(headers: Mapping[str, str], http10: bool) -> bool:
+    """Whether the connection may carry the next request after this answer."""
+    connection = headers.get("Connection", "").lower()
+    return "close" not in connection and (not http10 or "keep-alive" in connection)
+
+
 def _parse_head(head: bytes) -> tuple[int, bool, CaseInsensitiveDict]:
     """(status, HTTP/1.0?, headers) of an answer head."""
     lines = head.split(b"\r\n")
@@ -184,13 +202,7 @@ class LeanClient:
         """One request and its whole answer. `method` must be idempotent (S3's are, for one key and
         body): a kept-alive connection that turns out closed by the server is retried once on a fresh
         one, as that is not a failure of the request. Other transport failures are Transient."""
-        lines = [f"{method} {target} HTTP/1.1\r\n"]
-        for name, value in headers.items():
-            if "\n" in value or "\r" in value:
-                raise InvalidArgument(f"header {name} has a line break")
-            lines.append(f"{name}: {value}\r\n")
-        lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
+        head = _request_head(method, target, headers)
         for attempt in (1, 2):
             reused = False
             try:
@@ -232,8 +244,7 @@ class LeanClient:
                 break
         else:
             raise _Malformed("too many interim answers")
-        connection = headers.get("Connection", "").lower()
-        keep = "close" not in connection and (not http10 or "keep-alive" in connection)
+        keep = _keeps_alive(headers, http10)
         if method == "HEAD" or status in (204, 304):
             return LeanAnswer(status, headers, b""), keep
         if "chunked" in headers.get("Transfer-Encoding", "").lower():
@@ -278,7 +289,7 @@ class _HeadSlot:
 
 
 def head_many(client: LeanClient, scheme: str, host: str, requests: list[tuple[str, Mapping[str, str]]],
-              parallel: int) -> list[LeanAnswer | Exception]:
+              parallel: int) -> list[LeanAnswer | StoreError]:
     """HEAD every (target, headers) of `requests` on `host`, `parallel` at a time over as many fresh
     connections, all from the calling thread: the answer (any status) or the Transient exception of
     each, in order.
@@ -289,20 +300,10 @@ def head_many(client: LeanClient, scheme: str, host: str, requests: list[tuple[s
     answer comes first. A connection the server closes is reopened and its request sent again once
     (HEAD is idempotent); failures are returned, for the caller to retry its usual way.
     """
-    results: list[LeanAnswer | Exception | None] = [None] * len(requests)
+    results: list[LeanAnswer | StoreError | None] = [None] * len(requests)
     pending = iter(range(len(requests)))
     selector = selectors.DefaultSelector()
     slots: list[_HeadSlot] = []
-
-    def head_bytes(index: int) -> bytes:
-        target, headers = requests[index]
-        lines = [f"HEAD {target} HTTP/1.1\r\n"]
-        for name, value in headers.items():
-            if "\n" in value or "\r" in value:
-                raise InvalidArgument(f"header {name} has a line break")
-            lines.append(f"{name}: {value}\r\n")
-        lines.append("\r\n")
-        return "".join(lines).encode("latin-1")
 
     def fail(index: int, exc: Exception) -> None:
         if isinstance(exc, ssl.SSLError):
@@ -324,7 +325,7 @@ def head_many(client: LeanClient, scheme: str, host: str, requests: list[tuple[s
                 if slot.conn is None:
                     slot.conn = client.open_connection(scheme, host)
                     selector.register(slot.conn.sock, selectors.EVENT_READ, slot)
-                slot.conn.sock.sendall(head_bytes(index))
+                slot.conn.sock.sendall(_request_head("HEAD", *requests[index]))
                 slot.index = index
                 return
             except (OSError, InvalidArgument) as exc:
@@ -355,8 +356,7 @@ def head_many(client: LeanClient, scheme: str, host: str, requests: list[tuple[s
         if status < 200:
             return answered(slot)   # an interim answer: the real one follows
         results[slot.index] = LeanAnswer(status, headers, b"")
-        connection = headers.get("Connection", "").lower()
-        if "close" in connection or (http10 and "keep-alive" not in connection):
+        if not _keeps_alive(headers, http10):
             drop(slot)
         return True
 

@@ -147,17 +147,11 @@ class StoreFS:
             raise ReadOnly("mounted read-only")
 
     def readdir(self, path: str) -> list[str]:
-        check_path(path)
-        self._require_dir(path)
-        names = set(self.ns.listdir(path))
-        with self._table_lock:
-            for opened in self._files.values():
-                if parent(opened.path) == path:
-                    names.add(basename(opened.path))
-        return sorted(names)
+        return [name for name, _attrs in self.readdir_attrs(path)]
 
     def readdir_attrs(self, path: str) -> list[tuple[str, Attrs | None]]:
-        """readdir, with each child's attributes where they are exact (None: ask getattr)."""
+        """The listing with the staged files overlaid, sorted, each child with its attributes where
+        they are exact (None: ask getattr)."""
         check_path(path)
         self._require_dir(path)
         entries = self.ns.listdir(path)

@@ -162,7 +162,11 @@ def read_pieces(store: ObjectStore, key: str, start: int, end: int, piece: int, 
     reader = getattr(store, "read_range_pieces", None)
     if reader is not None:
         return reader(key, start, end, piece, if_match=if_match)
-    data = store.read_range(key, start, end, if_match=if_match)
+    return cut_pieces(store.read_range(key, start, end, if_match=if_match), piece)
+
+
+def cut_pieces(data: bytes, piece: int) -> list[bytes]:
+    """`data` as consecutive pieces of `piece` bytes (the last may be shorter; none for no data)."""
     return [data[i:i + piece] for i in range(0, len(data), piece)]
 
 

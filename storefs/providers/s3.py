@@ -67,7 +67,7 @@ from ..errors import (
 from ..fasthttp import LeanClient, head_many
 from ..registry import ProviderSpec
 from ..retry import NO_RETRY, RetryPolicy, call_with_retries
-from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
+from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart, cut_pieces
 from ..tuning import HTTP_TUNING, parse_http_tuning
 from .sigv4 import (
     EMPTY_SHA256,
@@ -459,10 +459,7 @@ class S3Client:
         base_headers = {"Host": host, **(headers or {})}
 
         def send() -> Answer:
-            signed = dict(base_headers)
-            signed.update(self.signer.sign(method, wire_path, query, signed, payload_hash=payload_hash))
-            signed["User-Agent"] = self.user_agent
-            signed.setdefault("Accept-Encoding", "identity")
+            signed = self.signed_headers(method, wire_path, query, base_headers, payload_hash)
             if data or method in ("PUT", "POST"):
                 signed["Content-Length"] = str(len(data))
             answer = self.lean.exchange(method, self.scheme, host, target, signed, data)
@@ -487,6 +484,15 @@ class S3Client:
             return NO_RETRY  # a stream we cannot rewind can be sent once only
         return policy or self.retry
 
+    def signed_headers(self, method: str, wire_path: str, query: str, headers: Mapping[str, str],
+                       payload_hash: str) -> dict[str, str]:
+        """`headers` (Host included) signed afresh, with what every request of ours carries."""
+        signed = dict(headers)
+        signed.update(self.signer.sign(method, wire_path, query, signed, payload_hash=payload_hash))
+        signed["User-Agent"] = self.user_agent
+        signed.setdefault("Accept-Encoding", "identity")
+        return signed
+
     def _sender(self, method: str, bucket: str | None, key: str | None, *, what: str,
                 params: Sequence[tuple[str, str]] = (), headers: Mapping[str, str] | None = None,
                 body: _Body | None = None, accept: Collection[int] = ()) -> Callable[[], requests.Response]:
@@ -498,11 +504,7 @@ class S3Client:
         base_headers = {"Host": host, **(headers or {})}
 
         def send() -> requests.Response:
-            signed = dict(base_headers)
-            signed.update(self.signer.sign(method, wire_path, query, signed,
-                                           payload_hash=request_body.payload_hash))
-            signed["User-Agent"] = self.user_agent
-            signed.setdefault("Accept-Encoding", "identity")
+            signed = self.signed_headers(method, wire_path, query, base_headers, request_body.payload_hash)
             # http.send turns transport failures into Transient and malformed answers into ProtocolError.
             response = storefs_http.send(self.session, self.settings, method, url, headers=signed,
                                          data=request_body.for_attempt(), stream=True, allow_redirects=False)
@@ -680,11 +682,8 @@ class S3Store:
         requests = []
         for key in keys:
             host, wire_path = self.client.locate(self.name, key)
-            headers = {"Host": host}
-            headers.update(self.client.signer.sign("HEAD", wire_path, "", headers, payload_hash=EMPTY_SHA256))
-            headers["User-Agent"] = self.client.user_agent
-            headers["Accept-Encoding"] = "identity"
-            requests.append((wire_path, headers))
+            requests.append((wire_path, self.client.signed_headers("HEAD", wire_path, "", {"Host": host},
+                                                                   EMPTY_SHA256)))
         if not requests:
             return []
         host = self.client.locate(self.name, keys[0])[0]   # one host for every key of a bucket
@@ -694,8 +693,6 @@ class S3Store:
             what = f"stat {key!r}"
             if isinstance(answer, StoreError):
                 results.append(answer)
-            elif isinstance(answer, Exception):
-                results.append(Transient(f"{what}: {answer.__class__.__name__}"))
             elif answer.status >= 300:
                 results.append(error_from_response(answer.status, answer.headers, b"", what=what,
                                                    bucket=self.name))
@@ -724,8 +721,7 @@ class S3Store:
         fewer)."""
         pieces = self._ranged(key, start, end, if_match, lambda response, n: read_window(response, n, piece))
         if any(len(p) != piece for p in pieces[:-1]):   # a whole-object (200) answer: cut it here
-            data = b"".join(pieces)
-            pieces = [data[i:i + piece] for i in range(0, len(data), piece)]
+            pieces = cut_pieces(b"".join(pieces), piece)
         return pieces
 
     def _ranged(self, key: str, start: int, end: int, if_match: str | None,
