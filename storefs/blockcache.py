@@ -7,24 +7,43 @@ lives here (staged files do, see openfiles.py), so evicting a block never loses 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import diskcache
+
+from .errors import LocalWriteError
 
 log = logging.getLogger(__name__)
 
 BLOCK = 1024 * 1024
 
 
+@dataclasses.dataclass(frozen=True)
+class _Written:
+    """A block whose file is written already: diskcache adopts the file instead of writing one."""
+    filename: str   # relative to the cache directory, as _BlockDisk.filename() names it
+    size: int
+
+
+def _create(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileNotFoundError:  # its directory is new, or was removed with its last block
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+
+
 class _BlockDisk(diskcache.Disk):
-    """diskcache's file storage, cheaper for 1 MiB blocks: one directory level of 256 (diskcache's two
-    levels of 256 put nearly every new block in a new directory, a mkdir each, and it tries a mkdir on
-    every write), and the block written straight from its buffer (diskcache copies it through a BytesIO
+    """diskcache's file storage, cheaper for 1 MiB blocks: one directory level of 256, made when the
+    cache opens and kept (diskcache's two levels of 256 put nearly every new block in a new directory,
+    a mkdir each, and it tries a mkdir on every write), and the block written straight from its buffer (diskcache copies it through a BytesIO
     first). A cold sequential read writes every block it fetches, so this is on the read path's CPU."""
 
     def filename(self, key=diskcache.core.UNKNOWN, value=diskcache.core.UNKNOWN) -> tuple[str, str]:
@@ -32,15 +51,21 @@ class _BlockDisk(diskcache.Disk):
         filename = os.path.join(name[:2], name[2:] + ".val")
         return filename, os.path.join(self._directory, filename)
 
+    def remove(self, file_path: str) -> None:
+        # diskcache also removes the emptied directory, which the next block in it then makes again:
+        # a mkdir on the read path (as costly as creating the block's file). The 256 stay.
+        try:
+            os.remove(os.path.join(self._directory, file_path))
+        except OSError:
+            pass
+
     def store(self, value, read, key=diskcache.core.UNKNOWN):
+        if isinstance(value, _Written):   # BlockCache.fill wrote the file already
+            return value.size, diskcache.core.MODE_BINARY, value.filename, None
         if type(value) is not bytes or len(value) < self.min_file_size:
             return super().store(value, read, key)
         filename, full_path = self.filename(key, value)
-        try:
-            fd = os.open(full_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileNotFoundError:  # its directory is new, or was removed with its last block
-            os.makedirs(os.path.dirname(full_path), mode=0o700, exist_ok=True)
-            fd = os.open(full_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = _create(full_path)
         try:
             view = memoryview(value)
             while view:
@@ -59,6 +84,8 @@ class BlockCache:
                                       eviction_policy="least-recently-used", cull_limit=16,
                                       disk=_BlockDisk)
         self.size_limit = size_limit
+        for number in range(256):   # _BlockDisk's directories, made once rather than on the read path
+            (directory / f"{number:02x}").mkdir(mode=0o700, exist_ok=True)
         # Filling the cache must never slow a read down: blocks are written by one background thread,
         # and when `pending_limit` blocks wait already, a new one is simply not cached.
         self._pending: queue.Queue = queue.Queue(maxsize=pending_limit)
@@ -99,6 +126,88 @@ class BlockCache:
         except Exception as exc:
             self._warn("read", exc)
             return None
+
+    def read_into(self, location: str, key: str, etag: str, block: int, start: int,
+                  into: memoryview) -> int | None:
+        """Like read(), into `into` (a FUSE reply buffer): the bytes read, None if not cached."""
+        try:
+            value = self._cache.get((location, key, etag, block), read=True)
+            if value is None:
+                return None
+            if isinstance(value, bytes):
+                piece = value[start:start + len(into)]
+                into[:len(piece)] = piece
+                return len(piece)
+            with value:
+                return os.preadv(value.fileno(), [into], start)
+        except Exception as exc:
+            self._warn("read", exc)
+            return None
+
+    @staticmethod
+    def read_file_into(path: str, start: int, into: memoryview) -> int | None:
+        """Bytes of a block file that fill() returned, without asking the index (a SQLite query and
+        an access-time update per read); None if it has been evicted since."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            return os.preadv(fd, [into], start)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def contains(self, location: str, key: str, etag: str, block: int) -> bool:
+        try:
+            return (location, key, etag, block) in self._cache
+        except Exception as exc:
+            self._warn("read", exc)
+            return False
+
+    def fill(self, location: str, key: str, etag: str, first: int, sizes: list[int],
+             write: Callable[[list[int]], None]) -> list[str] | None:
+        """Cache blocks first, first+1, … (of `sizes` bytes) by having `write` fill new block files
+        directly, given their descriptors (store.read_to_files: on plain HTTP the bytes go from the
+        socket to the files without passing through Python). Returns the files' paths for
+        read_file_into, or None when the cache cannot take them (a full disk, a removed directory),
+        so that the caller reads into memory instead. `write`'s own failures propagate; either way
+        no partly written block ever enters the cache."""
+        disk = self._cache.disk
+        created: list[tuple[str, str, int]] = []   # (filename, path, fd)
+        adopted = 0
+        try:
+            try:
+                for _ in sizes:
+                    filename, path = disk.filename()
+                    created.append((filename, path, _create(path)))
+                write([fd for _, _, fd in created])
+            except LocalWriteError as exc:
+                self._warn("write", exc.cause)
+                return None
+            except OSError as exc:   # creating a block file
+                self._warn("write", exc)
+                return None
+            for filename, _path, fd in created:
+                os.close(fd)
+            created = [(filename, path, -1) for filename, path, _fd in created]
+            try:
+                for (filename, _path, _fd), size in zip(created, sizes):
+                    self._cache.set((location, key, etag, first + adopted), _Written(filename, size))
+                    adopted += 1
+            except Exception as exc:
+                self._warn("write", exc)
+                return None
+            return [path for _, path, _ in created]
+        finally:
+            for filename, path, fd in created[adopted:]:
+                if fd >= 0:
+                    os.close(fd)
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
 
     def put(self, location: str, key: str, etag: str, block: int, data: bytes) -> None:
         try:

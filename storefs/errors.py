@@ -111,6 +111,15 @@ class ProtocolError(StoreError):
     errno = errno.EIO
 
 
+class LocalWriteError(Exception):
+    """Writing a server's answer into a local file failed (the cache disk full or removed). Not the
+    server's fault, so never retried as Transient; the caller reads another way."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(f"writing to a local file: {cause}")
+        self.cause = cause
+
+
 class ConfigError(Exception):
     """A config or command-line problem found before mounting. The message says what to fix."""
 

@@ -5,8 +5,9 @@ adapters, urllib3's pool) under the GIL; through http.client about 0.2 ms, most 
 with the email package. Here the exchange is framed directly: one sendall, and the answer's head split
 into lines. That is most of the cost of the requests a mount makes by the thousand: the HEAD per entry
 of an `ls -l` (32 at a time) and the PUT per small file of a `cp -r` or an untar. Every S3 request whose
-body is in memory and whose answer is read whole goes this way; streamed answers (object reads) and
-bodies streamed from a file stay on `http.send` (requests).
+body is in memory and whose answer is read whole goes this way, and so do ranged reads into the block
+cache (`get_into`: the bytes go from the socket into cache files with splice(2)); other streamed
+answers and bodies streamed from a file stay on `http.send` (requests).
 
 What is spoken: HTTP/1.1 requests with the caller's headers (Host, Content-Length and the signature
 included); answers with Content-Length, chunked, or ended by close; 1xx answers skipped; keep-alive
@@ -19,22 +20,31 @@ failures and malformed answers are Transient, and messages name only scheme and 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import os
+import select
 import selectors
 import socket
 import ssl
 import threading
-from typing import Mapping
+from typing import Callable, Mapping, Sequence, TypeVar
 
 import certifi
 from requests.structures import CaseInsensitiveDict
 
-from .errors import InvalidArgument, ProtocolError, StoreError, Transient
+from .errors import InvalidArgument, LocalWriteError, ProtocolError, StoreError, Transient
 from .http import HttpSettings, tls_error
+from .store import write_file
 
 ANSWER_MAX = 64 << 20   # the largest answer read whole (a LIST page is about 1 MiB at most)
 HEAD_MAX = 64 << 10     # status line and headers
 RECV_SIZE = 256 << 10
+HEAD_RECV = 4 << 10     # what get_into reads at a time until the answer's head is complete
 INLINE_SEND = 64 << 10  # bodies up to this go out in the same send as the head
+PIPE_SIZE = 1 << 20     # splice's pipe (the kernel's default is 64 KiB; larger moves more per call)
+F_SETPIPE_SZ = 1031     # fcntl.F_SETPIPE_SZ, named in the module from Python 3.10 on Linux only
+
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +73,7 @@ class _Connection:
         self.sock = sock
         self.buffer = bytearray()
         self.used = False
+        self.recv_size = RECV_SIZE   # get_into lowers it while reading a head: the body goes elsewhere
 
     def close(self) -> None:
         try:
@@ -71,7 +82,7 @@ class _Connection:
             pass
 
     def _fill(self) -> bool:
-        chunk = self.sock.recv(RECV_SIZE)
+        chunk = self.sock.recv(self.recv_size)
         if not chunk:
             return False
         self.buffer += chunk
@@ -111,6 +122,76 @@ class _Connection:
         data = bytes(self.buffer)
         self.buffer.clear()
         return data
+
+
+_per_thread = threading.local()   # each thread's splice pipe and TLS receive buffer
+
+
+def _body_into_file(conn: _Connection, fd: int, size: int) -> None:
+    """The next `size` bytes of the answer's body into `fd`, from offset 0: what the answer head's
+    read left in the buffer first, then straight off the socket."""
+    done = min(len(conn.buffer), size)
+    if done:
+        write_file(fd, bytes(conn.buffer[:done]), 0)
+        del conn.buffer[:done]
+    if done < size:
+        if isinstance(conn.sock, ssl.SSLSocket):
+            _receive_into_file(conn.sock, fd, done, size)
+        else:
+            _splice_into_file(conn.sock, fd, done, size)
+
+
+def _splice_into_file(sock: socket.socket, fd: int, offset: int, size: int) -> None:
+    """Bytes [offset, size) of `fd` from the socket through this thread's pipe: the kernel moves
+    them, Python never holds them."""
+    pipe = _per_thread.__dict__.get("pipe")
+    if pipe is None:
+        pipe = _per_thread.pipe = os.pipe()
+        try:
+            fcntl.fcntl(pipe[1], F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass   # a smaller pipe only means more calls
+    read_end, write_end = pipe
+    try:
+        while offset < size:
+            try:
+                moved = os.splice(sock.fileno(), write_end, min(size - offset, PIPE_SIZE))
+            except BlockingIOError:   # the socket has a timeout, so it is non-blocking underneath
+                _wait_readable(sock)
+                continue
+            if moved == 0:
+                raise _CutShort()
+            while moved:
+                try:
+                    put = os.splice(read_end, fd, moved, offset_dst=offset)
+                except OSError as exc:
+                    raise LocalWriteError(exc) from None
+                offset, moved = offset + put, moved - put
+    except BaseException:
+        # The pipe may still hold bytes of this answer; the next answer must not start with them.
+        del _per_thread.pipe
+        os.close(read_end)
+        os.close(write_end)
+        raise
+
+
+def _wait_readable(sock: socket.socket) -> None:
+    if not select.select([sock], [], [], sock.gettimeout())[0]:
+        raise socket.timeout("no bytes within the read timeout")
+
+
+def _receive_into_file(sock: socket.socket, fd: int, offset: int, size: int) -> None:
+    """Bytes [offset, size) of `fd` from a TLS socket (no splice: the bytes need decrypting), through
+    one reused buffer per thread."""
+    buffer = _per_thread.__dict__.get("buffer")
+    if buffer is None:
+        buffer = _per_thread.buffer = memoryview(bytearray(RECV_SIZE))
+    while offset < size:
+        got = sock.recv_into(buffer, min(RECV_SIZE, size - offset))
+        if not got:
+            raise _CutShort()
+        write_file(fd, buffer[:got], offset)
+        offset += got
 
 
 def _split_host(host: str, default_port: int) -> tuple[str, int]:
@@ -202,6 +283,47 @@ class LeanClient:
         """One request and its whole answer. `method` must be idempotent (S3's are, for one key and
         body): a kept-alive connection that turns out closed by the server is retried once on a fresh
         one, as that is not a failure of the request. Other transport failures are Transient."""
+        return self._round_trip(method, scheme, host, target, headers, body,
+                                lambda conn: self._answer(conn, method))
+
+    def get_into(self, scheme: str, host: str, target: str, headers: Mapping[str, str],
+                 files: Sequence[tuple[int, int]]) -> LeanAnswer | None:
+        """A GET whose body goes into local files: its first files[0][1] bytes at the start of file
+        descriptor files[0][0], the next files[1][1] into files[1][0], and so on (a ranged read into
+        block-cache files). For a 206 answer of exactly that many bytes, the answer comes back with
+        empty content. On plain HTTP the bytes move socket -> pipe -> file with splice(2), never
+        through Python's memory (the copy into user space, the page faults of fresh buffers and the
+        copy back out are what a cold sequential read through a mount spends its CPU on); over TLS
+        they go through one reused buffer.
+
+        An error answer (>= 300) comes back whole, as from exchange(). Any other answer (a 200 with
+        the whole object: the server ignored Range) returns None with the connection dropped unread,
+        for the caller to read another way. Transport failures are Transient; a failed write to a
+        file raises LocalWriteError and is not retried here."""
+        total = sum(size for _fd, size in files)
+
+        def read(conn: _Connection) -> tuple[LeanAnswer | None, bool]:
+            conn.recv_size = HEAD_RECV   # so that little of the body is read into memory with the head
+            try:
+                status, answer_headers, keep = self._answer_head(conn)
+            finally:
+                conn.recv_size = RECV_SIZE
+            if status >= 300:
+                return self._answer_body(conn, "GET", status, answer_headers, keep)
+            length = answer_headers.get("Content-Length", "")
+            if status != 206 or length != str(total) \
+                    or "chunked" in answer_headers.get("Transfer-Encoding", "").lower():
+                return None, False
+            for fd, size in files:
+                _body_into_file(conn, fd, size)
+            return LeanAnswer(status, answer_headers, b""), keep
+
+        return self._round_trip("GET", scheme, host, target, headers, b"", read)
+
+    def _round_trip(self, method: str, scheme: str, host: str, target: str, headers: Mapping[str, str],
+                    body: bytes, read: Callable[[_Connection], tuple[_T, bool]]) -> _T:
+        """Send one request on this thread's connection and `read` its answer (which says whether the
+        connection may be kept), with exchange()'s retry of a connection found closed."""
         head = _request_head(method, target, headers)
         for attempt in (1, 2):
             reused = False
@@ -214,10 +336,13 @@ class LeanClient:
                 else:
                     conn.sock.sendall(head)
                     conn.sock.sendall(body)
-                answer, keep = self._answer(conn, method)
+                answer, keep = read(conn)
                 if not keep:
                     self._drop(scheme, host)
                 return answer
+            except LocalWriteError:
+                self._drop(scheme, host)
+                raise
             except ssl.SSLError as exc:
                 self._drop(scheme, host)
                 raise tls_error(exc, self.settings, method, f"{scheme}://{host}/") from None
@@ -235,16 +360,24 @@ class LeanClient:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _answer(conn: _Connection, method: str) -> tuple[LeanAnswer, bool]:
-        """The answer and whether the connection may be kept."""
+    def _answer_head(conn: _Connection) -> tuple[int, CaseInsensitiveDict, bool]:
+        """(status, headers, whether the connection may be kept) of the final answer."""
         for interim in range(8):   # a few 1xx interim answers at most
             head = conn.read_until(b"\r\n\r\n", HEAD_MAX, answer_start=interim == 0)
             status, http10, headers = _parse_head(head)
             if status >= 200:
-                break
-        else:
-            raise _Malformed("too many interim answers")
-        keep = _keeps_alive(headers, http10)
+                return status, headers, _keeps_alive(headers, http10)
+        raise _Malformed("too many interim answers")
+
+    @staticmethod
+    def _answer(conn: _Connection, method: str) -> tuple[LeanAnswer, bool]:
+        """The answer and whether the connection may be kept."""
+        status, headers, keep = LeanClient._answer_head(conn)
+        return LeanClient._answer_body(conn, method, status, headers, keep)
+
+    @staticmethod
+    def _answer_body(conn: _Connection, method: str, status: int, headers: CaseInsensitiveDict,
+                     keep: bool) -> tuple[LeanAnswer, bool]:
         if method == "HEAD" or status in (204, 304):
             return LeanAnswer(status, headers, b""), keep
         if "chunked" in headers.get("Transfer-Encoding", "").lower():

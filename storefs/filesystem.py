@@ -324,20 +324,25 @@ class StoreFS:
             raise StoreError(f"bad file handle {fh}") from None
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
+        buffer = bytearray(size)
+        return bytes(buffer[:self.read_into(fh, memoryview(buffer), offset)])
+
+    def read_into(self, fh: int, into: memoryview, offset: int) -> int:
+        """read() straight into the caller's buffer (the FUSE reply's): the bytes read."""
         handle = self._handle(fh)
         opened = handle.file
         if opened.staged:
-            return opened.read_staged(size, offset)
+            return opened.read_staged_into(into, offset)
         if handle.reader is not None and handle.reader.key != opened.key:
             # Renamed while open (alone or with its directory): read the object under its new name.
             handle.reader.close()
             handle.reader = None
         if handle.reader is None:
             if opened.info is None:
-                return b""
+                return 0
             handle.reader = self._reader(opened)
         try:
-            return handle.reader.read(offset, size)
+            return handle.reader.read_into(offset, into)
         except (RemoteChanged, NotFound) as exc:
             # This handle keeps failing (ESTALE), but the next open must see the new object. An object
             # that is gone (unlinked, or replaced by a rename) changed too: ESTALE, not ENOENT from read().

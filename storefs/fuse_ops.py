@@ -179,6 +179,15 @@ def _binding_class(lib: ModuleType) -> type:
             return None if path is None else path.decode(self.encoding)
 
     methods: dict[str, Callable[..., Any]] = {}
+
+    def read(self: Any, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
+        # Both bindings take read()'s bytes and copy them into libfuse's buffer; here the filesystem
+        # writes into that buffer itself (a preadv from a cache or staged file), so a 1 MiB read makes
+        # no Python bytes object, no page faults on a fresh allocation and no extra copy.
+        address = ctypes.cast(buf, ctypes.c_void_p).value
+        into = memoryview((ctypes.c_char * size).from_address(address)).cast("B") if size else memoryview(b"")
+        return self.operations.read_into(self._path(path), into, offset, fip.contents)
+    methods["read"] = read
     if lib.__name__ == "fuse":   # fusepy dispatches through Operations.__call__
         def utimens(self: Any, path: bytes, buf: Any) -> int:
             return self.operations("utimens", self._path(path), _times(buf))
@@ -381,6 +390,10 @@ class FuseOps:
 
     def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
         return _call("read", self.fs.read, fi.fh, size, offset)
+
+    def read_into(self, path: str | None, into: memoryview, offset: int, fi: Any) -> int:
+        """read(), written straight into the binding's reply buffer (see _binding_class)."""
+        return _call("read", self.fs.read_into, fi.fh, into, offset)
 
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
         self._seen_etags.pop(path, None)

@@ -173,9 +173,9 @@ class OpenFile:
             self.attrs.mtime_ns = self.attrs.ctime_ns = now_ns()
             return written
 
-    def read_staged(self, size: int, offset: int) -> bytes:
+    def read_staged_into(self, into: memoryview, offset: int) -> int:
         assert self.fd is not None
-        return os.pread(self.fd, size, offset)
+        return os.preadv(self.fd, [into], offset)
 
     def truncate(self, length: int) -> None:
         with self.lock:

@@ -2,7 +2,11 @@
 the missing ones, and read-ahead on sequential access.
 
 The kernel asks for at most 128 KiB per read on libfuse 2 (1 MiB on libfuse 3), so a read must not cost a request:
-blocks are fetched in runs (one GET for several blocks) and kept in a small in-memory LRU per handle.
+blocks are fetched in runs (one GET for several blocks). With a block cache (the usual case) a run is
+written straight into new cache files (blockcache.fill; on plain HTTP the bytes never pass through
+Python) and reads copy from those files into the FUSE reply buffer (read_into), so a cold sequential
+read holds no object bytes in memory. Without a cache, or when the cache cannot take a run (a full
+disk), blocks are kept in a small in-memory LRU per handle instead.
 On a sequential run the read-ahead window doubles from 1 block up to `max_window`, and the runs ahead
 are fetched in parallel in the background. A random read fetches just the block it touches (1 MiB),
 never the whole object in the foreground; a handle that keeps reading at random has the whole object
@@ -21,11 +25,12 @@ from typing import Callable
 
 from .blockcache import BLOCK, BlockCache
 from .errors import Transient
-from .store import ObjectStore, read_pieces
+from .store import ObjectStore, read_pieces, read_to_files
 
 RUN_BLOCKS = 8          # blocks per background GET (8 MiB)
 MAX_RUNS_IN_FLIGHT = 4  # background GETs per handle
-MEMORY_BLOCKS = 16      # blocks kept in memory per handle
+MEMORY_BLOCKS = 16      # blocks kept in memory per handle (without a usable cache)
+KNOWN_FILES = 1024      # cache files of blocks this handle fetched, remembered by path
 FILL_AFTER = 4          # random (non-sequential) reads on one handle before the whole object is read
 FILL_MAX = 1 << 30      # largest object read whole in the background
 LARGE_READ = 256 * 1024 # a first read this large is taken as the start of a sequential run
@@ -44,6 +49,7 @@ class RangeReader:
         self.max_window_blocks = max(1, max_window // BLOCK)
         self._lock = threading.Lock()
         self._memory: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._files: collections.OrderedDict[int, str] = collections.OrderedDict()  # block -> cache file
         self._inflight: dict[int, concurrent.futures.Future] = {}
         self._window = 1
         self._next_offset = 0
@@ -55,6 +61,26 @@ class RangeReader:
     # -- fetching ------------------------------------------------------------------------------------
 
     def _fetch_run(self, first: int, count: int) -> dict[int, bytes]:
+        """Blocks [first, first+count) with one GET: into cache files (nothing returned; the paths are
+        remembered), or into memory when there is no cache or it cannot take them."""
+        if self.cache is None:
+            return self._fetch_to_memory(first, count)
+        start, end = first * BLOCK, min(self.size, (first + count) * BLOCK)
+        sizes = [min(BLOCK, end - offset) for offset in range(start, end, BLOCK)]
+        paths = self.cache.fill(
+            self.location, self.key, self.etag or "", first, sizes,
+            lambda files: read_to_files(self.store, self.key, start, end, BLOCK, files, if_match=self.etag))
+        if paths is None:
+            return self._fetch_to_memory(first, count)
+        with self._lock:
+            for number, path in enumerate(paths, start=first):
+                self._files[number] = path
+                self._files.move_to_end(number)
+            while len(self._files) > KNOWN_FILES:
+                self._files.popitem(last=False)
+        return {}
+
+    def _fetch_to_memory(self, first: int, count: int) -> dict[int, bytes]:
         start = first * BLOCK
         end = min(self.size, (first + count) * BLOCK)
         pieces = read_pieces(self.store, self.key, start, end, BLOCK, if_match=self.etag)
@@ -89,12 +115,7 @@ class RangeReader:
             self._memory.popitem(last=False)
 
     def _have_locked(self, number: int) -> bool:
-        return number in self._memory or number in self._inflight
-
-    def _cached(self, number: int) -> bytes | None:
-        if self.cache is None:
-            return None
-        return self.cache.get(self.location, self.key, self.etag or "", number)
+        return number in self._memory or number in self._inflight or number in self._files
 
     def _prefetch_locked(self, after: int) -> None:
         """Start background GETs for the window of blocks after `after`."""
@@ -109,66 +130,83 @@ class RangeReader:
             while (count < RUN_BLOCKS and number + count < limit
                    and not self._have_locked(number + count)):
                 count += 1
-            future = _pool.submit(self._fetch_or_cached, number, count)
+            future = _pool.submit(self._fetch_uncached, number, count)
             for n in range(number, number + count):
                 self._inflight[n] = future
             runs += 1
             number += count
 
-    def _fetch_or_cached(self, first: int, count: int) -> dict[int, bytes]:
-        """Blocks [first, first+count): from the disk cache where present, one GET for the rest."""
-        found: dict[int, bytes] = {}
-        for number in range(first, first + count):
-            block = self._cached(number)
-            if block is None:
-                break
-            found[number] = block
-        missing = first + len(found)
-        if missing < first + count:
-            found.update(self._fetch_run(missing, first + count - missing))
-        return found
+    def _fetch_uncached(self, first: int, count: int) -> dict[int, bytes]:
+        """Blocks [first, first+count) that the disk cache does not have yet: those from the first
+        missing one on, with one GET (a run that starts cached is mostly cached)."""
+        number = first
+        while number < first + count and self.cache is not None \
+                and self.cache.contains(self.location, self.key, self.etag or "", number):
+            number += 1
+        if number == first + count:
+            return {}
+        return self._fetch_run(number, first + count - number)
 
-    def _block(self, number: int) -> bytes:
-        with self._lock:
-            block = self._memory.get(number)
-            if block is not None:
-                self._memory.move_to_end(number)
-                return block
-            future = self._inflight.get(number)
-        if future is not None:
-            try:
-                blocks = future.result()
-            finally:
-                with self._lock:
-                    for n in [n for n, f in self._inflight.items() if f is future]:
-                        del self._inflight[n]
-        else:
-            blocks = self._fetch_or_cached(number, 1)
+    def _wait(self, future: concurrent.futures.Future) -> None:
+        """Wait for a background GET; its blocks (if it read into memory) join the LRU."""
+        try:
+            blocks = future.result()
+        finally:
+            with self._lock:
+                for n in [n for n, f in self._inflight.items() if f is future]:
+                    del self._inflight[n]
         with self._lock:
             self._remember_locked(blocks)
-        return blocks[number]
 
     # -- reading -------------------------------------------------------------------------------------
 
-    def _piece(self, number: int, start: int, end: int) -> bytes:
-        """Bytes [start, end) of block `number`: from memory, a GET in flight, the disk cache (just
-        that piece), or a GET of the block."""
+    def _from_memory(self, number: int, start: int, into: memoryview) -> bool:
         with self._lock:
             block = self._memory.get(number)
-            if block is not None:
-                self._memory.move_to_end(number)
-                return block[start:end]
-            waiting = number in self._inflight
-        if not waiting and self.cache is not None:
-            piece = self.cache.read(self.location, self.key, self.etag or "", number, start, end - start)
-            if piece is not None and len(piece) == end - start:
-                return piece
-        return self._block(number)[start:end]
+            if block is None:
+                return False
+            self._memory.move_to_end(number)
+        into[:] = memoryview(block)[start:start + len(into)]
+        return True
 
-    def read(self, offset: int, length: int) -> bytes:
-        if offset >= self.size or length <= 0:
-            return b""
-        length = min(length, self.size - offset)
+    def _from_disk(self, number: int, start: int, into: memoryview) -> bool:
+        if self.cache is None:
+            return False
+        with self._lock:
+            path = self._files.get(number)
+        if path is not None and self.cache.read_file_into(path, start, into) == len(into):
+            return True
+        got = self.cache.read_into(self.location, self.key, self.etag or "", number, start, into)
+        return got == len(into)
+
+    def _piece_into(self, number: int, start: int, into: memoryview) -> None:
+        """Bytes [start, start+len(into)) of block `number` into `into`: from memory, a GET in flight,
+        the disk cache (just that piece), or a GET of the block."""
+        if self._from_memory(number, start, into):
+            return
+        with self._lock:
+            future = self._inflight.get(number)
+        if future is not None:
+            self._wait(future)
+            if self._from_memory(number, start, into):
+                return
+        if self._from_disk(number, start, into):
+            return
+        blocks = self._fetch_run(number, 1)
+        if not blocks and self._from_disk(number, start, into):
+            return
+        if not blocks:   # fetched into the cache and evicted at once (a cache smaller than a block run)
+            blocks = self._fetch_to_memory(number, 1)
+        with self._lock:
+            self._remember_locked(blocks)
+        into[:] = memoryview(blocks[number])[start:start + len(into)]
+
+    def read_into(self, offset: int, into: memoryview) -> int:
+        """Bytes from `offset` into `into` (a FUSE reply buffer), as many as fit and the object has;
+        returns how many."""
+        if offset >= self.size or not len(into):
+            return 0
+        length = min(len(into), self.size - offset)
         first, last = offset // BLOCK, (offset + length - 1) // BLOCK
         with self._lock:
             if self._next_offset == 0 and offset > 0 and length >= LARGE_READ:
@@ -191,10 +229,17 @@ class RangeReader:
                 if self._random_reads == FILL_AFTER:
                     self._random_access_locked()
                 self._next_offset = offset + length
-        end = offset + length
-        parts = [self._piece(n, max(offset, n * BLOCK) - n * BLOCK, min(end, (n + 1) * BLOCK) - n * BLOCK)
-                 for n in range(first, last + 1)]
-        return b"".join(parts) if len(parts) > 1 else parts[0]
+        done = 0
+        for number in range(first, last + 1):
+            start = max(offset, number * BLOCK) - number * BLOCK
+            end = min(offset + length, (number + 1) * BLOCK) - number * BLOCK
+            self._piece_into(number, start, into[done:done + end - start])
+            done += end - start
+        return done
+
+    def read(self, offset: int, length: int) -> bytes:
+        buffer = bytearray(max(0, min(length, self.size - offset)))
+        return bytes(buffer[:self.read_into(offset, memoryview(buffer))])
 
     def close(self) -> None:
         with self._lock:
@@ -202,3 +247,4 @@ class RangeReader:
                 future.cancel()
             self._inflight.clear()
             self._memory.clear()
+            self._files.clear()

@@ -12,7 +12,10 @@ names *without* any vendor prefix (`mtime`, `mode`, …); each provider maps the
 from __future__ import annotations
 
 import dataclasses
-from typing import BinaryIO, Iterator, Mapping, Protocol, runtime_checkable
+import os
+from typing import BinaryIO, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+
+from .errors import LocalWriteError, Transient
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +166,35 @@ def read_pieces(store: ObjectStore, key: str, start: int, end: int, piece: int, 
     if reader is not None:
         return reader(key, start, end, piece, if_match=if_match)
     return cut_pieces(store.read_range(key, start, end, if_match=if_match), piece)
+
+
+def read_to_files(store: ObjectStore, key: str, start: int, end: int, piece: int, files: Sequence[int], *,
+                  if_match: str | None = None) -> None:
+    """Bytes [start, end) into `files`, piece by piece as read_pieces cuts them, each from offset 0
+    of its file (block-cache files; see blockcache.fill). A provider with `read_range_to_files` (S3)
+    writes them itself, from the socket, where it can; otherwise the pieces are read and written. A
+    short answer is Transient; a failed local write raises LocalWriteError."""
+    writer = getattr(store, "read_range_to_files", None)
+    if writer is not None and writer(key, start, end, piece, files, if_match=if_match):
+        return
+    pieces = read_pieces(store, key, start, end, piece, if_match=if_match)
+    sizes = [min(piece, end - offset) for offset in range(start, end, piece)]
+    if [len(data) for data in pieces] != sizes or len(files) != len(sizes):
+        got = sum(len(data) for data in pieces)
+        raise Transient(f"{key}: asked for {end - start} bytes at {start}, got {got}")
+    for fd, data in zip(files, pieces):
+        write_file(fd, data)
+
+
+def write_file(fd: int, data: bytes | memoryview, offset: int = 0) -> None:
+    """All of `data` into `fd` at `offset`; a failure is LocalWriteError."""
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+    except OSError as exc:
+        raise LocalWriteError(exc) from None
 
 
 def cut_pieces(data: bytes, piece: int) -> list[bytes]:

@@ -975,6 +975,9 @@ class VaultFS:
     def read(self, fh: int, size: int, offset: int) -> bytes:
         return os.pread(self._handle(fh).fd, size, offset)
 
+    def read_into(self, fh: int, into: memoryview, offset: int) -> int:
+        return os.preadv(self._handle(fh).fd, [into], offset)
+
     # -- writing (vault_writes) ------------------------------------------------------------------
 
     def create(self, path: str, mode: int, uid: int, gid: int, flags: int) -> int:

@@ -1,11 +1,13 @@
 """The block cache's own file storage (_BlockDisk): blocks written straight from their buffers into one
 level of directories, private, readable whole or in pieces, and surviving their directory's removal
-by eviction."""
+by eviction; and blocks whose files a store wrote in place (fill)."""
 from __future__ import annotations
 
 import os
 import shutil
 import stat
+
+import pytest
 
 from storefs.blockcache import BLOCK, BlockCache
 
@@ -47,4 +49,52 @@ def test_a_block_is_written_again_after_its_directory_was_removed(tmp_path):
         cache.put("loc", "key", "e", n, bytes([n]) * BLOCK)
         _settle(cache)   # one at a time: a full write queue drops blocks by design
     assert all(cache.get("loc", "key", "e", n) == bytes([n]) * BLOCK for n in range(4, 40))
+    cache.close()
+
+
+def _block_files(directory):
+    return sorted(p for p in directory.rglob("*.val"))
+
+
+def test_fill_adopts_files_written_in_place(tmp_path):
+    # The cold read path: the store writes each block's file itself (blockcache.fill).
+    cache = BlockCache(tmp_path / "c", 64 * BLOCK)
+    blocks = [os.urandom(BLOCK), os.urandom(BLOCK), b"tail of the object"]
+
+    def write(fds):
+        assert len(fds) == 3
+        for fd, data in zip(fds, blocks):
+            os.pwrite(fd, data, 0)
+
+    paths = cache.fill("loc", "key", "etag", 5, [len(b) for b in blocks], write)
+    assert paths is not None and len(_block_files(tmp_path / "c")) == 3
+    into = memoryview(bytearray(100))
+    assert cache.read_file_into(paths[1], 4096, into) == 100 and bytes(into) == blocks[1][4096:4196]
+    assert cache.read_into("loc", "key", "etag", 7, 0, into) == len(blocks[2])
+    assert bytes(into[:len(blocks[2])]) == blocks[2]
+    assert cache.contains("loc", "key", "etag", 6) and not cache.contains("loc", "key", "etag", 8)
+    cache.close()
+    cache = BlockCache(tmp_path / "c", 64 * BLOCK)   # kept across remounts, as put() blocks are
+    assert cache.get("loc", "key", "etag", 5) == blocks[0]
+    cache.close()
+
+
+def test_a_failed_fill_leaves_no_block_behind(tmp_path):
+    from storefs.errors import LocalWriteError, Transient
+    cache = BlockCache(tmp_path / "c", 64 * BLOCK)
+
+    def cut_short(fds):
+        os.pwrite(fds[0], b"half a block", 0)
+        raise Transient("the answer was cut short")
+
+    with pytest.raises(Transient):
+        cache.fill("loc", "key", "etag", 0, [BLOCK, BLOCK], cut_short)
+
+    def disk_full(fds):
+        raise LocalWriteError(OSError(28, "No space left on device"))
+
+    # A cache that cannot take the blocks says so (None): the reader then reads into memory.
+    assert cache.fill("loc", "key", "etag", 0, [BLOCK], disk_full) is None
+    assert _block_files(tmp_path / "c") == []
+    assert not cache.contains("loc", "key", "etag", 0)
     cache.close()
