@@ -72,7 +72,6 @@ class _Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = bytearray()
-        self.used = False
         self.recv_size = RECV_SIZE   # get_into lowers it while reading a head: the body goes elsewhere
 
     def close(self) -> None:
@@ -124,7 +123,10 @@ class _Connection:
         return data
 
 
-_per_thread = threading.local()   # each thread's splice pipe and TLS receive buffer
+# Empty pipes for splice, shared by all threads (not threading.local: see LeanClient).
+_pipes: list[tuple[int, int]] = []
+_pipes_lock = threading.Lock()
+PIPES_KEPT = 16
 
 
 def _body_into_file(conn: _Connection, fd: int, size: int) -> None:
@@ -144,9 +146,10 @@ def _body_into_file(conn: _Connection, fd: int, size: int) -> None:
 def _splice_into_file(sock: socket.socket, fd: int, offset: int, size: int) -> None:
     """Bytes [offset, size) of `fd` from the socket through this thread's pipe: the kernel moves
     them, Python never holds them."""
-    pipe = _per_thread.__dict__.get("pipe")
+    with _pipes_lock:
+        pipe = _pipes.pop() if _pipes else None
     if pipe is None:
-        pipe = _per_thread.pipe = os.pipe()
+        pipe = os.pipe()
         try:
             fcntl.fcntl(pipe[1], F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
@@ -169,10 +172,15 @@ def _splice_into_file(sock: socket.socket, fd: int, offset: int, size: int) -> N
                 offset, moved = offset + put, moved - put
     except BaseException:
         # The pipe may still hold bytes of this answer; the next answer must not start with them.
-        del _per_thread.pipe
         os.close(read_end)
         os.close(write_end)
         raise
+    with _pipes_lock:
+        if len(_pipes) < PIPES_KEPT:
+            _pipes.append(pipe)
+            return
+    os.close(read_end)
+    os.close(write_end)
 
 
 def _wait_readable(sock: socket.socket) -> None:
@@ -182,12 +190,10 @@ def _wait_readable(sock: socket.socket) -> None:
 
 def _receive_into_file(sock: socket.socket, fd: int, offset: int, size: int) -> None:
     """Bytes [offset, size) of `fd` from a TLS socket (no splice: the bytes need decrypting), through
-    one reused buffer per thread."""
-    buffer = _per_thread.__dict__.get("buffer")
-    if buffer is None:
-        buffer = _per_thread.buffer = memoryview(bytearray(RECV_SIZE))
+    one buffer."""
+    buffer = memoryview(bytearray(min(RECV_SIZE, size - offset)))
     while offset < size:
-        got = sock.recv_into(buffer, min(RECV_SIZE, size - offset))
+        got = sock.recv_into(buffer, min(len(buffer), size - offset))
         if not got:
             raise _CutShort()
         write_file(fd, buffer[:got], offset)
@@ -239,9 +245,14 @@ def _parse_head(head: bytes) -> tuple[int, bool, CaseInsensitiveDict]:
 
 
 class LeanClient:
+    """Connections are kept alive in one pool per client, not per thread: FUSE callbacks run on
+    libfuse's threads, where ctypes makes a new Python thread state (and so a new threading.local)
+    for every call, so a per-thread connection would last one request."""
+
     def __init__(self, settings: HttpSettings) -> None:
         self.settings = settings
-        self._local = threading.local()
+        self._idle: dict[tuple[str, str], list[_Connection]] = {}
+        self._idle_lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
         self._tls_lock = threading.Lock()
 
@@ -266,17 +277,27 @@ class LeanClient:
             raise
         return _Connection(sock)
 
-    def _connection(self, scheme: str, host: str) -> _Connection:
-        pool: dict[tuple[str, str], _Connection] = self._local.__dict__.setdefault("pool", {})
-        conn = pool.get((scheme, host))
-        if conn is None:
-            conn = pool[(scheme, host)] = self.open_connection(scheme, host)
-        return conn
+    def _take(self, scheme: str, host: str) -> _Connection | None:
+        """The connection to `host` that was idle the shortest time, if any."""
+        with self._idle_lock:
+            idle = self._idle.get((scheme, host))
+            return idle.pop() if idle else None
 
-    def _drop(self, scheme: str, host: str) -> None:
-        conn = self._local.__dict__.get("pool", {}).pop((scheme, host), None)
-        if conn is not None:
-            conn.close()
+    def _give_back(self, scheme: str, host: str, conn: _Connection) -> None:
+        with self._idle_lock:
+            idle = self._idle.setdefault((scheme, host), [])
+            if len(idle) < self.settings.pool_size:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close the idle connections (ones in use close when their request ends)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for conn in connections:
+                conn.close()
 
     def exchange(self, method: str, scheme: str, host: str, target: str, headers: Mapping[str, str],
                  body: bytes = b"") -> LeanAnswer:
@@ -294,7 +315,7 @@ class LeanClient:
         empty content. On plain HTTP the bytes move socket -> pipe -> file with splice(2), never
         through Python's memory (the copy into user space, the page faults of fresh buffers and the
         copy back out are what a cold sequential read through a mount spends its CPU on); over TLS
-        they go through one reused buffer.
+        they go through one buffer of RECV_SIZE.
 
         An error answer (>= 300) comes back whole, as from exchange(). Any other answer (a 200 with
         the whole object: the server ignored Range) returns None with the connection dropped unread,
@@ -322,42 +343,44 @@ class LeanClient:
 
     def _round_trip(self, method: str, scheme: str, host: str, target: str, headers: Mapping[str, str],
                     body: bytes, read: Callable[[_Connection], tuple[_T, bool]]) -> _T:
-        """Send one request on this thread's connection and `read` its answer (which says whether the
-        connection may be kept), with exchange()'s retry of a connection found closed."""
+        """Send one request on an idle connection (or a new one) and `read` its answer (which says
+        whether the connection may be kept), with exchange()'s retry of a connection found closed."""
         head = _request_head(method, target, headers)
         for attempt in (1, 2):
-            reused = False
+            conn = self._take(scheme, host) if attempt == 1 else None
+            reused = conn is not None
             try:
-                conn = self._connection(scheme, host)
-                reused = conn.used
-                conn.used = True
+                if conn is None:
+                    conn = self.open_connection(scheme, host)
                 if len(body) <= INLINE_SEND:
                     conn.sock.sendall(head + body)
                 else:
                     conn.sock.sendall(head)
                     conn.sock.sendall(body)
                 answer, keep = read(conn)
-                if not keep:
-                    self._drop(scheme, host)
-                return answer
-            except LocalWriteError:
-                self._drop(scheme, host)
-                raise
-            except ssl.SSLError as exc:
-                self._drop(scheme, host)
-                raise tls_error(exc, self.settings, method, f"{scheme}://{host}/") from None
-            except (_ClosedBeforeAnswer, ConnectionResetError, BrokenPipeError) as exc:
-                self._drop(scheme, host)
-                if reused and attempt == 1:
-                    continue  # the server closed an idle connection
-                raise Transient(f"{method} {scheme}://{host}: {exc.__class__.__name__}") from None
-            except ProtocolError as exc:
-                self._drop(scheme, host)
-                raise ProtocolError(f"{method} {scheme}://{host}: {exc}") from None
-            except (OSError, _Malformed, _CutShort, ValueError) as exc:
-                self._drop(scheme, host)
-                raise Transient(f"{method} {scheme}://{host}: {exc.__class__.__name__}") from None
+            except BaseException as exc:
+                if conn is not None:
+                    conn.close()
+                if isinstance(exc, (_ClosedBeforeAnswer, ConnectionResetError, BrokenPipeError)) \
+                        and reused and attempt == 1:
+                    continue  # the server closed an idle connection: once more on a new one
+                raise self._failure(exc, method, scheme, host) from None
+            if keep:
+                self._give_back(scheme, host, conn)
+            else:
+                conn.close()
+            return answer
         raise AssertionError("unreachable")
+
+    def _failure(self, exc: BaseException, method: str, scheme: str, host: str) -> BaseException:
+        """The exception to raise for a failed exchange: transport failures are Transient."""
+        if isinstance(exc, ssl.SSLError):
+            return tls_error(exc, self.settings, method, f"{scheme}://{host}/")
+        if isinstance(exc, ProtocolError):
+            return ProtocolError(f"{method} {scheme}://{host}: {exc}")
+        if isinstance(exc, (OSError, _Malformed, _CutShort, _ClosedBeforeAnswer, ValueError)):
+            return Transient(f"{method} {scheme}://{host}: {exc.__class__.__name__}")
+        return exc   # LocalWriteError, InvalidArgument, KeyboardInterrupt, ...
 
     @staticmethod
     def _answer_head(conn: _Connection) -> tuple[int, CaseInsensitiveDict, bool]:

@@ -389,6 +389,7 @@ class S3Client:
 
     def close(self) -> None:
         self.session.close()
+        self.lean.close()
 
     # -- addressing ------------------------------------------------------------------------------
 

@@ -332,3 +332,21 @@ def test_get_into_a_cut_short_body_is_transient_and_a_full_disk_is_not(serve, fi
             lean.get_into("http", host, "/", {"Host": host}, [(read_only, len(body))])
     finally:
         os.close(read_only)
+
+
+def test_a_connection_is_kept_for_the_next_request_whatever_thread_makes_it(serve):
+    # FUSE callbacks run on libfuse's threads, where every call gets a new Python thread state: a
+    # per-thread connection would be a new TCP connection per file closed.
+    server = serve([ok(b"%d" % n) for n in range(4)])
+    lean = client()
+    host = f"127.0.0.1:{server.port}"
+    got = []
+    for _ in range(4):
+        worker = threading.Thread(target=lambda: got.append(
+            lean.exchange("GET", "http", host, "/", {"Host": host}).content))
+        worker.start()
+        worker.join(timeout=10)
+    assert got == [b"0", b"1", b"2", b"3"]
+    assert server.connections == 1
+    lean.close()   # closes the idle connection
+    assert lean._take("http", host) is None
