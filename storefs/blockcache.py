@@ -75,6 +75,32 @@ class _BlockDisk(diskcache.Disk):
         return len(value), diskcache.core.MODE_BINARY, filename, None
 
 
+class _ByThreadId:
+    """Attributes per OS thread, for diskcache's per-thread SQLite connection (its `_local`). With a
+    threading.local, every FUSE callback would open a new connection (and set its pragmas; ~0.4 ms):
+    ctypes runs each callback from libfuse's threads in a new Python thread state. OS thread ids
+    outlive those; a connection left by an ended thread serves the next thread given its id
+    (diskcache connects with check_same_thread=False)."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_values", {})
+
+    def __getattr__(self, name: str) -> object:
+        try:
+            return self._values[(threading.get_ident(), name)]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        self._values[(threading.get_ident(), name)] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self._values[(threading.get_ident(), name)]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 class BlockCache:
     def __init__(self, directory: Path, size_limit: int, pending_limit: int = 32) -> None:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -83,6 +109,7 @@ class BlockCache:
         self._cache = diskcache.Cache(str(directory), size_limit=size_limit,
                                       eviction_policy="least-recently-used", cull_limit=16,
                                       disk=_BlockDisk)
+        self._cache._local = _ByThreadId()
         self.size_limit = size_limit
         for number in range(256):   # _BlockDisk's directories, made once rather than on the read path
             (directory / f"{number:02x}").mkdir(mode=0o700, exist_ok=True)

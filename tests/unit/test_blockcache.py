@@ -98,3 +98,20 @@ def test_a_failed_fill_leaves_no_block_behind(tmp_path):
     assert _block_files(tmp_path / "c") == []
     assert not cache.contains("loc", "key", "etag", 0)
     cache.close()
+
+
+def test_sqlite_connections_are_kept_per_os_thread(tmp_path):
+    # FUSE callbacks get a new Python thread state (and so a new threading.local) on every call; the
+    # cache's connection is keyed by the OS thread id instead, so it is opened once per thread.
+    import threading
+    cache = BlockCache(tmp_path / "c", 64 * BLOCK)
+    first = cache._cache._con
+    assert cache._cache._con is first
+    seen = []
+    other = threading.Thread(target=lambda: seen.append(cache._cache._con))
+    other.start()
+    other.join(timeout=10)
+    assert seen and seen[0] is not first   # another thread: its own connection
+    cache.close()
+    assert cache._cache._con is not first  # closed and forgotten, a new one on demand
+    cache.close()
