@@ -48,6 +48,15 @@ _T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True)
+class FileRegion:
+    """A request body that is `size` bytes of file descriptor `fd` from `offset` (a multipart part of
+    a staged file): sent straight from the file, never held in memory whole."""
+    fd: int
+    offset: int
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
 class LeanAnswer:
     status: int
     headers: CaseInsensitiveDict
@@ -183,6 +192,29 @@ def _splice_into_file(sock: socket.socket, fd: int, offset: int, size: int) -> N
     os.close(write_end)
 
 
+def _send_region(sock: socket.socket, region: FileRegion) -> None:
+    """A file region as the request body: with sendfile(2) on plain HTTP (the kernel hands the file's
+    pages to the socket), through a small buffer over TLS. A file that turned out shorter is
+    InvalidArgument (the connection is then dropped: the server still waits for the rest)."""
+    offset, end = region.offset, region.offset + region.size
+    while offset < end:
+        if isinstance(sock, ssl.SSLSocket):
+            chunk = os.pread(region.fd, min(RECV_SIZE, end - offset), offset)
+            if chunk:
+                sock.sendall(chunk)
+            sent = len(chunk)
+        else:
+            try:
+                sent = os.sendfile(sock.fileno(), region.fd, offset, end - offset)
+            except BlockingIOError:   # the socket has a timeout, so it is non-blocking underneath
+                if not select.select([], [sock], [], sock.gettimeout())[1]:
+                    raise socket.timeout("the server took no bytes within the read timeout") from None
+                continue
+        if not sent:
+            raise InvalidArgument(f"the file ended {end - offset} bytes before the request body did")
+        offset += sent
+
+
 def _wait_readable(sock: socket.socket) -> None:
     if not select.select([sock], [], [], sock.gettimeout())[0]:
         raise socket.timeout("no bytes within the read timeout")
@@ -300,7 +332,7 @@ class LeanClient:
                 conn.close()
 
     def exchange(self, method: str, scheme: str, host: str, target: str, headers: Mapping[str, str],
-                 body: bytes = b"") -> LeanAnswer:
+                 body: bytes | FileRegion = b"") -> LeanAnswer:
         """One request and its whole answer. `method` must be idempotent (S3's are, for one key and
         body): a kept-alive connection that turns out closed by the server is retried once on a fresh
         one, as that is not a failure of the request. Other transport failures are Transient."""
@@ -342,7 +374,7 @@ class LeanClient:
         return self._round_trip("GET", scheme, host, target, headers, b"", read)
 
     def _round_trip(self, method: str, scheme: str, host: str, target: str, headers: Mapping[str, str],
-                    body: bytes, read: Callable[[_Connection], tuple[_T, bool]]) -> _T:
+                    body: bytes | FileRegion, read: Callable[[_Connection], tuple[_T, bool]]) -> _T:
         """Send one request on an idle connection (or a new one) and `read` its answer (which says
         whether the connection may be kept), with exchange()'s retry of a connection found closed."""
         head = _request_head(method, target, headers)
@@ -352,7 +384,10 @@ class LeanClient:
             try:
                 if conn is None:
                     conn = self.open_connection(scheme, host)
-                if len(body) <= INLINE_SEND:
+                if isinstance(body, FileRegion):
+                    conn.sock.sendall(head)
+                    _send_region(conn.sock, body)
+                elif len(body) <= INLINE_SEND:
                     conn.sock.sendall(head + body)
                 else:
                     conn.sock.sendall(head)

@@ -2,7 +2,8 @@
 
 Part size for a known size is `max(provider minimum, configured size, ceil(size / max parts))`
 (ARCHITECTURE.md), unless the server chooses it (UFile). At most `workers` parts are in memory at once,
-so memory is bounded whatever the file size. A failed upload is aborted on the server; the local file
+so memory is bounded whatever the file size; a provider with `upload_part_from_file` (S3) sends each
+part from the file and holds none. A failed upload is aborted on the server; the local file
 is never touched here.
 """
 from __future__ import annotations
@@ -72,6 +73,10 @@ class _FileSlice(io.RawIOBase):
     def __len__(self) -> int:
         return self._size - self._pos
 
+    def file_region(self) -> tuple[int, int, int]:
+        """(fd, offset, size) of what is left to read: a provider may send that from the file."""
+        return self._fd, self._base + self._pos, self._size - self._pos
+
 
 def upload_file(store: ObjectStore, key: str, path: str, meta: Mapping[str, str], settings: UploadSettings,
                 *, on_multipart: Callable[[MultipartUpload], None] | None = None,
@@ -103,14 +108,19 @@ def _multipart(store: ObjectStore, key: str, fd: int, size: int, meta: Mapping[s
     offsets = list(range(0, size, part_size))
     sent = 0
     sent_lock = threading.Lock()
+    # A provider that sends a part straight from the file (S3) keeps no part in memory at all.
+    from_file = getattr(store, "upload_part_from_file", None)
 
     def send(number: int, offset: int) -> UploadedPart:
         nonlocal sent
-        data = os.pread(fd, min(part_size, size - offset), offset)
-        part = store.upload_part(upload, number, offset, data)
+        length = min(part_size, size - offset)
+        if from_file is not None:
+            part = from_file(upload, number, fd, offset, length)
+        else:
+            part = store.upload_part(upload, number, offset, os.pread(fd, length, offset))
         if progress:
             with sent_lock:
-                sent += len(data)
+                sent += length
                 progress(sent)
         return part
 

@@ -38,6 +38,7 @@ import hashlib
 import http.cookiejar
 import logging
 import math
+import os
 import quopri
 import re
 import time
@@ -64,7 +65,7 @@ from ..errors import (
     Throttled,
     Transient,
 )
-from ..fasthttp import LeanClient, head_many
+from ..fasthttp import FileRegion, LeanClient, head_many
 from ..registry import ProviderSpec
 from ..retry import NO_RETRY, RetryPolicy, call_with_retries
 from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart, cut_pieces
@@ -311,15 +312,33 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes, *,
 # Request bodies
 
 
-class _Body:
-    """What a request sends: nothing, bytes, or a window of a file object (rewound per try)."""
+def sha256_of_region(region: FileRegion) -> str:
+    """The payload hash of a file region, read 1 MiB at a time (memory stays flat)."""
+    digest = hashlib.sha256()
+    offset, end = region.offset, region.offset + region.size
+    while offset < end:
+        chunk = os.pread(region.fd, min(MiB, end - offset), offset)
+        if not chunk:
+            raise InvalidArgument(f"the file ended {end - offset} bytes before the request body did")
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()
 
-    def __init__(self, data: bytes | None = None, *, fileobj: BinaryIO | None = None, size: int = 0) -> None:
+
+class _Body:
+    """What a request sends: nothing, bytes, a region of a file (sent from the file by fasthttp,
+    signed with its SHA-256 like bytes), or a window of a file object (rewound per try)."""
+
+    def __init__(self, data: bytes | None = None, *, fileobj: BinaryIO | None = None, size: int = 0,
+                 region: FileRegion | None = None) -> None:
         self.data = data
         self.fileobj = fileobj
-        self.size = size if fileobj is not None else len(data or b"")
+        self.region = region
+        self.size = size if fileobj is not None else region.size if region else len(data or b"")
         self.start: int | None = None
         self.payload_hash = sha256_hex(data) if data else EMPTY_SHA256
+        if region is not None and region.size:
+            self.payload_hash = sha256_of_region(region)
         if fileobj is not None:
             self.payload_hash = UNSIGNED_PAYLOAD
             try:
@@ -455,14 +474,16 @@ class S3Client:
         host, wire_path = self.locate(bucket, key)
         query = build_query(params)
         target = wire_path + (f"?{query}" if query else "")
-        data = body.data if body is not None and body.data else b""
+        data: bytes | FileRegion = b""
+        if body is not None:
+            data = body.region or body.data or b""
         payload_hash = body.payload_hash if body is not None else EMPTY_SHA256
         base_headers = {"Host": host, **(headers or {})}
 
         def send() -> Answer:
             signed = self.signed_headers(method, wire_path, query, base_headers, payload_hash)
             if data or method in ("PUT", "POST"):
-                signed["Content-Length"] = str(len(data))
+                signed["Content-Length"] = str(data.size if isinstance(data, FileRegion) else len(data))
             answer = self.lean.exchange(method, self.scheme, host, target, signed, data)
             if answer.status >= 300:
                 content = answer.content if method != "HEAD" else b""
@@ -812,6 +833,11 @@ class S3Store:
             if len(data) != size:
                 raise InvalidArgument(f"put {key!r}: body has {len(data)} bytes, not {size}")
             request_body = _Body(data)
+        elif hasattr(body, "file_region"):   # a staged file (uploader._FileSlice): sent from the file
+            fd, offset, left = body.file_region()
+            if left != size:
+                raise InvalidArgument(f"put {key!r}: body has {left} bytes, not {size}")
+            request_body = _Body(region=FileRegion(fd, offset, size))
         else:
             request_body = _Body(fileobj=body, size=size)
         answer = self._call("PUT", key, what=f"put {key!r}", headers=headers, body=request_body)
@@ -838,15 +864,24 @@ class S3Store:
         return MultipartUpload(key=key, upload_id=upload_id, part_size=part_size, state={"meta": dict(meta)})
 
     def upload_part(self, upload: MultipartUpload, number: int, offset: int, data: bytes) -> UploadedPart:
+        return self._upload_part(upload, number, _Body(bytes(data)))
+
+    def upload_part_from_file(self, upload: MultipartUpload, number: int, fd: int, offset: int,
+                              size: int) -> UploadedPart:
+        """upload_part of bytes [offset, offset+size) of an open file, sent from the file
+        (uploader.py: memory stays flat whatever the part size)."""
+        return self._upload_part(upload, number, _Body(region=FileRegion(fd, offset, size)))
+
+    def _upload_part(self, upload: MultipartUpload, number: int, body: _Body) -> UploadedPart:
         if not 1 <= number <= S3_MAX_PARTS:
             raise InvalidArgument(f"part number {number} outside 1..{S3_MAX_PARTS}")
         what = f"upload part {number} of {upload.key!r}"
-        answer = self._call("PUT", upload.key, what=what, body=_Body(bytes(data)),
+        answer = self._call("PUT", upload.key, what=what, body=body,
                             params=[("partNumber", str(number)), ("uploadId", upload.upload_id)])
         etag = strip_etag(answer.headers.get("ETag"))
         if not etag:
             raise ProtocolError(f"{what}: no ETag in the answer")
-        return UploadedPart(number=number, etag=etag, size=len(data))
+        return UploadedPart(number=number, etag=etag, size=body.size)
 
     def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart]) -> ObjectInfo:
         ordered = sorted(parts, key=lambda p: p.number)

@@ -350,3 +350,56 @@ def test_a_connection_is_kept_for_the_next_request_whatever_thread_makes_it(serv
     assert server.connections == 1
     lean.close()   # closes the idle connection
     assert lean._take("http", host) is None
+
+
+# -- bodies sent from a file -----------------------------------------------------------------------
+
+
+class _Digest(http.server.BaseHTTPRequestHandler):
+    """Answers PUT with the SHA-256 of the body it received (read by Content-Length)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_PUT(self):  # noqa: N802 - http.server's naming
+        import hashlib
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        answer = hashlib.sha256(body).hexdigest().encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_file_region_is_sent_as_the_body(tmp_path):
+    # Multipart parts of staged files go out from the file (sendfile on plain HTTP), never whole in
+    # memory; a file that turns out shorter than the region fails the request, not the connection pool.
+    import hashlib
+
+    from storefs.errors import InvalidArgument
+    from storefs.fasthttp import FileRegion
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Digest)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    data = os.urandom(5 * 1024 * 1024 + 3)
+    (tmp_path / "staged").write_bytes(data)
+    fd = os.open(tmp_path / "staged", os.O_RDONLY)
+    try:
+        lean = client()
+        host = f"127.0.0.1:{server.server_address[1]}"
+        for offset, size in ((0, len(data)), (1000, 3 * 1024 * 1024), (len(data) - 10, 10)):
+            headers = {"Host": host, "Content-Length": str(size)}
+            answer = lean.exchange("PUT", "http", host, "/b/part", headers, FileRegion(fd, offset, size))
+            assert answer.content == hashlib.sha256(data[offset:offset + size]).hexdigest().encode()
+        with pytest.raises(InvalidArgument):
+            lean.exchange("PUT", "http", host, "/b/part", {"Host": host, "Content-Length": "100"},
+                          FileRegion(fd, len(data) - 10, 100))
+        lean.close()
+    finally:
+        os.close(fd)
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
