@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import calendar
 import dataclasses
 import email.utils
 import hashlib
@@ -184,9 +185,24 @@ def parse_iso8601(text: str) -> float:
         raise ProtocolError(f"bad timestamp {text[:40]!r} in S3 answer") from None
 
 
+_MONTHS = {name: number for number, name in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
+
+
 def parse_http_date(text: str | None) -> float | None:
     if not text:
         return None
+    parts = text.split()
+    if len(parts) == 6 and parts[5] == "GMT" and parts[2] in _MONTHS:
+        # IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"), what servers send: parsed directly, as the
+        # email package takes several times longer (a Last-Modified per `ls -l` entry).
+        try:
+            day, year = int(parts[1]), int(parts[3])
+            hour, minute, second = (int(n) for n in parts[4].split(":"))
+            if 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61:
+                return float(calendar.timegm((year, _MONTHS[parts[2]], day, hour, minute, second)))
+        except ValueError:
+            pass
     try:
         return email.utils.parsedate_to_datetime(text).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -553,7 +569,7 @@ class Answer:
     """A complete (non-streamed) S3 answer."""
 
     status: int
-    headers: Mapping[str, str]  # case-insensitive (requests' CaseInsensitiveDict)
+    headers: Mapping[str, str]  # case-insensitive (requests' CaseInsensitiveDict, fasthttp's AnswerHeaders)
     content: bytes
 
 

@@ -63,7 +63,11 @@ def sdk(emulator, monkeypatch):
     monkeypatch.setitem(ucfg._config, "connection_timeout", 30)
     level = logging.getLogger("UCLOUD").level
     logging.getLogger("UCLOUD").setLevel(logging.WARNING)
+    # The emulator lives for the module: each test starts with no faults and zero request counts
+    # (with pytest-xdist, which tests ran before this one in the worker varies).
+    emulator.faults.clear()
     yield emulator
+    emulator.faults.clear()
     logging.getLogger("UCLOUD").setLevel(level)
     uh.requests.close()
 

@@ -425,3 +425,14 @@ def test_storage_class_option(moto_server):
     store.put("k", io.BytesIO(b"x"), 1, {})
     assert store.stat("k").storage_class == "STANDARD_IA"
     provider.close()
+
+
+def test_http_dates_parse_in_every_form_servers_send():
+    import email.utils
+
+    from storefs.providers.s3 import parse_http_date
+    for text in ("Sat, 21 Nov 2026 13:34:00 GMT", "Sun, 06 Nov 1994 08:49:37 GMT",   # IMF-fixdate
+                 "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"):      # obsolete forms
+        assert parse_http_date(text) == email.utils.parsedate_to_datetime(text).timestamp()
+    assert parse_http_date("Sat, 21 Nov 2026 25:34:00 GMT") is None
+    assert parse_http_date("not a date") is None and parse_http_date(None) is None
