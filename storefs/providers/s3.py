@@ -1,15 +1,18 @@
 """The `s3` provider: any S3-compatible endpoint (AWS, MinIO, SeaweedFS, COS v5, WCS S3, US3 S3, moto).
 
-Plain `requests` plus our own SigV4 signer (`sigv4.py`); no SDK at runtime. One pooled session per
-provider, shared by its buckets and safe to use from many threads (the signer caches its derived key
-under a lock; nothing else is mutable after construction).
+Our own SigV4 signer (`sigv4.py`) over two HTTP clients; no SDK at runtime. fasthttp's LeanClient
+carries what the mount does most (HEADs, LISTs, small PUTs, parts sent from staged files, ranged reads
+into block-cache files); a pooled `requests` session the rest (other streamed bodies and answers).
+Both are per provider, shared by its buckets and safe to use from many threads (the signer caches its
+derived key under a lock; nothing else is mutable after construction).
 
 Wire choices, and why:
 - Listing is ListObjectsV2 with `encoding-type=url`, so keys holding characters XML 1.0 cannot carry
   still round-trip; keys are decoded only when the answer says `<EncodingType>url</EncodingType>`
   (servers that ignore the parameter send raw keys).
-- Bodies held in memory (parts, small PUTs) are signed with their SHA-256, so the server checks their
-  integrity; large PUT bodies are streamed from the file object and sent UNSIGNED-PAYLOAD.
+- Bodies in memory and regions of staged files (small PUTs, parts, PUTs up to 16 MiB) are signed with
+  their SHA-256, so the server checks their integrity; other file objects are streamed and sent
+  UNSIGNED-PAYLOAD.
 - Every request runs through `call_with_retries`, and is signed *inside* the retried function, so each
   try carries a fresh date and signature; a file body is rewound before each try.
 - Reads ask for `Accept-Encoding: identity` and never decode content: the bytes of the object are the
@@ -461,8 +464,8 @@ class S3Client:
                 params: Sequence[tuple[str, str]] = (), headers: Mapping[str, str] | None = None,
                 body: _Body | None = None, check_body: bool = False) -> Callable[[], Answer]:
         """The function request() retries: one signed try, whole answer read. For callers that need
-        to see each try (complete_multipart). A body in memory (or none) goes over fasthttp's lean
-        connections; a body streamed from a file over requests."""
+        to see each try (complete_multipart). A body in memory, a file region (or none) goes over
+        fasthttp's lean connections; a body streamed from a file object over requests."""
         if body is not None and body.fileobj is not None:
             send = self._sender(method, bucket, key, what=what, params=params, headers=headers, body=body)
 
