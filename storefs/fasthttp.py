@@ -152,8 +152,8 @@ def _body_into_file(conn: _Connection, fd: int, size: int) -> None:
 
 
 def _splice_into_file(sock: socket.socket, fd: int, offset: int, size: int) -> None:
-    """Bytes [offset, size) of `fd` from the socket through this thread's pipe: the kernel moves
-    them, Python never holds them."""
+    """Bytes [offset, size) of `fd` from the socket through a pipe (one of a pool): the kernel
+    moves them, Python never holds them."""
     with _pipes_lock:
         pipe = _pipes.pop() if _pipes else None
     if pipe is None:

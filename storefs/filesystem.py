@@ -351,7 +351,7 @@ class StoreFS:
                 raise RemoteChanged(f"{opened.path} was removed while open for reading") from None
             raise
 
-    def write(self, fh: int, data: bytes, offset: int) -> int:
+    def write(self, fh: int, data: bytes | memoryview, offset: int) -> int:
         handle = self._handle(fh)
         if not handle.writable:
             raise StoreError("file not open for writing")

@@ -149,6 +149,14 @@ def _raise_readahead(mountpoint: str) -> None:
         log.info("read-ahead stays at the kernel's default (128 KiB requests): %s", exc)
 
 
+def _buffer(buf: Any, size: int) -> memoryview:
+    """libfuse's request buffer as a writable view of `size` bytes, valid for the callback only."""
+    if not size:
+        return memoryview(bytearray())
+    address = ctypes.cast(buf, ctypes.c_void_p).value
+    return memoryview((ctypes.c_char * size).from_address(address)).cast("B")
+
+
 def _binding_class(lib: ModuleType) -> type:
     """The binding's FUSE class with storefs's fixes; see the module docstring."""
     fuse3 = getattr(lib, "fuse_version_major", 2) == 3
@@ -184,10 +192,13 @@ def _binding_class(lib: ModuleType) -> type:
         # Both bindings take read()'s bytes and copy them into libfuse's buffer; here the filesystem
         # writes into that buffer itself (a preadv from a cache or staged file), so a 1 MiB read makes
         # no Python bytes object, no page faults on a fresh allocation and no extra copy.
-        address = ctypes.cast(buf, ctypes.c_void_p).value
-        into = memoryview((ctypes.c_char * size).from_address(address)).cast("B") if size else memoryview(b"")
-        return self.operations.read_into(self._path(path), into, offset, fip.contents)
-    methods["read"] = read
+        return self.operations.read_into(self._path(path), _buffer(buf, size), offset, fip.contents)
+
+    def write(self: Any, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
+        # Likewise, both bindings copy each write request into a new bytes object; the filesystem
+        # writes straight from libfuse's buffer instead (the view lives for this call only).
+        return self.operations.write(self._path(path), _buffer(buf, size), offset, fip.contents)
+    methods.update(read=read, write=write)
     if lib.__name__ == "fuse":   # fusepy dispatches through Operations.__call__
         def utimens(self: Any, path: bytes, buf: Any) -> int:
             return self.operations("utimens", self._path(path), _times(buf))
@@ -395,7 +406,7 @@ class FuseOps:
         """read(), written straight into the binding's reply buffer (see _binding_class)."""
         return _call("read", self.fs.read_into, fi.fh, into, offset)
 
-    def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
+    def write(self, path: str, data: bytes | memoryview, offset: int, fi: Any) -> int:
         self._seen_etags.pop(path, None)
         return _call("write", self.fs.write, fi.fh, data, offset)
 

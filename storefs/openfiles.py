@@ -160,7 +160,7 @@ class OpenFile:
             self.staged_path, self.fd, self.staging = path, fd, staging
             self.base_etag = self.info.etag if self.info else None
 
-    def write(self, data: bytes, offset: int, append: bool) -> int:
+    def write(self, data: bytes | memoryview, offset: int, append: bool) -> int:
         with self.lock:
             assert self.fd is not None
             size = os.fstat(self.fd).st_size

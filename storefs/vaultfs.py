@@ -1027,7 +1027,7 @@ class VaultFS:
             raise ReadOnly(f"{handle.path}: archives are read-only")
         return handle.upload
 
-    def write(self, fh: int, data: bytes, offset: int) -> int:
+    def write(self, fh: int, data: bytes | memoryview, offset: int) -> int:
         up = self._writable_upload(fh)
         with up.lock:
             if up.state != "open":
