@@ -31,6 +31,7 @@ RUN_BLOCKS = 8          # blocks per background GET (8 MiB)
 MAX_RUNS_IN_FLIGHT = 4  # background GETs per handle
 MEMORY_BLOCKS = 16      # blocks kept in memory per handle (without a usable cache)
 KNOWN_FILES = 1024      # cache files of blocks this handle fetched, remembered by path
+FILES_MIN_WINDOWS = 4   # read-ahead windows a cache must hold to be filled in place (see __init__)
 FILL_AFTER = 4          # random (non-sequential) reads on one handle before the whole object is read
 FILL_MAX = 1 << 30      # largest object read whole in the background
 LARGE_READ = 256 * 1024 # a first read this large is taken as the start of a sequential run
@@ -47,6 +48,10 @@ class RangeReader:
         self.cache = cache if etag else None  # without an ETag, cached blocks could not be trusted
         self.location = location
         self.max_window_blocks = max(1, max_window // BLOCK)
+        # A cache smaller than a few read-ahead windows would evict fetched blocks before they are
+        # read (and they would be fetched again): such a cache is filled the old way, from memory.
+        self._into_files = self.cache is not None \
+            and self.cache.size_limit >= FILES_MIN_WINDOWS * max(max_window, RUN_BLOCKS * BLOCK)
         self._lock = threading.Lock()
         self._memory: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self._files: collections.OrderedDict[int, str] = collections.OrderedDict()  # block -> cache file
@@ -63,8 +68,9 @@ class RangeReader:
     def _fetch_run(self, first: int, count: int) -> dict[int, bytes]:
         """Blocks [first, first+count) with one GET: into cache files (nothing returned; the paths are
         remembered), or into memory when there is no cache or it cannot take them."""
-        if self.cache is None:
+        if not self._into_files:
             return self._fetch_to_memory(first, count)
+        assert self.cache is not None
         start, end = first * BLOCK, min(self.size, (first + count) * BLOCK)
         sizes = [min(BLOCK, end - offset) for offset in range(start, end, BLOCK)]
         paths = self.cache.fill(

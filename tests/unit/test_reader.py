@@ -31,12 +31,14 @@ def read_all(reader: RangeReader, step: int) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.parametrize("cache_kind", ["files", "broken", "none"])
+@pytest.mark.parametrize("cache_kind", ["files", "broken", "small", "none"])
 def test_every_read_returns_the_objects_bytes(store, tmp_path, cache_kind, monkeypatch):
     info = store.put("obj", io.BytesIO(DATA), len(DATA), {})
     cache = None
     if cache_kind != "none":
-        cache = BlockCache(tmp_path / "cache", 64 * BLOCK)
+        cache = BlockCache(tmp_path / "cache", (8 if cache_kind == "small" else 64) * BLOCK)
+    if cache_kind == "small":   # smaller than 4 read-ahead windows: filled from memory, not in place
+        monkeypatch.setattr(BlockCache, "fill", lambda self, *args: pytest.fail("filled in place"))
     if cache_kind == "broken":   # a full cache disk: every fill fails, reads go through memory
         monkeypatch.setattr(BlockCache, "fill", lambda self, *args: None)
     try:
