@@ -232,6 +232,9 @@ class Bench:
         self.measure("copy_big", "raw", lambda: wl.raw_write(st, "raw/big.bin", self.big_source, s.big))
         wl.delete_quietly(st, "raw/big.bin")
         for kind in kinds:
+            # Each copy writes 2 GiB to the backend's disk (and to the mount's staging or cache): flushed
+            # first, so that no mount copies while the previous one's dirty pages are written back.
+            os.sync()
             self.session(kind, ["copy_big", "rss"], lambda m: self._copy_rss(m, bound))
             wl.delete_quietly(st, f"big-{kind}.bin")
         self.results.not_applicable("rss", "raw", "no mount process")

@@ -4,7 +4,7 @@ Through a requests Session every request costs about 0.8 ms of CPU (request prep
 adapters, urllib3's pool) under the GIL; through http.client about 0.2 ms, most of it parsing headers
 with the email package. Here the exchange is framed directly: one sendall, and the answer's head split
 into lines. That is most of the cost of the requests a mount makes by the thousand: the HEAD per entry
-of an `ls -l` (32 at a time) and the PUT per small file of a `cp -r` or an untar. Every S3 request whose
+of an `ls -l` (head_many, 64 at a time) and the PUT per small file of a `cp -r` or an untar. Every S3 request whose
 body is in memory and whose answer is read whole goes this way, and so do ranged reads into the block
 cache (`get_into`: the bytes go from the socket into cache files with splice(2)); other streamed
 answers and bodies streamed from a file stay on `http.send` (requests).
