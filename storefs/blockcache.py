@@ -4,6 +4,9 @@ across remounts.
 A block's key is (location, object key, ETag, block number). Because the ETag is part of the key, a
 remote overwrite can never be answered from stale blocks: the new ETag simply misses. Dirty data never
 lives here (staged files do, see openfiles.py), so evicting a block never loses anything.
+
+Blocks arrive two ways: `fill()` has the store write new block files in place (a read-ahead run, from
+the socket on S3) and adopts them; `put()` queues bytes already in memory for a writer thread.
 """
 from __future__ import annotations
 
@@ -43,8 +46,9 @@ def _create(path: str) -> int:
 class _BlockDisk(diskcache.Disk):
     """diskcache's file storage, cheaper for 1 MiB blocks: one directory level of 256, made when the
     cache opens and kept (diskcache's two levels of 256 put nearly every new block in a new directory,
-    a mkdir each, and it tries a mkdir on every write), and the block written straight from its buffer (diskcache copies it through a BytesIO
-    first). A cold sequential read writes every block it fetches, so this is on the read path's CPU."""
+    a mkdir each, and it tries a mkdir on every write), and the block written straight from its
+    buffer (diskcache copies it through a BytesIO first), or adopted as fill() wrote it. A cold
+    sequential read writes every block it fetches, so this is on the read path's CPU."""
 
     def filename(self, key=diskcache.core.UNKNOWN, value=diskcache.core.UNKNOWN) -> tuple[str, str]:
         name = os.urandom(15).hex()

@@ -572,7 +572,7 @@ class Answer:
     """A complete (non-streamed) S3 answer."""
 
     status: int
-    headers: Mapping[str, str]  # case-insensitive (requests' CaseInsensitiveDict, fasthttp's AnswerHeaders)
+    headers: Mapping[str, str]  # case-insensitive (CaseInsensitiveDict or fasthttp.AnswerHeaders)
     content: bytes
 
 
