@@ -142,30 +142,16 @@ class BlockCache:
             self._warn("read", exc)
             return None
 
-    def read(self, location: str, key: str, etag: str, block: int, start: int, length: int) -> bytes | None:
-        """Bytes [start, start+length) of a cached block, without reading the whole block (a random
-        4 KiB read should not cost a 1 MiB file read). None if the block is not cached."""
+    def read_into(self, location: str, key: str, etag: str, block: int, start: int,
+                  into: memoryview) -> int | None:
+        """Bytes [start, start+len(into)) of a cached block into `into` (a FUSE reply buffer), without
+        reading the whole block (a random 4 KiB read should not cost a 1 MiB file read): the bytes
+        read, None if the block is not cached."""
         try:
             value = self._cache.get((location, key, etag, block), read=True)
             if value is None:
                 return None
             if isinstance(value, bytes):  # small blocks (an object's tail) live in SQLite
-                return value[start:start + length]
-            with value:
-                value.seek(start)
-                return value.read(length)
-        except Exception as exc:
-            self._warn("read", exc)
-            return None
-
-    def read_into(self, location: str, key: str, etag: str, block: int, start: int,
-                  into: memoryview) -> int | None:
-        """Like read(), into `into` (a FUSE reply buffer): the bytes read, None if not cached."""
-        try:
-            value = self._cache.get((location, key, etag, block), read=True)
-            if value is None:
-                return None
-            if isinstance(value, bytes):
                 piece = value[start:start + len(into)]
                 into[:len(piece)] = piece
                 return len(piece)

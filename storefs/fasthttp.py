@@ -168,7 +168,7 @@ def _splice_into_file(sock: socket.socket, fd: int, offset: int, size: int) -> N
             try:
                 moved = os.splice(sock.fileno(), write_end, min(size - offset, PIPE_SIZE))
             except BlockingIOError:   # the socket has a timeout, so it is non-blocking underneath
-                _wait_readable(sock)
+                _wait_for(sock, write=False)
                 continue
             if moved == 0:
                 raise _CutShort()
@@ -206,17 +206,18 @@ def _send_region(sock: socket.socket, region: FileRegion) -> None:
             try:
                 sent = os.sendfile(sock.fileno(), region.fd, offset, end - offset)
             except BlockingIOError:   # the socket has a timeout, so it is non-blocking underneath
-                if not select.select([], [sock], [], sock.gettimeout())[1]:
-                    raise socket.timeout("the server took no bytes within the read timeout") from None
+                _wait_for(sock, write=True)
                 continue
         if not sent:
             raise InvalidArgument(f"the file ended {end - offset} bytes before the request body did")
         offset += sent
 
 
-def _wait_readable(sock: socket.socket) -> None:
-    if not select.select([sock], [], [], sock.gettimeout())[0]:
-        raise socket.timeout("no bytes within the read timeout")
+def _wait_for(sock: socket.socket, *, write: bool) -> None:
+    """Wait, at most the socket's timeout, until it can be written (or read) again."""
+    wanted = ([], [sock]) if write else ([sock], [])
+    if not any(select.select(*wanted, [], sock.gettimeout())[:2]):
+        raise socket.timeout("the server " + ("took" if write else "sent") + " no bytes within the read timeout")
 
 
 def _receive_into_file(sock: socket.socket, fd: int, offset: int, size: int) -> None:

@@ -24,8 +24,7 @@ import threading
 from typing import Callable
 
 from .blockcache import BLOCK, BlockCache
-from .errors import Transient
-from .store import ObjectStore, read_pieces, read_to_files
+from .store import ObjectStore, piece_sizes, read_all_pieces, read_to_files
 
 RUN_BLOCKS = 8          # blocks per background GET (8 MiB)
 MAX_RUNS_IN_FLIGHT = 4  # background GETs per handle
@@ -72,9 +71,8 @@ class RangeReader:
             return self._fetch_to_memory(first, count)
         assert self.cache is not None
         start, end = first * BLOCK, min(self.size, (first + count) * BLOCK)
-        sizes = [min(BLOCK, end - offset) for offset in range(start, end, BLOCK)]
         paths = self.cache.fill(
-            self.location, self.key, self.etag or "", first, sizes,
+            self.location, self.key, self.etag or "", first, piece_sizes(start, end, BLOCK),
             lambda files: read_to_files(self.store, self.key, start, end, BLOCK, files, if_match=self.etag))
         if paths is None:
             return self._fetch_to_memory(first, count)
@@ -89,12 +87,7 @@ class RangeReader:
     def _fetch_to_memory(self, first: int, count: int) -> dict[int, bytes]:
         start = first * BLOCK
         end = min(self.size, (first + count) * BLOCK)
-        pieces = read_pieces(self.store, self.key, start, end, BLOCK, if_match=self.etag)
-        got = sum(len(piece) for piece in pieces)
-        if got != end - start or any(len(piece) != BLOCK for piece in pieces[:-1]):
-            # Providers check this too; a short answer must never reach the block cache, where it would
-            # be served as the object's bytes until evicted.
-            raise Transient(f"{self.key}: asked for {end - start} bytes at {start}, got {got}")
+        pieces = read_all_pieces(self.store, self.key, start, end, BLOCK, if_match=self.etag)
         blocks = {first + i: piece for i, piece in enumerate(pieces)}
         if self.cache is not None:
             for number, block in blocks.items():

@@ -15,7 +15,7 @@ import dataclasses
 import os
 from typing import BinaryIO, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
-from .errors import LocalWriteError, Transient
+from .errors import InvalidArgument, LocalWriteError, Transient
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +168,23 @@ def read_pieces(store: ObjectStore, key: str, start: int, end: int, piece: int, 
     return cut_pieces(store.read_range(key, start, end, if_match=if_match), piece)
 
 
+def piece_sizes(start: int, end: int, piece: int) -> list[int]:
+    """The sizes of the pieces read_pieces cuts [start, end) into."""
+    return [min(piece, end - offset) for offset in range(start, end, piece)]
+
+
+def read_all_pieces(store: ObjectStore, key: str, start: int, end: int, piece: int, *,
+                    if_match: str | None = None) -> list[bytes]:
+    """read_pieces, where fewer bytes than asked for (the object is shorter than the range, or the
+    answer was cut) is Transient: what goes into the block cache must be exactly the range, or it
+    would be served as the object's bytes until evicted."""
+    pieces = read_pieces(store, key, start, end, piece, if_match=if_match)
+    if [len(data) for data in pieces] != piece_sizes(start, end, piece):
+        got = sum(len(data) for data in pieces)
+        raise Transient(f"{key}: asked for {end - start} bytes at {start}, got {got}")
+    return pieces
+
+
 def read_to_files(store: ObjectStore, key: str, start: int, end: int, piece: int, files: Sequence[int], *,
                   if_match: str | None = None) -> None:
     """Bytes [start, end) into `files`, piece by piece as read_pieces cuts them, each from offset 0
@@ -177,12 +194,9 @@ def read_to_files(store: ObjectStore, key: str, start: int, end: int, piece: int
     writer = getattr(store, "read_range_to_files", None)
     if writer is not None and writer(key, start, end, piece, files, if_match=if_match):
         return
-    pieces = read_pieces(store, key, start, end, piece, if_match=if_match)
-    sizes = [min(piece, end - offset) for offset in range(start, end, piece)]
-    if [len(data) for data in pieces] != sizes or len(files) != len(sizes):
-        got = sum(len(data) for data in pieces)
-        raise Transient(f"{key}: asked for {end - start} bytes at {start}, got {got}")
-    for fd, data in zip(files, pieces):
+    if len(files) != len(piece_sizes(start, end, piece)):
+        raise InvalidArgument(f"bad range [{start}, {end}) in {len(files)} files for {key!r}")
+    for fd, data in zip(files, read_all_pieces(store, key, start, end, piece, if_match=if_match)):
         write_file(fd, data)
 
 

@@ -72,7 +72,7 @@ from ..errors import (
 from ..fasthttp import FileRegion, LeanClient, head_many
 from ..registry import ProviderSpec
 from ..retry import NO_RETRY, RetryPolicy, call_with_retries
-from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart, cut_pieces
+from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart, cut_pieces, piece_sizes
 from ..tuning import HTTP_TUNING, parse_http_tuning
 from .sigv4 import (
     EMPTY_SHA256,
@@ -329,6 +329,15 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes, *,
 
 # ------------------------------------------------------------------------------------------------
 # Request bodies
+
+
+def _range_request(key: str, start: int, end: int, if_match: str | None) -> tuple[dict[str, str], str]:
+    """The headers of a GET of bytes [start, end) (If-Match: the ETag it must still have), and what
+    to call it in messages."""
+    headers = {"Range": f"bytes={start}-{end - 1}"}
+    if if_match:
+        headers["If-Match"] = f'"{strip_etag(if_match)}"'
+    return headers, f"read {key!r} [{start}, {end})"
 
 
 def sha256_of_region(region: FileRegion) -> str:
@@ -771,16 +780,14 @@ class S3Store:
         into the files without copying them through Python. False, with nothing written, when the
         answer is not exactly that range (the object is shorter, or the server ignores Range): then
         read_to_files reads the pieces its usual way."""
-        sizes = [min(piece, end - offset) for offset in range(start, end, piece)]
+        sizes = piece_sizes(start, end, piece)
         if start < 0 or len(sizes) != len(files):
             raise InvalidArgument(f"bad range [{start}, {end}) in {len(files)} files for {key!r}")
         if not files:
             return True
         host, wire_path = self.client.locate(self.name, key)
-        headers = {"Host": host, "Range": f"bytes={start}-{end - 1}"}
-        if if_match:
-            headers["If-Match"] = f'"{strip_etag(if_match)}"'
-        what = f"read {key!r} [{start}, {end})"
+        range_headers, what = _range_request(key, start, end, if_match)
+        headers = {"Host": host, **range_headers}
 
         def fetch() -> bool:
             signed = self.client.signed_headers("GET", wire_path, "", headers, EMPTY_SHA256)
@@ -804,10 +811,7 @@ class S3Store:
             raise InvalidArgument(f"bad range [{start}, {end}) for {key!r}")
         if end == start:
             return []
-        headers = {"Range": f"bytes={start}-{end - 1}"}
-        if if_match:
-            headers["If-Match"] = f'"{strip_etag(if_match)}"'
-        what = f"read {key!r} [{start}, {end})"
+        headers, what = _range_request(key, start, end, if_match)
 
         def fetch() -> list[bytes]:
             response = self.client.open("GET", self.name, key, what=what, headers=headers, accept=(416,))

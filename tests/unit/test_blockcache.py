@@ -31,7 +31,8 @@ def test_blocks_round_trip_privately_and_survive_a_reopen(tmp_path):
     cache.close()
     cache = BlockCache(tmp_path / "c", 64 * BLOCK)
     assert cache.get("loc", "key", "etag", 1) == blocks[1]
-    assert cache.read("loc", "key", "etag", 2, 4096, 10) == blocks[2][4096:4106]
+    piece = memoryview(bytearray(10))
+    assert cache.read_into("loc", "key", "etag", 2, 4096, piece) == 10 and piece == blocks[2][4096:4106]
     assert cache.get("loc", "key", "etag", 3) == tail
     assert cache.get("loc", "key", "other-etag", 1) is None
     cache.close()
