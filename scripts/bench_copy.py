@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from storefs.registry import provider_module  # noqa: E402
+from storefs.store.registry import provider_module  # noqa: E402
 from tests.fuse.harness import Env  # noqa: E402
 
 BACKENDS = ["local", "s3_moto", "s3_seaweed", "cos", "wcs", "ufile"]
@@ -91,7 +91,7 @@ def bench_backend(name: str, size: int, runs: int, source: Path, workdir: Path) 
                 mount.unmount().check_returncode()
                 out.unlink()
 
-                from storefs.uploader import UploadSettings, upload_file
+                from storefs.fs.bucket.uploader import UploadSettings, upload_file
                 key = f"raw{run}"
                 results["raw_in"].append(mib / timed(lambda: upload_file(store, key, str(source), {},
                                                                          UploadSettings())))

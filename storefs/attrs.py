@@ -14,7 +14,7 @@ import stat
 import time
 from typing import Mapping
 
-from .store import ObjectInfo
+from .store.contract import ObjectInfo
 
 
 @dataclasses.dataclass(slots=True)

@@ -19,7 +19,7 @@ import time
 from typing import Callable
 
 from . import __version__
-from .archived import ArchiveGate, ArchiveOptions
+from .retrieval.gate import ArchiveGate, ArchiveOptions
 from .config import Config, RemoteSpec
 from .errors import ConfigError, StoreError
 from .logsetup import redact, setup_logging
@@ -41,9 +41,9 @@ from .mounting import (
 )
 from .options import MountOptions
 from .paths import KeyMap
-from .restores import RestoreReport
+from .retrieval.report import RestoreReport
 from .status import StatusReporter, flush_request_path, read_status
-from .store import iter_list
+from .store.contract import iter_list
 
 log = logging.getLogger("storefs")
 
@@ -326,7 +326,7 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
             os.close(ready_fd)
             ready_fd = None
 
-    from . import fuse_ops
+    from .fuse import ops as fuse_ops
     stop_on_signals(mountpoint)
     try:
         read_only = options.read_only or (vault and not fs.options.vault_writes)

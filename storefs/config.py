@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .logsetup import register_secret
-from .registry import provider_spec
+from .store.registry import provider_spec
 
 COMMON_KEYS = ("type",)
 

@@ -13,10 +13,13 @@ class StoreError(Exception):
 
     errno: int = errno.EIO
 
-    def __init__(self, message: str = "", *, detail: str | None = None) -> None:
+    def __init__(self, message: str = "", *, detail: str | None = None, code: str = "") -> None:
         super().__init__(message or self.__class__.__name__)
         # detail: the server's answer (code, message), kept for logs; never secrets.
         self.detail = detail
+        # code: the provider's own error code ("NoSuchBucket", "-165"), for the provider's callers
+        # that must tell two answers of one class apart; "" where there is none.
+        self.code = code
 
 
 class NotFound(StoreError):

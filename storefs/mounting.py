@@ -16,18 +16,18 @@ import threading
 import time
 from pathlib import Path
 
-from .archived import ArchiveGate, ArchiveOptions
-from .blockcache import BlockCache
-from .buckets import AllBuckets
+from .retrieval.gate import ArchiveGate, ArchiveOptions
+from .fs.bucket.blockcache import BlockCache
+from .store.buckets import AllBuckets
 from .config import Config, RemoteSpec
 from .errors import ConfigError, StoreError
-from .filesystem import StoreFS
-from .openfiles import Staging
+from .fs.bucket.filesystem import StoreFS
+from .fs.bucket.openfiles import Staging
 from .options import MountOptions
-from .registry import provider_module
-from .store import ObjectStore, Provider
-from .vaultfs import VaultFS, VaultOptions
-from .vaultstate import state_dir_for
+from .store.registry import provider_module
+from .store.contract import ObjectStore, Provider
+from .fs.vault.filesystem import VaultFS, VaultOptions
+from .fs.vault.state import state_dir_for
 
 log = logging.getLogger(__name__)
 

@@ -116,7 +116,7 @@ class MountOptions:
         if name == "rw":
             self.read_only = False
             return
-        from .vaultfs import VaultOptions
+        from .fs.vault.filesystem import VaultOptions
         if name in VaultOptions.HELP:
             self.vault[name] = value if has_value else None
             return

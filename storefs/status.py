@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .retry import STATS
+from .wire.retry import STATS
 
 log = logging.getLogger(__name__)
 

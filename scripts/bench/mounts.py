@@ -31,10 +31,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from storefs.fuse_ops import DEFAULT_FUSE, FUSE_LIBRARIES
+from storefs.fuse.ops import DEFAULT_FUSE, FUSE_LIBRARIES
 from storefs.mounting import is_mounted, pid_alive
-from storefs.registry import provider_module
-from storefs.store import ObjectStore
+from storefs.store.registry import provider_module
+from storefs.store.contract import ObjectStore
 from tests.fuse.harness import Env
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from storefs.errors import NotFound
-from storefs.store import ObjectStore, iter_list
-from storefs.uploader import UploadSettings, upload_file
+from storefs.store.contract import ObjectStore, iter_list
+from storefs.fs.bucket.uploader import UploadSettings, upload_file
 
 MIB = 1 << 20
 CHUNK = MIB                 # write/read size of the sequential workloads

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .. import http
+from ..wire import transport_requests as http
 from ..errors import (
     AccessDenied,
     AlreadyExists,
@@ -60,11 +60,11 @@ from ..errors import (
     Throttled,
     Transient,
 )
-from ..registry import ProviderSpec
-from ..retry import RetryPolicy, call_with_retries
-from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
-from ..tuning import HTTP_TUNING, parse_http_tuning
-from .cos_auth import Credentials, Signer, quote_path
+from ..store.registry import ProviderSpec
+from ..wire.retry import RetryPolicy, call_with_retries
+from ..store.contract import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
+from ..wire.tuning import HTTP_TUNING, parse_http_tuning
+from ..wire.auth.cos import Credentials, Signer, quote_path
 
 log = logging.getLogger(__name__)
 
@@ -221,9 +221,7 @@ def _error_for(code: int, message: str, status: int, request_id: str, what: str)
         cls = InvalidArgument
     else:
         cls = _class_for_status(status)
-    err = cls(text, detail=detail)
-    err.cos_code = code  # type: ignore[attr-defined]
-    return err
+    return cls(text, detail=detail, code=str(code))
 
 
 def _class_for_status(status: int) -> type[StoreError]:
@@ -541,7 +539,7 @@ class CosStore:
         try:
             data = self._call("GET", list_path, what, params={"op": "list", "num": str(num), "context": context})
         except InvalidArgument as exc:
-            if getattr(exc, "cos_code", None) not in (-165, -170) or num <= LIST_NUM_OLD_MAX:
+            if exc.code not in ("-165", "-170") or num <= LIST_NUM_OLD_MAX:
                 raise
             self._p.page_cap = LIST_NUM_OLD_MAX  # an older server: remember its smaller page
             return self._list_page(folder, name_prefix, context, LIST_NUM_OLD_MAX)

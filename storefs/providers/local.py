@@ -34,8 +34,8 @@ from ..errors import (
     NotFound,
     RemoteChanged,
 )
-from ..registry import ProviderSpec
-from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
+from ..store.registry import ProviderSpec
+from ..store.contract import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
 
 log = logging.getLogger(__name__)
 

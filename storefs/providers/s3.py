@@ -54,7 +54,7 @@ import requests
 import urllib3.exceptions
 
 from .. import __version__, isotime
-from .. import http as storefs_http
+from ..wire import transport_requests as storefs_http
 from ..errors import (
     AccessDenied,
     ArchiveNotReady,
@@ -69,12 +69,12 @@ from ..errors import (
     Throttled,
     Transient,
 )
-from ..fasthttp import FileRegion, LeanClient, head_many
-from ..registry import ProviderSpec
-from ..retry import NO_RETRY, RetryPolicy, call_with_retries
-from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart, cut_pieces, piece_sizes
-from ..tuning import HTTP_TUNING, parse_http_tuning
-from .sigv4 import (
+from ..wire.transport_fast import FileRegion, LeanClient, head_many
+from ..store.registry import ProviderSpec
+from ..wire.retry import NO_RETRY, RetryPolicy, call_with_retries
+from ..store.contract import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart, cut_pieces, piece_sizes
+from ..wire.tuning import HTTP_TUNING, parse_http_tuning
+from ..wire.auth.sigv4 import (
     EMPTY_SHA256,
     UNSIGNED_PAYLOAD,
     SigV4Signer,
@@ -322,9 +322,7 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes, *,
         endpoint = headers.get("x-amz-bucket-region") or ""
         text = f"{what}: the bucket lives at another endpoint/region {endpoint!r} ({label})"
     detail = f"status={status} code={code} message={message[:500]} request_id={request_id}"
-    error = cls(text, detail=detail)
-    error.s3_code = code  # type: ignore[attr-defined]  # for callers that tell NoSuchBucket apart
-    return error
+    return cls(text, detail=detail, code=code)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -644,7 +642,7 @@ def read_window(response: requests.Response, expected: int, piece: int = 0) -> l
 
 def s3_code(exc: StoreError) -> str:
     """The S3 error code a StoreError came from ('' if none)."""
-    return getattr(exc, "s3_code", "")
+    return exc.code
 
 
 class S3Provider:
@@ -701,7 +699,9 @@ class S3Store:
         self.capabilities = Capabilities(min_part_size=S3_MIN_PART, max_part_size=S3_MAX_PART,
                                          max_parts=S3_MAX_PARTS, single_put_max=client.single_put_max,
                                          server_side_copy=True, server_side_move=False,
-                                         list_page_size=1000, archive_classes=S3_ARCHIVE_CLASSES)
+                                         list_page_size=1000, archive_classes=S3_ARCHIVE_CLASSES,
+                                         ranged_pieces=True, ranged_into_files=True, batched_stat=True,
+                                         parts_from_files=True)
 
     def __repr__(self) -> str:
         return f"S3Store({self.client.remote!r}, {self.name!r})"
@@ -1045,7 +1045,7 @@ class S3Store:
             answer = self._call("POST", key, what=what, params=[("restore", "")], headers=headers,
                                 body=_Body(body))
         except StoreError as exc:
-            code = getattr(exc, "s3_code", "")
+            code = exc.code
             if code == "RestoreAlreadyInProgress":
                 return False
             if code == "InvalidObjectState":  # here it means: not in an archive storage class

@@ -45,7 +45,7 @@ from urllib.parse import quote
 import requests
 import urllib3
 
-from .. import http
+from ..wire import transport_requests as http
 from ..errors import (
     AccessDenied,
     AlreadyExists,
@@ -59,12 +59,12 @@ from ..errors import (
     Throttled,
     Transient,
 )
-from ..registry import ProviderSpec
-from ..retry import RetryPolicy, call_with_retries
-from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
-from ..tuning import HTTP_TUNING, parse_http_tuning
-from . import ufile_auth as auth
-from .ufile_auth import (
+from ..store.registry import ProviderSpec
+from ..wire.retry import RetryPolicy, call_with_retries
+from ..store.contract import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
+from ..wire.tuning import HTTP_TUNING, parse_http_tuning
+from ..wire.auth import ufile as auth
+from ..wire.auth.ufile import (
     meta_from_headers,
     meta_from_listing,
     meta_headers,

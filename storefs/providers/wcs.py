@@ -59,7 +59,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from .. import http
+from ..wire import transport_requests as http
 from ..errors import (
     AccessDenied,
     AlreadyExists,
@@ -73,11 +73,11 @@ from ..errors import (
     Throttled,
     Transient,
 )
-from ..registry import ProviderSpec
-from ..retry import call_with_retries
-from ..store import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
-from ..tuning import HTTP_TUNING, parse_http_tuning
-from . import wcs_auth
+from ..store.registry import ProviderSpec
+from ..wire.retry import call_with_retries
+from ..store.contract import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
+from ..wire.tuning import HTTP_TUNING, parse_http_tuning
+from ..wire.auth import wcs as wcs_auth
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

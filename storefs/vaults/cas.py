@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import quote, quote_plus
 
 from ..errors import ConfigError
-from ..registry import ProviderSpec
+from ..store.registry import ProviderSpec
 from .rest import (
     COMMON_OPTIONS,
     Dialect,

@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from ..errors import ArchiveNotReady, ConfigError, NotFound, StoreError
-from ..providers.sigv4 import SigV4Signer, build_query
-from ..registry import ProviderSpec
+from ..wire.auth.sigv4 import SigV4Signer, build_query
+from ..store.registry import ProviderSpec
 from .base import VaultCapabilities
 from .rest import (
     COMMON_OPTIONS,

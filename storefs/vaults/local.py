@@ -48,7 +48,7 @@ from ..errors import (
     ProtocolError,
     StoreError,
 )
-from ..registry import ProviderSpec
+from ..store.registry import ProviderSpec
 from . import treehash
 from .base import (
     JOB_OUTPUT_TTL,

@@ -43,7 +43,7 @@ import requests
 import urllib3.exceptions
 
 from .. import __version__
-from .. import http as storefs_http
+from ..wire import transport_requests as storefs_http
 from ..errors import (
     AccessDenied,
     ArchiveNotReady,
@@ -58,8 +58,8 @@ from ..errors import (
     Throttled,
     Transient,
 )
-from ..retry import NO_RETRY, RetryPolicy, call_with_retries
-from ..tuning import HTTP_TUNING, parse_http_tuning
+from ..wire.retry import NO_RETRY, RetryPolicy, call_with_retries
+from ..wire.tuning import HTTP_TUNING, parse_http_tuning
 from . import treehash
 from .base import (
     ArchiveInfo,
@@ -475,7 +475,7 @@ class RestVaultProvider:
     def _sender(self, method: str, wire_path: str, *, what: str, op: str,
                 params: Sequence[tuple[str, str]], headers: Mapping[str, str] | None,
                 body: _Body | None) -> Callable[[], requests.Response]:
-        from ..providers.sigv4 import build_query
+        from ..wire.auth.sigv4 import build_query
         query = build_query(params)
         url = f"{self.scheme}://{self.netloc}{wire_path}" + (f"?{query}" if query else "")
         request_body = body or _Body()

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from storefs.errors import NotFound, NotSupported, RemoteChanged, Transient
-from storefs.store import ObjectStore, iter_list, read_pieces, read_to_files
+from storefs.store.contract import ObjectStore, iter_list, read_pieces, read_to_files
 
 
 def put_bytes(store: ObjectStore, key: str, data: bytes, meta: dict | None = None):
@@ -62,11 +62,10 @@ def test_read_to_files_writes_each_piece_into_its_file(store, tmp_path):
         read_to_files(store, "files.bin", 5000, 5000 + 2 * 131_072 + 7, 131_072, fds, if_match=etag)
         assert [p.read_bytes() for p in paths] == [data[5000:136_072], data[136_072:267_144],
                                                    data[267_144:267_151]]
-        direct = getattr(store, "read_range_to_files", None)
-        if direct is not None:   # S3 servers answer a range exactly: no fallback to reading pieces
+        if store.capabilities.ranged_into_files:   # S3 answers a range exactly: no fallback to pieces
             for fd in fds:
                 os.ftruncate(fd, 0)
-            assert direct("files.bin", 0, 2 * 131_072, 131_072, fds[:2], if_match=etag) is True
+            assert store.read_range_to_files("files.bin", 0, 2 * 131_072, 131_072, fds[:2], if_match=etag) is True
             assert [p.read_bytes() for p in paths[:2]] == [data[:131_072], data[131_072:262_144]]
         # Asking for more than the object has is a short answer: Transient, whatever the provider.
         with pytest.raises(Transient):
@@ -274,7 +273,7 @@ def test_multipart_abort_leaves_nothing(store):
 @pytest.mark.parametrize("size", [0, 300_000, 3 * 1024 * 1024 + 17, "multipart"])
 def test_upload_file_of_every_size(store, tmp_path, size):
     """The uploader's path for each size band: empty, in-memory PUT, streamed PUT, multipart."""
-    from storefs.uploader import UploadSettings, upload_file
+    from storefs.fs.bucket.uploader import UploadSettings, upload_file
     if size == "multipart":
         size = store.capabilities.single_put_max + 1024 * 1024 + 5
     data = os.urandom(size)

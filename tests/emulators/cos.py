@@ -40,7 +40,7 @@ from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from storefs.providers.cos_auth import (
+from storefs.wire.auth.cos import (
     Sha1State,
     fileid,
     parse_sign,

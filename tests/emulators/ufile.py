@@ -47,7 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, unquote_plus, urlsplit
 
-from storefs.providers import ufile_auth as auth
+from storefs.wire.auth import ufile as auth
 
 from .base import Blob, Emulator, EmulatorHandler, Fault
 

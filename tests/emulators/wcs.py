@@ -60,7 +60,7 @@ class WcsError(Exception):
 
 
 # ----------------------------------------------------------------------------------------------
-# Encoding helpers (written independently of storefs.providers.wcs_auth on purpose: the SDK tests then
+# Encoding helpers (written independently of storefs.wire.auth.wcs on purpose: the SDK tests then
 # check both against the vendor's code).
 
 

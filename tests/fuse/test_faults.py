@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from storefs.registry import provider_module
+from storefs.store.registry import provider_module
 from tests.faultproxy import FaultProxy
 from tests.fuse.harness import Backend, Env, make_backend
 

@@ -244,7 +244,7 @@ def test_mfusepy_on_libfuse2_when_the_user_says_so(local_env):
 
 
 def test_default_falls_back_to_fusepy_without_libfuse3(monkeypatch, caplog):
-    from storefs import fuse_ops
+    from storefs.fuse import ops as fuse_ops
     monkeypatch.delenv("FUSE_LIBRARY_PATH", raising=False)
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None if name == "fuse3" else "libfuse.so.2")
     monkeypatch.delitem(sys.modules, "mfusepy", raising=False)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from storefs.registry import provider_module
-from storefs.store import ObjectStore, iter_list
+from storefs.store.registry import provider_module
+from storefs.store.contract import ObjectStore, iter_list
 from tests.fuse.harness import Backend, Env, make_backend
 
 NAME_MAX = 255

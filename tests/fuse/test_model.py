@@ -43,7 +43,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
-from storefs.registry import provider_module
+from storefs.store.registry import provider_module
 from storefs.status import flush_request_path, read_status
 from tests.fuse.harness import Backend, Env, Mount, make_backend
 

@@ -41,7 +41,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from storefs.registry import provider_module
+from storefs.store.registry import provider_module
 from tests.emulators.base import Fault
 from tests.fuse.harness import Env, Mount, _daemon_pid
 from tests.tlsserver import Front, make_certs
@@ -352,7 +352,7 @@ def bucket_session(site: Site, session: Session) -> None:
 
 
 def vault_session(site: Site, session: Session) -> None:
-    from storefs.vaultnames import encode_mt2
+    from storefs.fs.vault.names import encode_mt2
     from storefs.vaults import cas
     # Archives uploaded behind the mount's back, and a finished inventory for the mount to adopt.
     direct = {k: v for k, v in site.section.items() if k != "type"}

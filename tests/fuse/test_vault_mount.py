@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from storefs.vaultnames import encode_mt2
+from storefs.fs.vault.names import encode_mt2
 from storefs.vaults import cas
 from storefs.vaults.treehash import tree_hash
 from tests.fuse.harness import Env

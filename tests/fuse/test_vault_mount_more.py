@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from storefs.vaultnames import decode_mt, encode_mt2
+from storefs.fs.vault.names import decode_mt, encode_mt2
 from storefs.vaults import glacier
 from storefs.vaults.base import (
     ArchiveInfo,

@@ -31,10 +31,10 @@ from storefs.errors import (
     ProtocolError,
     Throttled,
 )
-from storefs.providers import ufile_auth as auth
+from storefs.wire.auth import ufile as auth
 from storefs.providers.ufile import UfileConfig, UfileProvider, open_provider
-from storefs.retry import RetryPolicy
-from storefs.store import UploadedPart
+from storefs.wire.retry import RetryPolicy
+from storefs.store.contract import UploadedPart
 from tests.emulators.base import Fault
 from tests.emulators.ufile import (
     API_HOST,

@@ -21,8 +21,8 @@ import requests
 
 from storefs import errors
 from storefs.providers import wcs as wcs_provider
-from storefs.providers import wcs_auth
-from storefs.retry import RetryPolicy
+from storefs.wire.auth import wcs as wcs_auth
+from storefs.wire.retry import RetryPolicy
 from tests.emulators.base import Fault
 from tests.emulators.wcs import WcsEmulator
 

@@ -1,4 +1,4 @@
-"""Restore-on-open for archive-class bucket objects (storefs.archived), on a scripted store and on moto."""
+"""Restore-on-open for archive-class bucket objects (storefs.retrieval.gate), on a scripted store and on moto."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from storefs.archived import ArchiveGate, ArchiveOptions, RestoreState, restore_state
+from storefs.retrieval.gate import ArchiveGate, ArchiveOptions, RestoreState, restore_state
 from storefs.errors import ArchiveNotReady, InvalidArgument, NotFound
 from storefs.providers import s3
-from storefs.store import Capabilities, ListPage, ObjectInfo
+from storefs.store.contract import Capabilities, ListPage, ObjectInfo
 
 ARCHIVED = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 

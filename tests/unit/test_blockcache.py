@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from storefs.blockcache import BLOCK, BlockCache
+from storefs.fs.bucket.blockcache import BLOCK, BlockCache
 
 
 def _settle(cache: BlockCache) -> None:

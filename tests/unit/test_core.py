@@ -12,8 +12,8 @@ from storefs.attrs import Defaults, attrs_from_object, meta_from_attrs, parse_mt
 from storefs.errors import ConfigError, NameTooLong, errno_for
 from storefs.options import MountOptions, parse_size
 from storefs.paths import KeyMap, check_path, child_name
-from storefs.store import Capabilities, ObjectInfo
-from storefs.uploader import part_size_for
+from storefs.store.contract import Capabilities, ObjectInfo
+from storefs.fs.bucket.uploader import part_size_for
 
 SEMANTICS = (Path(__file__).resolve().parents[2] / "SEMANTICS.md").read_text()
 

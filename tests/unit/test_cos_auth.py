@@ -33,7 +33,7 @@ from storefs.providers.cos import (
     meta_to_biz_attr,
     open_provider,
 )
-from storefs.providers.cos_auth import (
+from storefs.wire.auth.cos import (
     Credentials,
     Signer,
     fileid,
@@ -42,7 +42,7 @@ from storefs.providers.cos_auth import (
     uploadparts,
     verify_hmac,
 )
-from storefs.store import iter_list
+from storefs.store.contract import iter_list
 from tests.emulators.base import Fault
 from tests.emulators.cos import CosEmulator, parse_multipart
 
@@ -198,7 +198,7 @@ def store(emu):
 
 def _raw(emu: CosEmulator, method: str, path: str, sign: str | None, *, bucket: str = "bkt", **kwargs):
     """One raw API request; returns (HTTP status, JSON reply)."""
-    from storefs.providers.cos_auth import quote_path
+    from storefs.wire.auth.cos import quote_path
     url = f"{emu.url}/files/v2/{emu.appid}/{bucket}{quote_path(path)}"
     headers = kwargs.pop("headers", {})
     if sign is not None:

@@ -13,8 +13,8 @@ import threading
 import pytest
 
 from storefs.errors import NotFound
-from storefs.filesystem import StoreFS
-from storefs.openfiles import Staging
+from storefs.fs.bucket.filesystem import StoreFS
+from storefs.fs.bucket.openfiles import Staging
 from storefs.options import MountOptions
 from storefs.providers.local import open_provider
 

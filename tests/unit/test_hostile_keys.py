@@ -11,7 +11,7 @@ import pytest
 
 from storefs.attrs import Defaults
 from storefs.errors import InvalidArgument, NameTooLong, NotFound
-from storefs.namespace import CacheSettings, Namespace
+from storefs.fs.bucket.namespace import CacheSettings, Namespace
 from storefs.paths import (
     KEY_MAX,
     NAME_MAX,
@@ -21,7 +21,7 @@ from storefs.paths import (
     child_name,
 )
 from storefs.providers.local import open_provider as open_local
-from storefs.store import Capabilities, ListPage, ObjectInfo, iter_list
+from storefs.store.contract import Capabilities, ListPage, ObjectInfo, iter_list
 from tests.emulators.base import BlobStore
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import os
 
-from storefs import journal as journal_module
-from storefs.journal import XATTR, Journal, JournalEntry
+from storefs.fs.bucket import journal as journal_module
+from storefs.fs.bucket.journal import XATTR, Journal, JournalEntry
 
 
 def _staged(directory, entry_id: str, data: bytes = b"data") -> int:

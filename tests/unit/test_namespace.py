@@ -9,7 +9,7 @@ import pytest
 
 from storefs.attrs import Defaults
 from storefs.errors import NotFound
-from storefs.namespace import CacheSettings, Namespace
+from storefs.fs.bucket.namespace import CacheSettings, Namespace
 from storefs.paths import KeyMap
 from storefs.providers.local import open_provider
 
@@ -84,6 +84,7 @@ def test_a_failing_batched_stat_falls_back_to_one_request_per_entry(store):
         return [Transient("reset")] + [NotFound(keys[1])] + [store.store.stat(k) for k in keys[2:]]
 
     store.stat_many = stat_many
+    store.capabilities = dataclasses.replace(store.capabilities, batched_stat=True)
     ns = Namespace(store, KeyMap(), Defaults(0, 0), CacheSettings(dir_ttl=0, attr_ttl=0))
     names = ns.listdir("/d")
     assert len(names) == 50 and all(entry.exact for entry in names.values())

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from storefs.blockcache import BLOCK, BlockCache
-from storefs.reader import RangeReader
+from storefs.fs.bucket.blockcache import BLOCK, BlockCache
+from storefs.fs.bucket.reader import RangeReader
 from storefs.providers.local import open_provider
 
 

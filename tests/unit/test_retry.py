@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from storefs.errors import NotFound, Transient
-from storefs.retry import RetryPolicy, call_with_retries
+from storefs.wire.retry import RetryPolicy, call_with_retries
 
 
 def test_transient_failures_are_retried_and_logged_once_per_try(caplog):
@@ -18,7 +18,7 @@ def test_transient_failures_are_retried_and_logged_once_per_try(caplog):
             raise Transient("put 'x': 503 SlowDown")
         return "done"
 
-    with caplog.at_level(logging.INFO, logger="storefs.retry"):
+    with caplog.at_level(logging.INFO, logger="storefs.wire.retry"):
         assert call_with_retries(flaky, RetryPolicy(attempts=5, base_delay=0), what="r: put 'x'",
                                  sleep=lambda s: None) == "done"
     lines = [r.getMessage() for r in caplog.records]
@@ -30,7 +30,7 @@ def test_giving_up_says_so_and_other_errors_are_not_retried(caplog):
     def down():
         raise Transient("PUT http://127.0.0.1:9: ConnectionRefusedError")
 
-    with caplog.at_level(logging.WARNING, logger="storefs.retry"), pytest.raises(Transient):
+    with caplog.at_level(logging.WARNING, logger="storefs.wire.retry"), pytest.raises(Transient):
         call_with_retries(down, RetryPolicy(attempts=2, base_delay=0), what="r: put 'x'", sleep=lambda s: None)
     assert "r: put 'x' failed after 2 tries" in caplog.text and "ConnectionRefusedError" in caplog.text
     tries = []

@@ -43,7 +43,7 @@ from storefs.providers.s3 import (
     parse_list_uploads,
     parse_list_v2,
 )
-from storefs.retry import RetryPolicy
+from storefs.wire.retry import RetryPolicy
 
 NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
 

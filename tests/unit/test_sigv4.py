@@ -13,7 +13,7 @@ import string
 
 import pytest
 
-from storefs.providers.sigv4 import (
+from storefs.wire.auth.sigv4 import (
     EMPTY_SHA256,
     SigV4Signer,
     build_query,

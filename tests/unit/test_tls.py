@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from storefs import http
+from storefs.wire import transport_requests as http
 from storefs.config import Config
 from storefs.errors import AccessDenied, ConfigError, Transient
-from storefs.registry import provider_module
+from storefs.store.registry import provider_module
 from tests.emulators.cos import CosEmulator
 from tests.tlsserver import Front, make_certs
 

@@ -21,7 +21,7 @@ from storefs.errors import (
     Transient,
 )
 from storefs.providers import ufile
-from storefs.providers import ufile_auth as auth
+from storefs.wire.auth import ufile as auth
 
 PUB, PRI = "PUBexampleUFile", "PRIexampleUFileSecret"
 

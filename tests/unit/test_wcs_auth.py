@@ -10,7 +10,8 @@ import types
 import pytest
 
 from storefs import errors
-from storefs.providers import wcs, wcs_auth
+from storefs.providers import wcs
+from storefs.wire.auth import wcs as wcs_auth
 
 AK, SK = "AKexampleWCS", "SKexampleWCSsecret"
 

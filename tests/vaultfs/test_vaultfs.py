@@ -24,8 +24,8 @@ import time
 import pytest
 
 from storefs.errors import ArchiveNotReady, ReadOnly, errno_for
-from storefs.vaultfs import NoAttribute, VaultFS, VaultOptions
-from storefs.vaultnames import decode_mt, encode_mt2
+from storefs.fs.vault.filesystem import NoAttribute, VaultFS, VaultOptions
+from storefs.fs.vault.names import decode_mt, encode_mt2
 from storefs.vaults import treehash
 from storefs.vaults.base import JobFailed, JobStatus, TreeHashMismatch
 from tests.vaultfs.conftest import HOURS, STANDARD_DONE, Env

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from storefs.vaultnames import (
+from storefs.fs.vault.names import (
     NAME_MAX,
     build_tree,
     clean_path,

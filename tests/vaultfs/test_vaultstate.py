@@ -5,7 +5,7 @@ import threading
 import time
 
 from storefs.vaults.base import ArchiveInfo
-from storefs.vaultstate import (
+from storefs.fs.vault.state import (
     Inventory,
     JobRecord,
     PendingInventory,

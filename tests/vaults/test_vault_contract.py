@@ -647,7 +647,7 @@ def test_error_mapping(status, body, op, cls):
 
 
 def test_moto_quirks_are_mapped_only_in_the_moto_profile():
-    from storefs.providers.sigv4 import SigV4Signer
+    from storefs.wire.auth.sigv4 import SigV4Signer
     signer = SigV4Signer("a", "b", "us-east-1", "glacier")
     moto, aws = GlacierDialect(signer, profile="moto"), GlacierDialect(signer)
     html = b"<!doctype html><title>500 Internal Server Error</title>"
@@ -713,7 +713,7 @@ def test_glacier_signature_matches_botocore():
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from storefs.providers.sigv4 import SigV4Signer
+    from storefs.wire.auth.sigv4 import SigV4Signer
     body = b'{"Type": "archive-retrieval", "ArchiveId": "abc-_DEF", "Tier": "Bulk"}'
     sha = hashlib.sha256(body).hexdigest()
     path = "/-/vaults/my.vault_1/jobs"

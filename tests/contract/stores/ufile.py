@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 
 from storefs.providers.ufile import open_provider
-from storefs.store import ObjectStore
+from storefs.store.contract import ObjectStore
 from tests.emulators.ufile import UfileEmulator
 
 NAME = "ufile"

@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Iterator
 
 from storefs.providers import wcs
-from storefs.store import ObjectStore
+from storefs.store.contract import ObjectStore
 from tests.emulators.wcs import WcsEmulator
 
 NAME = "wcs"

@@ -47,7 +47,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 
-from .vaults.base import ArchiveInfo
+from ...vaults.base import ArchiveInfo
 
 NAME_MAX = 255          # bytes per component
 PATH_MAX = 1024         # bytes per path (storefs.paths.KEY_MAX)

@@ -18,10 +18,10 @@ import threading
 import uuid
 from pathlib import Path
 
-from .attrs import Attrs, now_ns
-from .errors import CacheFull
+from ...attrs import Attrs, now_ns
+from ...errors import CacheFull
 from .reader import RangeReader
-from .store import ObjectInfo, ObjectStore
+from ...store.contract import ObjectInfo, ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import stat
 import threading
 from typing import Callable
 
-from .attrs import (
+from ...attrs import (
     Attrs,
     Defaults,
     attrs_from_object,
@@ -26,10 +26,10 @@ from .attrs import (
     meta_from_attrs,
     now_ns,
 )
-from .archived import XATTR_RETRIEVAL, XATTR_STORAGE_CLASS, ArchiveGate
+from ...retrieval.gate import XATTR_RETRIEVAL, XATTR_STORAGE_CLASS, ArchiveGate
 from .blockcache import BlockCache
 from .committer import CommitSettings, Committer
-from .errors import (
+from ...errors import (
     AlreadyExists,
     InvalidArgument,
     IsADirectory,
@@ -46,10 +46,10 @@ from .errors import (
 from .journal import JournalEntry
 from .namespace import CacheSettings, Entry, Namespace
 from .openfiles import Handle, OpenFile, Staging
-from .options import MountOptions
-from .paths import KeyMap, basename, check_key_length, check_path, is_within, parent
+from ...options import MountOptions
+from ...paths import KeyMap, basename, check_key_length, check_path, is_within, parent
 from .reader import RangeReader
-from .store import ObjectInfo, ObjectStore, iter_list
+from ...store.contract import ObjectInfo, ObjectStore, iter_list
 from .uploader import UploadSettings
 
 log = logging.getLogger(__name__)

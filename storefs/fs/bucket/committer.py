@@ -21,12 +21,12 @@ import os
 import time
 from typing import Callable
 
-from .attrs import carried_meta, meta_from_attrs
-from .errors import NotFound, StoreError
+from ...attrs import carried_meta, meta_from_attrs
+from ...errors import NotFound, StoreError
 from .journal import Journal, JournalEntry
 from .namespace import Entry, Namespace
 from .openfiles import OpenFile, Staging
-from .store import MultipartUpload, ObjectStore
+from ...store.contract import MultipartUpload, ObjectStore
 from .uploader import UploadSettings, upload_file
 from .writeback import Busy, Item, WriteBack
 

@@ -13,7 +13,7 @@ from urllib.parse import SplitResult, urlsplit
 import requests
 import requests.adapters
 
-from .errors import ProtocolError, StoreError, Transient
+from ..errors import ProtocolError, StoreError, Transient
 
 # urllib3 logs full request lines at DEBUG, and some protocols put signatures in query strings.
 logging.getLogger("urllib3").setLevel(logging.WARNING)
@@ -59,7 +59,7 @@ def tls_error(exc: BaseException, settings: HttpSettings, method: str, url: str)
     """The StoreError for a failed TLS handshake. A certificate problem is not transient: retrying
     cannot fix it. The message says what failed and names the fix (ca_file); never str(exc): requests
     puts the URL and its query in it."""
-    from .errors import AccessDenied
+    from ..errors import AccessDenied
     refused, reason = _tls_reason(exc)
     if refused:
         if "mismatch" in reason.lower():
@@ -116,7 +116,7 @@ def is_http_url(url: str) -> bool:
 def check_endpoint(remote: str, endpoint: str) -> SplitResult:
     """An endpoint URL or bare host name (https assumed), validated: http(s), a host, no credentials,
     no path or query. ConfigError naming the remote otherwise."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
     text = endpoint.strip()
     if "://" not in text:
         text = "https://" + text
@@ -175,7 +175,7 @@ class FileChunks:
         return self._size
 
     def __iter__(self):
-        from .errors import InvalidArgument
+        from ..errors import InvalidArgument
         remaining = self._size
         while remaining > 0:
             chunk = self._fileobj.read(min(STREAM_CHUNK, remaining))

@@ -20,10 +20,10 @@ from typing import Callable, Iterable
 
 import cachetools
 
-from .errors import ArchiveNotReady, NotFound, StoreError
-from .isotime import iso8601
-from .restores import RestoreItem, RestoreReport
-from .store import ObjectInfo, ObjectStore, iter_list
+from ..errors import ArchiveNotReady, NotFound, StoreError
+from ..isotime import iso8601
+from .report import RestoreItem, RestoreReport
+from ..store.contract import ObjectInfo, ObjectStore, iter_list
 
 log = logging.getLogger(__name__)
 

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import threading
 import time
 from typing import Any, Callable
 
-from .errors import Transient
+from ...errors import Transient
+from ...wire.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF = 60.0
+# A failed upload waits 1, 2, 4 … 60 s (each drawn from the upper half) and is never given up.
+UPLOAD_RETRY = RetryPolicy(base_delay=1.0, max_delay=60.0, jitter="half")
 
 
 class Busy(Exception):
@@ -178,8 +179,7 @@ class WriteBack:
                     item.attempts += 1
                     item.last_error = f"{exc.__class__.__name__}: {exc}"
                     item.permanent = not isinstance(exc, Transient)
-                    backoff = min(MAX_BACKOFF, 0.5 * 2 ** min(item.attempts, 10))
-                    item.due = time.monotonic() + random.uniform(backoff / 2, backoff)
+                    item.due = time.monotonic() + UPLOAD_RETRY.delay(item.attempts)
                     self._cond.notify_all()
                 log.error("upload of %s failed (attempt %d): %s; it stays staged and is retried",
                           getattr(item.file, "path", "?"), item.attempts, exc)

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .vaults.base import ArchiveInfo
+from ...vaults.base import ArchiveInfo
 
 log = logging.getLogger(__name__)
 

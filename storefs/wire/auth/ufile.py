@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from ..errors import InvalidArgument
+from ...errors import InvalidArgument
 
 # UFile hashes objects in 4 MiB blocks for its ETag (`ufile/config.py::BLOCKSIZE`).
 ETAG_BLOCK = 4 * 1024 * 1024

@@ -33,10 +33,10 @@ import time
 from types import ModuleType
 from typing import Any, Callable
 
-from .errors import errno_for
-from .filesystem import StoreFS
+from ..errors import errno_for
+from ..fs.bucket.filesystem import StoreFS
 from .pagecache import PageCacheWarmer
-from .vaultfs import VaultFS
+from ..fs.vault.filesystem import VaultFS
 
 log = logging.getLogger(__name__)
 

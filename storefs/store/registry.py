@@ -12,7 +12,7 @@ import importlib
 from types import ModuleType
 from typing import Mapping
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

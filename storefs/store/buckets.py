@@ -10,8 +10,8 @@ import dataclasses
 import threading
 from typing import BinaryIO, Mapping
 
-from .errors import CrossDevice, NotFound, NotPermitted
-from .store import (
+from ..errors import CrossDevice, NotFound, NotPermitted
+from .contract import (
     ListPage,
     MultipartUpload,
     ObjectInfo,

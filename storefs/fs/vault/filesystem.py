@@ -44,8 +44,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import ClassVar
 
-from .attrs import Attrs
-from .errors import (
+from ...attrs import Attrs
+from ...errors import (
     AlreadyExists,
     ArchiveNotReady,
     CacheFull,
@@ -60,9 +60,9 @@ from .errors import (
     ReadOnly,
     StoreError,
 )
-from .paths import check_path
-from .restores import RestoreItem, RestoreReport
-from .vaultnames import (
+from ...paths import check_path
+from ...retrieval.report import RestoreItem, RestoreReport
+from .names import (
     FileNode,
     Tree,
     build_tree,
@@ -70,7 +70,7 @@ from .vaultnames import (
     name_of,
     upload_description,
 )
-from .vaults.base import (
+from ...vaults.base import (
     JOB_OUTPUT_TTL,
     ArchiveInfo,
     ArchiveVault,
@@ -84,7 +84,7 @@ from .vaults.base import (
     iso8601,
     short_id,
 )
-from .vaultstate import (
+from .state import (
     Inventory,
     JobRecord,
     PendingInventory,

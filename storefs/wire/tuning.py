@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from .errors import ConfigError
-from .http import HttpSettings
+from ..errors import ConfigError
+from .transport_requests import HttpSettings
 from .retry import RetryPolicy
 
 HTTP_TUNING: dict[str, str] = {

@@ -21,7 +21,7 @@ from typing import Callable
 
 import diskcache
 
-from .errors import LocalWriteError
+from ...errors import LocalWriteError
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import threading
 from typing import Callable
 
 from .blockcache import BLOCK, BlockCache
-from .store import ObjectStore, piece_sizes, read_all_pieces, read_to_files
+from ...store.contract import ObjectStore, piece_sizes, read_all_pieces, read_to_files
 
 RUN_BLOCKS = 8          # blocks per background GET (8 MiB)
 MAX_RUNS_IN_FLIGHT = 4  # background GETs per handle

@@ -17,7 +17,7 @@ import os
 import threading
 from typing import Callable, Mapping
 
-from .store import Capabilities, MultipartUpload, ObjectInfo, ObjectStore, UploadedPart
+from ...store.contract import Capabilities, MultipartUpload, ObjectInfo, ObjectStore, UploadedPart
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +108,14 @@ def _multipart(store: ObjectStore, key: str, fd: int, size: int, meta: Mapping[s
     offsets = list(range(0, size, part_size))
     sent = 0
     sent_lock = threading.Lock()
-    # A provider that sends a part straight from the file (S3) keeps no part in memory at all.
-    from_file = getattr(store, "upload_part_from_file", None)
+    # A store that sends a part straight from the file (S3) keeps no part in memory at all.
+    from_file = caps.parts_from_files
 
     def send(number: int, offset: int) -> UploadedPart:
         nonlocal sent
         length = min(part_size, size - offset)
-        if from_file is not None:
-            part = from_file(upload, number, fd, offset, length)
+        if from_file:
+            part = store.upload_part_from_file(upload, number, fd, offset, length)
         else:
             part = store.upload_part(upload, number, offset, os.pread(fd, length, offset))
         if progress:

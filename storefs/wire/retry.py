@@ -1,4 +1,5 @@
-"""Retrying transient failures with jittered exponential backoff, bounded in count and time.
+"""Retrying transient failures with jittered exponential backoff, bounded in count and time: the one
+backoff policy of storefs (requests, the upload queue's retries, polls of retrieval and inventory jobs).
 
 Providers wrap each request (signing included, so a retry is signed afresh) in `call_with_retries`.
 Only `Transient` errors are retried; everything else is an answer and goes straight up.
@@ -10,9 +11,9 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, TypeVar
+from typing import Callable, Literal, TypeVar
 
-from .errors import Transient
+from ..errors import Transient
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -24,10 +25,27 @@ class RetryPolicy:
     base_delay: float = 0.2     # seconds before the first retry, doubled each time
     max_delay: float = 8.0      # cap on one sleep
     deadline: float = 120.0     # no retry starts after this many seconds since the first try
+    # How a sleep is drawn from its nominal value: "full" jitter, uniform in [0, nominal] (AWS
+    # architecture blog: a herd of clients spreads out); "half", in [nominal / 2, nominal] (a queue
+    # that must not retry at once); "none", the nominal value (a poll of a job's progress).
+    jitter: Literal["full", "half", "none"] = "full"
+
+    def nominal_delay(self, retry: int) -> float:
+        """The un-jittered sleep before retry number `retry` (1-based): doubled each time, capped."""
+        return min(self.max_delay, self.base_delay * 2 ** min(retry - 1, 64))
+
+    def delay(self, retry: int) -> float:
+        """The sleep before retry number `retry`, jittered as the policy says."""
+        nominal = self.nominal_delay(retry)
+        if self.jitter == "full":
+            return random.uniform(0, nominal)
+        if self.jitter == "half":
+            return random.uniform(nominal / 2, nominal)
+        return nominal
 
     def delays(self) -> list[float]:
         """The nominal (un-jittered) sleeps between tries, for tests and docs."""
-        return [min(self.max_delay, self.base_delay * 2 ** i) for i in range(self.attempts - 1)]
+        return [self.nominal_delay(retry) for retry in range(1, self.attempts)]
 
 
 NO_RETRY = RetryPolicy(attempts=1)
@@ -76,9 +94,7 @@ def call_with_retries(fn: Callable[[], T], policy: RetryPolicy, *, what: str,
                 STATS.note_gave_up()
                 log.warning("%s failed after %d tries in %.1fs: %s", what, attempt, elapsed, _reason(what, exc))
                 raise
-            # "Full jitter" (AWS architecture blog): uniform in [0, nominal], so a herd spreads out.
-            nominal = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
-            delay = min(random.uniform(0, nominal), max(0.0, policy.deadline - elapsed))
+            delay = min(policy.delay(attempt), max(0.0, policy.deadline - elapsed))
             STATS.note_retry()
             log.info("%s: %s; retry %d in %.2fs", what, _reason(what, exc), attempt, delay)
             sleep(delay)

@@ -15,35 +15,8 @@ import dataclasses
 import os
 from typing import BinaryIO, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
-from .errors import InvalidArgument, LocalWriteError, Transient
-
-
-@dataclasses.dataclass(frozen=True)
-class Capabilities:
-    """What a provider can do and its size limits. Upload code reads these; nothing checks types."""
-
-    min_part_size: int = 5 * 1024 * 1024
-    max_part_size: int = 5 * 1024 * 1024 * 1024
-    max_parts: int = 10_000
-    # Objects up to this size go up in one request; larger ones use multipart.
-    single_put_max: int = 16 * 1024 * 1024
-    # The server picks the part size (UFile's BlkSize): create_multipart() returns it.
-    server_chosen_part_size: bool = False
-    # Parts must be uploaded in order (WCS ctx chains within a block, COS v4 serial_upload).
-    parts_in_order: bool = False
-    server_side_copy: bool = True
-    server_side_move: bool = False
-    # Listing entries carry user metadata (UFile's UserMeta), so no per-entry stat is needed.
-    list_has_metadata: bool = False
-    # Folders are real objects of their own kind (COS v4) rather than `dir/` marker objects.
-    real_folders: bool = False
-    list_page_size: int = 1000
-    # Keys directly under the mount root can be written (False for a `REMOTE:` mount, where the top
-    # level holds buckets).
-    root_writable: bool = True
-    # Storage classes whose objects must be restored before a GET (S3 GLACIER…). Non-empty: the store
-    # has `restore(key, *, days, tier) -> bool` and stat() reports `meta["x-amz-restore"]`.
-    archive_classes: frozenset[str] = frozenset()
+from ..errors import InvalidArgument, LocalWriteError, StoreError, Transient
+from .features import Capabilities
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -136,6 +109,26 @@ class ObjectStore(Protocol):
     def set_meta(self, key: str, meta: Mapping[str, str]) -> ObjectInfo:
         """Replace an object's user metadata (S3: copy onto itself). NotSupported if impossible."""
 
+    # -- fast paths: called only where `capabilities` declares them (see features.py) -----------------
+
+    def read_range_pieces(self, key: str, start: int, end: int, piece: int, *,
+                          if_match: str | None = None) -> list[bytes]:
+        """read_range as pieces of `piece` bytes, each read off the answer (capabilities.ranged_pieces)."""
+
+    def read_range_to_files(self, key: str, start: int, end: int, piece: int, files: Sequence[int], *,
+                            if_match: str | None = None) -> bool:
+        """Bytes [start, end) into `files` as read_to_files cuts them; False, with nothing written,
+        when the answer is not exactly that range (capabilities.ranged_into_files)."""
+
+    def stat_many(self, keys: list[str], parallel: int) -> list[ObjectInfo | StoreError]:
+        """stat() of every key, each tried once: a StoreError in place of a failed one
+        (capabilities.batched_stat)."""
+
+    def upload_part_from_file(self, upload: MultipartUpload, number: int, fd: int, offset: int,
+                              size: int) -> UploadedPart:
+        """upload_part of bytes [offset, offset+size) of `fd`, sent from the file
+        (capabilities.parts_from_files)."""
+
 
 @runtime_checkable
 class Provider(Protocol):
@@ -160,11 +153,10 @@ class Provider(Protocol):
 def read_pieces(store: ObjectStore, key: str, start: int, end: int, piece: int, *,
                 if_match: str | None = None) -> list[bytes]:
     """Bytes [start, end) as consecutive pieces of `piece` bytes (the last may be shorter): the block
-    cache's unit. A provider with `read_range_pieces` (S3) reads each piece straight off its answer;
-    for the others the range is read whole and cut, which costs a copy of every byte."""
-    reader = getattr(store, "read_range_pieces", None)
-    if reader is not None:
-        return reader(key, start, end, piece, if_match=if_match)
+    cache's unit. A store with `ranged_pieces` (S3) reads each piece straight off its answer; for the
+    others the range is read whole and cut, which costs a copy of every byte."""
+    if store.capabilities.ranged_pieces:
+        return store.read_range_pieces(key, start, end, piece, if_match=if_match)
     return cut_pieces(store.read_range(key, start, end, if_match=if_match), piece)
 
 
@@ -188,11 +180,11 @@ def read_all_pieces(store: ObjectStore, key: str, start: int, end: int, piece: i
 def read_to_files(store: ObjectStore, key: str, start: int, end: int, piece: int, files: Sequence[int], *,
                   if_match: str | None = None) -> None:
     """Bytes [start, end) into `files`, piece by piece as read_pieces cuts them, each from offset 0
-    of its file (block-cache files; see blockcache.fill). A provider with `read_range_to_files` (S3)
-    writes them itself, from the socket, where it can; otherwise the pieces are read and written. A
-    short answer is Transient; a failed local write raises LocalWriteError."""
-    writer = getattr(store, "read_range_to_files", None)
-    if writer is not None and writer(key, start, end, piece, files, if_match=if_match):
+    of its file (block-cache files; see blockcache.fill). A store with `ranged_into_files` (S3) writes
+    them itself, from the socket, where it can; otherwise the pieces are read and written. A short
+    answer is Transient; a failed local write raises LocalWriteError."""
+    if store.capabilities.ranged_into_files and \
+            store.read_range_to_files(key, start, end, piece, files, if_match=if_match):
         return
     if len(files) != len(piece_sizes(start, end, piece)):
         raise InvalidArgument(f"bad range [{start}, {end}) in {len(files)} files for {key!r}")

@@ -21,10 +21,10 @@ import time
 
 import cachetools
 
-from .attrs import Attrs, Defaults, attrs_from_object, implicit_dir_attrs
-from .errors import NotFound, StoreError, Transient
-from .paths import KeyMap, basename, child_name, join, parent
-from .store import ObjectInfo, ObjectStore, iter_list
+from ...attrs import Attrs, Defaults, attrs_from_object, implicit_dir_attrs
+from ...errors import NotFound, StoreError, Transient
+from ...paths import KeyMap, basename, child_name, join, parent
+from ...store.contract import ObjectInfo, ObjectStore, iter_list
 
 log = logging.getLogger(__name__)
 
@@ -194,13 +194,12 @@ class Namespace:
             return
         hints = {name: entries[name] for name in inexact}
         files = [name for name in inexact if not hints[name].is_dir]
-        stat_many = getattr(self.store, "stat_many", None)
-        if stat_many is not None and files:
+        if self.store.capabilities.batched_stat and files:
             # All HEADs from this thread (S3: fasthttp.head_many), which costs less CPU than a
             # thread per request; whatever fails there is retried below as usual.
             keys = [self.keys.key(join(path, name)) for name in files]
             try:
-                batch = stat_many(keys, self.settings.stat_ahead_parallel)
+                batch = self.store.stat_many(keys, self.settings.stat_ahead_parallel)
             except StoreError as exc:   # e.g. a key the HTTP layer refuses: each its own way below
                 log.info("batched stat of %s failed (%s); one request per entry", path, exc)
                 batch = []

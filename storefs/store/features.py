@@ -1,0 +1,48 @@
+"""What one bucket store can do, declared once when the store is opened.
+
+The contract (`contract.py`) says what every store does; this record says how each one differs: its
+size limits, its quirks and its fast paths. Upload code, the reader and the namespace read it;
+nothing above the providers checks a store's type or looks for a method on it.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do and its size limits. Upload code reads these; nothing checks types."""
+
+    min_part_size: int = 5 * 1024 * 1024
+    max_part_size: int = 5 * 1024 * 1024 * 1024
+    max_parts: int = 10_000
+    # Objects up to this size go up in one request; larger ones use multipart.
+    single_put_max: int = 16 * 1024 * 1024
+    # The server picks the part size (UFile's BlkSize): create_multipart() returns it.
+    server_chosen_part_size: bool = False
+    # Parts must be uploaded in order (WCS ctx chains within a block, COS v4 serial_upload).
+    parts_in_order: bool = False
+    server_side_copy: bool = True
+    server_side_move: bool = False
+    # Listing entries carry user metadata (UFile's UserMeta), so no per-entry stat is needed.
+    list_has_metadata: bool = False
+    # Folders are real objects of their own kind (COS v4) rather than `dir/` marker objects.
+    real_folders: bool = False
+    list_page_size: int = 1000
+    # Keys directly under the mount root can be written (False for a `REMOTE:` mount, where the top
+    # level holds buckets).
+    root_writable: bool = True
+    # Storage classes whose objects must be restored before a GET (S3 GLACIER…). Non-empty: the store
+    # has `restore(key, *, days, tier) -> bool` and stat() reports `meta["x-amz-restore"]`.
+    archive_classes: frozenset[str] = frozenset()
+
+    # Fast paths beyond the contract's required methods. Each flag says that the store has the
+    # method named beside it; callers read the flag and never look for the method themselves.
+    # S3 reads a range as pieces straight off the answer: read_range_pieces().
+    ranged_pieces: bool = False
+    # S3 writes a range into local files from the socket: read_range_to_files().
+    ranged_into_files: bool = False
+    # S3 sends many HEADs from one thread: stat_many().
+    batched_stat: bool = False
+    # S3 sends a part from a file descriptor without holding it in memory: upload_part_from_file().
+    parts_from_files: bool = False
