@@ -323,10 +323,7 @@ class FuseOps:
 
     def readdir_plus(self, path: str) -> list[tuple[str, dict[str, int] | None]]:
         """readdir with attributes where known exactly (libfuse 3's READDIRPLUS, _binding_class)."""
-        attrs_of = getattr(self.fs, "readdir_attrs", None)
-        if attrs_of is None:   # vaults: plain names
-            return [(name, None) for name in self.readdir(path, 0)]
-        listed = _call("readdir", attrs_of, path)
+        listed = _call("readdir", self.fs.readdir_attrs, path)
         return [(".", None), ("..", None)] + [
             (name, None if attrs is None else _stat_dict(attrs, self._blksize)) for name, attrs in listed]
 
@@ -465,13 +462,10 @@ def run(fs: StoreFS | VaultFS, mountpoint: str, *, fsname: str, on_ready: Callab
     if not fuse3:   # libfuse 3: big writes always on, sizes negotiated in init (_binding_class)
         # libfuse 2 splits writes into 4 KiB requests unless big_writes is on; 128 KiB is its ceiling.
         options.update(big_writes=True, max_read=131072, max_write=131072)
-    attr_ttl = getattr(fs.options, "attr_ttl", None)
-    if attr_ttl is not None:
+    if fs.kernel_cache_ttl is not None:
         # The kernel's own entry and attribute caches (libfuse's default: 1 s) spare a FUSE round trip
-        # per entry of a repeated `ls -l`. Half our TTL, at least libfuse's 1 s, so that another
-        # client's change still shows within 1.5 x attr_ttl (SEMANTICS.md, Consistency).
-        kernel_ttl = max(1.0, attr_ttl / 2)
-        options.update(entry_timeout=kernel_ttl, attr_timeout=kernel_ttl)
+        # per entry of a repeated `ls -l`.
+        options.update(entry_timeout=fs.kernel_cache_ttl, attr_timeout=fs.kernel_cache_ttl)
     if allow_other:
         options["allow_other"] = True
     if default_permissions:

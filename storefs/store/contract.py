@@ -12,10 +12,10 @@ names *without* any vendor prefix (`mtime`, `mode`, …); each provider maps the
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import BinaryIO, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
-from ..errors import InvalidArgument, LocalWriteError, StoreError, Transient
+from ..errors import InvalidArgument, StoreError, Transient
+from ..localfiles import write_file
 from .features import Capabilities
 
 
@@ -190,17 +190,6 @@ def read_to_files(store: ObjectStore, key: str, start: int, end: int, piece: int
         raise InvalidArgument(f"bad range [{start}, {end}) in {len(files)} files for {key!r}")
     for fd, data in zip(files, read_all_pieces(store, key, start, end, piece, if_match=if_match)):
         write_file(fd, data)
-
-
-def write_file(fd: int, data: bytes | memoryview, offset: int = 0) -> None:
-    """All of `data` into `fd` at `offset`; a failure is LocalWriteError."""
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view, offset = view[written:], offset + written
-    except OSError as exc:
-        raise LocalWriteError(exc) from None
 
 
 def cut_pieces(data: bytes, piece: int) -> list[bytes]:

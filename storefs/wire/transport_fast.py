@@ -33,7 +33,7 @@ import certifi
 
 from ..errors import InvalidArgument, LocalWriteError, ProtocolError, StoreError, Transient
 from .transport_requests import HttpSettings, tls_error
-from ..store.contract import write_file
+from ..localfiles import write_file
 
 ANSWER_MAX = 64 << 20   # the largest answer read whole (a LIST page is about 1 MiB at most)
 HEAD_MAX = 64 << 10     # status line and headers

@@ -68,6 +68,9 @@ class StoreFS:
         # once and the kernel stops asking (see fuse_ops.getxattr).
         self.archive = archive
         self.has_xattrs = archive is not None and options.xattr
+        # The kernel keeps entries and attributes for half our TTL, at least libfuse's 1 s, so that
+        # another client's change still shows within 1.5 x attr_ttl (SEMANTICS.md, Consistency).
+        self.kernel_cache_ttl: float | None = max(1.0, options.attr_ttl / 2)
         self.cache = cache
         self.location = location  # names this remote bucket in the block cache's keys
         self.keys = KeyMap.for_prefix(prefix)

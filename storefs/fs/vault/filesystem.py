@@ -712,6 +712,7 @@ def _ns(seconds: float) -> int:
 
 class VaultFS:
     has_xattrs = True  # user.storefs.archive_id, .tree_hash, .retrieval, .inventory
+    kernel_cache_ttl: float | None = None   # libfuse's default: a vault's tree changes only on refresh
     """The path-level filesystem over vault `vault_name` of `provider` (None: every vault).
     `state_dir` holds this remote's vault state (vaultstate.state_dir_for gives the usual place);
     `clock` is the service's clock (job dates are compared with it; tests pass their fake one)."""
@@ -883,6 +884,10 @@ class VaultFS:
                     names.add(upath[len(prefix):])
         return sorted(names)
 
+
+    def readdir_attrs(self, path: str) -> list[tuple[str, Attrs | None]]:
+        """readdir's names; the kernel asks for each entry's attributes itself."""
+        return [(name, None) for name in self.readdir(path)]
     def statfs(self) -> dict[str, int]:
         block = 4096
         with self._lock:
