@@ -69,7 +69,8 @@ from ..errors import (
     Throttled,
     Transient,
 )
-from ..wire.transport_fast import FileRegion, LeanClient, head_many
+from ..wire.body import Body, FileRegion, FileSlice
+from ..wire.transport_fast import LeanClient, head_many
 from ..store.registry import ProviderSpec
 from ..wire.retry import NO_RETRY, RetryPolicy, call_with_retries
 from ..store.contract import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart, cut_pieces, piece_sizes
@@ -856,11 +857,8 @@ class S3Store:
             if len(data) != size:
                 raise InvalidArgument(f"put {key!r}: body has {len(data)} bytes, not {size}")
             request_body = _Body(data)
-        elif hasattr(body, "file_region"):   # a staged file (uploader._FileSlice): sent from the file
-            fd, offset, left = body.file_region()
-            if left != size:
-                raise InvalidArgument(f"put {key!r}: body has {left} bytes, not {size}")
-            request_body = _Body(region=FileRegion(fd, offset, size))
+        elif isinstance(body, FileSlice):   # a staged file (the uploader's): sent from the file
+            request_body = _Body(region=Body.upload(body, size).region)
         else:
             request_body = _Body(fileobj=body, size=size)
         answer = self._call("PUT", key, what=f"put {key!r}", headers=headers, body=request_body)

@@ -27,12 +27,14 @@ import selectors
 import socket
 import ssl
 import threading
-from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Callable, Mapping, Sequence, TypeVar
 
 import certifi
 
 from ..errors import InvalidArgument, LocalWriteError, ProtocolError, StoreError, Transient
-from .transport_requests import HttpSettings, tls_error
+from .answer import AnswerHeaders
+from .body import FileRegion
+from .settings import HttpSettings, tls_error
 from ..localfiles import write_file
 
 ANSWER_MAX = 64 << 20   # the largest answer read whole (a LIST page is about 1 MiB at most)
@@ -44,15 +46,6 @@ PIPE_SIZE = 1 << 20     # splice's pipe (the kernel's default is 64 KiB; larger 
 F_SETPIPE_SZ = 1031     # fcntl.F_SETPIPE_SZ, named in the module from Python 3.10 on Linux only
 
 _T = TypeVar("_T")
-
-
-@dataclasses.dataclass(frozen=True)
-class FileRegion:
-    """A request body that is `size` bytes of file descriptor `fd` from `offset` (a multipart part of
-    a staged file): sent straight from the file, never held in memory whole."""
-    fd: int
-    offset: int
-    size: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,25 +251,6 @@ def _keeps_alive(headers: Mapping[str, str], http10: bool) -> bool:
     """Whether the connection may carry the next request after this answer."""
     connection = headers.get("Connection", "").lower()
     return "close" not in connection and (not http10 or "keep-alive" in connection)
-
-
-class AnswerHeaders(dict):
-    """An answer's headers by lower-cased name, looked up in any case. (requests' CaseInsensitiveDict
-    costs about 2 us per header to fill, and `ls -l` makes a HEAD with a dozen headers per entry.)"""
-
-    __slots__ = ()
-
-    def __getitem__(self, name: str) -> str:
-        return dict.__getitem__(self, name.lower())
-
-    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        return dict.get(self, name.lower(), default)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and dict.__contains__(self, name.lower())
-
-    def lower_items(self) -> Iterable[tuple[str, str]]:   # as CaseInsensitiveDict has
-        return self.items()
 
 
 def _parse_head(head: bytes) -> tuple[int, bool, AnswerHeaders]:

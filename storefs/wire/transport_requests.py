@@ -1,30 +1,30 @@
-"""Shared HTTP plumbing for providers: one pooled requests.Session, timeouts on every request, and the
-translation of transport failures into `Transient` (so `call_with_retries` retries them).
+"""The requests transport: one pooled requests.Session per client, timeouts on every request, streamed
+answers read undecoded, and transport failures turned into `Transient` (so retries retry them).
 
-Providers still map HTTP *answers* (status codes, error bodies) themselves: that is protocol knowledge.
+It carries what the fast transport does not: bodies streamed from file objects, answers read as they
+arrive (ranged reads in pieces, job outputs), and every call of the providers that do not use the fast
+transport. This is the only module of storefs that imports requests.
 """
 from __future__ import annotations
 
-import dataclasses
+import http.cookiejar
 import logging
-from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from typing import Any, Iterator
 
 import requests
 import requests.adapters
+import urllib3.exceptions
 
-from ..errors import ProtocolError, StoreError, Transient
+from ..errors import ProtocolError, Transient
+from .answer import AnswerHeaders
+from .body import Body
+from .settings import HttpSettings, check_endpoint, host_of, is_http_url, tls_error  # noqa: F401
 
 # urllib3 logs full request lines at DEBUG, and some protocols put signatures in query strings.
 logging.getLogger("urllib3").setLevel(logging.WARNING)
 
-
-@dataclasses.dataclass(frozen=True)
-class HttpSettings:
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0     # between bytes, not for the whole body
-    pool_size: int = 32
-    verify: bool | str = True      # False never by default; a path names a CA bundle
+_CUT_SHORT = (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+              requests.exceptions.Timeout, urllib3.exceptions.HTTPError, OSError)
 
 
 def new_session(settings: HttpSettings) -> requests.Session:
@@ -36,8 +36,100 @@ def new_session(settings: HttpSettings) -> requests.Session:
     session.verify = settings.verify
     # Never pick up proxies or credentials from the environment or ~/.netrc behind the user's back.
     session.trust_env = False
+    # Load balancers in front of object stores set cookies; a shared jar is not thread-safe and
+    # cookies are part of no protocol spoken here.
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     return session
 
+
+class RequestsAnswer:
+    """A streamed answer over requests (wire.answer.StreamedAnswer)."""
+
+    def __init__(self, response: requests.Response, method: str) -> None:
+        self._response = response
+        self._method = method
+        self.status = response.status_code
+        self.headers = AnswerHeaders.of(response.headers.items())
+
+    def read(self, size: int) -> bytes:
+        try:
+            return self._response.raw.read(size, decode_content=False) or b""
+        except _CUT_SHORT as exc:
+            raise self._cut_short(exc) from None
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        while True:
+            chunk = self.read(size)
+            if not chunk:
+                return
+            yield chunk
+
+    def read_decoded(self, limit: int | None = None) -> bytes:
+        """The whole body (at most `limit` bytes), content-decoded as the server encoded it (JSON
+        and XML replies may come gzipped); a body shorter than its Content-Length is Transient."""
+        try:
+            if limit is not None:
+                return self._response.raw.read(limit, decode_content=True) or b""
+            data = b"".join(self._response.iter_content(1 << 20))
+        except (*_CUT_SHORT, requests.exceptions.RequestException) as exc:
+            raise self._cut_short(exc) from None
+        return data
+
+    def read_all(self) -> bytes:
+        """The whole body as sent; shorter than its Content-Length is Transient (urllib3 returns what
+        arrived when the peer closes early)."""
+        data = self.read(1 << 62) if self._method != "HEAD" else b""
+        declared = self.headers.get("Content-Length")
+        if self._method != "HEAD" and declared is not None and declared.isdigit() and len(data) != int(declared):
+            raise self._cut_short(None)
+        return data
+
+    def _cut_short(self, exc: BaseException | None) -> Transient:
+        why = exc.__class__.__name__ if exc else "fewer bytes than Content-Length"
+        return Transient(f"{self._method} answer from {host_of(self._response.url)} cut short: {why}")
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> RequestsAnswer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _SizedChunks:
+    """A body's chunks with a length, so that requests sends a Content-Length and urllib3 writes chunk
+    by chunk (no slurping). Made anew for each try."""
+
+    def __init__(self, body: Body) -> None:
+        self._body = body
+
+    def __len__(self) -> int:
+        return self._body.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._body.chunks()
+
+
+class RequestsTransport:
+    def __init__(self, settings: HttpSettings) -> None:
+        self.settings = settings
+        self.session = new_session(settings)
+
+    def open(self, method: str, url: str, headers: dict[str, str], body: Body) -> RequestsAnswer:
+        """Send one request; the answer comes back unread. Redirects are answers, never followed (a
+        signed request must not be replayed to another host)."""
+        data: Any = body.data if body.in_memory else _SizedChunks(body) if body.size else b""
+        response = send(self.session, self.settings, method, url, headers=headers, data=data, stream=True,
+                        allow_redirects=False)
+        return RequestsAnswer(response, method)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+# -- the functions the providers not yet on wire.client call ----------------------------------------
 
 def send(session: requests.Session, settings: HttpSettings, method: str, url: str,
          **kwargs: Any) -> requests.Response:
@@ -49,31 +141,10 @@ def send(session: requests.Session, settings: HttpSettings, method: str, url: st
         raise tls_error(exc, settings, method, url) from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
             requests.exceptions.ChunkedEncodingError) as exc:
-        raise Transient(f"{method} {_host(url)}: {exc.__class__.__name__}") from None
+        raise Transient(f"{method} {host_of(url)}: {exc.__class__.__name__}") from None
     except requests.exceptions.RequestException as exc:
         # e.g. InvalidHeader on a duplicated Content-Length: the server's answer is malformed.
-        raise ProtocolError(f"{method} {_host(url)}: {exc.__class__.__name__}") from None
-
-
-def tls_error(exc: BaseException, settings: HttpSettings, method: str, url: str) -> StoreError:
-    """The StoreError for a failed TLS handshake. A certificate problem is not transient: retrying
-    cannot fix it. The message says what failed and names the fix (ca_file); never str(exc): requests
-    puts the URL and its query in it."""
-    from ..errors import AccessDenied
-    refused, reason = _tls_reason(exc)
-    if refused:
-        if "mismatch" in reason.lower():
-            fix = "the endpoint must name a host the certificate is for"
-        elif isinstance(settings.verify, str):
-            fix = f"ca_file = {settings.verify} does not vouch for it"
-        else:
-            fix = ("if the server's certificate comes from a private CA, set ca_file = /path/to/ca.pem in "
-                   "the remote's section")
-        return AccessDenied(f"TLS certificate verification failed for {_host(url)} ({reason}); {fix}")
-    if "EOF" in reason.upper():
-        # The server hung up mid-handshake (an overloaded balancer): that one is worth a retry.
-        return Transient(f"{method} {_host(url)}: TLS connection closed ({reason})")
-    return AccessDenied(f"TLS handshake with {_host(url)} failed ({reason}); is it an https endpoint?")
+        raise ProtocolError(f"{method} {host_of(url)}: {exc.__class__.__name__}") from None
 
 
 def read_body(response: requests.Response) -> bytes:
@@ -83,7 +154,7 @@ def read_body(response: requests.Response) -> bytes:
         return b"".join(response.iter_content(1 << 20))
     except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
             requests.exceptions.Timeout) as exc:
-        raise Transient(f"body of {response.request.method} {_host(response.url)} cut short: "
+        raise Transient(f"body of {response.request.method} {host_of(response.url)} cut short: "
                         f"{exc.__class__.__name__}") from None
 
 
@@ -101,62 +172,6 @@ def check_range_body(response: requests.Response, body: bytes, start: int, end: 
     return body
 
 
-def is_http_url(url: str) -> bool:
-    """An http(s) URL with a host and, if any, a numeric port. urlsplit() raises ValueError for a bad
-    IPv6 literal and `.port` for a port that is no number or out of range: caught here, at config time,
-    not as a traceback from the mount process (`http://host:notaport` used to exit 1 that way)."""
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 - evaluated for its ValueError
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-def check_endpoint(remote: str, endpoint: str) -> SplitResult:
-    """An endpoint URL or bare host name (https assumed), validated: http(s), a host, no credentials,
-    no path or query. ConfigError naming the remote otherwise."""
-    from ..errors import ConfigError
-    text = endpoint.strip()
-    if "://" not in text:
-        text = "https://" + text
-    if not is_http_url(text):
-        raise ConfigError(f"[{remote}] endpoint {endpoint!r} is not an http(s) URL (http[s]://HOST[:PORT])")
-    parts = urlsplit(text)
-    if parts.username or parts.password:
-        raise ConfigError(f"[{remote}] put credentials in their own keys, not in the endpoint URL")
-    if parts.path not in ("", "/") or parts.query:
-        raise ConfigError(f"[{remote}] endpoint {endpoint!r} must not have a path or query")
-    return parts
-
-
-def _tls_reason(exc: BaseException) -> tuple[bool, str]:
-    """(the peer's certificate was refused, OpenSSL's reason) from requests' exception chain. Only the
-    ssl module's own fields are used: the outer exceptions' texts carry the request URL."""
-    import ssl
-    stack, seen = [exc], set()
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return True, str(current.verify_message or current.reason or "certificate not trusted").rstrip(".")
-        if isinstance(current, ssl.SSLError):
-            return False, str(current.reason or current.__class__.__name__)
-        if isinstance(current, (ConnectionError, EOFError)):
-            return False, f"EOF ({current.__class__.__name__})"
-        stack += [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
-        stack += [v for v in (getattr(current, "reason", None), current.__cause__, current.__context__)
-                  if isinstance(v, BaseException)]
-    return False, exc.__class__.__name__
-
-
-def _host(url: str) -> str:
-    # Only scheme and host in messages: paths and queries may carry signatures.
-    from urllib.parse import urlsplit
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 STREAM_CHUNK = 1024 * 1024

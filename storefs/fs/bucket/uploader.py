@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import io
 import logging
 import math
 import os
 import threading
 from typing import Callable, Mapping
 
+from ...wire.body import FileSlice
 from ...store.contract import Capabilities, MultipartUpload, ObjectInfo, ObjectStore, UploadedPart
 
 log = logging.getLogger(__name__)
@@ -33,51 +33,6 @@ def part_size_for(size: int, caps: Capabilities, wanted: int) -> int:
     return min(max(caps.min_part_size, wanted, size_needed), caps.max_part_size)
 
 
-class _FileSlice(io.RawIOBase):
-    """A read-only, seekable file object over [offset, offset+size) of an open fd, for streaming
-    request bodies. Providers rewind it (seek/tell) to resend a body on retry."""
-
-    def __init__(self, fd: int, offset: int, size: int) -> None:
-        super().__init__()
-        self._fd, self._base, self._size, self._pos = fd, offset, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, min(self._size, base + pos))
-        return self._pos
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = self._size - self._pos
-        n = min(n, self._size - self._pos)
-        if n <= 0:
-            return b""
-        data = os.pread(self._fd, n, self._base + self._pos)
-        self._pos += len(data)
-        return data
-
-    def readinto(self, buffer) -> int:  # io.RawIOBase's read() of unknown size goes through here
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-    def __len__(self) -> int:
-        return self._size - self._pos
-
-    def file_region(self) -> tuple[int, int, int]:
-        """(fd, offset, size) of what is left to read: a provider may send that from the file."""
-        return self._fd, self._base + self._pos, self._size - self._pos
-
-
 def upload_file(store: ObjectStore, key: str, path: str, meta: Mapping[str, str], settings: UploadSettings,
                 *, on_multipart: Callable[[MultipartUpload], None] | None = None,
                 progress: Callable[[int], None] | None = None) -> ObjectInfo:
@@ -88,7 +43,7 @@ def upload_file(store: ObjectStore, key: str, path: str, meta: Mapping[str, str]
         size = os.fstat(fd).st_size
         caps = store.capabilities
         if size <= caps.single_put_max:
-            info = store.put(key, _FileSlice(fd, 0, size), size, meta)
+            info = store.put(key, FileSlice(fd, 0, size), size, meta)
             if progress:
                 progress(size)
             return info
