@@ -34,15 +34,13 @@ from storefs.errors import (
     Transient,
 )
 from storefs.providers import s3
-from storefs.providers.s3 import (
-    decode_meta_value,
-    encode_meta_value,
-    error_from_response,
-    open_provider,
-    parse_iso8601,
-    parse_list_uploads,
-    parse_list_v2,
-)
+from storefs.providers.s3 import open_provider
+from storefs.providers.s3.client import S3Client
+from storefs.providers.s3.errors import error_from_response
+from storefs.providers.s3.meta import decode_meta_value, encode_meta_value, meta_headers, parse_http_date
+from storefs.providers.s3.xml import parse_iso8601, parse_list_uploads, parse_list_v2
+from storefs.store.contract import MultipartUpload, UploadedPart
+from storefs.wire.answer import Answer, AnswerHeaders
 from storefs.wire.retry import RetryPolicy
 
 NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
@@ -100,9 +98,13 @@ def test_list_uploads_paging_markers():
     assert markers == [("key-marker", "k 2"), ("upload-id-marker", "u2")]
 
 
+def _answer(status: int, body: bytes) -> Answer:
+    return Answer(status, AnswerHeaders(), body)
+
+
 def _error(code: str, status: int, message: str = "msg") -> StoreError:
     body = f"<Error><Code>{code}</Code><Message>{message}</Message><RequestId>R1</RequestId></Error>".encode()
-    return error_from_response(status, {}, body, what="op", bucket="b")
+    return error_from_response(_answer(status, body), "op")
 
 
 @pytest.mark.parametrize("code,status,cls", [
@@ -117,7 +119,7 @@ def _error(code: str, status: int, message: str = "msg") -> StoreError:
     ("", 404, NotFound), ("", 403, AccessDenied), ("", 412, RemoteChanged), ("", 503, Throttled),
 ])
 def test_error_table(code, status, cls):
-    err = _error(code, status) if code else error_from_response(status, {}, b"", what="op")
+    err = _error(code, status) if code else error_from_response(_answer(status, b""), "op")
     assert type(err) is cls
     if code:
         assert code in str(err) and "R1" in (err.detail or "")
@@ -127,7 +129,7 @@ def test_error_messages_carry_code_and_message():
     err = _error("SignatureDoesNotMatch", 403, "The request signature we calculated does not match")
     assert "SignatureDoesNotMatch: The request signature we calculated does not match" in str(err)
     assert "does not exist" in str(_error("NoSuchBucket", 404))
-    assert type(error_from_response(502, {}, b"<html>Bad gateway</html", what="op")) is Transient
+    assert type(error_from_response(_answer(502, b"<html>Bad gateway</html"), "op")) is Transient
 
 
 @pytest.mark.parametrize("value", ["plain", "1700000000.25", "Zhang San 张三", " lead", "trail ", "tab\there",
@@ -143,33 +145,33 @@ def test_meta_decoding_of_foreign_forms():
     assert decode_meta_value("café".encode().decode("latin-1")) == "café"  # raw UTF-8 read as Latin-1
     assert decode_meta_value("=?UTF-8?B?!!!?=") == "=?UTF-8?B?!!!?="     # not decodable: left alone
     with pytest.raises(InvalidArgument):
-        s3.meta_headers({"bad name": "x"})
-    assert s3.meta_headers({"Mtime": "1"}) == {"x-amz-meta-mtime": "1"}
+        meta_headers({"bad name": "x"})
+    assert meta_headers({"Mtime": "1"}) == {"x-amz-meta-mtime": "1"}
 
 
 def test_timestamps():
     assert parse_iso8601("1970-01-01T00:00:00Z") == 0.0
     assert parse_iso8601("2009-10-12T17:50:30.5+01:00") == 1255369830.5 - 3600
-    assert s3.parse_http_date("Wed, 12 Oct 2009 17:50:00 GMT") == 1255369800.0
+    assert parse_http_date("Wed, 12 Oct 2009 17:50:00 GMT") == 1255369800.0
 
 
-def _client(**extra: str) -> s3.S3Client:
-    return s3.S3Client("r", {"endpoint": "https://s3.eu-west-1.amazonaws.com", "access_key": "AK",
+def _client(**extra: str) -> S3Client:
+    return S3Client("r", {"endpoint": "https://s3.eu-west-1.amazonaws.com", "access_key": "AK",
                              "secret_key": "TOPSECRET", **extra})
 
 
 def test_addressing():
     virtual = _client()
-    assert virtual.addressing == "virtual"
+    assert virtual.options.addressing == "virtual"
     assert virtual.locate("bkt", "a b/c") == ("bkt.s3.eu-west-1.amazonaws.com", "/a%20b/c")
     assert virtual.locate("bkt", None) == ("bkt.s3.eu-west-1.amazonaws.com", "/")
     path = _client(addressing="path")
     assert path.locate("bkt", "a b/c") == ("s3.eu-west-1.amazonaws.com", "/bkt/a%20b/c")
     assert path.locate("bkt", None) == ("s3.eu-west-1.amazonaws.com", "/bkt")
     assert path.locate(None, None) == ("s3.eu-west-1.amazonaws.com", "/")
-    custom = s3.S3Client("r", {"endpoint": "http://127.0.0.1:9000", "access_key": "a", "secret_key": "b"})
-    assert custom.addressing == "path" and custom.host_port == "127.0.0.1:9000"
-    assert s3.S3Client("r", {"endpoint": "minio.example", "access_key": "a", "secret_key": "b"}).host_port \
+    custom = S3Client("r", {"endpoint": "http://127.0.0.1:9000", "access_key": "a", "secret_key": "b"})
+    assert custom.options.addressing == "path" and custom.options.host_port == "127.0.0.1:9000"
+    assert S3Client("r", {"endpoint": "minio.example", "access_key": "a", "secret_key": "b"}).options.host_port \
         == "minio.example:443"
     with pytest.raises(InvalidArgument):
         path.locate("bkt", "a/../b")
@@ -189,8 +191,8 @@ def test_config_errors(options):
 
 def test_secret_stays_out_of_reprs():
     client = _client(session_token="TOKENSECRET")
-    for obj in (client, client.signer, s3.S3Provider("r", {"endpoint": "http://x", "access_key": "a",
-                                                            "secret_key": "TOPSECRET"}),
+    for obj in (client, client.signer, client.options,
+                s3.S3Provider("r", {"endpoint": "http://x", "access_key": "a", "secret_key": "TOPSECRET"}),
                 s3.S3Store(client, "b")):
         assert "TOPSECRET" not in repr(obj) and "TOKENSECRET" not in repr(obj)
     assert set(s3.SPEC.secrets) == {"secret_key", "session_token"}
@@ -245,7 +247,7 @@ def scripted(*script) -> Iterator[tuple[s3.S3Store, _Server]]:
     thread.start()
     provider = open_provider("scripted", {"endpoint": f"http://127.0.0.1:{server.server_address[1]}",
                                           "access_key": "AK", "secret_key": "SK", "read_timeout": "5"})
-    provider.client.retry = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.02)
+    provider.client.wire.retry = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.02)
     try:
         yield provider.bucket("bkt"), server
     finally:
@@ -286,8 +288,8 @@ def test_malformed_success_answer_is_protocol_error():
 def test_complete_multipart_200_with_error_body_is_retried():
     internal = b'<?xml version="1.0"?>\n<Error><Code>InternalError</Code><Message>oops</Message></Error>'
     done = b"<CompleteMultipartUploadResult><ETag>\"abc-2\"</ETag></CompleteMultipartUploadResult>"
-    upload = s3.MultipartUpload("k", "U1", 5 << 20, {"meta": {"mtime": "3"}})
-    parts = [s3.UploadedPart(2, "e2", 10), s3.UploadedPart(1, "e1", 5 << 20)]
+    upload = MultipartUpload("k", "U1", 5 << 20, {"meta": {"mtime": "3"}})
+    parts = [UploadedPart(2, "e2", 10), UploadedPart(1, "e1", 5 << 20)]
     with scripted((200, {}, internal), (200, {}, done)) as (store, server):
         info = store.complete_multipart(upload, parts)
     assert info.etag == "abc-2" and info.size == (5 << 20) + 10 and info.meta == {"mtime": "3"}
@@ -298,10 +300,10 @@ def test_complete_multipart_200_with_error_body_is_retried():
 
 def test_complete_multipart_whose_answer_was_lost():
     no_upload = b"<Error><Code>NoSuchUpload</Code><Message>gone</Message></Error>"
-    upload = s3.MultipartUpload("k", "U1", 5 << 20)
+    upload = MultipartUpload("k", "U1", 5 << 20)
     head = {"ETag": '"abc-1"', "Last-Modified": "Wed, 12 Oct 2009 17:50:00 GMT"}
     with scripted((500, {}, b""), (404, {}, no_upload), (200, {**head, "Content-Length": "7"}, b"")) as (store, _):
-        assert store.complete_multipart(upload, [s3.UploadedPart(1, "e1", 7)]).etag == "abc-1"
+        assert store.complete_multipart(upload, [UploadedPart(1, "e1", 7)]).etag == "abc-1"
 
 
 def test_read_range_when_server_ignores_range():
@@ -430,7 +432,6 @@ def test_storage_class_option(moto_server):
 def test_http_dates_parse_in_every_form_servers_send():
     import email.utils
 
-    from storefs.providers.s3 import parse_http_date
     for text in ("Sat, 21 Nov 2026 13:34:00 GMT", "Sun, 06 Nov 1994 08:49:37 GMT",   # IMF-fixdate
                  "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"):      # obsolete forms
         assert parse_http_date(text) == email.utils.parsedate_to_datetime(text).timestamp()

@@ -21,8 +21,11 @@ import datetime as _dt
 import hashlib
 import hmac
 import threading
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from ..client import Request
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -189,6 +192,17 @@ class SigV4Signer:
         added["Authorization"] = (f"{ALGORITHM} Credential={self.access_key}/{self.scope(timestamp[:8])}, "
                                   f"SignedHeaders={signed}, Signature={sig}")
         return added
+
+    def sign_request(self, request: Request) -> None:
+        """The wire layer's Signer (wire.client): signs `request` in place. Its headers must hold Host
+        (see sign()). The payload hash is the body's SHA-256 (bytes, or a file region read once); a
+        stream cannot be hashed before it is sent, so S3 sends it UNSIGNED-PAYLOAD."""
+        if request.body.stream is not None and self.service == "s3":
+            payload_hash = UNSIGNED_PAYLOAD
+        else:
+            payload_hash = request.body.sha256_hex()
+        request.headers.update(self.sign(request.method, request.path, request.query, request.headers,
+                                         payload_hash=payload_hash))
 
     def presign(self, method: str, host: str, wire_path: str, params: Sequence[tuple[str, str]] = (),
                 *, expires: int = 3600, now: _dt.datetime | None = None,
