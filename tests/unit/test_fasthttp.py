@@ -13,7 +13,7 @@ import pytest
 
 from storefs.errors import LocalWriteError, ProtocolError, Transient
 from storefs.wire.transport_fast import ANSWER_MAX, LeanClient, head_many
-from storefs.wire.transport_requests import HttpSettings
+from storefs.wire.settings import HttpSettings
 
 
 class Scripted:
@@ -381,7 +381,7 @@ def test_a_file_region_is_sent_as_the_body(tmp_path):
     import hashlib
 
     from storefs.errors import InvalidArgument
-    from storefs.wire.transport_fast import FileRegion
+    from storefs.wire.body import FileRegion
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Digest)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
+import os
 import random
 import string
 
@@ -15,11 +17,14 @@ import pytest
 
 from storefs.wire.auth.sigv4 import (
     EMPTY_SHA256,
+    UNSIGNED_PAYLOAD,
     SigV4Signer,
     build_query,
     encode_path,
     uri_encode,
 )
+from storefs.wire.body import Body, FileRegion
+from storefs.wire.client import Request
 
 AK = "AKIAIOSFODNN7EXAMPLE"
 S3_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -66,6 +71,30 @@ def test_s3_put_object():
     added = s3_signer().sign("PUT", path, "", headers, payload_hash=payload)
     assert "SignedHeaders=date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class," in added["Authorization"]
     assert auth_signature(added) == "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"
+
+
+def test_sign_request_signs_the_body_hash_or_an_unsigned_stream(tmp_path):
+    """The wire layer's Signer: the AWS PUT vector again, from a Request whose body is in memory and
+    one whose body is a file region; a stream goes UNSIGNED-PAYLOAD."""
+    body = b"Welcome to Amazon S3."
+    (tmp_path / "f").write_bytes(b"xx" + body)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        for payload in (Body(data=body), Body(region=FileRegion(fd, 2, len(body)))):
+            headers = {"Host": S3_HOST, "Date": "Fri, 24 May 2013 00:00:00 GMT", "x-amz-date": T2013,
+                       "x-amz-storage-class": "REDUCED_REDUNDANCY"}
+            request = Request("PUT", f"https://{S3_HOST}", encode_path("/test$file.text"), headers=headers,
+                              body=payload)
+            s3_signer().sign_request(request)
+            assert request.headers["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest()
+            assert auth_signature(request.headers) == \
+                "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"
+    finally:
+        os.close(fd)
+    streamed = Request("PUT", f"https://{S3_HOST}", "/k", headers={"Host": S3_HOST},
+                       body=Body(stream=io.BytesIO(body), size=len(body)))
+    s3_signer().sign_request(streamed)
+    assert streamed.headers["x-amz-content-sha256"] == UNSIGNED_PAYLOAD
 
 
 def test_s3_get_bucket_lifecycle():

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from storefs.wire import transport_requests as http
+from storefs.wire.body import EMPTY
+from storefs.wire.settings import HttpSettings
+from storefs.wire.transport_requests import RequestsTransport
 from storefs.config import Config
 from storefs.errors import AccessDenied, ConfigError, Transient
 from storefs.store.registry import provider_module
@@ -81,6 +83,12 @@ def sessions_of(obj, depth: int = 4, seen: set | None = None) -> list[requests.S
     return found
 
 
+def get(settings: HttpSettings, url: str) -> int:
+    """The status of one GET over the requests transport."""
+    with RequestsTransport(settings).open("GET", url, {}, EMPTY) as answer:
+        return answer.status
+
+
 def test_no_code_path_turns_verification_off():
     pattern = re.compile(r"verify\s*=\s*False|CERT_NONE|check_hostname\s*=\s*False|_create_unverified_context|"
                          r"disable_warnings|InsecureRequestWarning")
@@ -88,7 +96,7 @@ def test_no_code_path_turns_verification_off():
                  for path in sorted(ROOT.rglob("*.py"))
                  for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []
-    session = http.new_session(http.HttpSettings())
+    session = RequestsTransport(HttpSettings()).session
     assert session.verify is True and session.trust_env is False
 
 
@@ -123,43 +131,41 @@ def tls_server(tmp_path_factory):
 def test_refusal_names_the_fix_and_hides_the_url(tls_server, monkeypatch):
     front, certs, _upstream, base = tls_server
     url = front.url + "/files/v2/1250000000/bucket/key?sign=SIGNATUREabc123&uploadId=u"
-    session = http.new_session(http.HttpSettings())
     # Trust comes only from ca_file: a CA bundle named in the environment changes nothing.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certs.ca_pem))
     monkeypatch.setenv("CURL_CA_BUNDLE", "")
     with pytest.raises(AccessDenied) as info:
-        http.send(session, http.HttpSettings(), "GET", url)
+        get(HttpSettings(), url)
     message = str(info.value)
     assert "certificate verification failed" in message and "ca_file" in message, message
     assert "SIGNATURE" not in message and "/files/" not in message and "uploadId" not in message, message
     assert front.seen == []  # no request left before the handshake failed
 
-    settings = http.HttpSettings(verify=str(certs.ca_pem))
-    answer = http.send(http.new_session(settings), settings, "GET", url)
-    assert answer.status_code < 500  # the emulator answered through TLS (its answer does not matter)
+    settings = HttpSettings(verify=str(certs.ca_pem))
+    assert get(settings, url) < 500  # the emulator answered through TLS (its answer does not matter)
 
     other = make_certs(base / "other", "another")
-    settings = http.HttpSettings(verify=str(other.ca_pem))
+    settings = HttpSettings(verify=str(other.ca_pem))
     with pytest.raises(AccessDenied) as info:
-        http.send(http.new_session(settings), settings, "GET", url)
+        get(settings, url)
     assert "certificate verification failed" in str(info.value) and str(other.ca_pem) in str(info.value)
 
 
 def test_host_name_is_checked(tmp_path):
     certs = make_certs(tmp_path, "elsewhere", ip="127.0.0.2")   # trusted CA, but for another address
     with CosEmulator() as upstream, Front(upstream.url, certs) as front:
-        settings = http.HttpSettings(verify=str(certs.ca_pem))
+        settings = HttpSettings(verify=str(certs.ca_pem))
         with pytest.raises(AccessDenied) as info:
-            http.send(http.new_session(settings), settings, "GET", front.url + "/x")
+            get(settings, front.url + "/x")
     assert "certificate verification failed" in str(info.value)
     assert "127.0.0.2" in str(info.value) or "mismatch" in str(info.value).lower(), str(info.value)
 
 
 def test_plain_http_server_on_https_url_is_not_retried(tls_server):
     _front, certs, upstream, _base = tls_server
-    settings = http.HttpSettings(verify=str(certs.ca_pem))
+    settings = HttpSettings(verify=str(certs.ca_pem))
     with pytest.raises(AccessDenied) as info:
-        http.send(http.new_session(settings), settings, "GET", upstream.url.replace("http:", "https:") + "/x?sign=S1G")
+        get(settings, upstream.url.replace("http:", "https:") + "/x?sign=S1G")
     assert not isinstance(info.value, Transient)
     assert "TLS handshake" in str(info.value) and "S1G" not in str(info.value)
 
@@ -177,9 +183,8 @@ def test_hang_up_in_the_handshake_is_transient():
                 conn.close()
         thread = threading.Thread(target=hang_up, daemon=True)
         thread.start()
-        settings = http.HttpSettings(connect_timeout=5, read_timeout=5)
+        settings = HttpSettings(connect_timeout=5, read_timeout=5)
         with pytest.raises(Transient) as info:
-            http.send(http.new_session(settings), settings, "GET",
-                      f"https://127.0.0.1:{listener.getsockname()[1]}/x?sign=S1G")
+            get(settings, f"https://127.0.0.1:{listener.getsockname()[1]}/x?sign=S1G")
         thread.join(10)
     assert "S1G" not in str(info.value)

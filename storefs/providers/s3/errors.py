@@ -2,19 +2,8 @@
 S3 request. The S3 error code decides first (it is kept in StoreError.code), then the status."""
 from __future__ import annotations
 
-from ...errors import (
-    AccessDenied,
-    ArchiveNotReady,
-    InvalidArgument,
-    NameTooLong,
-    NotFound,
-    NotSupported,
-    ProtocolError,
-    RemoteChanged,
-    StoreError,
-    Throttled,
-    Transient,
-)
+from ...errors import (AccessDenied, ArchiveNotReady, InvalidArgument, NameTooLong, NotFound, NotSupported,
+                      ProtocolError, RemoteChanged, StoreError, Throttled, Transient)
 from ...wire.answer import Answer
 from .xml import child_text, parse_xml
 
