@@ -16,15 +16,7 @@ import time
 from typing import BinaryIO, Mapping, Sequence
 from urllib.parse import quote
 
-from ...errors import (
-    InvalidArgument,
-    NotFound,
-    NotSupported,
-    ProtocolError,
-    StoreError,
-    Throttled,
-    Transient,
-)
+from ...errors import InvalidArgument, NotFound, NotSupported, ProtocolError, StoreError, Throttled, Transient
 from ...store.contract import ListPage, MultipartUpload, ObjectInfo, UploadedPart
 from ...store.features import Capabilities
 from ...wire.answer import Answer, strip_etag
@@ -32,29 +24,12 @@ from ...wire.body import EMPTY, Body, FileRegion
 from ...wire.ranges import RangeRead
 from ...wire.retry import RetryPolicy
 from .client import S3Client
-from .config import (
-    INLINE_BODY_MAX,
-    MAX_LIST_PAGES,
-    S3_ARCHIVE_CLASSES,
-    S3_MAX_PART,
-    S3_MAX_PARTS,
-    S3_MAX_PUT,
-    S3_MIN_PART,
-)
+from .config import (INLINE_BODY_MAX, MAX_LIST_PAGES, S3_ARCHIVE_CLASSES, S3_MAX_PART, S3_MAX_PARTS, S3_MAX_PUT,
+                     S3_MIN_PART)
 from .errors import error_from_response
 from .meta import info_from_head, meta_headers, parse_http_date, user_meta
-from .xml import (
-    child_text,
-    complete_multipart_xml,
-    parse_list_buckets,
-    parse_list_uploads,
-    parse_iso8601,
-    parse_list_v2,
-    parse_upload_id,
-    parse_xml,
-    required_text,
-    restore_xml,
-)
+from .xml import (child_text, complete_multipart_xml, parse_iso8601, parse_list_buckets, parse_list_uploads,
+                  parse_list_v2, parse_upload_id, parse_xml, required_text, restore_xml)
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +99,7 @@ class S3Store:
                                       body=body)
         return self.client.call(request, error_in_body=error_in_body)
 
-    def new_object_headers(self, key: str, meta: Mapping[str, str]) -> dict[str, str]:
+    def _new_object_headers(self, key: str, meta: Mapping[str, str]) -> dict[str, str]:
         """The headers of a request that creates an object: metadata, type, storage class."""
         headers = meta_headers(meta)
         headers["Content-Type"] = "application/x-directory" if key.endswith("/") else "application/octet-stream"
@@ -210,7 +185,7 @@ class S3Store:
         signed with their SHA-256; a larger file object streams, UNSIGNED-PAYLOAD."""
         if size > S3_MAX_PUT:
             raise InvalidArgument(f"put {key!r}: {size} bytes is over S3's 5 GiB single-PUT limit")
-        answer = self._call("PUT", key, what=f"put {key!r}", headers=self.new_object_headers(key, meta),
+        answer = self._call("PUT", key, what=f"put {key!r}", headers=self._new_object_headers(key, meta),
                             body=Body.upload(body, size, in_memory_max=INLINE_BODY_MAX))
         return self._new_info(key, size, strip_etag(answer.headers.get("ETag")), answer, meta)
 
@@ -221,13 +196,13 @@ class S3Store:
                         math.ceil(size / S3_MAX_PARTS) if size > 0 else 0)
         if part_size > S3_MAX_PART:
             raise InvalidArgument(f"multipart {key!r}: {size} bytes need parts over 5 GiB")
-        return self.initiate(key, part_size, meta)
+        return self._initiate(key, part_size, meta)
 
-    def initiate(self, key: str, part_size: int, meta: Mapping[str, str]) -> MultipartUpload:
+    def _initiate(self, key: str, part_size: int, meta: Mapping[str, str]) -> MultipartUpload:
         """CreateMultipartUpload of `key` with parts of `part_size` bytes."""
         what = f"start multipart {key!r}"
         answer = self._call("POST", key, what=what, params=[("uploads", "")],
-                            headers=self.new_object_headers(key, meta))
+                            headers=self._new_object_headers(key, meta))
         return MultipartUpload(key=key, upload_id=parse_upload_id(answer.content, what), part_size=part_size,
                                state={"meta": dict(meta)})
 
@@ -317,7 +292,7 @@ class S3Store:
             return self._multipart_copy(source, dst, meta)
         headers = self._copy_headers(source)
         if meta is not None:
-            headers.update(self.new_object_headers(dst, meta))
+            headers.update(self._new_object_headers(dst, meta))
             headers["x-amz-metadata-directive"] = "REPLACE"
         elif self.client.options.storage_class:
             headers["x-amz-storage-class"] = self.client.options.storage_class
@@ -346,7 +321,7 @@ class S3Store:
         new_meta = dict(meta) if meta is not None else user_meta(source.meta)
         part_size = min(max(self.client.options.copy_part_size, math.ceil(source.size / S3_MAX_PARTS)),
                         S3_MAX_PART)
-        upload = self.initiate(dst, part_size, new_meta)
+        upload = self._initiate(dst, part_size, new_meta)
         parts: list[UploadedPart] = []
         try:
             for number, first in enumerate(range(0, source.size, upload.part_size), start=1):
