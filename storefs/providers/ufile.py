@@ -32,16 +32,7 @@ from collections.abc import Mapping
 from typing import BinaryIO
 from urllib.parse import quote
 
-from ..errors import (
-    AccessDenied,
-    InvalidArgument,
-    NotFound,
-    NotSupported,
-    ProtocolError,
-    RemoteChanged,
-    StoreError,
-    Transient,
-)
+from ..errors import InvalidArgument, NotSupported, ProtocolError, RemoteChanged, StoreError, Transient
 from ..store.contract import Capabilities, ListPage, ObjectInfo, UploadedPart
 from ..wire.auth import ufile as auth
 from ..wire.auth.ufile import meta_from_listing, meta_headers, strip_etag
@@ -54,6 +45,7 @@ from .ufile_wire import (
     MiB,
     RET_BUCKET_NOT_EXIST,
     UploadBody,
+    api_error,
     decode_error,
     error_info,
     http_time,
@@ -62,9 +54,6 @@ from .ufile_wire import (
 )
 
 log = logging.getLogger(__name__)
-# Bucket-management API RetCodes from the official table (ufile-api/error_code.md).
-API_NOT_FOUND_RETCODES = {15010, 15039}
-API_AUTH_RETCODES = {171, 172}  # UCloud API "signature"/"public key" errors: UNVERIFIED
 
 
 def open_provider(remote: str, options: Mapping[str, str]) -> UfileProvider:
@@ -129,15 +118,9 @@ class UfileProvider:
         if answer.status != 200:
             raise decode_error(answer, action)
         data = parse_json(answer.content, action)
-        code = data.get("RetCode")
-        if code not in (0, "0"):
-            detail = f"RetCode {code}, Message {data.get('Message') or data.get('ErrMsg')!r}"
-            text = f"ufile {action}: {data.get('Message') or data.get('ErrMsg') or code}"
-            if code in API_NOT_FOUND_RETCODES:
-                raise NotFound(text, detail=detail)
-            if code in API_AUTH_RETCODES:
-                raise AccessDenied(text, detail=detail)
-            raise StoreError(text, detail=detail)
+        error = api_error(data, action)
+        if error is not None:
+            raise error
         return data
 
     def close(self) -> None:

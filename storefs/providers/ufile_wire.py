@@ -20,17 +20,8 @@ from collections.abc import Collection, Mapping
 from typing import BinaryIO
 from urllib.parse import quote
 
-from ..errors import (
-    AccessDenied,
-    AlreadyExists,
-    InvalidArgument,
-    NotFound,
-    ProtocolError,
-    RemoteChanged,
-    StoreError,
-    Throttled,
-    Transient,
-)
+from ..errors import AccessDenied, AlreadyExists, InvalidArgument, NotFound, ProtocolError, RemoteChanged
+from ..errors import StoreError, Throttled, Transient
 from ..store.contract import ObjectInfo
 from ..wire.answer import Answer, AnswerHeaders
 from ..wire.auth import ufile as auth
@@ -45,6 +36,9 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 RET_BUCKET_NOT_EXIST = -30010
 RET_FILE_NOT_EXIST = -148654
 NOT_FOUND_RETCODES = {RET_BUCKET_NOT_EXIST, RET_FILE_NOT_EXIST}
+# Bucket-management API RetCodes from the official table (ufile-api/error_code.md).
+API_NOT_FOUND_RETCODES = {15010, 15039}
+API_AUTH_RETCODES = {171, 172}  # UCloud API "signature"/"public key" errors: UNVERIFIED
 # Bodies up to this size are read into memory so they can carry a Content-MD5.
 _BUFFER_LIMIT = 16 * MiB
 
@@ -98,28 +92,37 @@ def _reason(status: int) -> str:
         return str(status)
 
 
+_STATUS_ERRORS: dict[int, type[StoreError]] = {
+    400: InvalidArgument, 401: AccessDenied, 403: AccessDenied, 408: Transient, 409: AlreadyExists,
+    412: RemoteChanged, 429: Throttled, 503: Throttled,
+}
+
+
 def decode_error(answer: Answer, what: str) -> StoreError:
     """The StoreError for an error answer: the provider's one error hook."""
     status = answer.status
     ret_code, message = error_info(answer)
     detail = f"HTTP {status}, RetCode {ret_code}, ErrMsg {message!r}, X-SessionId {answer.headers.get('X-SessionId')}"
     text = f"ufile {what}: {message or _reason(status)}"
-    code = "" if ret_code is None else str(ret_code)
     if status == 404 or ret_code in NOT_FOUND_RETCODES:
-        return NotFound(text, detail=detail, code=code)
-    if status in (401, 403):
-        return AccessDenied(text, detail=detail, code=code)
-    if status == 409:
-        return AlreadyExists(text, detail=detail, code=code)
-    if status == 412:
-        return RemoteChanged(text, detail=detail, code=code)
-    if status in (429, 503):
-        return Throttled(text, detail=detail, code=code)
-    if status >= 500 or status == 408:
-        return Transient(text, detail=detail, code=code)
-    if status == 400:
-        return InvalidArgument(text, detail=detail, code=code)
-    return StoreError(text, detail=detail, code=code)
+        cls: type[StoreError] = NotFound
+    else:
+        cls = _STATUS_ERRORS.get(status) or (Transient if status >= 500 else StoreError)
+    return cls(text, detail=detail, code="" if ret_code is None else str(ret_code))
+
+
+def api_error(data: dict, action: str) -> StoreError | None:
+    """The StoreError of a bucket-management API answer whose RetCode is not 0 (they come with 200)."""
+    code = data.get("RetCode")
+    if code in (0, "0"):
+        return None
+    detail = f"RetCode {code}, Message {data.get('Message') or data.get('ErrMsg')!r}"
+    text = f"ufile {action}: {data.get('Message') or data.get('ErrMsg') or code}"
+    if code in API_NOT_FOUND_RETCODES:
+        return NotFound(text, detail=detail)
+    if code in API_AUTH_RETCODES:
+        return AccessDenied(text, detail=detail)
+    return StoreError(text, detail=detail)
 
 
 # -- the body of a PUT -------------------------------------------------------------------------------
@@ -163,11 +166,8 @@ class _HashingReader(io.RawIOBase):
         self._pos = 0
         self.hasher = auth.EtagHasher()
 
-    def readable(self) -> bool:
-        return True
-
     def seekable(self) -> bool:
-        return True
+        return True   # to its start: see seek()
 
     def tell(self) -> int:
         return self._pos

@@ -17,7 +17,6 @@ Thread-safe: one pooled client; signers are stateless or lock their caches; noth
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -29,22 +28,17 @@ from ..wire.body import Body
 from ..wire.ranges import content_range
 from ..wire.retry import RetryPolicy
 from ..wire.settings import HttpSettings
-from . import treehash
+from . import base, treehash
 from .base import (
     ArchiveInfo,
     ArchivePart,
     ArchiveUpload,
-    JobAction,
     JobInfo,
     JobStatus,
-    MiB,
     Page,
     Tier,
-    TreeHashMismatch,
-    VaultCapabilities,
     VaultInfo,
     check_description,
-    check_range,
     check_vault_name,
     short_id,
     upload_in_parts,
@@ -55,7 +49,6 @@ from .rest_output import JobOutput
 from .rest_parse import (
     all_pages,
     format_byte_range,
-    parse_inventory,
     parse_job,
     parse_json,
     parse_page,
@@ -63,6 +56,7 @@ from .rest_parse import (
     parse_upload,
     parse_vault,
 )
+from .rest_parse import parse_inventory  # noqa: F401 - vaults/local.py imports it from here
 from .rest_wire import RestWire
 
 LIST_LIMIT = 1000       # the services' maximum page size
@@ -73,7 +67,7 @@ class RestVaultProvider:
 
     def __init__(self, remote: str, dialect: Dialect, *, scheme: str, netloc: str, account: str,
                  settings: HttpSettings | None = None, retry: RetryPolicy | None = None,
-                 tuning: Tuning | None = None, capabilities: VaultCapabilities | None = None) -> None:
+                 tuning: Tuning | None = None, capabilities: base.VaultCapabilities | None = None) -> None:
         self.remote = remote
         self.dialect = dialect
         self.scheme = scheme
@@ -168,7 +162,7 @@ class RestVault:
     def _check_server_hash(self, answer: Answer, ours: str, what: str) -> None:
         theirs = answer.headers.get(self.dialect.h("sha256-tree-hash"))
         if theirs and self.capabilities.tree_hash_trustworthy and theirs.strip().lower() != ours:
-            raise TreeHashMismatch(f"vault {self.name}: {what}: the server computed tree hash "
+            raise base.TreeHashMismatch(f"vault {self.name}: {what}: the server computed tree hash "
                                    f"{theirs.strip()[:64]}, we sent {ours}")
 
     def describe(self) -> VaultInfo:
@@ -308,10 +302,10 @@ class RestVault:
         check_description(description, self.capabilities.max_description_bytes)
         params: dict[str, Any] = {"Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": tier.value}
         if byte_range is not None:
-            check_range(*byte_range)
+            base.check_range(*byte_range)
             if not self.capabilities.supports_ranges:
                 raise NotSupported(f"vault {self.name}: this server cannot retrieve a byte range")
-            if byte_range[0] % MiB:
+            if byte_range[0] % base.MiB:
                 raise InvalidArgument(f"retrieval range must start on a MiB boundary, not {byte_range[0]}")
             params["RetrievalByteRange"] = format_byte_range(*byte_range)
         if description:
@@ -355,6 +349,4 @@ class RestVault:
         return self.output.download(job or self.describe_job(job_id), dest)
 
     def read_inventory(self, job_id: str) -> list[ArchiveInfo]:
-        buf = io.BytesIO()
-        self.output.download_stream(JobInfo(job_id, JobAction.INVENTORY_RETRIEVAL, JobStatus.SUCCEEDED), buf)
-        return parse_inventory(buf.getvalue(), f"vault {self.name}: inventory {short_id(job_id)}")
+        return self.output.inventory(job_id)

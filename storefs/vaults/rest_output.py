@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import io
 import itertools
 import logging
 from typing import BinaryIO
@@ -19,8 +20,20 @@ from ..wire.client import Request
 from ..wire.ranges import RangeRead, take_range
 from ..wire.retry import NO_RETRY
 from . import treehash
-from .base import JobInfo, MiB, TreeHashMismatch, VaultCapabilities, check_job_tree_hash, check_range, short_id
+from .base import (
+    ArchiveInfo,
+    JobAction,
+    JobInfo,
+    JobStatus,
+    MiB,
+    TreeHashMismatch,
+    VaultCapabilities,
+    check_job_tree_hash,
+    check_range,
+    short_id,
+)
 from .rest_config import Tuning
+from .rest_parse import parse_inventory
 from .rest_wire import RestWire
 
 log = logging.getLogger(__name__)
@@ -141,6 +154,12 @@ class JobOutput:
                                policy=None if restart is not None else NO_RETRY)
         check_job_tree_hash(job, got, self.capabilities)
         return got
+
+    def inventory(self, job_id: str) -> list[ArchiveInfo]:
+        """The archives an inventory job's (JSON) output lists."""
+        buf = io.BytesIO()
+        self.download_stream(JobInfo(job_id, JobAction.INVENTORY_RETRIEVAL, JobStatus.SUCCEEDED), buf)
+        return parse_inventory(buf.getvalue(), f"vault {self.vault}: inventory {short_id(job_id)}")
 
     def _check_whole(self, headers: AnswerHeaders, got: str, what: str) -> None:
         expected = headers.get(self.wire.dialect.h("sha256-tree-hash"))

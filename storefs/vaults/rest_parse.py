@@ -39,18 +39,22 @@ def parse_json(body: bytes, what: str) -> dict:
     return doc
 
 
-def _opt_str(doc: Mapping, key: str) -> str | None:
+def _given(doc: Mapping, key: str) -> Any:
+    """The value of `key`, None where it is missing or empty."""
     value = doc.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
+    return None if value is None or value == "" else value
+
+
+def _opt_str(doc: Mapping, key: str) -> str | None:
+    value = _given(doc, key)
+    if value is not None and not isinstance(value, str):
         raise ProtocolError(f"{key} is {type(value).__name__}, not a string")
     return value
 
 
 def _opt_int(doc: Mapping, key: str) -> int | None:
-    value = doc.get(key)
-    if value is None or value == "":
+    value = _given(doc, key)
+    if value is None:
         return None
     if isinstance(value, bool):
         raise ProtocolError(f"{key} is a boolean, not a number")
@@ -65,10 +69,8 @@ def _opt_int(doc: Mapping, key: str) -> int | None:
 
 def _opt_date(doc: Mapping, key: str) -> float | None:
     text = _opt_str(doc, key)
-    if text is None:
-        return None
     try:
-        return parse_iso8601(text)
+        return None if text is None else parse_iso8601(text)
     except ValueError as exc:
         raise ProtocolError(f"{key}: {exc}") from None
 
@@ -208,9 +210,7 @@ def parse_part(doc: Mapping) -> ArchivePart:
 
 
 def _marker(doc: Mapping) -> str | None:
-    marker = doc.get("Marker")
-    if marker is None or marker == "":
-        return None
-    if not isinstance(marker, str):
+    marker = _given(doc, "Marker")
+    if marker is not None and not isinstance(marker, str):
         raise ProtocolError("Marker is not a string")
     return marker

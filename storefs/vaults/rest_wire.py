@@ -19,7 +19,7 @@ from ..wire.auth.sigv4 import build_query
 from ..wire.body import EMPTY, Body
 from ..wire.client import ERROR_BODY_MAX, Request, WireClient
 from ..wire.ranges import RangeRead
-from ..wire.retry import RetryPolicy
+from ..wire.retry import NO_RETRY, RetryPolicy
 from ..wire.settings import HttpSettings
 from .rest_dialect import Dialect, decode_answer
 
@@ -83,7 +83,8 @@ class RestWire:
                 raise decode_answer(self.dialect, answer, request.what, op)
             return answer
 
-        return self.client.retried(attempt, request.what)
+        # A stream that cannot be rewound is sent once, as client.call() would.
+        return self.client.retried(attempt, request.what, None if request.body.retryable else NO_RETRY)
 
     def stream(self, request: Request, op: str, read: Callable[[StreamedAnswer], T],
                policy: RetryPolicy | None = None) -> T:
