@@ -61,7 +61,8 @@ def open_provider(remote: str, options: Mapping[str, str]) -> UfileProvider:
 
 
 class UfileProvider:
-    """One UFile account: a pooled HTTP session and the factory of per-bucket stores."""
+    """One UFile account: its WireClient (pooled connections), the bucket API and the factory of
+    per-bucket stores."""
 
     def __init__(self, remote: str, config: UfileConfig) -> None:
         self.remote = remote
