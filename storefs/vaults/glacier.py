@@ -2,7 +2,7 @@
 
 Same paths and documents as CAS (PROTOCOLS.md §1.8) with `x-amz-*` headers, `VaultARN`, the
 mandatory `x-amz-glacier-version: 2012-06-01` header, and AWS Signature Version 4 for service
-"glacier" (storefs/providers/sigv4.py; Glacier signs the normalised path and wants the payload's
+"glacier" (storefs/wire/auth/sigv4.py; Glacier signs the normalised path and wants the payload's
 SHA-256 in x-amz-content-sha256, which the signer adds).
 
 `profile = moto` describes moto's Glacier server (PROTOCOLS.md §1.9) as data: no multipart, no
@@ -17,30 +17,20 @@ from types import MappingProxyType
 
 from ..errors import ArchiveNotReady, ConfigError, NotFound, StoreError
 from ..wire.auth.sigv4 import SigV4Signer, build_query
-from ..store.registry import ProviderSpec
 from .base import VaultCapabilities
-from .rest import (
-    COMMON_OPTIONS,
-    Dialect,
-    RestVaultProvider,
-    merged_options,
-    parse_common,
-    parse_endpoint,
-    required,
-)
+from .rest import RestVaultProvider
+from .rest_config import parse_remote, vault_spec
+from .rest_dialect import Dialect
 
-SPEC = ProviderSpec(
-    type="glacier",
-    kind="vault",
+SPEC = vault_spec(
+    "glacier",
     required=("access_key", "secret_key"),
-    one_of=(("region", "endpoint"),),
     optional={
-        "region": "",            # e.g. eu-west-1; with only an endpoint, us-east-1 is signed
-        "endpoint": "",          # URL or host (default https://glacier.<region>.amazonaws.com)
+        # region: e.g. eu-west-1 (with only an endpoint, us-east-1 is signed); endpoint: a URL or host
+        # (default https://glacier.<region>.amazonaws.com)
         "account_id": "-",       # "-": the account of the credentials
         "session_token": "",     # temporary credentials (STS)
         "profile": "aws",        # aws | moto (moto's Glacier server, for tests)
-        **COMMON_OPTIONS,
     },
     secrets=("secret_key", "session_token"),
     doc="Amazon S3 Glacier vaults (the vault API, not S3 storage classes). Keys: access_key, "
@@ -88,24 +78,17 @@ class GlacierDialect(Dialect):
 
 
 def open_provider(remote: str, options: Mapping[str, str]) -> RestVaultProvider:
-    opts = merged_options(SPEC.optional, options)
-    required(remote, "glacier", opts, SPEC.required)
-    endpoint = opts["endpoint"].strip()
-    region = opts["region"].strip()
-    if not endpoint and not region:
-        raise ConfigError(f"[{remote}] type = glacier needs region or endpoint")
+    parsed = parse_remote(remote, SPEC, options, "https://glacier.{region}.amazonaws.com")
+    opts = parsed.options
     profile = opts["profile"].strip().lower() or "aws"
     if profile not in ("aws", "moto"):
         raise ConfigError(f"[{remote}] profile must be 'aws' or 'moto', not {profile!r}")
-    scheme, netloc = parse_endpoint(remote, endpoint or f"https://glacier.{region}.amazonaws.com")
     account = opts["account_id"].strip() or "-"
     if account != "-" and not account.isdigit():
         raise ConfigError(f"[{remote}] account_id must be '-' or a 12-digit account number")
-    settings, retry, tuning = parse_common(remote, "glacier", opts)
-    signer = SigV4Signer(opts["access_key"].strip(), opts["secret_key"], region or "us-east-1", "glacier",
-                         session_token=opts["session_token"].strip() or None)
-    return RestVaultProvider(remote, GlacierDialect(signer, profile=profile), scheme=scheme, netloc=netloc,
-                             account=account, settings=settings, retry=retry, tuning=tuning)
+    signer = SigV4Signer(opts["access_key"].strip(), opts["secret_key"], opts["region"].strip() or "us-east-1",
+                         "glacier", session_token=opts["session_token"].strip() or None)
+    return RestVaultProvider.of(remote, GlacierDialect(signer, profile=profile), parsed, account=account)
 
 
 open_vault_provider = open_provider

@@ -61,7 +61,7 @@ from storefs.vaults.base import (
     TreeHashMismatch,
     iso8601,
 )
-from storefs.vaults.cas import parse_authorization, signature
+from storefs.wire.auth.cas import parse_authorization, signature
 from storefs.vaults.local import Delays, LocalVault, LocalVaultProvider
 from tests.emulators.base import Emulator, EmulatorHandler, Fault, FaultInjector
 

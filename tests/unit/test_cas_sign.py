@@ -2,8 +2,8 @@
 behind them (lower-cased parameter values, header value encoding, what the provider signs)."""
 from __future__ import annotations
 
-from storefs.vaults.cas import (
-    CasDialect,
+from storefs.vaults.cas import CasDialect
+from storefs.wire.auth.cas import (
     authorization,
     format_headers,
     format_parameters,

@@ -7,7 +7,6 @@ import json
 from urllib.parse import quote
 
 import pytest
-import requests
 
 from storefs.errors import (
     AccessDenied,
@@ -20,7 +19,8 @@ from storefs.errors import (
     Throttled,
     Transient,
 )
-from storefs.providers import ufile
+from storefs.providers import ufile, ufile_wire
+from storefs.wire.answer import Answer, AnswerHeaders
 from storefs.wire.auth import ufile as auth
 
 PUB, PRI = "PUBexampleUFile", "PRIexampleUFileSecret"
@@ -133,14 +133,9 @@ def test_quote_key_keeps_dot_segments_and_odd_characters():
     assert auth.quote_key("名字") == quote("名字")
 
 
-def _response(status: int, body: dict | bytes | None = None, headers: dict | None = None) -> requests.Response:
-    resp = requests.Response()
-    resp.status_code = status
+def _response(status: int, body: dict | bytes | None = None, headers: dict | None = None) -> Answer:
     raw = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
-    resp._content = raw
-    resp.headers.update(headers or {})
-    resp.reason = "reason"
-    return resp
+    return Answer(status, AnswerHeaders.of((headers or {}).items()), raw)
 
 
 @pytest.mark.parametrize("status,body,cls", [
@@ -156,13 +151,13 @@ def _response(status: int, body: dict | bytes | None = None, headers: dict | Non
     (418, b"", StoreError),
 ])
 def test_error_mapping(status, body, cls):
-    err = ufile.error_for(_response(status, body, {"X-SessionId": "sess-1"}), "op")
+    err = ufile_wire.decode_error(_response(status, body, {"X-SessionId": "sess-1"}), "op")
     assert type(err) is cls
     assert "sess-1" in (err.detail or "")
 
 
 def test_error_messages_carry_no_secrets():
-    err = ufile.error_for(_response(403, {"RetCode": -1, "ErrMsg": "signature not match"}), "put k")
+    err = ufile_wire.decode_error(_response(403, {"RetCode": -1, "ErrMsg": "signature not match"}), "put k")
     assert PRI not in str(err) and "signature not match" in str(err)
 
 
@@ -219,14 +214,13 @@ def test_config_parsing_and_repr_hide_the_secret():
 
 
 def test_body_buffers_small_and_streams_large():
-    small = ufile._Body(io.BytesIO(b"hello"), 5, hash_md5=True)
-    assert small.payload() == b"hello" and small.md5 == "5d41402abc4b2a76b9719d911017c592"
+    small = ufile_wire.UploadBody(io.BytesIO(b"hello"), 5, hash_md5=True)
+    assert small.body.data == b"hello" and small.md5 == "5d41402abc4b2a76b9719d911017c592"
     assert small.local_etag() == auth.etag_of(b"hello")
     big_data = data9() * 2
-    big = ufile._Body(io.BytesIO(big_data), len(big_data), hash_md5=True)
-    reader = big.payload()
-    assert len(reader) == len(big_data) and big.md5 == ""
-    out = b"".join(iter(lambda: reader.read(1 << 20), b""))
+    big = ufile_wire.UploadBody(io.BytesIO(big_data), len(big_data), hash_md5=True)
+    assert big.body.size == len(big_data) and big.md5 == ""
+    out = b"".join(big.body.chunks())
     assert out == big_data and big.local_etag() == auth.etag_of(big_data)
     with pytest.raises(InvalidArgument):
-        ufile._Body(io.BytesIO(b"abc"), 5, hash_md5=False)
+        ufile_wire.UploadBody(io.BytesIO(b"abc"), 5, hash_md5=False)

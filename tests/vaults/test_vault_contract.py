@@ -33,8 +33,11 @@ from storefs.vaults.base import (
     VaultProvider,
 )
 from storefs.vaults.glacier import GlacierDialect
-from storefs.vaults.rest import error_from_answer, parse_inventory, parse_job
+from storefs.vaults.rest_dialect import error_from_answer
+from storefs.vaults.rest_parse import parse_inventory, parse_job
 from storefs.vaults.treehash import MiB, tree_hash
+from storefs.wire.auth import cas as cas_auth
+from storefs.wire.body import Body
 from tests.emulators.base import Fault
 from tests.emulators.cas import CasEmulator
 from tests.vaults.conftest import VaultEnv, cas_options, vault_name
@@ -423,7 +426,7 @@ def cas(cas_emulator: CasEmulator):
 
 def _signed_get(emulator: CasEmulator, path: str, host: str, params: dict | None = None) -> requests.Response:
     """A GET signed the way the vendor SDK signs it (Host without a port)."""
-    auth = cas_vault.authorization(emulator.secret_id, emulator.secret_key, "GET", path, params or {},
+    auth = cas_auth.authorization(emulator.secret_id, emulator.secret_key, "GET", path, params or {},
                                    {"Host": host}, now=int(time.time()))
     return requests.get(f"{emulator.url}{path}", params=params, timeout=10,
                         headers={"Host": host, "Authorization": auth})
@@ -446,11 +449,11 @@ def test_cas_signature_checks(cas):
     emulator, provider, vault = cas
     path = f"/{emulator.appid}/vaults/{vault.name}"
     wrong_host = requests.get(f"{emulator.url}{path}", timeout=10, headers={
-        "Host": "127.0.0.1", "Authorization": cas_vault.authorization(
+        "Host": "127.0.0.1", "Authorization": cas_auth.authorization(
             emulator.secret_id, emulator.secret_key, "GET", path, {}, {"Host": "cas.example"},
             now=int(time.time()))})
     assert wrong_host.status_code == 400 and wrong_host.json()["code"] == "InvalidSignatureException"
-    expired = cas_vault.authorization(emulator.secret_id, emulator.secret_key, "GET", path, {},
+    expired = cas_auth.authorization(emulator.secret_id, emulator.secret_key, "GET", path, {},
                                       {"Host": "127.0.0.1"}, now=int(time.time()) - 5000)
     answer = requests.get(f"{emulator.url}{path}", timeout=10, headers={"Host": "127.0.0.1", "Authorization": expired})
     assert answer.status_code == 403 and answer.json()["code"] == "ExpiredTokenException"
@@ -519,14 +522,13 @@ def test_cas_part_checksums_are_checked(cas):
     data = payload(MiB, seed=20)
     good = hashlib.sha256(data).hexdigest()
     path = provider.path(vault.name, "multipart-uploads", upload_.upload_id)
-    from storefs.vaults.rest import _Body
     for sha, tree in ((good, "0" * 64), ("0" * 64, good)):
         with pytest.raises(TreeHashMismatch):
-            provider.request("PUT", path, what="bad part", op="upload_part", body=_Body(data, sha256=sha),
+            provider.request("PUT", path, what="bad part", op="upload_part", body=Body(data=data),
                              headers={"Content-Range": f"bytes 0-{MiB - 1}/*", "x-cas-content-sha256": sha,
                                       "x-cas-sha256-tree-hash": tree})
     with pytest.raises(errors.InvalidArgument):  # Content-Range that does not match the body
-        provider.request("PUT", path, what="short part", op="upload_part", body=_Body(data, sha256=good),
+        provider.request("PUT", path, what="short part", op="upload_part", body=Body(data=data),
                          headers={"Content-Range": "bytes 0-99/*", "x-cas-content-sha256": good,
                                   "x-cas-sha256-tree-hash": good})
     assert vault.list_parts(upload_) == []
@@ -546,7 +548,7 @@ def test_cas_output_tree_hash_header_only_when_aligned(cas):
         return provider.request("GET", path, what="output", op="job_output", headers=headers)
 
     whole = get(None)
-    assert whole.status == 200 and whole.body == data
+    assert whole.status == 200 and whole.content == data
     assert whole.headers["x-cas-sha256-tree-hash"] == info.tree_hash
     assert whole.headers["Content-Type"] == "application/octet-stream"
     assert whole.headers["x-cas-archive-description"] == "headers"
@@ -555,7 +557,7 @@ def test_cas_output_tree_hash_header_only_when_aligned(cas):
     assert aligned.headers["x-cas-sha256-tree-hash"] == tree_hash(data[2 * MiB:])
     unaligned = get(f"bytes={MiB}-{3 * MiB - 1}")
     assert unaligned.status == 206 and "x-cas-sha256-tree-hash" not in unaligned.headers
-    assert unaligned.body == data[MiB:]
+    assert unaligned.content == data[MiB:]
 
 
 def test_cas_failed_job_fault_and_expiry_hook(cas):
