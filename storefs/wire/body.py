@@ -104,15 +104,16 @@ class Body:
 
     @classmethod
     def upload(cls, source: BinaryIO, size: int, *, in_memory_max: int = 0) -> Body:
-        """The body of a put() of `size` bytes from `source`: the region of a FileSlice, the bytes
-        themselves when there are at most `in_memory_max` of them, else the stream."""
-        if isinstance(source, FileSlice):
-            if source.region.size - source.tell() != size:
-                raise InvalidArgument(f"upload body has {source.region.size - source.tell()} bytes, not {size}")
-            region = source.region
-            return cls(region=FileRegion(region.fd, region.offset + source.tell(), size))
+        """The body of a put() of `size` bytes from `source`: the bytes themselves when there are at
+        most `in_memory_max` of them (a small request goes out in one send), else the region of a
+        FileSlice (sent from the file), else the stream."""
+        if isinstance(source, FileSlice) and source.region.size - source.tell() != size:
+            raise InvalidArgument(f"upload body has {source.region.size - source.tell()} bytes, not {size}")
         if size <= in_memory_max:
             return cls(data=read_exactly(source, size))
+        if isinstance(source, FileSlice):
+            region = source.region
+            return cls(region=FileRegion(region.fd, region.offset + source.tell(), size))
         return cls(stream=source, size=size)
 
     @property
