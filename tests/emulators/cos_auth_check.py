@@ -20,35 +20,16 @@ from collections.abc import Iterable
 
 @dataclasses.dataclass(frozen=True)
 class ParsedSign:
-    """A decoded signature, for verifiers (the emulator)."""
+    """A decoded signature, for verifiers (the emulator): the HMAC, the plaintext and its fields."""
 
     digest: bytes
     plain: str
-    fields: dict
-
-    @property
-    def appid(self) -> str:
-        return self.fields.get("a", "")
-
-    @property
-    def secret_id(self) -> str:
-        return self.fields.get("k", "")
-
-    @property
-    def expired(self) -> int:
-        return int(self.fields.get("e", "-1"))
-
-    @property
-    def now(self) -> int:
-        return int(self.fields.get("t", "-1"))
-
-    @property
-    def file_id(self) -> str:
-        return self.fields.get("f", "")
-
-    @property
-    def bucket(self) -> str:
-        return self.fields.get("b", "")
+    appid: str       # a=
+    secret_id: str   # k=
+    expired: int     # e=: absolute expiry, 0 for a single-use sign
+    now: int         # t=
+    file_id: str     # f=
+    bucket: str      # b=
 
 
 def parse_sign(sign: str) -> ParsedSign:
@@ -75,7 +56,8 @@ def parse_sign(sign: str) -> ParsedSign:
     for name in ("e", "t", "r"):
         if not fields[name].isdigit():
             raise ValueError(f"signature field {name}= is not a number")
-    return ParsedSign(raw[:20], plain, fields)
+    return ParsedSign(raw[:20], plain, appid=fields["a"], secret_id=fields["k"], expired=int(fields["e"]),
+                      now=int(fields["t"]), file_id=fields["f"], bucket=fields["b"])
 
 
 def verify_hmac(parsed: ParsedSign, secret_key: str) -> bool:
