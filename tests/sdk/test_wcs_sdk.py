@@ -64,7 +64,7 @@ def sdk(emulator, tmp_path, monkeypatch):
 @pytest.fixture
 def store(emulator):
     provider = wcs_provider.open_provider("sdk-test", {k: v for k, v in emulator.config().items() if k != "type"})
-    provider.retry = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, deadline=10)
+    provider.api.client.retry = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, deadline=10)
     yield provider.bucket(BUCKET)
     provider.close()
 
@@ -321,7 +321,7 @@ def test_block_upload_retries_after_5xx_reset_and_bad_crc(store, emulator):
 
 
 def test_lost_bput_reply_restarts_the_block(store, emulator):
-    store.p.bput_size = 1 * MiB
+    store.api.bput_size = 1 * MiB
     data = os.urandom(4 * MiB)
     emulator.faults.add(Fault(op="bput", nth=2, action="status", status=500))
     upload = store.create_multipart("chunked", len(data), 4 * MiB, {})

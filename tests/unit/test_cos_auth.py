@@ -22,29 +22,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storefs import errors
-from storefs.providers import cos as cosmod
-from storefs.providers.cos import (
-    CosStore,
-    _error_for,
-    decode_name,
-    encode_form,
-    encode_key,
-    meta_from_wire,
-    meta_to_biz_attr,
-    open_provider,
-)
-from storefs.wire.auth.cos import (
-    Credentials,
-    Signer,
-    fileid,
-    parse_sign,
-    plaintext,
-    uploadparts,
-    verify_hmac,
-)
+from storefs.providers.cos import CosStore, open_provider
+from storefs.providers.cos_names import decode_name, encode_key, meta_from_wire, meta_to_biz_attr
+from storefs.providers.cos_wire import _error_for, encode_form
+from storefs.wire.auth.cos import Credentials, Signer, fileid, plaintext
 from storefs.store.contract import iter_list
 from tests.emulators.base import Fault
 from tests.emulators.cos import CosEmulator, parse_multipart
+from tests.emulators.cos_auth_check import parse_sign, uploadparts, verify_hmac
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -524,17 +509,19 @@ def test_finish_answer_lost_is_recovered(emu, store, monkeypatch):
     data = os.urandom(1000)
     upload = store.create_multipart("lost", len(data), 0, {})
     part = store.upload_part(upload, 1, 0, data)
-    real_send = cosmod.http.send
+    transport = store.api.client.requests
+    real_open = transport.open
     calls = {"n": 0}
 
-    def send(session, settings_, method, url, **kwargs):
-        resp = real_send(session, settings_, method, url, **kwargs)
-        if b"upload_slice_finish" in (kwargs.get("data") or b"") and calls["n"] == 0:
+    def open_(method, url, headers, body):
+        answer = real_open(method, url, headers, body)
+        if b"upload_slice_finish" in body.data and calls["n"] == 0:
             calls["n"] += 1
+            answer.close()
             raise errors.Transient("answer lost")  # the server did finish
-        return resp
+        return answer
 
-    monkeypatch.setattr(cosmod.http, "send", send)
+    monkeypatch.setattr(transport, "open", open_)
     assert store.complete_multipart(upload, [part]).size == 1000
 
 

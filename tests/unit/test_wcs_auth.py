@@ -10,7 +10,7 @@ import types
 import pytest
 
 from storefs import errors
-from storefs.providers import wcs
+from storefs.providers import wcs, wcs_meta, wcs_wire
 from storefs.wire.auth import wcs as wcs_auth
 
 AK, SK = "AKexampleWCS", "SKexampleWCSsecret"
@@ -69,9 +69,17 @@ def test_etag_vectors():
     assert wcs_auth.etag_bytes(data9) == "lgnckURS0Z1EYHqSobHSz4VN0gWR"
     assert wcs_auth.etag_bytes(b"") == "Fto5o-5ea0sNMlW_75VgGJCv2AcJ"
     # Fed in odd pieces, and from a stream: the same.
-    assert wcs_auth.etag_chunks(data9[i: i + 777_777] for i in range(0, len(data9), 777_777)) == \
+    assert _etag_of_pieces(data9[i: i + 777_777] for i in range(0, len(data9), 777_777)) == \
         "lgnckURS0Z1EYHqSobHSz4VN0gWR"
-    assert wcs_auth.etag_stream(io.BytesIO(data2)) == "FqnKJlRyLe1O-BlwwkHMRSyK6Z2h"
+    stream = io.BytesIO(data2)
+    assert _etag_of_pieces(iter(lambda: stream.read(1 << 20), b"")) == "FqnKJlRyLe1O-BlwwkHMRSyK6Z2h"
+
+
+def _etag_of_pieces(pieces) -> str:
+    builder = wcs_auth.EtagBuilder()
+    for piece in pieces:
+        builder.update(piece)
+    return builder.result()
 
 
 def test_exactly_one_block_is_single_block_form():
@@ -113,25 +121,25 @@ def test_matches_vendor_sdk(monkeypatch):
 
 def test_meta_mime_roundtrip():
     meta = {"mtime": "1700000000.25", "mode": "33188", "symlink": "../a b/ü"}
-    mime = wcs.encode_meta_mime(meta)
+    mime = wcs_meta.encode_meta_mime(meta)
     assert mime.startswith("application/octet-stream; x-storefs-meta=")
     assert "=" not in mime.split("x-storefs-meta=")[1]  # a MIME token: no padding
-    assert wcs.decode_meta_mime(mime) == ("application/octet-stream", meta)
-    assert wcs.encode_meta_mime({}) == "application/octet-stream"
-    assert wcs.decode_meta_mime(wcs.encode_meta_mime(meta, "image/png; charset=x"))[0] == "image/png"
+    assert wcs_meta.decode_meta_mime(mime) == ("application/octet-stream", meta)
+    assert wcs_meta.encode_meta_mime({}) == "application/octet-stream"
+    assert wcs_meta.decode_meta_mime(wcs_meta.encode_meta_mime(meta, "image/png; charset=x"))[0] == "image/png"
 
 
 def test_meta_mime_foreign_values():
-    assert wcs.decode_meta_mime("") == ("application/octet-stream", {})
-    assert wcs.decode_meta_mime(None) == ("application/octet-stream", {})
-    assert wcs.decode_meta_mime("text/plain") == ("text/plain", {})
-    assert wcs.decode_meta_mime("text/plain; x-storefs-meta=!!!") == ("text/plain", {})
-    assert wcs.decode_meta_mime("text/plain; x-storefs-meta=WzFd") == ("text/plain", {})  # [1]: not a dict
+    assert wcs_meta.decode_meta_mime("") == ("application/octet-stream", {})
+    assert wcs_meta.decode_meta_mime(None) == ("application/octet-stream", {})
+    assert wcs_meta.decode_meta_mime("text/plain") == ("text/plain", {})
+    assert wcs_meta.decode_meta_mime("text/plain; x-storefs-meta=!!!") == ("text/plain", {})
+    assert wcs_meta.decode_meta_mime("text/plain; x-storefs-meta=WzFd") == ("text/plain", {})  # [1]: not a dict
 
 
 def test_meta_too_large():
     with pytest.raises(errors.InvalidArgument):
-        wcs.encode_meta_mime({"symlink": "x" * 10_000})
+        wcs_meta.encode_meta_mime({"symlink": "x" * 10_000})
 
 
 @pytest.mark.parametrize("value, seconds", [
@@ -142,7 +150,7 @@ def test_meta_too_large():
     ("garbage", 0.0), (None, 0.0),
 ])
 def test_put_time_units(value, seconds):
-    assert wcs.parse_put_time(value) == pytest.approx(seconds, abs=1e-3)
+    assert wcs_meta.parse_put_time(value) == pytest.approx(seconds, abs=1e-3)
 
 
 @pytest.mark.parametrize("status, code, cls", [
@@ -151,17 +159,17 @@ def test_put_time_units(value, seconds):
     (631, "631", errors.NotFound), (614, "614", errors.AlreadyExists),
     (429, None, errors.Throttled), (503, "503", errors.Throttled), (509, None, errors.Throttled),
     (500, "500", errors.Transient), (502, None, errors.Transient), (408, None, errors.Transient),
-    (701, "701", wcs.ContextExpired), (400, "400", errors.InvalidArgument), (418, None, errors.StoreError),
+    (701, "701", wcs_wire.ContextExpired), (400, "400", errors.InvalidArgument), (418, None, errors.StoreError),
 ])
 def test_error_mapping(status, code, cls):
     body = json.dumps({"code": code, "message": "boom"}).encode() if code else b"<html>oops</html>"
-    exc = wcs.map_error(status, body, "op")
+    exc = wcs_wire.map_error(status, body, "op")
     assert type(exc) is cls
     assert exc.errno == cls.errno
 
 
 def test_throttled_is_retried_transient():
-    assert isinstance(wcs.map_error(503, b"", "x"), errors.Transient)
+    assert isinstance(wcs_wire.map_error(503, b"", "x"), errors.Transient)
 
 
 def test_provider_repr_and_errors_hold_no_secret():
@@ -169,7 +177,7 @@ def test_provider_repr_and_errors_hold_no_secret():
                                        "mgr_url": "https://mgr.example/"})
     try:
         assert "TOPSECRET" not in repr(provider) and "TOPSECRET" not in repr(provider.bucket("b"))
-        assert provider.put_url == "http://up.example" and provider.mgr_url == "https://mgr.example"
+        assert provider.api.config.put_url == "http://up.example" and provider.api.config.mgr_url == "https://mgr.example"
         with pytest.raises(errors.NotSupported):
             provider.bucket("b").read_range("k", 0, 1)  # no get_url configured
     finally:

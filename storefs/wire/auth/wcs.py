@@ -18,8 +18,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Mapping
-from typing import BinaryIO
+from collections.abc import Mapping
 
 ETAG_BLOCK = 4 * 1024 * 1024
 
@@ -100,9 +99,6 @@ class EtagBuilder:
                 self._current = hashlib.sha1()
                 self._filled = 0
 
-    def hexdigest(self) -> str:  # for symmetry with hashlib; returns the WCS form
-        return self.result()
-
     def result(self) -> str:
         digests = list(self._digests)
         if self._filled or not digests:
@@ -116,19 +112,3 @@ def etag_bytes(data: bytes) -> str:
     builder = EtagBuilder()
     builder.update(data)
     return builder.result()
-
-
-def etag_chunks(chunks: Iterable[bytes]) -> str:
-    builder = EtagBuilder()
-    for chunk in chunks:
-        builder.update(chunk)
-    return builder.result()
-
-
-def etag_stream(stream: BinaryIO, piece: int = 1024 * 1024) -> str:
-    builder = EtagBuilder()
-    while True:
-        chunk = stream.read(piece)
-        if not chunk:
-            return builder.result()
-        builder.update(chunk)
