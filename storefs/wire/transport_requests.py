@@ -18,7 +18,7 @@ import urllib3.exceptions
 from ..errors import ProtocolError, Transient
 from .answer import AnswerHeaders
 from .body import Body
-from .settings import HttpSettings, check_endpoint, host_of, is_http_url, tls_error  # noqa: F401
+from .settings import HttpSettings, host_of, tls_error
 
 # urllib3 logs full request lines at DEBUG, and some protocols put signatures in query strings.
 logging.getLogger("urllib3").setLevel(logging.WARNING)
@@ -121,81 +121,19 @@ class RequestsTransport:
         """Send one request; the answer comes back unread. Redirects are answers, never followed (a
         signed request must not be replayed to another host)."""
         data: Any = body.data if body.in_memory else _SizedChunks(body) if body.size else b""
-        response = send(self.session, self.settings, method, url, headers=headers, data=data, stream=True,
-                        allow_redirects=False)
+        try:
+            response = self.session.request(method, url, headers=headers, data=data, stream=True,
+                                            allow_redirects=False,
+                                            timeout=(self.settings.connect_timeout, self.settings.read_timeout))
+        except requests.exceptions.SSLError as exc:
+            raise tls_error(exc, self.settings, method, url) from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:
+            raise Transient(f"{method} {host_of(url)}: {exc.__class__.__name__}") from None
+        except requests.exceptions.RequestException as exc:
+            # e.g. InvalidHeader on a duplicated Content-Length: the server's answer is malformed.
+            raise ProtocolError(f"{method} {host_of(url)}: {exc.__class__.__name__}") from None
         return RequestsAnswer(response, method)
 
     def close(self) -> None:
         self.session.close()
-
-
-# -- the functions the providers not yet on wire.client call ----------------------------------------
-
-def send(session: requests.Session, settings: HttpSettings, method: str, url: str,
-         **kwargs: Any) -> requests.Response:
-    """One HTTP exchange with timeouts; transport failures become Transient."""
-    kwargs.setdefault("timeout", (settings.connect_timeout, settings.read_timeout))
-    try:
-        return session.request(method, url, **kwargs)
-    except requests.exceptions.SSLError as exc:
-        raise tls_error(exc, settings, method, url) from None
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-            requests.exceptions.ChunkedEncodingError) as exc:
-        raise Transient(f"{method} {host_of(url)}: {exc.__class__.__name__}") from None
-    except requests.exceptions.RequestException as exc:
-        # e.g. InvalidHeader on a duplicated Content-Length: the server's answer is malformed.
-        raise ProtocolError(f"{method} {host_of(url)}: {exc.__class__.__name__}") from None
-
-
-def read_body(response: requests.Response) -> bytes:
-    """The whole body, with a truncated or reset transfer turned into Transient."""
-    try:
-        # 1 MiB chunks: response.content reads 10 KiB at a time, ~3x the CPU on large bodies.
-        return b"".join(response.iter_content(1 << 20))
-    except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.Timeout) as exc:
-        raise Transient(f"body of {response.request.method} {host_of(response.url)} cut short: "
-                        f"{exc.__class__.__name__}") from None
-
-
-def check_range_body(response: requests.Response, body: bytes, start: int, end: int, what: str) -> bytes:
-    """`body` of a 206 answer to `Range: bytes=start-(end-1)`, checked to hold every byte asked for
-    (fewer only where Content-Range says the object ends). A short body whose Content-Length matches
-    it (a proxy or server that lost part of the object) is otherwise taken for the data and cached:
-    found by tests/fuse/test_faults.py. Short is Transient, like any cut-short transfer."""
-    want = end - start
-    total = response.headers.get("Content-Range", "").rpartition("/")[2].strip()
-    if total.isdigit():
-        want = max(0, min(end, int(total)) - start)
-    if len(body) != want:
-        raise Transient(f"{what}: {len(body)} bytes for a {want}-byte range; reading it again")
-    return body
-
-
-
-
-STREAM_CHUNK = 1024 * 1024
-
-
-class FileChunks:
-    """Exactly `size` bytes of a file object from its current position, in 1 MiB chunks: sized and
-    iterable, so requests sends a Content-Length and urllib3 writes chunk by chunk (no slurping).
-    Make a new one per try, after rewinding the file."""
-
-    def __init__(self, fileobj, size: int) -> None:
-        self._fileobj = fileobj
-        self._size = size
-
-    def __len__(self) -> int:
-        return self._size
-
-    def __iter__(self):
-        from ..errors import InvalidArgument
-        remaining = self._size
-        while remaining > 0:
-            chunk = self._fileobj.read(min(STREAM_CHUNK, remaining))
-            if not chunk:
-                # Our own input ran short: not retryable, and the server must not get a short object.
-                raise InvalidArgument(f"upload body ended {remaining} bytes before its declared size")
-            remaining -= len(chunk)
-            yield chunk

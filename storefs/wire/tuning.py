@@ -9,7 +9,7 @@ import os
 from typing import Mapping
 
 from ..errors import ConfigError
-from .transport_requests import HttpSettings
+from .settings import HttpSettings
 from .retry import RetryPolicy
 
 HTTP_TUNING: dict[str, str] = {
