@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from storefs.fs.vault.filesystem import VaultFS, VaultOptions
+from storefs.fs.vault.filesystem import VaultFS
+from storefs.options import VaultOptions
 from storefs.vaults import cas as cas_vault
 from storefs.vaults.base import ArchiveInfo, JobAction, JobInfo
 from storefs.vaults.local import ManualClock, open_vault_provider
