@@ -2,9 +2,9 @@
 but for write-once uploads, with retrieval on open. It implements fs/api.py's MountedFS and never
 imports fusepy.
 
-What each vault shows and how its archives are retrieved is one VaultView each (view.py: the tree
-from the cached inventory, inventory jobs, retrieval jobs, downloads); files being written are
-uploads.py's. VaultFS routes mount paths to views, answers attributes, serves open archives with
+What each vault shows is one VaultView each (view.py: the tree from the cached inventory, inventory
+jobs), how its archives are retrieved its Retrievals (retrievals.py: jobs, downloads); files being
+written are uploads.py's. VaultFS routes mount paths to views, answers attributes, serves open archives with
 pread, polls inventories in a thread (every `inventory_poll` seconds: it swaps a finished job's tree
 in, and picks up inventories and jobs that `storefs vault refresh` swapped in from another process)
 and runs the commands (`storefs vault refresh`, `storefs restore`, `storefs jobs`).
@@ -43,7 +43,6 @@ from pathlib import Path
 from ...attrs import Attrs
 from ...errors import (
     AlreadyExists,
-    ArchiveNotReady,
     InvalidArgument,
     IsADirectory,
     NoAttribute,
@@ -57,9 +56,9 @@ from ...options import VaultOptions
 from ...paths import check_path
 from ...retrieval.poll import JobPoll, follow_restores
 from ...retrieval.report import RestoreItem, RestoreReport
-from ...vaults.base import ArchiveInfo, JobInfo, VaultProvider, iso8601, short_id
+from ...vaults.base import ArchiveInfo, JobInfo, VaultProvider
 from .names import FileNode
-from .state import JobRecord, VaultState, state_dir_for
+from .state import VaultState, state_dir_for
 from .uploads import Upload, VaultUploads
 from .view import RefreshReport, VaultView
 
@@ -309,30 +308,9 @@ class VaultFS:
             if up is not None:  # a file still being written here: read what is staged
                 return self._add_handle(_Handle(os.open(up.staged, os.O_RDONLY), path))
         view, rel, node = self._node(path)
-        data = self._retrieve(view, rel, node.archive)
-        return self._add_handle(_Handle(os.open(data, os.O_RDONLY), path))
-
-    def _retrieve(self, view: VaultView, rel: str, archive: ArchiveInfo) -> Path:
         poll = JobPoll(self.options.poll_min, self.options.poll_max, self.options.wait, self.stopping)
-        while True:
-            try:
-                data, record = view.attempt(archive)
-            except ArchiveNotReady:  # the server's own "not yet" (a race with its clock): ours instead
-                data, record = None, view.state.job(archive.archive_id)
-            if data is not None:
-                return data
-            if not poll.pause():
-                raise self._not_ready(view, rel, record)
-
-    def _not_ready(self, view: VaultView, rel: str, record: JobRecord | None) -> ArchiveNotReady:
-        where = self._mount_path(view, rel)
-        if record is None:
-            exc = ArchiveNotReady(f"{where}: not retrieved yet")
-        else:
-            exc = ArchiveNotReady(f"{where}: {record.tier} retrieval job {short_id(record.job_id)} in progress "
-                                  f"since {iso8601(record.started)}; try again later")
-        exc.errno = self.options.errno
-        return exc
+        data = view.retrievals.fetch(node.archive, poll, self._mount_path(view, rel), self.options.errno)
+        return self._add_handle(_Handle(os.open(data, os.O_RDONLY), path))
 
     def _add_handle(self, handle: _Handle) -> int:
         with self._lock:
@@ -495,7 +473,7 @@ class VaultFS:
             if name == XATTR_TREE_HASH and archive.tree_hash:
                 return archive.tree_hash.encode("ascii")
             if name == XATTR_RETRIEVAL:
-                return view.retrieval_status(archive).encode("utf-8")  # type: ignore[union-attr]
+                return view.retrievals.status(archive).encode("utf-8")  # type: ignore[union-attr]
         raise NoAttribute(f"{path}: no attribute {name}")
 
     # -- commands (storefs vault refresh / restore / jobs) ---------------------------------------
@@ -545,16 +523,16 @@ class VaultFS:
         listings: dict[str, dict[str, JobInfo]] = {}
         for (vault, _), (view, mpath, archive) in targets.items():
             if vault not in listings:
-                listings[vault] = {j.job_id: j for jobs in view.jobs_by_archive(fresh=True).values()
+                listings[vault] = {j.job_id: j for jobs in view.retrievals.jobs_by_archive(fresh=True).values()
                                    for j in jobs}
-            item = view.request(archive, mpath, listings[vault])
+            item = view.retrievals.request(archive, mpath, listings[vault])
             items.append(item)
             by_view.setdefault(vault, []).append(item)
             views[vault] = view
         def update() -> None:
             for vault, vault_items in by_view.items():
                 try:
-                    views[vault].poll_items(vault_items)
+                    views[vault].retrievals.poll_items(vault_items)
                 except StoreError as exc:
                     log.warning("vault %s: polling jobs: %s", vault, exc)
 
