@@ -19,7 +19,8 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from collections.abc import Callable
+from typing import BinaryIO, Protocol
 
 from ..errors import ArchiveNotReady, InvalidArgument, NotFound, ProtocolError, StoreError
 from . import treehash
@@ -27,9 +28,6 @@ from .base import (ArchiveInfo, JobAction, JobFailed, JobInfo, JobStatus, MiB, P
                    VaultCapabilities, check_description, check_range, copy_output_in_pieces, iso8601,
                    short_id)
 from .local_files import COPY_CHUNK, LEAF, check_id, link_or_copy, new_id, page, read_json, write_json
-
-if TYPE_CHECKING:  # the provider's module imports this one
-    from .local import LocalVaultProvider
 
 
 class Clock(Protocol):
@@ -39,6 +37,21 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> float:
         return time.time()
+
+
+class JobDelays(Protocol):
+    def for_job(self, action: JobAction, tier: Tier | None) -> float:
+        """Seconds from the start of a job to its completion (local.Delays)."""
+
+
+class JobSettings(Protocol):
+    """What the jobs of a local vault take from its provider (LocalVaultProvider)."""
+
+    clock: Clock
+    delays: JobDelays
+    output_ttl: float                       # seconds a finished job is kept
+    resource_field: str                     # the inventory's field naming its vault (VaultARN / VaultQCS)
+    resource_name: Callable[[str], str]     # vault name -> the value of that field
 
 
 @dataclasses.dataclass
@@ -89,7 +102,7 @@ class OutputHandle:
 class LocalJobs:
     """Retrieval and inventory jobs of one local vault (the half of LocalVault that runs on the clock)."""
 
-    provider: LocalVaultProvider
+    provider: JobSettings
     name: str
     base: Path
     capabilities: VaultCapabilities
