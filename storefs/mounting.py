@@ -72,8 +72,7 @@ def open_vault_fs(config: Config, spec: RemoteSpec, options: MountOptions, *, po
     remote = config.remote(spec.remote)
     if spec.prefix:
         raise MountError(f"{spec}: a vault is mounted whole (REMOTE:VAULT), not below a path")
-    vault_options = VaultOptions(uid=options.uid, gid=options.gid, umask=options.umask,
-                                 drain_timeout=options.drain_timeout)
+    vault_options = VaultOptions(uid=options.uid, gid=options.gid, umask=options.umask)
     for name, value in options.vault.items():
         vault_options.set(name, value)
     if not poll:

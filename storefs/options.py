@@ -262,9 +262,6 @@ class VaultOptions(RetrievalOptions):
     # status_ttl seconds.
     inventory_poll: float = 60.0
     status_ttl: float = 30.0
-    # what FuseOps.destroy passes to close(): unused (uploads happen inside close(2)), kept so the
-    # FUSE edge drives VaultFS and StoreFS alike
-    drain_timeout: float = 3600.0
 
     HELP: ClassVar[dict[str, str]] = {
         **RetrievalOptions.HELP,
