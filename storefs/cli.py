@@ -19,7 +19,7 @@ import time
 from typing import Callable
 
 from . import __version__
-from .retrieval.gate import ArchiveGate, ArchiveOptions
+from .retrieval.gate import ArchiveGate
 from .config import Config, RemoteSpec
 from .errors import ConfigError, StoreError
 from .logsetup import redact, setup_logging
@@ -39,7 +39,7 @@ from .mounting import (
     unmount,
     write_exit_report,
 )
-from .options import MountOptions
+from .options import MountOptions, RetrievalOptions
 from .paths import KeyMap
 from .retrieval.report import RestoreReport
 from .status import StatusReporter, flush_request_path, read_status
@@ -515,7 +515,7 @@ def _restore_in_bucket(args: argparse.Namespace, config: Config, spec: RemoteSpe
     try:
         if not store.capabilities.archive_classes:
             raise MountError(f"{spec.remote}: this provider has no archive storage classes: nothing to restore")
-        gate = ArchiveGate(store, ArchiveOptions(tier=args.tier, days=args.days))
+        gate = ArchiveGate(store, RetrievalOptions(tier=args.tier, days=args.days))
         keys = KeyMap.for_prefix(spec.prefix)
         targets: dict[str, str] = {}
         for path in inner:

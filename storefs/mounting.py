@@ -16,17 +16,17 @@ import threading
 import time
 from pathlib import Path
 
-from .retrieval.gate import ArchiveGate, ArchiveOptions
+from .retrieval.gate import ArchiveGate
 from .fs.bucket.blockcache import BlockCache
 from .store.buckets import AllBuckets
 from .config import Config, RemoteSpec
 from .errors import ConfigError, StoreError
 from .fs.bucket.filesystem import StoreFS
 from .fs.bucket.openfiles import Staging
-from .options import MountOptions
+from .options import MountOptions, RetrievalOptions, VaultOptions
 from .store.registry import provider_module
 from .store.contract import ObjectStore, Provider
-from .fs.vault.filesystem import VaultFS, VaultOptions
+from .fs.vault.filesystem import VaultFS
 from .fs.vault.state import state_dir_for
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,7 @@ def open_vault_fs(config: Config, spec: RemoteSpec, options: MountOptions, *, po
     remote = config.remote(spec.remote)
     if spec.prefix:
         raise MountError(f"{spec}: a vault is mounted whole (REMOTE:VAULT), not below a path")
-    vault_options = VaultOptions(uid=options.uid, gid=options.gid, umask=options.umask,
-                                 drain_timeout=options.drain_timeout)
+    vault_options = VaultOptions(uid=options.uid, gid=options.gid, umask=options.umask)
     for name, value in options.vault.items():
         vault_options.set(name, value)
     if not poll:
@@ -104,14 +103,13 @@ def archive_gate(store: ObjectStore, spec: RemoteSpec, options: MountOptions) ->
             raise MountError(f"-o {', '.join(sorted(options.vault))}: vault options, but {spec.remote} is a "
                              f"bucket store without archive storage classes")
         return None
-    vault_options = VaultOptions()
+    retrieval = RetrievalOptions()
     for name, value in options.vault.items():
-        if name not in VaultOptions.BUCKET_OPTIONS:
+        if name not in RetrievalOptions.HELP:
             raise MountError(f"-o {name}: for vault mounts only; a bucket mount takes "
-                             f"{', '.join(sorted(VaultOptions.BUCKET_OPTIONS))}")
-        vault_options.set(name, value)
-    return ArchiveGate(store, ArchiveOptions(tier=vault_options.tier.value, days=vault_options.restore_days,
-                                             wait=vault_options.vault_wait, errno=vault_options.errno))
+                             f"{', '.join(sorted(RetrievalOptions.HELP))}")
+        retrieval.set(name, value)
+    return ArchiveGate(store, retrieval)
 
 
 def build_fs(store: ObjectStore, spec: RemoteSpec, options: MountOptions) -> StoreFS:

@@ -1,13 +1,19 @@
 """Mount options (`-o name=value,flag,…`): parsing, validation and defaults, in one place.
 
+Pure data: MountOptions (every mount), RetrievalOptions (an open of what is not retrieved yet: the
+archive-class objects of a bucket mount) and VaultOptions (a vault mount: retrievals, plus writes).
+Nothing here imports the filesystems, vaults or providers that read them; values that name things of
+theirs (a retrieval tier) stay plain strings, checked against a list kept here.
 Unknown names are an error that lists the known ones, so a typo never passes silently.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 from pathlib import Path
+from typing import ClassVar
 
 from .errors import ConfigError
 
@@ -20,6 +26,10 @@ def parse_size(text: str, what: str) -> int:
     if not match:
         raise ConfigError(f"{what}: {text!r} is not a size (examples: 4096, 512M, 10G)")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _flag(value: str | None) -> bool:
+    return value is None or value.strip().lower() in ("", "1", "yes", "true", "on")
 
 
 def default_cache_dir() -> Path:
@@ -60,7 +70,8 @@ class MountOptions:
     drain_timeout: float = 3600.0
     # statfs: the size the mount reports; None = the size of the disk holding the cache directory
     total_size: int | None = None
-    # vault mounts only (VaultOptions.HELP): name -> value (None for a bare flag), checked there
+    # vault_* options (VaultOptions.HELP; bucket mounts take RetrievalOptions.HELP): name -> value
+    # (None for a bare flag), checked by the composition root, which knows what is mounted
     vault: dict = dataclasses.field(default_factory=dict)
 
     HELP = {
@@ -116,7 +127,6 @@ class MountOptions:
         if name == "rw":
             self.read_only = False
             return
-        from .fs.vault.filesystem import VaultOptions
         if name in VaultOptions.HELP:
             self.vault[name] = value if has_value else None
             return
@@ -153,3 +163,116 @@ class MountOptions:
             raise ConfigError(f"-o {name}={value}: not a valid value") from None
         if (name == "upload_workers" and self.upload_workers < 1) or (name == "transfers" and self.transfers < 1):
             raise ConfigError(f"-o {name} must be at least 1")
+
+
+# Retrieval tiers (storefs.vaults.base.Tier, S3 and COS restore tiers), as the services spell them.
+TIERS = ("Expedited", "Standard", "Bulk")
+NOT_READY_ERRNOS = {"EAGAIN": errno.EAGAIN, "EREMOTE": errno.EREMOTE, "EACCES": errno.EACCES,
+                    "EIO": errno.EIO}
+
+
+def parse_tier(value: str | None) -> str | None:
+    """The tier named `value` (any case), spelled as in TIERS; None for a missing or unknown name."""
+    for tier in TIERS:
+        if value and value.lower() == tier.lower():
+            return tier
+    return None
+
+
+@dataclasses.dataclass
+class RetrievalOptions:
+    """What an open of something not retrieved yet does (a bucket's archive-class object; a vault's
+    archive, see VaultOptions): which restore it asks for, how long it waits, how it fails."""
+
+    tier: str = "Standard"             # of TIERS
+    wait: float = 0.0                  # seconds open() waits for a retrieval; 0: fail at once
+    not_ready_errno: str = "EAGAIN"    # of NOT_READY_ERRNOS
+    days: int = 7                      # bucket archive classes only: lifetime of a restored copy
+    # waits look at the job after poll_min seconds, then back off, doubling up to poll_max
+    poll_min: float = 1.0
+    poll_max: float = 30.0
+
+    HELP: ClassVar[dict[str, str]] = {
+        "vault_tier": "retrieval tier for jobs started on open: Expedited, Standard (default) or Bulk",
+        "vault_wait": "seconds open() waits for a retrieval job before failing (default 0)",
+        "vault_errno": "errno of an open whose archive is not retrieved yet: EAGAIN (default), EREMOTE, "
+                       "EACCES or EIO",
+        "vault_days": "archive storage classes in buckets: days a restored copy stays readable (default 7)",
+    }
+
+    def __post_init__(self) -> None:
+        tier = parse_tier(self.tier)
+        if tier is None:
+            raise ConfigError(f"vault_tier={self.tier}: use Expedited, Standard or Bulk")
+        self.tier = tier
+        if self.not_ready_errno.upper() not in NOT_READY_ERRNOS:
+            raise ConfigError(f"vault_errno={self.not_ready_errno}: use one of {', '.join(NOT_READY_ERRNOS)}")
+        self.not_ready_errno = self.not_ready_errno.upper()
+        if self.wait < 0:
+            raise ConfigError("vault_wait must not be negative")
+
+    @property
+    def errno(self) -> int:
+        return NOT_READY_ERRNOS[self.not_ready_errno]
+
+    def set(self, name: str, value: str | None) -> None:
+        """Apply one `-o name[=value]` mount option of HELP (ConfigError if it is not valid)."""
+        if name == "vault_tier":
+            tier = parse_tier(value)
+            if tier is None:
+                raise ConfigError(f"vault_tier={value}: use Expedited, Standard or Bulk")
+            self.tier = tier
+        elif name == "vault_wait":
+            try:
+                self.wait = float(value or "")
+            except ValueError:
+                raise ConfigError(f"vault_wait={value}: a number of seconds") from None
+            if self.wait < 0:
+                raise ConfigError("vault_wait must not be negative")
+        elif name == "vault_errno":
+            if (value or "").upper() not in NOT_READY_ERRNOS:
+                raise ConfigError(f"vault_errno={value}: use one of {', '.join(NOT_READY_ERRNOS)}")
+            self.not_ready_errno = (value or "").upper()
+        elif name == "vault_days":
+            try:
+                self.days = int(value or "")
+            except ValueError:
+                raise ConfigError(f"vault_days={value}: a whole number of days") from None
+            if not 1 <= self.days <= 30000:
+                raise ConfigError("vault_days must be between 1 and 30000")
+        else:
+            raise ConfigError(f"unknown vault option {name!r} (known: {', '.join(sorted(self.HELP))})")
+
+
+@dataclasses.dataclass
+class VaultOptions(RetrievalOptions):
+    """Options of a vault mount: its retrievals (RetrievalOptions; `days` is accepted and unused) and
+    what is its own. `cache_dir`: downloaded archive bytes go to
+    `<cache_dir>/vault-data/<remote>/<vault>/data` (default: the state directory)."""
+
+    vault_writes: bool = False         # new files are uploaded as new archives at close
+    keep_uploads: bool = False         # keep uploaded bytes in the cache (readable without a job)
+    uid: int = dataclasses.field(default_factory=os.getuid)
+    gid: int = dataclasses.field(default_factory=os.getgid)
+    umask: int = 0o022
+    cache_dir: Path | None = None
+    poll_max: float = 60.0
+    # the inventory poller runs every inventory_poll seconds (0: never, callers use
+    # check_inventory()); an xattr read asks the server about an in-progress job at most every
+    # status_ttl seconds.
+    inventory_poll: float = 60.0
+    status_ttl: float = 30.0
+
+    HELP: ClassVar[dict[str, str]] = {
+        **RetrievalOptions.HELP,
+        "vault_writes": "new files written into the vault become new archives at close (write-once)",
+        "vault_keep_uploads": "keep the bytes of uploaded files in the cache, readable at once",
+    }
+
+    def set(self, name: str, value: str | None) -> None:
+        if name == "vault_writes":
+            self.vault_writes = _flag(value)
+        elif name == "vault_keep_uploads":
+            self.keep_uploads = _flag(value)
+        else:
+            super().set(name, value)

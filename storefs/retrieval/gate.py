@@ -5,12 +5,11 @@ temporary copy readable (minutes to hours). `ArchiveGate` gives a bucket mount w
 `open()` of an archived object asks the server for its restore state (a fresh HEAD: the
 `x-amz-restore` header is the only truth, and it survives remounts, so nothing is kept on disk),
 requests a restore once if none is running, and fails with EAGAIN (the `vault_errno` mount option) or
-waits up to `vault_wait` seconds. Its state is also readable as the xattr `user.storefs.retrieval`.
+waits up to `vault_wait` seconds (storefs.options.RetrievalOptions). Its state is also readable as the xattr `user.storefs.retrieval`.
 """
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
 import re
 import threading
@@ -22,8 +21,10 @@ import cachetools
 
 from ..errors import ArchiveNotReady, NotFound, StoreError
 from ..isotime import iso8601
-from .report import RestoreItem, RestoreReport
+from ..options import RetrievalOptions
 from ..store.contract import ObjectInfo, ObjectStore, iter_list
+from .poll import JobPoll, follow_restores
+from .report import RestoreItem, RestoreReport
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +69,10 @@ def restore_state(info: ObjectInfo, archive_classes: frozenset[str]) -> RestoreS
     return RestoreState(archived=True, expiry=expiry, restored=True)
 
 
-@dataclasses.dataclass
-class ArchiveOptions:
-    tier: str = "Standard"        # Expedited | Standard | Bulk
-    days: int = 7                 # how long a restored copy stays readable
-    wait: float = 0.0             # seconds open() waits for a restore; 0: fail at once
-    errno: int = errno.EAGAIN     # of an open whose object is not restored yet
-    poll_min: float = 1.0         # waits poll HEAD from poll_min, doubling up to poll_max seconds
-    poll_max: float = 30.0
-
-
 class ArchiveGate:
     """Restore-on-open for the archive-class objects of one bucket mount (thread-safe)."""
 
-    def __init__(self, store: ObjectStore, options: ArchiveOptions,
+    def __init__(self, store: ObjectStore, options: RetrievalOptions,
                  stopping: threading.Event | None = None) -> None:
         self.store = store
         self.classes = store.capabilities.archive_classes
@@ -115,16 +106,16 @@ class ArchiveGate:
             return info
         if not state.ongoing:
             self.request(key)
-        deadline = time.monotonic() + self.options.wait
-        delay = self.options.poll_min
+        poll = self._poll(self.options.wait)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.stopping.wait(min(delay, remaining)):
+            if not poll.pause():
                 raise self._not_ready(key, path)
-            delay = min(delay * 2, self.options.poll_max)
             info, state = self.state(key)
             if state.readable:
                 return info
+
+    def _poll(self, timeout: float | None) -> JobPoll:
+        return JobPoll(self.options.poll_min, self.options.poll_max, timeout, self.stopping)
 
     def _not_ready(self, key: str, path: str) -> ArchiveNotReady:
         exc = ArchiveNotReady(f"{path}: {self.describe_state(key, RestoreState(archived=True, ongoing=True))}; "
@@ -161,17 +152,7 @@ class ArchiveGate:
             except StoreError as exc:
                 item.state, item.message = "failed", str(exc)
             report_items.append(item)
-        report = RestoreReport(report_items)
-        if progress:
-            progress(report.done, len(report_items))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = self.options.poll_min
-        while wait and report.done < len(report_items):
-            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
-            if (deadline is not None and pause <= 0) or self.stopping.wait(pause):
-                report.timed_out = True
-                break
-            delay = min(delay * 2, self.options.poll_max)
+        def update() -> None:
             for item in report_items:
                 if item.done:
                     continue
@@ -180,9 +161,9 @@ class ArchiveGate:
                         item.state = "ready"
                 except StoreError as exc:
                     item.state, item.message = "failed", str(exc)
-            if progress:
-                progress(report.done, len(report_items))
-        return report
+
+        poll = self._poll(timeout) if wait else None
+        return follow_restores(RestoreReport(report_items), poll, update, progress)
 
     def archived_below(self, key: str) -> list[str]:
         """Keys of the archive-class objects at `key` (a file) or below it (a directory prefix)."""

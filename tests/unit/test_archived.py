@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from storefs.retrieval.gate import ArchiveGate, ArchiveOptions, RestoreState, restore_state
+from storefs.options import RetrievalOptions
+from storefs.retrieval.gate import ArchiveGate, RestoreState, restore_state
 from storefs.errors import ArchiveNotReady, InvalidArgument, NotFound
 from storefs.providers import s3
 from storefs.store.contract import Capabilities, ListPage, ObjectInfo
@@ -74,7 +75,7 @@ def test_restore_state_parsing():
 def test_open_requests_one_restore_then_eagain_until_restored():
     store = ScriptedStore()
     store.add("a", "GLACIER")
-    gate = ArchiveGate(store, ArchiveOptions(tier="Bulk", days=3))
+    gate = ArchiveGate(store, RetrievalOptions(tier="Bulk", days=3))
     with pytest.raises(ArchiveNotReady) as first:
         gate.ensure_readable("a", "/a")
     assert first.value.errno == errno.EAGAIN
@@ -93,7 +94,7 @@ def test_open_requests_one_restore_then_eagain_until_restored():
 def test_a_restore_started_elsewhere_is_not_repeated_and_errno_is_configurable():
     store = ScriptedStore()
     store.add("b", "DEEP_ARCHIVE", 'ongoing-request="true"')
-    gate = ArchiveGate(store, ArchiveOptions(errno=errno.EREMOTE))
+    gate = ArchiveGate(store, RetrievalOptions(not_ready_errno="EREMOTE"))
     with pytest.raises(ArchiveNotReady) as caught:
         gate.ensure_readable("b", "/b")
     assert caught.value.errno == errno.EREMOTE
@@ -106,7 +107,7 @@ def test_a_restore_started_elsewhere_is_not_repeated_and_errno_is_configurable()
 def test_wait_blocks_until_restored():
     store = ScriptedStore()
     store.add("w", "GLACIER")
-    gate = ArchiveGate(store, ArchiveOptions(wait=10, poll_min=0.01, poll_max=0.05))
+    gate = ArchiveGate(store, RetrievalOptions(wait=10, poll_min=0.01, poll_max=0.05))
     finisher = threading.Timer(0.3, store.finish, args=("w",))
     finisher.start()
     started = time.monotonic()
@@ -121,7 +122,7 @@ def test_wait_blocks_until_restored():
 def test_wait_gives_up_after_its_time_and_on_stop():
     store = ScriptedStore()
     store.add("w", "GLACIER")
-    gate = ArchiveGate(store, ArchiveOptions(wait=0.2, poll_min=0.01, poll_max=0.05))
+    gate = ArchiveGate(store, RetrievalOptions(wait=0.2, poll_min=0.01, poll_max=0.05))
     started = time.monotonic()
     with pytest.raises(ArchiveNotReady):
         gate.ensure_readable("w", "/w")
@@ -140,7 +141,7 @@ def test_restore_command_report():
     store.add("d/2", "GLACIER", 'ongoing-request="true"')
     store.add("d/3", "STANDARD")
     store.add("d/4", "GLACIER", 'ongoing-request="false", expiry-date="Fri, 21 Dec 2040 00:00:00 GMT"')
-    gate = ArchiveGate(store, ArchiveOptions(poll_min=0.01, poll_max=0.02))
+    gate = ArchiveGate(store, RetrievalOptions(poll_min=0.01, poll_max=0.02))
     keys = gate.archived_below("d/")
     assert keys == ["d/1", "d/2", "d/4"]
     assert gate.archived_below("d/1") == ["d/1"] and gate.archived_below("d/3") == []

@@ -20,10 +20,12 @@ from typing import Any
 
 import pytest
 
-from storefs.fs.vault.filesystem import VaultFS, VaultOptions
+from storefs.fs.vault.filesystem import VaultFS
+from storefs.options import VaultOptions
 from storefs.vaults import cas as cas_vault
 from storefs.vaults.base import ArchiveInfo, JobAction, JobInfo
-from storefs.vaults.local import ManualClock, open_vault_provider
+from storefs.vaults.local import open_vault_provider
+from tests.vaults.clock import ManualClock
 from tests.emulators.cas import CasEmulator
 
 HOURS = 3600.0

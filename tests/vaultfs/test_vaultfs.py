@@ -24,7 +24,9 @@ import time
 import pytest
 
 from storefs.errors import ArchiveNotReady, ReadOnly, errno_for
-from storefs.fs.vault.filesystem import NoAttribute, VaultFS, VaultOptions
+from storefs.fs.api import MountedFS
+from storefs.fs.vault.filesystem import NoAttribute, VaultFS
+from storefs.options import VaultOptions
 from storefs.fs.vault.names import decode_mt, encode_mt2
 from storefs.vaults import treehash
 from storefs.vaults.base import JobFailed, JobStatus, TreeHashMismatch
@@ -240,7 +242,7 @@ def test_first_open_fails_fast_then_serves_verified_bytes(env: Env):
 
 def test_vault_wait_blocks_then_succeeds(env: Env):
     env.upload("f", b"waited for")
-    fs = env.mounted_with_inventory(vault_wait=30)
+    fs = env.mounted_with_inventory(wait=30)
     thread, result = in_thread(fs.open, "/f", os.O_RDONLY)
     wait_for(lambda: len(env.jobs()) == 1)
     time.sleep(0.2)
@@ -255,7 +257,7 @@ def test_vault_wait_blocks_then_succeeds(env: Env):
 
 def test_vault_wait_runs_out(local_env: Env):
     local_env.upload("f", b"x")
-    fs = local_env.mounted_with_inventory(vault_wait=0.3)
+    fs = local_env.mounted_with_inventory(wait=0.3)
     started = time.monotonic()
     with pytest.raises(ArchiveNotReady):
         fs.open("/f", os.O_RDONLY)
@@ -269,13 +271,19 @@ def test_not_ready_errno_is_configurable(local_env: Env, name, code):
     assert errno_for(not_ready(fs, "/f")) == code
 
 
+def test_vault_fs_is_a_mounted_fs(local_env: Env):
+    """The FUSE edge drives VaultFS through fs/api.py's declared interface, as it drives StoreFS."""
+    assert isinstance(local_env.mount(), MountedFS)
+    assert isinstance(local_env.mount(vault=None, vault_writes=True), MountedFS)
+
+
 def test_options_parse():
     opts = VaultOptions()
     opts.set("vault_tier", "bulk")
     opts.set("vault_wait", "12.5")
     opts.set("vault_errno", "eremote")
     opts.set("vault_writes", None)
-    assert (opts.tier.value, opts.vault_wait, opts.errno, opts.vault_writes) == ("Bulk", 12.5, errno.EREMOTE, True)
+    assert (opts.tier, opts.wait, opts.errno, opts.vault_writes) == ("Bulk", 12.5, errno.EREMOTE, True)
     from storefs.errors import ConfigError
     for name, value in (("vault_tier", "fast"), ("vault_wait", "-1"), ("vault_errno", "ENOENT"), ("nope", "1")):
         with pytest.raises(ConfigError):
@@ -284,7 +292,7 @@ def test_options_parse():
 
 def test_tier_option_reaches_the_job(local_env: Env):
     local_env.upload("f", b"x")
-    fs = local_env.mounted_with_inventory(tier=VaultOptions().tier.__class__("Expedited"))
+    fs = local_env.mounted_with_inventory(tier="Expedited")
     not_ready(fs, "/f")
     assert [j.tier.value for j in local_env.jobs()] == ["Expedited"]
     local_env.advance(301)

@@ -24,7 +24,8 @@ import pytest
 from storefs.vaults import cas as cas_vault
 from storefs.vaults import glacier as glacier_vault
 from storefs.vaults.base import ArchiveVault, JobInfo, Tier, VaultCapabilities
-from storefs.vaults.local import ManualClock, open_vault_provider
+from storefs.vaults.local import open_vault_provider
+from tests.vaults.clock import ManualClock
 from tests.emulators.cas import CasEmulator
 from tests.servers import S3Server
 

@@ -36,13 +36,14 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ...vaults.base import ArchiveInfo
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FORMAT = 1
 
@@ -85,6 +86,20 @@ def _read_json(path: Path) -> dict | None:
         log.warning("ignoring state file %s of an unknown format", path)
         return None
     return record
+
+
+def _read_records(folder: Path, parse: Callable[[dict], T]) -> list[T]:
+    """Every readable record in `folder`, parsed; malformed ones count as absent."""
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        record = _read_json(path)
+        if record is None:
+            continue
+        try:
+            found.append(parse(record))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return found
 
 
 def _archive_to_dict(a: ArchiveInfo) -> dict:
@@ -261,16 +276,7 @@ class VaultState:
             self._job_path(archive_id).unlink(missing_ok=True)
 
     def jobs(self) -> list[JobRecord]:
-        found = []
-        for path in sorted((self.root / "jobs").glob("*.json")):
-            record = _read_json(path)
-            if record is None:
-                continue
-            try:
-                found.append(JobRecord.from_dict(record))
-            except (KeyError, TypeError, ValueError):
-                continue
-        return found
+        return _read_records(self.root / "jobs", JobRecord.from_dict)
 
     # -- uploads ---------------------------------------------------------------------------------
 
@@ -279,16 +285,8 @@ class VaultState:
                     {"format": FORMAT, "archive": _archive_to_dict(upload.archive), "path": upload.path})
 
     def uploads(self) -> list[UploadRecord]:
-        found = []
-        for path in sorted((self.root / "uploads").glob("*.json")):
-            record = _read_json(path)
-            if record is None:
-                continue
-            try:
-                found.append(UploadRecord(_archive_from_dict(record["archive"]), str(record["path"])))
-            except (KeyError, TypeError, ValueError):
-                continue
-        return found
+        return _read_records(self.root / "uploads",
+                             lambda record: UploadRecord(_archive_from_dict(record["archive"]), str(record["path"])))
 
     def remove_upload(self, archive_id: str) -> None:
         (self.root / "uploads" / f"{archive_key(archive_id)}.json").unlink(missing_ok=True)
