@@ -28,6 +28,7 @@ from .base import (ArchiveInfo, JobAction, JobFailed, JobInfo, JobStatus, MiB, P
                    VaultCapabilities, check_description, check_range, copy_output_in_pieces, iso8601,
                    short_id)
 from .local_files import COPY_CHUNK, LEAF, check_id, link_or_copy, new_id, page, read_json, write_json
+from .rest_parse import parse_inventory
 
 
 class Clock(Protocol):
@@ -323,7 +324,6 @@ class LocalJobs:
         handle = self.open_output(job_id)
         if handle.content_type != "application/json":
             raise InvalidArgument(f"job {short_id(job_id)} is not a JSON inventory")
-        from .rest import parse_inventory
         return parse_inventory(self.read_job_output(job_id, 0, handle.size), "local inventory")
 
     # -- test faults -----------------------------------------------------------------------------

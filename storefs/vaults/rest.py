@@ -56,7 +56,6 @@ from .rest_parse import (
     parse_upload,
     parse_vault,
 )
-from .rest_parse import parse_inventory  # noqa: F401 - vaults/local.py imports it from here
 from .rest_wire import RestWire
 
 LIST_LIMIT = 1000       # the services' maximum page size
