@@ -15,6 +15,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -39,6 +40,7 @@ from .mounting import (
     unmount,
     write_exit_report,
 )
+from .fuse.pagecache import PageCacheWarmer
 from .options import MountOptions
 from .paths import KeyMap
 from .retrieval.report import RestoreReport
@@ -290,6 +292,7 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
         return code
 
     vault = is_vault_remote(config, spec)
+    warmer = changes = None
     try:
         mountpoint = check_mountpoint(args.mountpoint)
         if vault:
@@ -297,7 +300,8 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
             provider = fs.provider
         else:
             provider, store = open_store(config, spec)
-            fs = build_fs(store, spec, options)
+            warmer, changes = PageCacheWarmer(mountpoint), threading.Event()
+            fs = build_fs(store, spec, options, warm_page_cache=warmer.warm, on_change=changes.set)
     except (ConfigError, UsageError) as exc:
         return report_failure(2, str(exc))
     except MountError as exc:
@@ -311,7 +315,7 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
         if recovered:
             log.warning("%d upload(s) left by an earlier run are queued again: %s", len(recovered),
                         ", ".join(recovered[:10]))
-        reporter = StatusReporter(fs, runtime_dir(), mountpoint, str(spec))
+        reporter = StatusReporter(fs.committer, fs.staging, runtime_dir(), mountpoint, str(spec), changes)
     record = MountRecord(pid=os.getpid(), mountpoint=mountpoint, remote=str(spec),
                          log_file=args.log_file, started=time.time())
 
@@ -326,16 +330,18 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
             os.close(ready_fd)
             ready_fd = None
 
-    from .fuse import ops as fuse_ops
+    from .fuse import bindings
     stop_on_signals(mountpoint)
     try:
         read_only = options.read_only or (vault and not fs.options.vault_writes)
-        fuse_ops.run(fs, mountpoint, fsname=f"storefs#{spec}", on_ready=on_ready,
-                     allow_other=options.allow_other, default_permissions=options.default_permissions,
-                     read_only=read_only, fuse=options.fuse)
+        bindings.run(fs, mountpoint, fsname=f"storefs#{spec}", on_ready=on_ready,
+                     drain_timeout=options.drain_timeout, allow_other=options.allow_other,
+                     default_permissions=options.default_permissions, read_only=read_only, fuse=options.fuse)
     except RuntimeError as exc:
         return report_failure(1, f"mounting {mountpoint} failed: {exc}") if ready_fd is not None else 1
     finally:
+        if warmer:
+            warmer.stop()
         if reporter:
             reporter.stop()
         record.remove()

@@ -13,8 +13,10 @@ import threading
 import pytest
 
 from storefs.errors import NotFound
+from storefs.fs.api import MountedFS
 from storefs.fs.bucket.filesystem import StoreFS
 from storefs.fs.bucket.openfiles import Staging
+from storefs.mounting import bucket_fs
 from storefs.options import MountOptions
 from storefs.providers.local import open_provider
 
@@ -47,7 +49,7 @@ def fs_and_store(tmp_path):
     inner = provider.bucket("b")
     inner.put("old/a", io.BytesIO(b"abc"), 3, {"mtime": "1600000000", "mode": "33152"})
     store = Counting(inner)
-    fs = StoreFS(store, "", MountOptions.parse(["write_back=0"]), Staging(tmp_path / "staging"))
+    fs = bucket_fs(store, "", MountOptions.parse(["write_back=0"]), Staging(tmp_path / "staging"))
     yield fs, store
     fs.committer.stop()
 
@@ -102,10 +104,16 @@ def test_readdir_attrs_leaves_inexact_entries_to_lookup(tmp_path):
     provider.check("b")
     inner = provider.bucket("b")
     inner.put("d/x", io.BytesIO(b"1"), 1, {"mtime": "1600000000"})
-    fs = StoreFS(Counting(inner), "", MountOptions.parse(["listing_attrs=fast"]), Staging(tmp_path / "s"))
+    fs = bucket_fs(Counting(inner), "", MountOptions.parse(["listing_attrs=fast"]), Staging(tmp_path / "s"))
     try:
         # Listing-only attributes (no stored mtime) must not reach the kernel's cache as if exact.
         assert fs.readdir_attrs("/d") == [("x", None)]
         assert fs.getattr("/d/x").mtime_ns == 1_600_000_000 * 10**9
     finally:
         fs.committer.stop()
+
+
+def test_the_bucket_filesystem_is_a_mounted_fs(fs_and_store):
+    # The FUSE edge knows only fs/api.py's MountedFS; StoreFS declares all of it.
+    fs, _store = fs_and_store
+    assert isinstance(fs, StoreFS) and isinstance(fs, MountedFS)
