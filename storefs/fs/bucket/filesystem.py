@@ -3,7 +3,7 @@ a FUSE binding.
 
 Every method takes mount paths (`/a/b`) and raises `storefs.errors` classes; `fuse/ops.py` turns them
 into errnos. What each operation promises is written in SEMANTICS.md. Renames live in renames.py,
-extended attributes and statfs in facts.py; mounting.py builds the collaborators.
+attribute changes in attrchanges.py, extended attributes and statfs in facts.py; mounting.py builds the collaborators.
 
 Locking: the OpenFiles table's lock guards the path→OpenFile and fh→Handle tables and is held only
 for table updates. Then `OpenFile.lock` guards one file. No request is made while the table lock is held.
@@ -19,12 +19,11 @@ from typing import Callable
 from ...attrs import (
     Attrs,
     attrs_from_object,
-    carried_meta,
-    implicit_dir_attrs,
     meta_from_attrs,
     now_ns,
 )
 from ...retrieval.gate import ArchiveGate
+from .attrchanges import AttrChanges, set_mode, set_mtime, set_owner
 from .blockcache import BlockCache
 from .committer import Committer
 from ...errors import (
@@ -85,8 +84,7 @@ class StoreFS:
         # The page-cache warmer (fuse/pagecache.py): an object read at random, once in the block
         # cache, is read through the mount so the kernel's page cache answers what follows.
         self._warm_page_cache = warm_page_cache
-        # The mount root has no object to keep attributes in; chmod/utimens on it last this session.
-        self._root_attrs = implicit_dir_attrs(ns.defaults, now_ns())
+        self.attr_changes = AttrChanges(store, keys, ns, table, committer)
 
     # ------------------------------------------------------------------------------------------
     # lookups
@@ -103,7 +101,7 @@ class StoreFS:
             return self.table.handles[fh].file.current_attrs()
         check_path(path)
         if path == "/":
-            return self._root_attrs.copy()
+            return self.attr_changes.root.copy()
         opened = self._open_file(path)
         if opened is not None and (opened.staged or opened.info is None):
             return opened.current_attrs()
@@ -224,13 +222,7 @@ class StoreFS:
         handle = Handle(opened, writable, append)
         if not writable and not opened.staged and opened.info is not None:
             handle.reader = self._reader(opened)
-        with self.table.lock:
-            fh = self.table.new_fh()
-            self.table.handles[fh] = handle
-            opened.refs += 1
-            if writable:
-                opened.writers += 1
-        return fh
+        return self.table.add_handle(handle)
 
     def _get_or_open(self, path: str, entry: Entry | None) -> OpenFile:
         with self.table.lock:
@@ -365,15 +357,11 @@ class StoreFS:
         self.committer.fsync(self._handle(fh).file)
 
     def release(self, fh: int) -> None:
-        with self.table.lock:
-            handle = self.table.handles.pop(fh, None)
-            if handle is None:
-                return
-            opened = handle.file
-            opened.refs -= 1
-            if handle.writable:
-                opened.writers -= 1
-            last = opened.refs == 0
+        removed = self.table.remove_handle(fh)
+        if removed is None:
+            return
+        handle, last = removed
+        opened = handle.file
         if handle.reader is not None:
             handle.reader.close()
         if not last:
@@ -467,57 +455,23 @@ class StoreFS:
         self.release(self.create(path, mode, uid, gid, os.O_WRONLY | os.O_EXCL))
 
     # ------------------------------------------------------------------------------------------
-    # attributes
+    # attributes (attrchanges.py)
 
     def _change_attrs(self, path: str, change: Callable[[Attrs], None]) -> None:
         self._writable()
         check_path(path)
-        if path == "/":
-            change(self._root_attrs)
-            self._root_attrs.ctime_ns = now_ns()
-            return
-        opened = self._open_file(path)
-        if opened is not None:
-            staged, idle = opened.change_attrs(change)
-            if not staged:  # open read-only: nothing will upload it at close, so write it now
-                self.committer.upload_now(opened)
-            elif idle:  # closed and waiting for its upload: the journal and the queue take the change
-                self.committer.closed(opened)
-            return
-        entry = self._entry(path)
-        attrs = entry.attrs.copy()
-        change(attrs)
-        attrs.ctime_ns = now_ns()
-        old_meta = carried_meta(entry.info.meta) if entry.info is not None else {}
-        if entry.is_dir:
-            # A directory's attributes live on its marker, an empty object: writing it anew is one
-            # request everywhere, where a copy onto itself fails on stores with real directories.
-            info = self.store.put(self.keys.dir_key(path), io.BytesIO(b""), 0, meta_from_attrs(attrs, old_meta))
-        else:
-            info = self.store.set_meta(self.keys.key(path), meta_from_attrs(attrs, old_meta))
-        self.ns.remember(path, Entry(attrs, info))
+        self.attr_changes.apply(path, change)
 
     def chmod(self, path: str, mode: int) -> None:
-        def change(attrs: Attrs) -> None:
-            attrs.mode = stat.S_IFMT(attrs.mode) | stat.S_IMODE(mode)
-        self._change_attrs(path, change)
+        self._change_attrs(path, set_mode(mode))
 
     def chown(self, path: str, uid: int, gid: int) -> None:
-        def change(attrs: Attrs) -> None:
-            if uid != -1:
-                attrs.uid = uid
-            if gid != -1:
-                attrs.gid = gid
-        self._change_attrs(path, change)
+        self._change_attrs(path, set_owner(uid, gid))
 
     def utimens(self, path: str, mtime_ns: int | None) -> None:
         """Set the modification time (atime is not kept). None: leave it (UTIME_OMIT)."""
-        if mtime_ns is None:
-            return
-
-        def change(attrs: Attrs) -> None:
-            attrs.mtime_ns = mtime_ns
-        self._change_attrs(path, change)
+        if mtime_ns is not None:
+            self._change_attrs(path, set_mtime(mtime_ns))
 
     # ------------------------------------------------------------------------------------------
     # rename

@@ -282,9 +282,26 @@ class OpenFiles:
         with self.lock:
             return self.by_path.get(path)
 
-    def new_fh(self) -> int:
-        """A file handle number (call with `lock` held)."""
-        return next(self._next_fh)
+    def add_handle(self, handle: Handle) -> int:
+        """Register `handle` on its file: its file handle number."""
+        with self.lock:
+            fh = next(self._next_fh)
+            self.handles[fh] = handle
+            handle.file.refs += 1
+            if handle.writable:
+                handle.file.writers += 1
+            return fh
+
+    def remove_handle(self, fh: int) -> tuple[Handle, bool] | None:
+        """Unregister a handle: it and whether it was its file's last (None if unknown)."""
+        with self.lock:
+            handle = self.handles.pop(fh, None)
+            if handle is None:
+                return None
+            handle.file.refs -= 1
+            if handle.writable:
+                handle.file.writers -= 1
+            return handle, handle.file.refs == 0
 
     def discard_if_clean(self, opened: OpenFile) -> None:
         """`opened` has nothing left to upload: forget it once no handle refers to it."""
