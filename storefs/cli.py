@@ -15,7 +15,6 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from typing import Callable
 
@@ -28,10 +27,10 @@ from .mounting import (
     STOP_SIGNALS,
     MountError,
     MountRecord,
-    build_fs,
     check_mountpoint,
     is_mounted,
     is_vault_remote,
+    mount_bucket,
     mount_id,
     open_store,
     open_vault_fs,
@@ -40,11 +39,10 @@ from .mounting import (
     unmount,
     write_exit_report,
 )
-from .fuse.pagecache import PageCacheWarmer
 from .options import MountOptions
 from .paths import KeyMap
 from .retrieval.report import RestoreReport
-from .status import StatusReporter, flush_request_path, read_status
+from .status import flush_request_path, read_status
 from .store.contract import iter_list
 
 log = logging.getLogger("storefs")
@@ -292,7 +290,7 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
         return code
 
     vault = is_vault_remote(config, spec)
-    warmer = changes = None
+    bucket = None
     try:
         mountpoint = check_mountpoint(args.mountpoint)
         if vault:
@@ -300,8 +298,8 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
             provider = fs.provider
         else:
             provider, store = open_store(config, spec)
-            warmer, changes = PageCacheWarmer(mountpoint), threading.Event()
-            fs = build_fs(store, spec, options, warm_page_cache=warmer.warm, on_change=changes.set)
+            bucket = mount_bucket(store, spec, options, mountpoint)
+            fs = bucket.fs
     except (ConfigError, UsageError) as exc:
         return report_failure(2, str(exc))
     except MountError as exc:
@@ -309,21 +307,19 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
     except StoreError as exc:
         return report_failure(1, str(exc))
 
-    reporter = None
-    if not vault:
-        recovered = fs.recover()
+    if bucket:
+        recovered = bucket.fs.recover()
         if recovered:
             log.warning("%d upload(s) left by an earlier run are queued again: %s", len(recovered),
                         ", ".join(recovered[:10]))
-        reporter = StatusReporter(fs.committer, fs.staging, runtime_dir(), mountpoint, str(spec), changes)
     record = MountRecord(pid=os.getpid(), mountpoint=mountpoint, remote=str(spec),
                          log_file=args.log_file, started=time.time())
 
     def on_ready() -> None:
         nonlocal ready_fd
         record.save()
-        if reporter:
-            reporter.start()
+        if bucket:
+            bucket.reporter.start()
         log.warning("mounted %s on %s (pid %d)", spec, mountpoint, os.getpid())
         if ready_fd is not None:
             os.write(ready_fd, b"ready\n")
@@ -340,13 +336,11 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
     except RuntimeError as exc:
         return report_failure(1, f"mounting {mountpoint} failed: {exc}") if ready_fd is not None else 1
     finally:
-        if warmer:
-            warmer.stop()
-        if reporter:
-            reporter.stop()
+        if bucket:
+            bucket.stop()
         record.remove()
         provider.close()
-    pending = [] if vault else fs.pending_uploads()
+    pending = bucket.fs.pending_uploads() if bucket else []
     if pending:
         log.error("exited with %d file(s) not uploaded (kept staged; the next mount uploads them): %s",
                   len(pending), ", ".join(pending[:10]))

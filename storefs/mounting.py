@@ -1,5 +1,6 @@
 """Everything about a mount except FUSE itself: opening and checking the remote, building the
-filesystem, the per-mount record that `storefs unmount` reads, and unmounting.
+filesystem and wiring its collaborators (the one place objects are composed; hooks go in through
+constructors), the per-mount record that `storefs unmount` reads, and unmounting.
 """
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ from .config import Config, RemoteSpec
 from .errors import ConfigError, StoreError
 from .fs.bucket.filesystem import StoreFS
 from .fs.bucket.openfiles import OpenFiles, Staging
+from .fuse.pagecache import PageCacheWarmer
 from .options import MountOptions
 from .paths import KeyMap
+from .status import StatusReporter
 from .store.registry import provider_module
 from .store.contract import ObjectStore, Provider
 from .fs.vault.filesystem import VaultFS, VaultOptions
@@ -167,6 +170,27 @@ def build_fs(store: ObjectStore, spec: RemoteSpec, options: MountOptions, *,
     cache = BlockCache(options.cache_dir / "blocks", options.cache_size) if options.cache_size else None
     return bucket_fs(store, spec.prefix, options, staging, cache=cache, location=f"{spec.remote}:{spec.bucket or ''}",
                      archive=archive, warm_page_cache=warm_page_cache, on_change=on_change)
+
+
+@dataclasses.dataclass
+class BucketMount:
+    """A bucket mount's filesystem and the helpers that live as long as it is mounted."""
+    fs: StoreFS
+    warmer: PageCacheWarmer     # reads files through the mount for the kernel's page cache
+    reporter: StatusReporter    # `storefs status` and `storefs flush`; start() once mounted
+
+    def stop(self) -> None:
+        self.warmer.stop()
+        self.reporter.stop()
+
+
+def mount_bucket(store: ObjectStore, spec: RemoteSpec, options: MountOptions, mountpoint: str) -> BucketMount:
+    """Everything a bucket mount on `mountpoint` runs, wired: the filesystem (build_fs), the page-cache
+    warmer it calls on random access, and the status reporter woken by its upload queue."""
+    warmer, changes = PageCacheWarmer(mountpoint), threading.Event()
+    fs = build_fs(store, spec, options, warm_page_cache=warmer.warm, on_change=changes.set)
+    reporter = StatusReporter(fs.committer, fs.staging, runtime_dir(), mountpoint, str(spec), changes)
+    return BucketMount(fs, warmer, reporter)
 
 
 def check_mountpoint(path: str) -> str:

@@ -16,6 +16,7 @@ import stat
 import time
 from typing import Any, Callable
 
+from ..attrs import Attrs
 from ..errors import StoreError, errno_for
 from ..fs.api import MountedFS
 
@@ -37,7 +38,9 @@ def _call(what: str, fn: Callable[..., Any], *args: Any) -> Any:
     except Exception as exc:
         code = errno_for(exc)
         if code == errno.EIO:
-            log.error("%s%r failed: %s", what, args[:1], exc, exc_info=not isinstance(exc, (StoreError, OSError)))
+            # A traceback only for the unexpected: storefs's own errors and local I/O errors say enough.
+            expected = isinstance(exc, (StoreError, OSError))
+            log.error("%s%r failed: %s", what, args[:1], exc, exc_info=not expected)
         elif code in (errno.EINVAL, errno.EACCES, errno.ESTALE):
             # Refusals worth a look (the server's answer, credentials, a file changed under a reader);
             # ENOENT, EEXIST, EAGAIN and the like are ordinary answers.
@@ -47,7 +50,7 @@ def _call(what: str, fn: Callable[..., Any], *args: Any) -> Any:
         raise FuseError(code) from None
 
 
-def _stat_dict(attrs: Any, blksize: int) -> dict[str, int]:
+def _stat_dict(attrs: Attrs, blksize: int) -> dict[str, int]:
     blocks = (attrs.size + 511) // 512
     return {
         "st_mode": attrs.mode, "st_size": attrs.size, "st_uid": attrs.uid, "st_gid": attrs.gid,

@@ -117,3 +117,34 @@ def test_the_bucket_filesystem_is_a_mounted_fs(fs_and_store):
     # The FUSE edge knows only fs/api.py's MountedFS; StoreFS declares all of it.
     fs, _store = fs_and_store
     assert isinstance(fs, StoreFS) and isinstance(fs, MountedFS)
+
+
+@pytest.mark.parametrize("first_open", [os.O_RDONLY, os.O_RDWR])
+def test_a_file_opened_for_writing_is_filled_through_the_block_cache(tmp_path, first_open):
+    # One read path for remote bytes: the fill of a file opened for writing takes cached blocks, and
+    # the blocks it fetches serve later reads and fills, whichever came first.
+    from storefs.fs.bucket.blockcache import BLOCK, BlockCache
+    provider = open_provider("t", {"root": str(tmp_path / "bucket"), "create_buckets": "yes"})
+    provider.check("b")
+    data = os.urandom(3 * BLOCK + 5)
+    inner = provider.bucket("b")
+    inner.put("f", io.BytesIO(data), len(data), {})
+    store = Counting(inner)
+    cache = BlockCache(tmp_path / "blocks", 1 << 30)
+    fs = bucket_fs(store, "", MountOptions.parse(["write_back=0"]), Staging(tmp_path / "s"), cache=cache,
+                   location="t:b")
+    try:
+        fh = fs.open("/f", first_open)
+        assert fs.read(fh, len(data) + 10, 0) == data
+        fs.release(fh)
+        fetched = store.counts["read_range"]
+        assert fetched >= 1
+        for flags in (os.O_RDWR, os.O_RDONLY, os.O_WRONLY):
+            fh = fs.open("/f", flags)
+            if flags != os.O_WRONLY:
+                assert fs.read(fh, len(data) + 10, 0) == data
+            fs.release(fh)
+        assert store.counts["read_range"] == fetched, store.counts
+    finally:
+        fs.committer.stop()
+        cache.close()
