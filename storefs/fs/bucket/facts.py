@@ -10,15 +10,14 @@ from ...errors import NoAttribute
 from ...options import MountOptions
 from ...paths import KeyMap, check_path
 from ...retrieval.gate import XATTR_RETRIEVAL, XATTR_STORAGE_CLASS, ArchiveGate
-from ...store.contract import ObjectStore
 from .namespace import Entry, Namespace
 from .openfiles import OpenFiles, Staging
 
 
 class BucketFacts:
-    def __init__(self, store: ObjectStore, keys: KeyMap, ns: Namespace, table: OpenFiles,
-                 archive: ArchiveGate | None, staging: Staging, options: MountOptions) -> None:
-        self.store, self.keys, self.ns, self.table = store, keys, ns, table
+    def __init__(self, keys: KeyMap, ns: Namespace, table: OpenFiles, archive: ArchiveGate | None,
+                 staging: Staging, options: MountOptions) -> None:
+        self.keys, self.ns, self.table = keys, ns, table
         self.archive, self.staging, self.options = archive, staging, options
 
     def _archive_entry(self, path: str) -> Entry | None:

@@ -76,7 +76,7 @@ class StoreFS:
         # ENOSYS once and the kernel stops asking (see fuse/ops.getxattr).
         self.archive = archive
         self.has_xattrs = archive is not None and options.xattr
-        self.facts = BucketFacts(store, keys, ns, table, archive, staging, options)
+        self.facts = BucketFacts(keys, ns, table, archive, staging, options)
         self.renames = Renames(store, keys, ns, table, committer)
         # The kernel keeps entries and attributes for half our TTL, at least libfuse's 1 s, so that
         # another client's change still shows within 1.5 x attr_ttl (SEMANTICS.md, Consistency).

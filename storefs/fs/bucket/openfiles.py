@@ -1,12 +1,15 @@
-"""Open files: staged local copies of files being written, and the handles that refer to them.
+"""Open files: staged local copies of files being written, the handles that refer to them, and the
+mount's table of both (`OpenFiles`).
 
 A file opened for writing is staged: its bytes live in a local file under the staging directory
-(never whole in memory), where random writes, appends and truncates are plain file operations. The
+(never whole in memory), where random writes, appends and truncates are plain file operations. It is
+filled through a `RangeReader`, the one read path for remote bytes (block cache included). The
 staged copy is uploaded when the last writer flushes or closes it, and by fsync. A read-only open of a
-file that nobody writes reads the remote object through a `RangeReader` instead.
+file that nobody writes reads the remote object through a `RangeReader` instead. An OpenFile makes
+its own state changes (methods below); the filesystem, its renames and the committer call them.
 
-Locking: `OpenFile.lock` guards one file's staged data and attributes. The filesystem's table lock
-(in filesystem.py) is taken before it, never after.
+Locking: `OpenFile.lock` guards one file's staged data and attributes. The table lock
+(`OpenFiles.lock`) is taken before it, never after.
 """
 from __future__ import annotations
 
