@@ -27,10 +27,10 @@ from .mounting import (
     STOP_SIGNALS,
     MountError,
     MountRecord,
-    build_fs,
     check_mountpoint,
     is_mounted,
     is_vault_remote,
+    mount_bucket,
     mount_id,
     open_store,
     open_vault_fs,
@@ -42,7 +42,7 @@ from .mounting import (
 from .options import MountOptions, RetrievalOptions
 from .paths import KeyMap
 from .retrieval.report import RestoreReport
-from .status import StatusReporter, flush_request_path, read_status
+from .status import flush_request_path, read_status
 from .store.contract import iter_list
 
 log = logging.getLogger("storefs")
@@ -290,6 +290,7 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
         return code
 
     vault = is_vault_remote(config, spec)
+    bucket = None
     try:
         mountpoint = check_mountpoint(args.mountpoint)
         if vault:
@@ -297,7 +298,8 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
             provider = fs.provider
         else:
             provider, store = open_store(config, spec)
-            fs = build_fs(store, spec, options)
+            bucket = mount_bucket(store, spec, options, mountpoint)
+            fs = bucket.fs
     except (ConfigError, UsageError) as exc:
         return report_failure(2, str(exc))
     except MountError as exc:
@@ -305,42 +307,40 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
     except StoreError as exc:
         return report_failure(1, str(exc))
 
-    reporter = None
-    if not vault:
-        recovered = fs.recover()
+    if bucket:
+        recovered = bucket.fs.recover()
         if recovered:
             log.warning("%d upload(s) left by an earlier run are queued again: %s", len(recovered),
                         ", ".join(recovered[:10]))
-        reporter = StatusReporter(fs, runtime_dir(), mountpoint, str(spec))
     record = MountRecord(pid=os.getpid(), mountpoint=mountpoint, remote=str(spec),
                          log_file=args.log_file, started=time.time())
 
     def on_ready() -> None:
         nonlocal ready_fd
         record.save()
-        if reporter:
-            reporter.start()
+        if bucket:
+            bucket.reporter.start()
         log.warning("mounted %s on %s (pid %d)", spec, mountpoint, os.getpid())
         if ready_fd is not None:
             os.write(ready_fd, b"ready\n")
             os.close(ready_fd)
             ready_fd = None
 
-    from .fuse import ops as fuse_ops
+    from .fuse import bindings
     stop_on_signals(mountpoint)
     try:
         read_only = options.read_only or (vault and not fs.options.vault_writes)
-        fuse_ops.run(fs, mountpoint, fsname=f"storefs#{spec}", on_ready=on_ready,
-                     allow_other=options.allow_other, default_permissions=options.default_permissions,
-                     read_only=read_only, fuse=options.fuse)
+        bindings.run(fs, mountpoint, fsname=f"storefs#{spec}", on_ready=on_ready,
+                     drain_timeout=options.drain_timeout, allow_other=options.allow_other,
+                     default_permissions=options.default_permissions, read_only=read_only, fuse=options.fuse)
     except RuntimeError as exc:
         return report_failure(1, f"mounting {mountpoint} failed: {exc}") if ready_fd is not None else 1
     finally:
-        if reporter:
-            reporter.stop()
+        if bucket:
+            bucket.stop()
         record.remove()
         provider.close()
-    pending = [] if vault else fs.pending_uploads()
+    pending = bucket.fs.pending_uploads() if bucket else []
     if pending:
         log.error("exited with %d file(s) not uploaded (kept staged; the next mount uploads them): %s",
                   len(pending), ", ".join(pending[:10]))

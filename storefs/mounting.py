@@ -1,5 +1,6 @@
 """Everything about a mount except FUSE itself: opening and checking the remote, building the
-filesystem, the per-mount record that `storefs unmount` reads, and unmounting.
+filesystem and wiring its collaborators (the one place objects are composed; hooks go in through
+constructors), the per-mount record that `storefs unmount` reads, and unmounting.
 """
 from __future__ import annotations
 
@@ -16,14 +17,23 @@ import threading
 import time
 from pathlib import Path
 
+from typing import Callable
+
+from .attrs import Defaults
 from .retrieval.gate import ArchiveGate
 from .fs.bucket.blockcache import BlockCache
+from .fs.bucket.committer import CommitSettings, Committer
+from .fs.bucket.namespace import CacheSettings, Namespace
+from .fs.bucket.uploader import UploadSettings
 from .store.buckets import AllBuckets
 from .config import Config, RemoteSpec
 from .errors import ConfigError, StoreError
 from .fs.bucket.filesystem import StoreFS
-from .fs.bucket.openfiles import Staging
+from .fs.bucket.openfiles import OpenFiles, Staging
+from .fuse.pagecache import PageCacheWarmer
 from .options import MountOptions, RetrievalOptions, VaultOptions
+from .paths import KeyMap
+from .status import StatusReporter
 from .store.registry import provider_module
 from .store.contract import ObjectStore, Provider
 from .fs.vault.filesystem import VaultFS
@@ -112,10 +122,32 @@ def archive_gate(store: ObjectStore, spec: RemoteSpec, options: MountOptions) ->
     return ArchiveGate(store, retrieval)
 
 
-def build_fs(store: ObjectStore, spec: RemoteSpec, options: MountOptions) -> StoreFS:
-    """The filesystem, with exclusive use of this remote location's staging area and journal."""
-    archive = archive_gate(store, spec, options)
-    staging = Staging(options.cache_dir / "staging" / mount_id(spec), options.staging_size)
+def bucket_fs(store: ObjectStore, prefix: str, options: MountOptions, staging: Staging, *,
+              cache: BlockCache | None = None, location: str = "", archive: ArchiveGate | None = None,
+              warm_page_cache: Callable[[str], None] | None = None,
+              on_change: Callable[[], None] = lambda: None) -> StoreFS:
+    """The bucket filesystem over `store` below `prefix`, its collaborators built from the options.
+    `warm_page_cache(path)`: reads a file through the mount (fuse/pagecache.py); `on_change`: the
+    upload queue changed (the status reporter's wake-up)."""
+    keys = KeyMap.for_prefix(prefix)
+    defaults = Defaults(uid=options.uid, gid=options.gid, file_mode=0o666 & ~options.umask,
+                        dir_mode=0o777 & ~options.umask)
+    ns = Namespace(store, keys, defaults,
+                   CacheSettings(options.attr_ttl, options.dir_ttl, options.neg_ttl,
+                                 stat_ahead=0 if options.listing_attrs == "fast" else CacheSettings.stat_ahead))
+    table = OpenFiles()
+    committer = Committer(store, ns, staging, table,
+                          UploadSettings(part_size=options.part_size, workers=options.upload_workers),
+                          CommitSettings(write_back=options.write_back, transfers=options.transfers,
+                                         fsync_uploads=options.fsync != "local"),
+                          on_change=on_change)
+    return StoreFS(store, keys, options, ns=ns, staging=staging, table=table, committer=committer,
+                   cache=cache, location=location, archive=archive, warm_page_cache=warm_page_cache)
+
+
+def lock_staging(staging: Staging, spec: RemoteSpec, options: MountOptions) -> int:
+    """Exclusive use of this remote location's staging area and journal, for the life of the process:
+    the descriptor holding the lock (kept open)."""
     lock_fd = os.open(staging.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -123,11 +155,40 @@ def build_fs(store: ObjectStore, spec: RemoteSpec, options: MountOptions) -> Sto
         os.close(lock_fd)
         raise MountError(f"{spec} is already mounted with cache_dir {options.cache_dir}: two mounts of one "
                          f"location would share its upload journal (unmount the other, or use -o cache_dir=)")
+    return lock_fd
+
+
+def build_fs(store: ObjectStore, spec: RemoteSpec, options: MountOptions, *,
+             warm_page_cache: Callable[[str], None] | None = None,
+             on_change: Callable[[], None] = lambda: None) -> StoreFS:
+    """The mount's filesystem, with exclusive use of this remote location's staging area and journal."""
+    archive = archive_gate(store, spec, options)
+    staging = Staging(options.cache_dir / "staging" / mount_id(spec), options.staging_size)
+    lock_staging(staging, spec, options)
     cache = BlockCache(options.cache_dir / "blocks", options.cache_size) if options.cache_size else None
-    fs = StoreFS(store, spec.prefix, options, staging, cache, f"{spec.remote}:{spec.bucket or ''}",
-                 archive)
-    fs.staging_lock_fd = lock_fd  # held for the life of the process
-    return fs
+    return bucket_fs(store, spec.prefix, options, staging, cache=cache, location=f"{spec.remote}:{spec.bucket or ''}",
+                     archive=archive, warm_page_cache=warm_page_cache, on_change=on_change)
+
+
+@dataclasses.dataclass
+class BucketMount:
+    """A bucket mount's filesystem and the helpers that live as long as it is mounted."""
+    fs: StoreFS
+    warmer: PageCacheWarmer     # reads files through the mount for the kernel's page cache
+    reporter: StatusReporter    # `storefs status` and `storefs flush`; start() once mounted
+
+    def stop(self) -> None:
+        self.warmer.stop()
+        self.reporter.stop()
+
+
+def mount_bucket(store: ObjectStore, spec: RemoteSpec, options: MountOptions, mountpoint: str) -> BucketMount:
+    """Everything a bucket mount on `mountpoint` runs, wired: the filesystem (build_fs), the page-cache
+    warmer it calls on random access, and the status reporter woken by its upload queue."""
+    warmer, changes = PageCacheWarmer(mountpoint), threading.Event()
+    fs = build_fs(store, spec, options, warm_page_cache=warmer.warm, on_change=changes.set)
+    reporter = StatusReporter(fs.committer, fs.staging, runtime_dir(), mountpoint, str(spec), changes)
+    return BucketMount(fs, warmer, reporter)
 
 
 def check_mountpoint(path: str) -> str:

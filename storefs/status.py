@@ -14,8 +14,8 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
-
+from .fs.bucket.committer import Committer
+from .fs.bucket.openfiles import Staging
 from .wire.retry import STATS
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ PENDING_SHOWN = 100   # uploads listed one by one (oldest first; failing ones al
 BUSY_QUEUE = 100      # with more pending than this, the status file is rewritten at most twice a second
 
 
-def snapshot(fs: Any, mountpoint: str, remote: str) -> dict:
-    queue = fs.committer.queue
+def snapshot(committer: Committer, staging: Staging, mountpoint: str, remote: str) -> dict:
+    queue = committer.queue
     pending = []
     count = total = sent = failing = 0
     for item in queue.pending():
@@ -57,21 +57,22 @@ def snapshot(fs: Any, mountpoint: str, remote: str) -> dict:
         "pid": os.getpid(), "mountpoint": mountpoint, "remote": remote, "updated": time.time(),
         "pending": pending, "pending_count": count, "pending_bytes": total, "pending_sent": sent,
         "pending_failing": failing,
-        "conflicts": [{"path": c.path, "saved_as": c.saved_as, "when": c.when} for c in fs.committer.conflicts],
-        "staging_dir": str(fs.staging.directory), "staging_bytes": fs.staging.used_bytes(),
-        "staging_limit": fs.staging.max_bytes, "retries": STATS.retries, "gave_up": STATS.gave_up,
+        "conflicts": [{"path": c.path, "saved_as": c.saved_as, "when": c.when} for c in committer.conflicts],
+        "staging_dir": str(staging.directory), "staging_bytes": staging.used_bytes(),
+        "staging_limit": staging.max_bytes, "retries": STATS.retries, "gave_up": STATS.gave_up,
     }
 
 
 class StatusReporter:
-    def __init__(self, fs: Any, runtime: Path, mountpoint: str, remote: str) -> None:
-        self.fs, self.mountpoint, self.remote = fs, mountpoint, remote
+    def __init__(self, committer: Committer, staging: Staging, runtime: Path, mountpoint: str, remote: str,
+                 changed: threading.Event) -> None:
+        """`changed`: set by the upload queue whenever it changes (mounting.build_fs's on_change)."""
+        self.committer, self.staging, self.mountpoint, self.remote = committer, staging, mountpoint, remote
         self.path = status_path(runtime, mountpoint)
         self.flush_path = flush_request_path(runtime, mountpoint)
-        self._changed = threading.Event()
+        self._changed = changed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="status", daemon=True)
-        fs.on_change = self._changed.set
 
     def start(self) -> None:
         self._changed.set()
@@ -90,13 +91,13 @@ class StatusReporter:
             # Wake on a change (written within ~50 ms, or 0.5 s while thousands of small files are
             # queued: each snapshot walks the queue) or every half second to look for a flush request.
             self._changed.wait(0.5)
-            time.sleep(0.5 if self.fs.committer.queue.count() > BUSY_QUEUE else 0.05)
+            time.sleep(0.5 if self.committer.queue.count() > BUSY_QUEUE else 0.05)
             if self.flush_path.exists():
                 self.flush_path.unlink(missing_ok=True)
                 log.warning("flush requested: uploading everything queued now")
-                self.fs.committer.queue.flush_soon()
+                self.committer.queue.flush_soon()
                 self._changed.set()
-            busy = bool(self.fs.committer.queue.pending())
+            busy = bool(self.committer.queue.pending())
             # Retries made by reads alone change nothing else: without this the "retries" a status
             # shows on a read-only workload were up to 10 s old (found by tests/fuse/test_faults.py).
             counts = (STATS.retries, STATS.gave_up)
@@ -108,7 +109,7 @@ class StatusReporter:
 
     def write(self) -> None:
         try:
-            data = json.dumps(snapshot(self.fs, self.mountpoint, self.remote))
+            data = json.dumps(snapshot(self.committer, self.staging, self.mountpoint, self.remote))
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(data)
             os.replace(tmp, self.path)

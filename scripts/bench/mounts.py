@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from storefs.fuse.ops import DEFAULT_FUSE, FUSE_LIBRARIES
+from storefs.fuse.bindings import DEFAULT_FUSE, FUSE_LIBRARIES
 from storefs.mounting import is_mounted, pid_alive
 from storefs.store.registry import provider_module
 from storefs.store.contract import ObjectStore

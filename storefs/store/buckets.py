@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import BinaryIO, Mapping
+from typing import BinaryIO, Mapping, Sequence
 
 from ..errors import CrossDevice, NotFound, NotPermitted
 from .contract import (
@@ -28,8 +28,10 @@ class AllBuckets:
         self.provider = provider
         self._stores: dict[str, ObjectStore] = {}
         self._lock = threading.Lock()
+        # The buckets' own features, fast paths included (delegated below), except batched stats: a
+        # batch may span buckets, and it is not worth splitting for the top level's few entries.
         self.capabilities = dataclasses.replace(provider.bucket("storefs-probe").capabilities,
-                                                root_writable=False)
+                                                root_writable=False, batched_stat=False)
 
     def _store(self, bucket: str) -> ObjectStore:
         with self._lock:
@@ -69,6 +71,16 @@ class AllBuckets:
     def read_range(self, key: str, start: int, end: int, *, if_match: str | None = None) -> bytes:
         store, _, rest = self._split(key)
         return store.read_range(rest, start, end, if_match=if_match)
+
+    def read_range_pieces(self, key: str, start: int, end: int, piece: int, *,
+                          if_match: str | None = None) -> list[bytes]:
+        store, _, rest = self._split(key)
+        return store.read_range_pieces(rest, start, end, piece, if_match=if_match)
+
+    def read_range_to_files(self, key: str, start: int, end: int, piece: int, files: Sequence[int], *,
+                            if_match: str | None = None) -> bool:
+        store, _, rest = self._split(key)
+        return store.read_range_to_files(rest, start, end, piece, files, if_match=if_match)
 
     def restore(self, key: str, *, days: int, tier: str) -> bool:
         store, _, rest = self._split(key, writing=True)
@@ -115,6 +127,13 @@ class AllBuckets:
         store, _, inner = self._inner(upload)
         part = store.upload_part(inner, number, offset, data)
         upload.state = inner.state  # providers may record per-part state (WCS contexts)
+        return part
+
+    def upload_part_from_file(self, upload: MultipartUpload, number: int, fd: int, offset: int,
+                              size: int) -> UploadedPart:
+        store, _, inner = self._inner(upload)
+        part = store.upload_part_from_file(inner, number, fd, offset, size)
+        upload.state = inner.state
         return part
 
     def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart]) -> ObjectInfo:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import BinaryIO, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
-from ..errors import InvalidArgument, StoreError, Transient
-from ..localfiles import write_file
+from ..errors import StoreError
+# Re-exported for providers/s3.py, which imports them from here until it takes them from localfiles.
+from ..localfiles import cut_pieces as cut_pieces, piece_sizes as piece_sizes
 from .features import Capabilities
 
 
@@ -117,7 +118,7 @@ class ObjectStore(Protocol):
 
     def read_range_to_files(self, key: str, start: int, end: int, piece: int, files: Sequence[int], *,
                             if_match: str | None = None) -> bool:
-        """Bytes [start, end) into `files` as read_to_files cuts them; False, with nothing written,
+        """Bytes [start, end) into `files` as fs/bucket/ranges.read_to_files cuts them; False, with nothing written,
         when the answer is not exactly that range (capabilities.ranged_into_files)."""
 
     def stat_many(self, keys: list[str], parallel: int) -> list[ObjectInfo | StoreError]:
@@ -148,53 +149,6 @@ class Provider(Protocol):
 
     def close(self) -> None:
         ...
-
-
-def read_pieces(store: ObjectStore, key: str, start: int, end: int, piece: int, *,
-                if_match: str | None = None) -> list[bytes]:
-    """Bytes [start, end) as consecutive pieces of `piece` bytes (the last may be shorter): the block
-    cache's unit. A store with `ranged_pieces` (S3) reads each piece straight off its answer; for the
-    others the range is read whole and cut, which costs a copy of every byte."""
-    if store.capabilities.ranged_pieces:
-        return store.read_range_pieces(key, start, end, piece, if_match=if_match)
-    return cut_pieces(store.read_range(key, start, end, if_match=if_match), piece)
-
-
-def piece_sizes(start: int, end: int, piece: int) -> list[int]:
-    """The sizes of the pieces read_pieces cuts [start, end) into."""
-    return [min(piece, end - offset) for offset in range(start, end, piece)]
-
-
-def read_all_pieces(store: ObjectStore, key: str, start: int, end: int, piece: int, *,
-                    if_match: str | None = None) -> list[bytes]:
-    """read_pieces, where fewer bytes than asked for (the object is shorter than the range, or the
-    answer was cut) is Transient: what goes into the block cache must be exactly the range, or it
-    would be served as the object's bytes until evicted."""
-    pieces = read_pieces(store, key, start, end, piece, if_match=if_match)
-    if [len(data) for data in pieces] != piece_sizes(start, end, piece):
-        got = sum(len(data) for data in pieces)
-        raise Transient(f"{key}: asked for {end - start} bytes at {start}, got {got}")
-    return pieces
-
-
-def read_to_files(store: ObjectStore, key: str, start: int, end: int, piece: int, files: Sequence[int], *,
-                  if_match: str | None = None) -> None:
-    """Bytes [start, end) into `files`, piece by piece as read_pieces cuts them, each from offset 0
-    of its file (block-cache files; see blockcache.fill). A store with `ranged_into_files` (S3) writes
-    them itself, from the socket, where it can; otherwise the pieces are read and written. A short
-    answer is Transient; a failed local write raises LocalWriteError."""
-    if store.capabilities.ranged_into_files and \
-            store.read_range_to_files(key, start, end, piece, files, if_match=if_match):
-        return
-    if len(files) != len(piece_sizes(start, end, piece)):
-        raise InvalidArgument(f"bad range [{start}, {end}) in {len(files)} files for {key!r}")
-    for fd, data in zip(files, read_all_pieces(store, key, start, end, piece, if_match=if_match)):
-        write_file(fd, data)
-
-
-def cut_pieces(data: bytes, piece: int) -> list[bytes]:
-    """`data` as consecutive pieces of `piece` bytes (the last may be shorter; none for no data)."""
-    return [data[i:i + piece] for i in range(0, len(data), piece)]
 
 
 def iter_list(store: ObjectStore, prefix: str, *, delimiter: str = "/") -> Iterator[ListPage]:

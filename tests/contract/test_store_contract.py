@@ -7,7 +7,8 @@ import os
 import pytest
 
 from storefs.errors import NotFound, NotSupported, RemoteChanged, Transient
-from storefs.store.contract import ObjectStore, iter_list, read_pieces, read_to_files
+from storefs.fs.bucket.ranges import read_pieces, read_to_files
+from storefs.store.contract import ObjectStore, iter_list
 
 
 def put_bytes(store: ObjectStore, key: str, data: bytes, meta: dict | None = None):

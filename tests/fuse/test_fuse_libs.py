@@ -1,7 +1,7 @@
 """The two FUSE bindings (`-o fuse=mfusepy`, libfuse 3, the default; `-o fuse=fusepy`, libfuse 2) behave
 the same: a representative subset of mount operations, run on each through the real `storefs` command
 on the local provider. The full mount suites run on the default binding; this file keeps the other one
-(and the differences fuse_ops.py absorbs: utimens timespecs, ftruncate's handle, rename flags, request
+(and the differences fuse/bindings.py absorbs: utimens timespecs, ftruncate's handle, rename flags, request
 sizes) from rotting."""
 from __future__ import annotations
 
@@ -244,13 +244,13 @@ def test_mfusepy_on_libfuse2_when_the_user_says_so(local_env):
 
 
 def test_default_falls_back_to_fusepy_without_libfuse3(monkeypatch, caplog):
-    from storefs.fuse import ops as fuse_ops
+    from storefs.fuse import bindings
     monkeypatch.delenv("FUSE_LIBRARY_PATH", raising=False)
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None if name == "fuse3" else "libfuse.so.2")
     monkeypatch.delitem(sys.modules, "mfusepy", raising=False)
-    name, module = fuse_ops.choose_binding(None)
+    name, module = bindings.choose_binding(None)
     assert name == "fusepy" and module.__name__ == "fuse"
     assert "using -o fuse=fusepy" in caplog.text
     with pytest.raises(RuntimeError, match="libfuse 3"):
-        fuse_ops.choose_binding("mfusepy")   # asked for explicitly: never replaced
+        bindings.choose_binding("mfusepy")   # asked for explicitly: never replaced
     assert "FUSE_LIBRARY_PATH" not in os.environ

@@ -1,13 +1,12 @@
 """The block cache's own file storage (_BlockDisk): blocks written straight from their buffers into one
 level of directories, private, readable whole or in pieces, and surviving their directory's removal
-by eviction; and blocks whose files a store wrote in place (fill)."""
+by eviction; and blocks whose files a store wrote in place (reserve, adopt)."""
 from __future__ import annotations
 
 import os
 import shutil
 import stat
 
-import pytest
 
 from storefs.fs.bucket.blockcache import BLOCK, BlockCache
 
@@ -57,17 +56,17 @@ def _block_files(directory):
     return sorted(p for p in directory.rglob("*.val"))
 
 
-def test_fill_adopts_files_written_in_place(tmp_path):
-    # The cold read path: the store writes each block's file itself (blockcache.fill).
+def test_reserved_files_written_in_place_are_adopted(tmp_path):
+    # The cold read path: the reader has the store write each block's file itself (reserve, adopt).
     cache = BlockCache(tmp_path / "c", 64 * BLOCK)
     blocks = [os.urandom(BLOCK), os.urandom(BLOCK), b"tail of the object"]
 
-    def write(fds):
-        assert len(fds) == 3
-        for fd, data in zip(fds, blocks):
-            os.pwrite(fd, data, 0)
+    new = cache.reserve([len(b) for b in blocks])
+    assert new is not None and len(new.fds) == 3
+    for fd, data in zip(new.fds, blocks):
+        os.pwrite(fd, data, 0)
 
-    paths = cache.fill("loc", "key", "etag", 5, [len(b) for b in blocks], write)
+    paths = cache.adopt(new, "loc", "key", "etag", 5)
     assert paths is not None and len(_block_files(tmp_path / "c")) == 3
     into = memoryview(bytearray(100))
     assert cache.read_file_into(paths[1], 4096, into) == 100 and bytes(into) == blocks[1][4096:4196]
@@ -80,22 +79,19 @@ def test_fill_adopts_files_written_in_place(tmp_path):
     cache.close()
 
 
-def test_a_failed_fill_leaves_no_block_behind(tmp_path):
-    from storefs.errors import LocalWriteError, Transient
+def test_an_abandoned_fill_leaves_no_block_behind(tmp_path):
     cache = BlockCache(tmp_path / "c", 64 * BLOCK)
 
-    def cut_short(fds):
-        os.pwrite(fds[0], b"half a block", 0)
-        raise Transient("the answer was cut short")
+    new = cache.reserve([BLOCK, BLOCK])
+    assert new is not None
+    os.pwrite(new.fds[0], b"half a block", 0)
+    cache.abandon(new)   # the answer was cut short: the reader gives the files back
 
-    with pytest.raises(Transient):
-        cache.fill("loc", "key", "etag", 0, [BLOCK, BLOCK], cut_short)
-
-    def disk_full(fds):
-        raise LocalWriteError(OSError(28, "No space left on device"))
-
-    # A cache that cannot take the blocks says so (None): the reader then reads into memory.
-    assert cache.fill("loc", "key", "etag", 0, [BLOCK], disk_full) is None
+    # A local write error (a full cache disk): given back too, with the cause logged; the reader
+    # then reads into memory.
+    new = cache.reserve([BLOCK])
+    assert new is not None
+    cache.abandon(new, OSError(28, "No space left on device"))
     assert _block_files(tmp_path / "c") == []
     assert not cache.contains("loc", "key", "etag", 0)
     cache.close()

@@ -106,3 +106,32 @@ def test_mount_options():
     for bad in (["nosuchoption"], ["uid"], ["ro=1"], ["staging_size=lots"], ["upload_workers=0"]):
         with pytest.raises(ConfigError):
             MountOptions.parse(bad)
+
+
+def test_all_buckets_delegates_the_fast_paths_its_features_declare():
+    # A REMOTE: mount takes its buckets' features record: every fast path left on there is one it
+    # serves by handing the call to the bucket's store (an S3 REMOTE: mount failed its ranged reads before).
+    import dataclasses
+
+    from storefs.fs.bucket.ranges import read_pieces
+    from storefs.store.buckets import AllBuckets
+
+    class Bucket:
+        capabilities = Capabilities(ranged_pieces=True, ranged_into_files=True, batched_stat=True)
+
+        def read_range_pieces(self, key, start, end, piece, *, if_match=None):
+            return [f"{key}:{start}-{end}/{piece}:{if_match}".encode()]
+
+        def read_range_to_files(self, key, start, end, piece, files, *, if_match=None):
+            return (key, start, end, piece, list(files), if_match) == ("k", 0, 4, 2, [7, 8], "e")
+
+    class Provider:
+        remote = "r"
+
+        def bucket(self, name):
+            return Bucket()
+
+    store = AllBuckets(Provider())
+    assert store.capabilities == dataclasses.replace(Bucket.capabilities, root_writable=False, batched_stat=False)
+    assert read_pieces(store, "b/k", 0, 4, 2, if_match="e") == [b"k:0-4/2:e"]
+    assert store.read_range_to_files("b/k", 0, 4, 2, [7, 8], if_match="e")

@@ -13,8 +13,10 @@ import threading
 import pytest
 
 from storefs.errors import NotFound
+from storefs.fs.api import MountedFS
 from storefs.fs.bucket.filesystem import StoreFS
 from storefs.fs.bucket.openfiles import Staging
+from storefs.mounting import bucket_fs
 from storefs.options import MountOptions
 from storefs.providers.local import open_provider
 
@@ -47,7 +49,7 @@ def fs_and_store(tmp_path):
     inner = provider.bucket("b")
     inner.put("old/a", io.BytesIO(b"abc"), 3, {"mtime": "1600000000", "mode": "33152"})
     store = Counting(inner)
-    fs = StoreFS(store, "", MountOptions.parse(["write_back=0"]), Staging(tmp_path / "staging"))
+    fs = bucket_fs(store, "", MountOptions.parse(["write_back=0"]), Staging(tmp_path / "staging"))
     yield fs, store
     fs.committer.stop()
 
@@ -102,10 +104,47 @@ def test_readdir_attrs_leaves_inexact_entries_to_lookup(tmp_path):
     provider.check("b")
     inner = provider.bucket("b")
     inner.put("d/x", io.BytesIO(b"1"), 1, {"mtime": "1600000000"})
-    fs = StoreFS(Counting(inner), "", MountOptions.parse(["listing_attrs=fast"]), Staging(tmp_path / "s"))
+    fs = bucket_fs(Counting(inner), "", MountOptions.parse(["listing_attrs=fast"]), Staging(tmp_path / "s"))
     try:
         # Listing-only attributes (no stored mtime) must not reach the kernel's cache as if exact.
         assert fs.readdir_attrs("/d") == [("x", None)]
         assert fs.getattr("/d/x").mtime_ns == 1_600_000_000 * 10**9
     finally:
         fs.committer.stop()
+
+
+def test_the_bucket_filesystem_is_a_mounted_fs(fs_and_store):
+    # The FUSE edge knows only fs/api.py's MountedFS; StoreFS declares all of it.
+    fs, _store = fs_and_store
+    assert isinstance(fs, StoreFS) and isinstance(fs, MountedFS)
+
+
+@pytest.mark.parametrize("first_open", [os.O_RDONLY, os.O_RDWR])
+def test_a_file_opened_for_writing_is_filled_through_the_block_cache(tmp_path, first_open):
+    # One read path for remote bytes: the fill of a file opened for writing takes cached blocks, and
+    # the blocks it fetches serve later reads and fills, whichever came first.
+    from storefs.fs.bucket.blockcache import BLOCK, BlockCache
+    provider = open_provider("t", {"root": str(tmp_path / "bucket"), "create_buckets": "yes"})
+    provider.check("b")
+    data = os.urandom(3 * BLOCK + 5)
+    inner = provider.bucket("b")
+    inner.put("f", io.BytesIO(data), len(data), {})
+    store = Counting(inner)
+    cache = BlockCache(tmp_path / "blocks", 1 << 30)
+    fs = bucket_fs(store, "", MountOptions.parse(["write_back=0"]), Staging(tmp_path / "s"), cache=cache,
+                   location="t:b")
+    try:
+        fh = fs.open("/f", first_open)
+        assert fs.read(fh, len(data) + 10, 0) == data
+        fs.release(fh)
+        fetched = store.counts["read_range"]
+        assert fetched >= 1
+        for flags in (os.O_RDWR, os.O_RDONLY, os.O_WRONLY):
+            fh = fs.open("/f", flags)
+            if flags != os.O_WRONLY:
+                assert fs.read(fh, len(data) + 10, 0) == data
+            fs.release(fh)
+        assert store.counts["read_range"] == fetched, store.counts
+    finally:
+        fs.committer.stop()
+        cache.close()

@@ -38,9 +38,9 @@ def test_every_read_returns_the_objects_bytes(store, tmp_path, cache_kind, monke
     if cache_kind != "none":
         cache = BlockCache(tmp_path / "cache", (8 if cache_kind == "small" else 64) * BLOCK)
     if cache_kind == "small":   # smaller than 4 read-ahead windows: filled from memory, not in place
-        monkeypatch.setattr(BlockCache, "fill", lambda self, *args: pytest.fail("filled in place"))
-    if cache_kind == "broken":   # a full cache disk: every fill fails, reads go through memory
-        monkeypatch.setattr(BlockCache, "fill", lambda self, *args: None)
+        monkeypatch.setattr(BlockCache, "reserve", lambda self, *args: pytest.fail("filled in place"))
+    if cache_kind == "broken":   # a full cache disk: no block file can be made, reads go through memory
+        monkeypatch.setattr(BlockCache, "reserve", lambda self, *args: None)
     try:
         reader = RangeReader(store, "obj", len(DATA), info.etag, 4 * BLOCK, cache, "loc")
         assert read_all(reader, 256 * 1024) == DATA                    # sequential, with read-ahead

@@ -5,8 +5,9 @@ A block's key is (location, object key, ETag, block number). Because the ETag is
 remote overwrite can never be answered from stale blocks: the new ETag simply misses. Dirty data never
 lives here (staged files do, see openfiles.py), so evicting a block never loses anything.
 
-Blocks arrive two ways: `fill()` has the store write new block files in place (a read-ahead run, from
-the socket on S3) and adopts them; `put()` queues bytes already in memory for a writer thread.
+Blocks arrive two ways: the reader writes a fetched run into new block files (`reserve()`, then
+`adopt()`; from the socket on S3), or `put()` queues bytes already in memory for a writer thread. The
+cache knows no network: the reader fetches, the cache keeps and serves.
 """
 from __future__ import annotations
 
@@ -17,11 +18,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Callable
-
 import diskcache
-
-from ...errors import LocalWriteError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +30,15 @@ class _Written:
     """A block whose file is written already: diskcache adopts the file instead of writing one."""
     filename: str   # relative to the cache directory, as _BlockDisk.filename() names it
     size: int
+
+
+@dataclasses.dataclass
+class NewBlocks:
+    """Block files made by BlockCache.reserve, not yet in the index: the reader writes them."""
+    fds: list[int]          # open for writing, each from offset 0
+    filenames: list[str]    # relative to the cache directory (diskcache's names)
+    paths: list[str]
+    sizes: list[int]
 
 
 def _create(path: str) -> int:
@@ -47,7 +53,7 @@ class _BlockDisk(diskcache.Disk):
     """diskcache's file storage, cheaper for 1 MiB blocks: one directory level of 256, made when the
     cache opens and kept (diskcache's two levels of 256 put nearly every new block in a new directory,
     a mkdir each, and it tries a mkdir on every write), and the block written straight from its
-    buffer (diskcache copies it through a BytesIO first), or adopted as fill() wrote it. A cold
+    buffer (diskcache copies it through a BytesIO first), or adopted as the reader wrote it. A cold
     sequential read writes every block it fetches, so this is on the read path's CPU."""
 
     def filename(self, key=diskcache.core.UNKNOWN, value=diskcache.core.UNKNOWN) -> tuple[str, str]:
@@ -64,7 +70,7 @@ class _BlockDisk(diskcache.Disk):
             pass
 
     def store(self, value, read, key=diskcache.core.UNKNOWN):
-        if isinstance(value, _Written):   # BlockCache.fill wrote the file already
+        if isinstance(value, _Written):   # written already (BlockCache.reserve/adopt)
             return value.size, diskcache.core.MODE_BINARY, value.filename, None
         if type(value) is not bytes or len(value) < self.min_file_size:
             return super().store(value, read, key)
@@ -163,7 +169,7 @@ class BlockCache:
 
     @staticmethod
     def read_file_into(path: str, start: int, into: memoryview) -> int | None:
-        """Bytes of a block file that fill() returned, without asking the index (a SQLite query and
+        """Bytes of a block file that adopt() returned, without asking the index (a SQLite query and
         an access-time update per read); None if it has been evicted since."""
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -183,48 +189,55 @@ class BlockCache:
             self._warn("read", exc)
             return False
 
-    def fill(self, location: str, key: str, etag: str, first: int, sizes: list[int],
-             write: Callable[[list[int]], None]) -> list[str] | None:
-        """Cache blocks first, first+1, … (of `sizes` bytes) by having `write` fill new block files
-        directly, given their descriptors (store.read_to_files: on plain HTTP the bytes go from the
-        socket to the files without passing through Python). Returns the files' paths for
-        read_file_into, or None when the cache cannot take them (a full disk, a removed directory),
-        so that the caller reads into memory instead. `write`'s own failures propagate; either way
-        no partly written block ever enters the cache."""
-        disk = self._cache.disk
-        created: list[tuple[str, str, int]] = []   # (filename, path, fd)
+    def reserve(self, sizes: list[int]) -> NewBlocks | None:
+        """New block files, one per size, for the reader to write a fetched run into directly (on
+        plain HTTP the bytes go from the socket to the files without passing through Python); then
+        adopt() or abandon() them. None when the cache cannot make them (a full disk, a removed
+        directory): the reader reads into memory instead."""
+        blocks = NewBlocks([], [], [], list(sizes))
+        try:
+            for _ in sizes:
+                filename, path = self._cache.disk.filename()
+                blocks.fds.append(_create(path))
+                blocks.filenames.append(filename)
+                blocks.paths.append(path)
+        except OSError as exc:
+            self.abandon(blocks, exc)
+            return None
+        return blocks
+
+    def adopt(self, blocks: NewBlocks, location: str, key: str, etag: str, first: int) -> list[str] | None:
+        """Enter fully written `blocks` as blocks first, first+1, … of the object: their paths for
+        read_file_into, or None when the index refuses them (they are removed; no partly written or
+        unindexed block stays behind)."""
+        for fd in blocks.fds:
+            os.close(fd)
+        blocks.fds.clear()
         adopted = 0
         try:
+            for filename, size in zip(blocks.filenames, blocks.sizes):
+                self._cache.set((location, key, etag, first + adopted), _Written(filename, size))
+                adopted += 1
+        except Exception as exc:
+            self._warn("write", exc)
+            del blocks.paths[:adopted]
+            self.abandon(blocks)
+            return None
+        return blocks.paths
+
+    def abandon(self, blocks: NewBlocks, cause: OSError | None = None) -> None:
+        """Remove block files not (all) written: the fetch failed, or `cause`, a local write error."""
+        if cause is not None:
+            self._warn("write", cause)
+        for fd in blocks.fds:
+            os.close(fd)
+        for path in blocks.paths:
             try:
-                for _ in sizes:
-                    filename, path = disk.filename()
-                    created.append((filename, path, _create(path)))
-                write([fd for _, _, fd in created])
-            except LocalWriteError as exc:
-                self._warn("write", exc.cause)
-                return None
-            except OSError as exc:   # creating a block file
-                self._warn("write", exc)
-                return None
-            for filename, _path, fd in created:
-                os.close(fd)
-            created = [(filename, path, -1) for filename, path, _fd in created]
-            try:
-                for (filename, _path, _fd), size in zip(created, sizes):
-                    self._cache.set((location, key, etag, first + adopted), _Written(filename, size))
-                    adopted += 1
-            except Exception as exc:
-                self._warn("write", exc)
-                return None
-            return [path for _, path, _ in created]
-        finally:
-            for filename, path, fd in created[adopted:]:
-                if fd >= 0:
-                    os.close(fd)
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+                os.unlink(path)
+            except OSError:
+                pass
+        blocks.fds.clear()
+        blocks.paths.clear()
 
     def put(self, location: str, key: str, etag: str, block: int, data: bytes) -> None:
         try:

@@ -25,7 +25,7 @@ from ...attrs import carried_meta, meta_from_attrs
 from ...errors import NotFound, StoreError
 from .journal import Journal, JournalEntry
 from .namespace import Entry, Namespace
-from .openfiles import OpenFile, Staging
+from .openfiles import OpenFile, OpenFiles, Staging
 from ...store.contract import MultipartUpload, ObjectStore
 from .uploader import UploadSettings, upload_file
 from .writeback import Busy, Item, WriteBack
@@ -48,16 +48,18 @@ class Conflict:
 
 
 class Committer:
-    def __init__(self, store: ObjectStore, ns: Namespace, staging: Staging, upload_settings: UploadSettings,
-                 settings: CommitSettings, on_clean: Callable[[OpenFile], None],
+    def __init__(self, store: ObjectStore, ns: Namespace, staging: Staging, table: OpenFiles,
+                 upload_settings: UploadSettings, settings: CommitSettings,
                  on_change: Callable[[], None] = lambda: None) -> None:
+        """`table`: the mount's open files, which forget a file once it is uploaded and unused.
+        `on_change`: called when the queue changes (the status reporter's wake-up)."""
         self.store = store
         self.ns = ns
         self.staging = staging
+        self.table = table
         self.journal = Journal(staging.directory)
         self.upload_settings = upload_settings
         self.settings = settings
-        self._on_clean = on_clean
         self.conflicts: list[Conflict] = []
         self.queue = WriteBack(self._upload_queued, delay=settings.write_back, workers=settings.transfers,
                                on_change=on_change)
@@ -79,9 +81,8 @@ class Committer:
     def record(self, opened: OpenFile) -> None:
         """Write the journal entry of a dirty staged file (and fsync its data first), once per change."""
         with opened.lock:
-            if opened.fd is None or opened.staged_id is None or opened.journaled == opened.generation:
+            if not opened.journal_due():
                 return
-            opened.journaled = opened.generation
             entry = JournalEntry(id=opened.staged_id, path=opened.path, key=opened.key,
                                  meta=self._meta(opened), base_etag=opened.base_etag,
                                  size=os.fstat(opened.fd).st_size, closed_at=time.time())
@@ -174,20 +175,15 @@ class Committer:
                 # Renamed while uploading: the old name must not linger; the new one goes up later.
                 self._delete_quietly(key)
                 return
-            if opened.generation != generation:
+            if not opened.uploaded(generation, None if conflict else info):
                 return  # written again meanwhile: still dirty, uploaded again later
-            opened.data_dirty = opened.meta_dirty = False
-            if conflict:
-                opened.info = None  # the path shows the other writer's version from now on
-            else:
-                opened.info, opened.base_etag = info, info.etag
             if staged_id:
                 self.journal.remove(staged_id)
         if conflict:
             self.ns.forget(path)
         else:
             self.ns.remember(path, Entry(attrs, info))
-        self._on_clean(opened)
+        self.table.discard_if_clean(opened)
 
     def _changed_remotely(self, key: str, base_etag: str) -> bool:
         try:

@@ -1,39 +1,35 @@
-"""StoreFS: the path-level filesystem over one ObjectStore. It never imports fusepy.
+"""StoreFS: the path-level filesystem over one ObjectStore (a MountedFS, fs/api.py). It never imports
+a FUSE binding.
 
-Every method takes mount paths (`/a/b`) and raises `storefs.errors` classes; `fuse_ops.py` turns them
-into errnos. What each operation promises is written in SEMANTICS.md.
+Every method takes mount paths (`/a/b`) and raises `storefs.errors` classes; `fuse/ops.py` turns them
+into errnos. What each operation promises is written in SEMANTICS.md. Renames live in renames.py,
+attribute changes in attrchanges.py, extended attributes and statfs in facts.py; mounting.py builds the collaborators.
 
-Locking: `_table_lock` guards the path→OpenFile and fh→Handle tables and is held only for table
-updates. Then `OpenFile.lock` guards one file. No request is made while `_table_lock` is held.
+Locking: the OpenFiles table's lock guards the path→OpenFile and fh→Handle tables and is held only
+for table updates. Then `OpenFile.lock` guards one file. No request is made while the table lock is held.
 """
 from __future__ import annotations
 
 import io
-import itertools
 import logging
 import os
-import shutil
 import stat
-import threading
 from typing import Callable
 
 from ...attrs import (
     Attrs,
-    Defaults,
     attrs_from_object,
-    carried_meta,
-    implicit_dir_attrs,
     meta_from_attrs,
     now_ns,
 )
-from ...retrieval.gate import XATTR_RETRIEVAL, XATTR_STORAGE_CLASS, ArchiveGate
+from ...retrieval.gate import ArchiveGate
+from .attrchanges import AttrChanges, set_mode, set_mtime, set_owner
 from .blockcache import BlockCache
-from .committer import CommitSettings, Committer
+from .committer import Committer
 from ...errors import (
     AlreadyExists,
     InvalidArgument,
     IsADirectory,
-    NoAttribute,
     NotADirectory,
     NotEmpty,
     NotFound,
@@ -44,13 +40,14 @@ from ...errors import (
     StoreError,
 )
 from .journal import JournalEntry
-from .namespace import CacheSettings, Entry, Namespace
-from .openfiles import Handle, OpenFile, Staging
+from .namespace import Entry, Namespace
+from .facts import BucketFacts
+from .openfiles import Handle, OpenFile, OpenFiles, Staging
+from .renames import Renames
 from ...options import MountOptions
 from ...paths import KeyMap, basename, check_key_length, check_path, is_within, parent
 from .reader import RangeReader
-from ...store.contract import ObjectInfo, ObjectStore, iter_list
-from .uploader import UploadSettings
+from ...store.contract import ObjectInfo, ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -58,63 +55,53 @@ SYMLINK_MAX = 4096
 
 
 class StoreFS:
-    def __init__(self, store: ObjectStore, prefix: str, options: MountOptions, staging: Staging,
-                 cache: BlockCache | None = None, location: str = "",
-                 archive: ArchiveGate | None = None) -> None:
+    """The bucket filesystem (MountedFS). Built by mounting.py, which makes its collaborators."""
+
+    def __init__(self, store: ObjectStore, keys: KeyMap, options: MountOptions, *, ns: Namespace,
+                 staging: Staging, table: OpenFiles, committer: Committer, cache: BlockCache | None = None,
+                 location: str = "", archive: ArchiveGate | None = None,
+                 warm_page_cache: Callable[[str], None] | None = None) -> None:
         self.store = store
+        self.keys = keys
+        self.options = options
+        self.ns = ns
+        self.staging = staging
+        self.table = table
+        self.committer = committer
+        self.cache = cache
+        self.location = location  # names this remote bucket in the block cache's keys
         # Restore-on-open for archive storage classes, where the provider has them (S3). Extended
         # attributes (user.storefs.*) only with `-o xattr` as well: answering them costs `ls -l` two
-        # FUSE round trips per entry (0.5 s per 5,000 entries), so by default fuse_ops answers ENOSYS
-        # once and the kernel stops asking (see fuse_ops.getxattr).
+        # FUSE round trips per entry (0.5 s per 5,000 entries), so by default the FUSE edge answers
+        # ENOSYS once and the kernel stops asking (see fuse/ops.getxattr).
         self.archive = archive
         self.has_xattrs = archive is not None and options.xattr
+        self.facts = BucketFacts(keys, ns, table, archive, staging, options)
+        self.renames = Renames(store, keys, ns, table, committer)
         # The kernel keeps entries and attributes for half our TTL, at least libfuse's 1 s, so that
         # another client's change still shows within 1.5 x attr_ttl (SEMANTICS.md, Consistency).
         self.kernel_cache_ttl: float | None = max(1.0, options.attr_ttl / 2)
-        self.cache = cache
-        self.location = location  # names this remote bucket in the block cache's keys
-        self.keys = KeyMap.for_prefix(prefix)
-        self.options = options
-        self.defaults = Defaults(uid=options.uid, gid=options.gid, file_mode=0o666 & ~options.umask,
-                                 dir_mode=0o777 & ~options.umask)
-        self.ns = Namespace(store, self.keys, self.defaults,
-                            CacheSettings(options.attr_ttl, options.dir_ttl, options.neg_ttl,
-                                          stat_ahead=0 if options.listing_attrs == "fast"
-                                          else CacheSettings.stat_ahead))
-        self.staging = staging
-        self.upload_settings = UploadSettings(part_size=options.part_size, workers=options.upload_workers)
-        self.committer = Committer(store, self.ns, staging, self.upload_settings,
-                                   CommitSettings(write_back=options.write_back, transfers=options.transfers,
-                                                  fsync_uploads=options.fsync != "local"),
-                                   on_clean=self._on_clean, on_change=self._changed)
-        self.on_change = lambda: None  # the status reporter hooks in here
-        # The FUSE edge hooks in a pagecache.PageCacheWarmer here: an object read at random, once in
-        # the block cache, is read through the mount so the kernel's page cache answers what follows.
-        self.page_cache_warmer: Callable[[str], None] | None = None
-        self._table_lock = threading.Lock()
-        self._files: dict[str, OpenFile] = {}
-        self._handles: dict[int, Handle] = {}
-        self._next_fh = itertools.count(1)
-        # The mount root has no object to keep attributes in; chmod/utimens on it last this session.
-        self._root_attrs = implicit_dir_attrs(self.defaults, now_ns())
+        # The page-cache warmer (fuse/pagecache.py): an object read at random, once in the block
+        # cache, is read through the mount so the kernel's page cache answers what follows.
+        self._warm_page_cache = warm_page_cache
+        self.attr_changes = AttrChanges(store, keys, ns, table, committer)
 
     # ------------------------------------------------------------------------------------------
     # lookups
 
     def _open_file(self, path: str) -> OpenFile | None:
-        with self._table_lock:
-            return self._files.get(path)
+        return self.table.get(path)
 
     def _entry(self, path: str) -> Entry:
         return self.ns.lookup(path)
 
     def getattr(self, path: str | None, fh: int | None = None) -> Attrs:
-        # The handle first: a file unlinked while open comes with no path (hard_remove, fuse_ops.run).
-        if fh is not None and fh in self._handles:
-            return self._handles[fh].file.current_attrs()
+        # The handle first: a file unlinked while open comes with no path (hard_remove, fuse/bindings.run).
+        if fh is not None and fh in self.table.handles:
+            return self.table.handles[fh].file.current_attrs()
         check_path(path)
         if path == "/":
-            return self._root_attrs.copy()
+            return self.attr_changes.root.copy()
         opened = self._open_file(path)
         if opened is not None and (opened.staged or opened.info is None):
             return opened.current_attrs()
@@ -158,8 +145,8 @@ class StoreFS:
         check_path(path)
         self._require_dir(path)
         entries = self.ns.listdir(path)
-        with self._table_lock:
-            staged = {basename(o.path): o for o in self._files.values() if parent(o.path) == path}
+        with self.table.lock:
+            staged = {basename(o.path): o for o in self.table.by_path.values() if parent(o.path) == path}
         listed: list[tuple[str, Attrs | None]] = []
         for name in sorted(entries.keys() | staged.keys()):
             opened = staged.get(name)
@@ -211,8 +198,8 @@ class StoreFS:
         page = self.store.list(dir_key, delimiter="/", limit=2)
         if page.prefixes or any(o.key != dir_key for o in page.objects):
             return True
-        with self._table_lock:
-            return any(is_within(p, path) and p != path for p in self._files)
+        with self.table.lock:
+            return any(is_within(p, path) and p != path for p in self.table.by_path)
 
     def rmdir(self, path: str) -> None:
         self._writable()
@@ -235,29 +222,27 @@ class StoreFS:
         handle = Handle(opened, writable, append)
         if not writable and not opened.staged and opened.info is not None:
             handle.reader = self._reader(opened)
-        with self._table_lock:
-            fh = next(self._next_fh)
-            self._handles[fh] = handle
-            opened.refs += 1
-            if writable:
-                opened.writers += 1
-        return fh
+        return self.table.add_handle(handle)
 
     def _get_or_open(self, path: str, entry: Entry | None) -> OpenFile:
-        with self._table_lock:
-            opened = self._files.get(path)
+        with self.table.lock:
+            opened = self.table.by_path.get(path)
             if opened is None:
                 assert entry is not None
                 opened = OpenFile(path=path, key=self.keys.key(path), attrs=entry.attrs.copy(), info=entry.info)
-                self._files[path] = opened
+                self.table.by_path[path] = opened
             return opened
 
-    def _reader(self, opened: OpenFile) -> RangeReader:
+    def _reader(self, opened: OpenFile, *, random_access_warms: bool = True) -> RangeReader:
         assert opened.info is not None
-        warmer = self.page_cache_warmer
-        on_random_access = (lambda: warmer(opened.path)) if warmer is not None else None
+        warm = self._warm_page_cache
+        on_random_access = (lambda: warm(opened.path)) if warm is not None and random_access_warms else None
         return RangeReader(self.store, opened.key, opened.info.size, opened.info.etag,
                            self.options.read_ahead, self.cache, self.location, on_random_access)
+
+    def _stage(self, opened: OpenFile) -> None:
+        """Stage `opened` for writing, filled with its remote bytes through a reader (the one read path)."""
+        opened.stage_from_remote(self.staging, lambda: self._reader(opened, random_access_warms=False))
 
     def create(self, path: str, mode: int, uid: int, gid: int, flags: int) -> int:
         self._writable()
@@ -273,12 +258,12 @@ class StoreFS:
                       mtime_ns=now_ns(), ctime_ns=now_ns())
         opened = OpenFile(path=path, key=self.keys.key(path), attrs=attrs, info=None, meta_dirty=True)
         opened.stage_empty(self.staging)
-        with self._table_lock:
-            if path in self._files:  # lost a race with another create: use theirs
+        with self.table.lock:
+            if path in self.table.by_path:  # lost a race with another create: use theirs
                 opened.discard_staged()
-                opened = self._files[path]
+                opened = self.table.by_path[path]
             else:
-                self._files[path] = opened
+                self.table.by_path[path] = opened
         self.ns.creating(path)
         return self._new_handle(opened, True, bool(flags & os.O_APPEND))
 
@@ -309,20 +294,20 @@ class StoreFS:
                     else:
                         opened.stage_empty(self.staging)
             elif writable:
-                opened.stage_from_remote(self.staging, self.store)
+                self._stage(opened)
         except BaseException:
             self._drop_if_unused(opened)
             raise
         return self._new_handle(opened, writable, bool(flags & os.O_APPEND))
 
     def _drop_if_unused(self, opened: OpenFile) -> None:
-        with self._table_lock:
-            if opened.refs == 0 and self._files.get(opened.path) is opened:
-                del self._files[opened.path]
+        with self.table.lock:
+            if opened.refs == 0 and self.table.by_path.get(opened.path) is opened:
+                del self.table.by_path[opened.path]
 
     def _handle(self, fh: int) -> Handle:
         try:
-            return self._handles[fh]
+            return self.table.handles[fh]
         except KeyError:
             raise StoreError(f"bad file handle {fh}") from None
 
@@ -360,7 +345,7 @@ class StoreFS:
             raise StoreError("file not open for writing")
         opened = handle.file
         if not opened.staged:
-            opened.stage_from_remote(self.staging, self.store)
+            self._stage(opened)
         return opened.write(data, offset, handle.append)
 
     def flush(self, fh: int) -> None:
@@ -372,15 +357,11 @@ class StoreFS:
         self.committer.fsync(self._handle(fh).file)
 
     def release(self, fh: int) -> None:
-        with self._table_lock:
-            handle = self._handles.pop(fh, None)
-            if handle is None:
-                return
-            opened = handle.file
-            opened.refs -= 1
-            if handle.writable:
-                opened.writers -= 1
-            last = opened.refs == 0
+        removed = self.table.remove_handle(fh)
+        if removed is None:
+            return
+        handle, last = removed
+        opened = handle.file
         if handle.reader is not None:
             handle.reader.close()
         if not last:
@@ -391,19 +372,7 @@ class StoreFS:
             except Exception as exc:  # the data stays staged and queued; close() already reported
                 log.error("upload of %s failed: %s; it stays staged and is retried", opened.path, exc)
             return
-        self._on_clean(opened)
-
-    def _on_clean(self, opened: OpenFile) -> None:
-        """`opened` has nothing left to upload: forget it once no handle refers to it."""
-        with self._table_lock:
-            if opened.refs > 0 or (opened.dirty and not opened.unlinked):
-                return
-            if self._files.get(opened.path) is opened:
-                del self._files[opened.path]
-        opened.discard_staged()
-
-    def _changed(self) -> None:
-        self.on_change()
+        self.table.discard_if_clean(opened)
 
     def pending_uploads(self) -> list[str]:
         return [item.file.path for item in self.committer.queue.pending()]
@@ -412,10 +381,10 @@ class StoreFS:
         """Take up the uploads an earlier run of this mount left unfinished (before mounting)."""
         def make_file(entry: JournalEntry) -> OpenFile:
             info = ObjectInfo(key=entry.key, size=entry.size, etag="", mtime=entry.closed_at, meta=entry.meta)
-            opened = OpenFile(path=entry.path, key=entry.key, attrs=attrs_from_object(info, self.defaults),
+            opened = OpenFile(path=entry.path, key=entry.key, attrs=attrs_from_object(info, self.ns.defaults),
                               info=None, base_etag=entry.base_etag, meta_dirty=True)
-            with self._table_lock:
-                self._files[entry.path] = opened
+            with self.table.lock:
+                self.table.by_path[entry.path] = opened
             return opened
         return [opened.path for opened in self.committer.recover(make_file)]
 
@@ -429,7 +398,7 @@ class StoreFS:
         if fh is not None:
             opened = self._handle(fh).file
             if not opened.staged:
-                opened.stage_from_remote(self.staging, self.store)
+                self._stage(opened)
             opened.truncate(length)
             return
         opened = self._open_file(path)
@@ -447,14 +416,12 @@ class StoreFS:
     def unlink(self, path: str) -> None:
         self._writable()
         check_path(path)
-        with self._table_lock:
-            opened = self._files.get(path)
+        with self.table.lock:
+            opened = self.table.by_path.get(path)
             if opened is not None:
-                del self._files[path]
+                del self.table.by_path[path]
         if opened is not None:
-            with opened.lock:
-                opened.unlinked = True
-                existed = opened.info is not None or opened.base_etag is not None
+            existed = opened.mark_unlinked()
             self.committer.forget(opened)
             if existed:
                 self.store.delete(opened.key)
@@ -488,62 +455,23 @@ class StoreFS:
         self.release(self.create(path, mode, uid, gid, os.O_WRONLY | os.O_EXCL))
 
     # ------------------------------------------------------------------------------------------
-    # attributes
+    # attributes (attrchanges.py)
 
-    def _change_attrs(self, path: str, change) -> None:
+    def _change_attrs(self, path: str, change: Callable[[Attrs], None]) -> None:
         self._writable()
         check_path(path)
-        if path == "/":
-            change(self._root_attrs)
-            self._root_attrs.ctime_ns = now_ns()
-            return
-        opened = self._open_file(path)
-        if opened is not None:
-            with opened.lock:
-                change(opened.attrs)
-                opened.attrs.ctime_ns = now_ns()
-                opened.meta_dirty = True
-                opened.generation += 1
-                staged, idle = opened.staged, opened.writers == 0
-            if not staged:  # open read-only: nothing will upload it at close, so write it now
-                self.committer.upload_now(opened)
-            elif idle:  # closed and waiting for its upload: the journal and the queue take the change
-                self.committer.closed(opened)
-            return
-        entry = self._entry(path)
-        attrs = entry.attrs.copy()
-        change(attrs)
-        attrs.ctime_ns = now_ns()
-        old_meta = carried_meta(entry.info.meta) if entry.info is not None else {}
-        if entry.is_dir:
-            # A directory's attributes live on its marker, an empty object: writing it anew is one
-            # request everywhere, where a copy onto itself fails on stores with real directories.
-            info = self.store.put(self.keys.dir_key(path), io.BytesIO(b""), 0, meta_from_attrs(attrs, old_meta))
-        else:
-            info = self.store.set_meta(self.keys.key(path), meta_from_attrs(attrs, old_meta))
-        self.ns.remember(path, Entry(attrs, info))
+        self.attr_changes.apply(path, change)
 
     def chmod(self, path: str, mode: int) -> None:
-        def change(attrs: Attrs) -> None:
-            attrs.mode = stat.S_IFMT(attrs.mode) | stat.S_IMODE(mode)
-        self._change_attrs(path, change)
+        self._change_attrs(path, set_mode(mode))
 
     def chown(self, path: str, uid: int, gid: int) -> None:
-        def change(attrs: Attrs) -> None:
-            if uid != -1:
-                attrs.uid = uid
-            if gid != -1:
-                attrs.gid = gid
-        self._change_attrs(path, change)
+        self._change_attrs(path, set_owner(uid, gid))
 
     def utimens(self, path: str, mtime_ns: int | None) -> None:
         """Set the modification time (atime is not kept). None: leave it (UTIME_OMIT)."""
-        if mtime_ns is None:
-            return
-
-        def change(attrs: Attrs) -> None:
-            attrs.mtime_ns = mtime_ns
-        self._change_attrs(path, change)
+        if mtime_ns is not None:
+            self._change_attrs(path, set_mtime(mtime_ns))
 
     # ------------------------------------------------------------------------------------------
     # rename
@@ -571,171 +499,31 @@ class StoreFS:
                 if self._has_children(new):
                     raise NotEmpty(new)
                 self.store.delete(self.keys.dir_key(new))
-            self._rename_dir(old, new)
+            self.renames.move_dir(old, new, old_attrs)
         else:
             if new_attrs is not None and new_attrs.is_dir:
                 raise IsADirectory(new)
-            self._rename_file(old, new)
-
-    def _move_object(self, src: str, dst: str) -> None:
-        if self.store.capabilities.server_side_move:
-            self.store.move(src, dst)
-            return
-        self.store.copy(src, dst)
-        self.store.delete(src)
-
-    def _rename_file(self, old: str, new: str) -> None:
-        with self._table_lock:
-            opened = self._files.pop(old, None)
-            replaced = self._files.pop(new, None)
-        if replaced is not None:  # a file being written or waiting for upload under the new name
-            with replaced.lock:
-                replaced.unlinked = True
-            self.committer.forget(replaced)
-            if replaced.refs == 0:
-                replaced.discard_staged()
-        if opened is None:
-            self._move_object(self.keys.key(old), self.keys.key(new))
-        else:
-            # A staged file is renamed locally; its upload goes to the new name. A remote copy under
-            # the old name moves along if it is current, or goes if the staged data will replace it.
-            with opened.lock:
-                old_key, new_key = opened.key, self.keys.key(new)
-                if opened.info is not None:
-                    if opened.data_dirty:
-                        self.store.delete(old_key)
-                        opened.info = None
-                    else:
-                        opened.info = self._move_and_stat(old_key, new_key)
-                opened.path, opened.key = new, new_key
-                opened.base_etag = opened.info.etag if opened.info else None
-                opened.generation += 1
-                pending = opened.dirty and opened.writers == 0
-            with self._table_lock:
-                self._files[new] = opened
-            if pending:
-                self.committer.closed(opened)  # the journal must name the new path
-        self.ns.forget(old, gone=True)
-        self.ns.forget(new)
-
-    def _move_and_stat(self, src: str, dst: str):
-        self._move_object(src, dst)
-        return self.store.stat(dst)
-
-    def _rename_dir(self, old: str, new: str) -> None:
-        old_key, new_key = self.keys.dir_key(old), self.keys.dir_key(new)
-        keys: list[str] = []
-        for page in iter_list(self.store, old_key, delimiter=""):
-            keys += [o.key for o in page.objects]
-        for target in [new_key] + [new_key + key[len(old_key):] for key in keys]:
-            # A key that would pass the limit under the new name is refused before anything is copied
-            # (ENAMETOOLONG), so the tree stays whole and nothing unreachable is written.
-            check_key_length(target)
-        if old_key not in keys:  # an implicit directory: the new name gets a marker, so it exists even empty
-            self.store.put(new_key, io.BytesIO(b""), 0, meta_from_attrs(self.getattr(old)))
-        # Copy everything first and delete afterwards, so a failure leaves the source whole. Markers
-        # are written anew with their metadata: stores with real directories cannot copy them.
-        copied: dict[str, ObjectInfo] = {}
-        for key in keys:
-            target = new_key + key[len(old_key):]
-            if key.endswith("/"):
-                try:
-                    marker_meta = dict(self.store.stat(key).meta)
-                except NotFound:  # a listed folder that is not an object of its own (COS v4 virtual)
-                    marker_meta = {}
-                self.store.put(target, io.BytesIO(b""), 0, marker_meta)
-            else:
-                copied[key] = self.store.copy(key, target)
-        # Children before parents, so stores with real directories can remove them as they empty.
-        for key in sorted(keys, key=len, reverse=True):
-            self.store.delete(key)
-        if old_key not in keys:
-            # A marker the recursive listing did not report (a COS v4 walk below `d/` does not list the
-            # folder `d/` itself) must go too, or the old directory stays behind, empty. Idempotent.
-            self.store.delete(old_key)
-        with self._table_lock:
-            moved = []
-            for path in [p for p in self._files if is_within(p, old)]:
-                opened = self._files.pop(path)
-                with opened.lock:
-                    opened.path = new + path[len(old):]
-                    opened.key = self.keys.key(opened.path)
-                    opened.generation += 1
-                    # Follow the object to its copy (a copy may have another ETag: local, multipart
-                    # S3), so that an open reader keeps reading and a staged copy is not taken for a
-                    # conflict at upload (its base is the moved object, not the deleted original).
-                    moved_info = copied.get(opened.info.key) if opened.info is not None else None
-                    if moved_info is not None:
-                        if opened.base_etag == opened.info.etag:
-                            opened.base_etag = moved_info.etag
-                        opened.info = moved_info
-                self._files[opened.path] = opened
-                moved.append(opened)
-        for opened in moved:
-            if opened.dirty and opened.writers == 0:
-                self.committer.closed(opened)  # the journal must name the new path
-        self.ns.forget_tree(old)
-        self.ns.forget_tree(new)
-        self.ns.forget(old, gone=True)
+            self.renames.move_file(old, new)
 
     # ------------------------------------------------------------------------------------------
-    # the filesystem as a whole
-
-    # ------------------------------------------------------------------------------------------
-    # extended attributes (only with archive storage classes: see __init__)
-
-    def _archive_entry(self, path: str) -> Entry | None:
-        check_path(path)
-        if path == "/" or self.archive is None:
-            return None
-        opened = self._open_file(path)
-        if opened is not None and (opened.staged or opened.info is None):
-            return None  # being written: not (yet) an object with a storage class
-        entry = self._entry(path)
-        return None if entry.is_dir or entry.info is None else entry
+    # the filesystem as a whole (facts.py)
 
     def listxattr(self, path: str) -> list[str]:
-        entry = self._archive_entry(path)
-        if entry is None:
-            return []
-        assert self.archive is not None
-        names = [XATTR_STORAGE_CLASS]
-        if self.archive.is_archived(entry.info):
-            names.append(XATTR_RETRIEVAL)
-        return names
+        return self.facts.listxattr(path)
 
     def getxattr(self, path: str, name: str) -> bytes:
-        entry = self._archive_entry(path)
-        if entry is not None and entry.info is not None and self.archive is not None:
-            if name == XATTR_STORAGE_CLASS:
-                return (entry.info.storage_class or "STANDARD").encode("ascii", "replace")
-            if name == XATTR_RETRIEVAL and self.archive.is_archived(entry.info):
-                key = self.keys.key(path)
-                _, state = self.archive.state(key)  # asked afresh: a restore finishes server-side
-                return self.archive.describe_state(key, state).encode("utf-8")
-        raise NoAttribute(f"{path}: no attribute {name}")
+        return self.facts.getxattr(path, name)
 
     def statfs(self) -> dict[str, int]:
-        disk = shutil.disk_usage(self.staging.directory)
-        block = 4096
-        total = self.options.total_size or disk.total
-        free = min(disk.free, total)
-        if self.options.staging_size is not None:
-            free = min(free, max(0, self.options.staging_size - self.staging.used_bytes()))
-        return {
-            "f_bsize": block, "f_frsize": block,
-            "f_blocks": total // block, "f_bfree": free // block, "f_bavail": free // block,
-            "f_files": 1 << 32, "f_ffree": 1 << 32, "f_favail": 1 << 32,
-            "f_namemax": 255,
-        }
+        return self.facts.statfs()
 
     def close(self, timeout: float) -> list[str]:
         """Unmount: upload everything pending, waiting up to `timeout` seconds. Returns what is left
         (still staged, and in the journal for the next mount), each with its last error."""
         if self.archive is not None:
             self.archive.stopping.set()  # an open waiting for a restore gives up now
-        with self._table_lock:
-            files = list(self._files.values())
+        with self.table.lock:
+            files = list(self.table.by_path.values())
         for opened in files:  # open at a lazy unmount: queue them too
             if opened.dirty and not opened.unlinked:
                 try:

@@ -1,31 +1,34 @@
-"""Open files: staged local copies of files being written, and the handles that refer to them.
+"""Open files: staged local copies of files being written, the handles that refer to them, and the
+mount's table of both (`OpenFiles`).
 
 A file opened for writing is staged: its bytes live in a local file under the staging directory
-(never whole in memory), where random writes, appends and truncates are plain file operations. The
+(never whole in memory), where random writes, appends and truncates are plain file operations. It is
+filled through a `RangeReader`, the one read path for remote bytes (block cache included). The
 staged copy is uploaded when the last writer flushes or closes it, and by fsync. A read-only open of a
-file that nobody writes reads the remote object through a `RangeReader` instead.
+file that nobody writes reads the remote object through a `RangeReader` instead. An OpenFile makes
+its own state changes (methods below); the filesystem, its renames and the committer call them.
 
-Locking: `OpenFile.lock` guards one file's staged data and attributes. The filesystem's table lock
-(in filesystem.py) is taken before it, never after.
+Locking: `OpenFile.lock` guards one file's staged data and attributes. The table lock
+(`OpenFiles.lock`) is taken before it, never after.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import stat
 import threading
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from ...attrs import Attrs, now_ns
 from ...errors import CacheFull
 from .reader import RangeReader
-from ...store.contract import ObjectInfo, ObjectStore
+from ...store.contract import ObjectInfo
 
 log = logging.getLogger(__name__)
-
-DOWNLOAD_CHUNK = 8 * 1024 * 1024
 
 
 class Staging:
@@ -135,8 +138,9 @@ class OpenFile:
                 self.staging = staging
                 self.data_dirty = True
 
-    def stage_from_remote(self, staging: Staging, store: ObjectStore) -> None:
-        """Copy the remote object into a staged file, chunk by chunk (bounded memory)."""
+    def stage_from_remote(self, staging: Staging, reader: Callable[[], RangeReader]) -> None:
+        """Copy the remote object into a staged file through a reader of it (`reader()` makes one):
+        the one read path for remote bytes, so cached blocks are used and fetched ones are cached."""
         with self.lock:
             if self.fd is not None:
                 return
@@ -144,14 +148,12 @@ class OpenFile:
             path, fd = staging.new_file()
             try:
                 staging.resize(path, size)
-                offset = 0
-                while offset < size:
-                    chunk = store.read_range(self.key, offset, min(size, offset + DOWNLOAD_CHUNK),
-                                             if_match=self.info.etag if self.info else None)
-                    if not chunk:
-                        break
-                    os.pwrite(fd, chunk, offset)
-                    offset += len(chunk)
+                if size:
+                    source = reader()
+                    try:
+                        source.copy_to_file(fd)
+                    finally:
+                        source.close()
             except BaseException:
                 os.close(fd)
                 os.unlink(path)
@@ -186,6 +188,61 @@ class OpenFile:
             self.generation += 1
             self.attrs.mtime_ns = self.attrs.ctime_ns = now_ns()
 
+    # -- state changes made by the filesystem, its renames and the committer -----------------------
+
+    def change_attrs(self, change: Callable[[Attrs], None]) -> tuple[bool, bool]:
+        """Apply `change` to the attributes, to be uploaded; (staged, no writer has it open)."""
+        with self.lock:
+            change(self.attrs)
+            self.attrs.ctime_ns = now_ns()
+            self.meta_dirty = True
+            self.generation += 1
+            return self.staged, self.writers == 0
+
+    def mark_unlinked(self) -> bool:
+        """Removed (or replaced) while open: nothing is uploaded any more. Whether a remote object was
+        behind it (one to delete)."""
+        with self.lock:
+            self.unlinked = True
+            return self.info is not None or self.base_etag is not None
+
+    def moved(self, path: str, key: str) -> None:
+        """Renamed (alone or with its directory): uploads go to the new name."""
+        self.path, self.key = path, key
+        self.generation += 1
+
+    def follow_copy(self, copy: ObjectInfo) -> None:
+        """Its remote object was copied to its new name (a directory rename): follow it, so that an
+        open reader keeps reading and a staged copy is not taken for a conflict at upload (its base
+        is the copy, whose ETag may differ: local, multipart S3)."""
+        if self.info is not None and self.base_etag == self.info.etag:
+            self.base_etag = copy.etag
+        self.info = copy
+
+    def set_remote(self, info: ObjectInfo | None) -> None:
+        """The remote object under its name is now `info` (None: none); the staged copy starts from it."""
+        self.info = info
+        self.base_etag = info.etag if info else None
+
+    def journal_due(self) -> bool:
+        """Whether the journal lacks this generation (and note that it is being written)."""
+        if self.fd is None or self.staged_id is None or self.journaled == self.generation:
+            return False
+        self.journaled = self.generation
+        return True
+
+    def uploaded(self, generation: int, info: ObjectInfo | None) -> bool:
+        """An upload of `generation` finished, as `info` (None: it went elsewhere, a conflict copy;
+        the path shows the other writer's version). False if changed meanwhile: still dirty."""
+        if self.generation != generation:
+            return False
+        self.data_dirty = self.meta_dirty = False
+        if info is None:
+            self.info = None  # base_etag stays: a later upload must still see the other writer's change
+        else:
+            self.set_remote(info)
+        return True
+
     def _account(self, new_size: int) -> None:
         if self.staging is not None and self.staged_path is not None:
             self.staging.resize(self.staged_path, new_size)
@@ -211,6 +268,52 @@ class Handle:
     writable: bool
     append: bool
     reader: RangeReader | None = None
+
+
+class OpenFiles:
+    """The mount's tables: path -> OpenFile (every path with open handles or a pending upload) and
+    fh -> Handle. `lock` guards both and is held only for table updates, never during a request;
+    a file's own lock is taken after it, never before."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_path: dict[str, OpenFile] = {}
+        self.handles: dict[int, Handle] = {}
+        self._next_fh = itertools.count(1)
+
+    def get(self, path: str) -> OpenFile | None:
+        with self.lock:
+            return self.by_path.get(path)
+
+    def add_handle(self, handle: Handle) -> int:
+        """Register `handle` on its file: its file handle number."""
+        with self.lock:
+            fh = next(self._next_fh)
+            self.handles[fh] = handle
+            handle.file.refs += 1
+            if handle.writable:
+                handle.file.writers += 1
+            return fh
+
+    def remove_handle(self, fh: int) -> tuple[Handle, bool] | None:
+        """Unregister a handle: it and whether it was its file's last (None if unknown)."""
+        with self.lock:
+            handle = self.handles.pop(fh, None)
+            if handle is None:
+                return None
+            handle.file.refs -= 1
+            if handle.writable:
+                handle.file.writers -= 1
+            return handle, handle.file.refs == 0
+
+    def discard_if_clean(self, opened: OpenFile) -> None:
+        """`opened` has nothing left to upload: forget it once no handle refers to it."""
+        with self.lock:
+            if opened.refs > 0 or (opened.dirty and not opened.unlinked):
+                return
+            if self.by_path.get(opened.path) is opened:
+                del self.by_path[opened.path]
+        opened.discard_staged()
 
 
 def is_regular(attrs: Attrs) -> bool:

@@ -3,7 +3,7 @@ the missing ones, and read-ahead on sequential access.
 
 The kernel asks for at most 128 KiB per read on libfuse 2 (1 MiB on libfuse 3), so a read must not cost a request:
 blocks are fetched in runs (one GET for several blocks). With a block cache (the usual case) a run is
-written straight into new cache files (blockcache.fill; on plain HTTP the bytes never pass through
+written straight into new cache files (blockcache.reserve; on plain HTTP the bytes never pass through
 Python) and reads copy from those files into the FUSE reply buffer (read_into), so a cold sequential
 read holds no object bytes in memory. Without a cache, or when the cache cannot take a run (a full
 disk), blocks are kept in a small in-memory LRU per handle instead.
@@ -23,8 +23,11 @@ import concurrent.futures
 import threading
 from typing import Callable
 
+from ...errors import LocalWriteError
+from ...localfiles import piece_sizes, write_file
+from ...store.contract import ObjectStore
 from .blockcache import BLOCK, BlockCache
-from ...store.contract import ObjectStore, piece_sizes, read_all_pieces, read_to_files
+from .ranges import read_all_pieces, read_to_files
 
 RUN_BLOCKS = 8          # blocks per background GET (8 MiB)
 MAX_RUNS_IN_FLIGHT = 4  # background GETs per handle
@@ -34,6 +37,7 @@ FILES_MIN_WINDOWS = 4   # read-ahead windows a cache must hold to be filled in p
 FILL_AFTER = 4          # random (non-sequential) reads on one handle before the whole object is read
 FILL_MAX = 1 << 30      # largest object read whole in the background
 LARGE_READ = 256 * 1024 # a first read this large is taken as the start of a sequential run
+COPY_CHUNK = 8 * 1024 * 1024  # bytes per read of copy_to_file
 NEAR_BLOCKS = 4         # a read this close to where the last one ended is still sequential
 
 _pool = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="readahead")
@@ -71,9 +75,18 @@ class RangeReader:
             return self._fetch_to_memory(first, count)
         assert self.cache is not None
         start, end = first * BLOCK, min(self.size, (first + count) * BLOCK)
-        paths = self.cache.fill(
-            self.location, self.key, self.etag or "", first, piece_sizes(start, end, BLOCK),
-            lambda files: read_to_files(self.store, self.key, start, end, BLOCK, files, if_match=self.etag))
+        blocks = self.cache.reserve(piece_sizes(start, end, BLOCK))
+        if blocks is None:
+            return self._fetch_to_memory(first, count)
+        try:
+            read_to_files(self.store, self.key, start, end, BLOCK, blocks.fds, if_match=self.etag)
+        except LocalWriteError as exc:   # the cache disk, not the remote: read into memory instead
+            self.cache.abandon(blocks, exc.cause)
+            return self._fetch_to_memory(first, count)
+        except BaseException:
+            self.cache.abandon(blocks)
+            raise
+        paths = self.cache.adopt(blocks, self.location, self.key, self.etag or "", first)
         if paths is None:
             return self._fetch_to_memory(first, count)
         with self._lock:
@@ -239,6 +252,22 @@ class RangeReader:
     def read(self, offset: int, length: int) -> bytes:
         buffer = bytearray(max(0, min(length, self.size - offset)))
         return bytes(buffer[:self.read_into(offset, memoryview(buffer))])
+
+    def copy_to_file(self, fd: int) -> None:
+        """The whole object into `fd` from offset 0, read as a sequential run (read-ahead, the block
+        cache): how a file opened for writing is staged. A local write error is the OSError itself
+        (ENOSPC on the staging disk reaches the caller as such)."""
+        buffer = memoryview(bytearray(min(COPY_CHUNK, self.size)))
+        offset = 0
+        while offset < self.size:
+            got = self.read_into(offset, buffer)
+            if not got:
+                break
+            try:
+                write_file(fd, buffer[:got], offset)
+            except LocalWriteError as exc:
+                raise exc.cause from None
+            offset += got
 
     def close(self) -> None:
         with self._lock:

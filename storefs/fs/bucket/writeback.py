@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable, Protocol
 
 from ...errors import Transient
 from ...wire.retry import RetryPolicy
@@ -26,13 +26,18 @@ log = logging.getLogger(__name__)
 UPLOAD_RETRY = RetryPolicy(base_delay=1.0, max_delay=60.0, jitter="half")
 
 
+class Queued(Protocol):
+    """What the queue needs of a file (an OpenFile): its path, for messages."""
+    path: str
+
+
 class Busy(Exception):
     """The file is being written again: its upload waits for the next close."""
 
 
 @dataclasses.dataclass
 class Item:
-    file: Any                 # the OpenFile
+    file: Queued              # the OpenFile
     due: float
     attempts: int = 0
     last_error: str = ""
@@ -60,7 +65,7 @@ class WriteBack:
 
     # -- the filesystem's side ---------------------------------------------------------------------
 
-    def schedule(self, file: Any, *, now: bool = False) -> None:
+    def schedule(self, file: Queued, *, now: bool = False) -> None:
         """Queue `file` for upload after the delay (counted from its last close)."""
         with self._cond:
             item = self._items.get(id(file))
@@ -74,18 +79,18 @@ class WriteBack:
             self._cond.notify_all()
         self._on_change()
 
-    def discard(self, file: Any) -> None:
+    def discard(self, file: Queued) -> None:
         with self._cond:
             item = self._items.get(id(file))
             if item is not None and not item.in_flight:
                 del self._items[id(file)]
         self._on_change()
 
-    def is_queued(self, file: Any) -> bool:
+    def is_queued(self, file: Queued) -> bool:
         with self._cond:
             return id(file) in self._items
 
-    def progress(self, file: Any, sent: int) -> None:
+    def progress(self, file: Queued, sent: int) -> None:
         with self._cond:
             item = self._items.get(id(file))
             if item is not None:
@@ -182,7 +187,7 @@ class WriteBack:
                     item.due = time.monotonic() + UPLOAD_RETRY.delay(item.attempts)
                     self._cond.notify_all()
                 log.error("upload of %s failed (attempt %d): %s; it stays staged and is retried",
-                          getattr(item.file, "path", "?"), item.attempts, exc)
+                          item.file.path, item.attempts, exc)
                 self._on_change()
                 continue
             with self._cond:
