@@ -64,6 +64,8 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="storefs", description="Cloud buckets and archive vaults as a local filesystem.")
     parser.add_argument("--version", action="version", version=f"storefs {__version__}")
+    # Commands without -v or --log-file log at the default level to the default place.
+    parser.set_defaults(verbose=0, log_file=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     # `mkdir(parents=True)` cannot be given modes one by one. Files made through the mount are not
     # affected (the kernel passes their modes), and a stricter umask is kept.
     os.umask(os.umask(0o077) | 0o077)
-    setup_logging(getattr(args, "verbose", 0), getattr(args, "log_file", None))
+    setup_logging(args.verbose, args.log_file)
     try:
         if args.command == "mount":
             return cmd_mount(args)

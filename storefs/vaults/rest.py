@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 from ..errors import InvalidArgument, NotSupported, ProtocolError
 from ..wire.answer import Answer
 from ..wire.body import Body
-from ..wire.ranges import content_range
+from ..wire.ranges import part_range_headers
 from ..wire.retry import RetryPolicy
 from ..wire.settings import HttpSettings
 from . import base, treehash
@@ -237,7 +237,7 @@ class RestVault:
         hasher.update(data)
         tree = hasher.hexdigest()
         end = start + len(data)
-        headers = {"Content-Range": content_range(start, end), **self._hash_headers(hasher)}
+        headers = {**part_range_headers(start, end), **self._hash_headers(hasher)}
         answer = self._request("PUT", ("multipart-uploads", upload.upload_id),
                                what=f"upload part {start}-{end - 1}", op="upload_part", headers=headers,
                                body=Body(data=data))

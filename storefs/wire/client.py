@@ -16,10 +16,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Collection, Sequence, TypeVar
 
-from ..errors import ProtocolError, RemoteChanged, StoreError, Transient
+from ..errors import RemoteChanged, StoreError, Transient
 from .answer import Answer, AnswerHeaders, StreamedAnswer
 from .body import EMPTY, Body
-from .ranges import RangeRead, check_range, parse_content_range, range_header, take_range
+from .ranges import RangeRead, check_exact_range, check_range, range_header, take_range
 from .retry import NO_RETRY, RetryPolicy, call_with_retries
 from .settings import HttpSettings
 from .transport_fast import LeanClient, head_many
@@ -224,9 +224,7 @@ class WireClient:
                 raise RemoteChanged(f"{request.what}: the object changed (ETag is no longer {if_match})")
             if answer.status >= 300:
                 raise self._error(answer.status, answer.headers, answer.content, request.what)
-            got = parse_content_range(answer.headers.get("Content-Range"), request.what)
-            if (got.start, got.end) != (start, end):
-                raise ProtocolError(f"{request.what}: server answered range {got.start}-{got.end - 1}")
+            check_exact_range(answer.headers, start, end, request.what)
             return True
 
         return self.retried(attempt, request.what)

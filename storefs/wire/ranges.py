@@ -32,6 +32,20 @@ def range_header(start: int, end: int) -> str:
     return f"bytes={start}-{end - 1}"
 
 
+def check_exact_range(headers: AnswerHeaders, start: int, end: int, what: str) -> None:
+    """A 206 whose body went straight into files (the fast transport's get_into, which took it only
+    because its length was end - start) must say it holds exactly [start, end)."""
+    got = parse_content_range(headers.get("Content-Range"), what)
+    if (got.start, got.end) != (start, end):
+        raise ProtocolError(f"{what}: server answered range {got.start}-{got.end - 1}")
+
+
+def part_range_headers(start: int, end: int, total: int | None = None) -> dict[str, str]:
+    """The header that places an uploaded part at bytes [start, end) of `total` (`*`: unknown)
+    (Glacier/CAS UploadMultipartPart)."""
+    return {"Content-Range": content_range(start, end, total)}
+
+
 def content_range(start: int, end: int, total: int | None = None) -> str:
     """The Content-Range value of bytes [start, end) of `total` (`*`: unknown), for uploads that
     place a part (Glacier/CAS UploadMultipartPart)."""
