@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from ..errors import ConfigError
 from ..wire.auth.cas import DEFAULT_EXPIRE, authorization
 from .rest import RestVaultProvider
-from .rest_config import parse_remote, vault_spec
-from .rest_dialect import Dialect
+from .rest.config import parse_remote, vault_spec
+from .rest.dialect import Dialect
 
 SPEC = vault_spec(
     "cas",

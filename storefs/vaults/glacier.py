@@ -19,8 +19,8 @@ from ..errors import ArchiveNotReady, ConfigError, NotFound, StoreError
 from ..wire.auth.sigv4 import SigV4Signer, build_query
 from .base import VaultCapabilities
 from .rest import RestVaultProvider
-from .rest_config import parse_remote, vault_spec
-from .rest_dialect import Dialect
+from .rest.config import parse_remote, vault_spec
+from .rest.dialect import Dialect
 
 SPEC = vault_spec(
     "glacier",

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from storefs import errors
 from storefs.providers.cos import CosStore, open_provider
-from storefs.providers.cos_names import decode_name, encode_key, meta_from_wire, meta_to_biz_attr
-from storefs.providers.cos_wire import _error_for, encode_form
+from storefs.providers.cos.names import decode_name, encode_key, meta_from_wire, meta_to_biz_attr
+from storefs.providers.cos.wire import _error_for, encode_form
 from storefs.wire.auth.cos import Credentials, Signer, fileid, plaintext
 from storefs.store.contract import iter_list
 from tests.emulators.base import Fault

@@ -19,7 +19,8 @@ from storefs.errors import (
     Throttled,
     Transient,
 )
-from storefs.providers import ufile, ufile_wire
+from storefs.providers import ufile
+from storefs.providers.ufile import wire as ufile_wire
 from storefs.wire.answer import Answer, AnswerHeaders
 from storefs.wire.auth import ufile as auth
 

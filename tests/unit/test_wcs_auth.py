@@ -10,7 +10,9 @@ import types
 import pytest
 
 from storefs import errors
-from storefs.providers import wcs, wcs_meta, wcs_wire
+from storefs.providers import wcs
+from storefs.providers.wcs import meta as wcs_meta
+from storefs.providers.wcs import wire as wcs_wire
 from storefs.wire.auth import wcs as wcs_auth
 
 AK, SK = "AKexampleWCS", "SKexampleWCSsecret"

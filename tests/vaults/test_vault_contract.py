@@ -33,8 +33,8 @@ from storefs.vaults.base import (
     VaultProvider,
 )
 from storefs.vaults.glacier import GlacierDialect
-from storefs.vaults.rest_dialect import error_from_answer
-from storefs.vaults.rest_parse import parse_inventory, parse_job
+from storefs.vaults.rest.dialect import error_from_answer
+from storefs.vaults.rest.parse import parse_inventory, parse_job
 from storefs.vaults.treehash import MiB, tree_hash
 from storefs.wire.auth import cas as cas_auth
 from storefs.wire.body import Body

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from ..errors import ConfigError
-from ..store.registry import ProviderSpec
-from ..wire.retry import RetryPolicy
-from ..wire.settings import HttpSettings, is_http_url
-from ..wire.tuning import HTTP_TUNING, parse_http_tuning
+from ...errors import ConfigError
+from ...store.registry import ProviderSpec
+from ...wire.retry import RetryPolicy
+from ...wire.settings import HttpSettings, is_http_url
+from ...wire.tuning import HTTP_TUNING, parse_http_tuning
 
 SPEC = ProviderSpec(
     type="ufile",

@@ -1,5 +1,5 @@
 """One WCS bucket as an ObjectStore. Directories are `dir/` marker objects; user metadata rides in the
-mimeType (wcs_meta.py); replacing it re-uploads the object (`_rewrite`)."""
+mimeType (meta.py); replacing it re-uploads the object (`_rewrite`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,15 +9,15 @@ from collections.abc import Mapping
 from typing import BinaryIO
 from urllib.parse import quote
 
-from ..errors import InvalidArgument, NotFound, ProtocolError, RemoteChanged, StoreError, Transient
-from ..store.contract import ListPage, MultipartUpload, ObjectInfo, UploadedPart
-from ..wire.answer import strip_etag
-from ..wire.auth import wcs as wcs_auth
-from ..wire.body import read_exactly
-from .wcs_config import BLOCK_UNIT, CAPABILITIES
-from .wcs_meta import decode_meta_mime, encode_meta_mime, parse_put_time
-from .wcs_upload import WcsUploads
-from .wcs_wire import WcsApi, map_error, to_int
+from ...errors import InvalidArgument, NotFound, ProtocolError, RemoteChanged, StoreError, Transient
+from ...store.contract import ListPage, MultipartUpload, ObjectInfo, UploadedPart
+from ...wire.answer import strip_etag
+from ...wire.auth import wcs as wcs_auth
+from ...wire.body import read_exactly
+from .config import BLOCK_UNIT, CAPABILITIES
+from .meta import decode_meta_mime, encode_meta_mime, parse_put_time
+from .upload import WcsUploads
+from .wire import WcsApi, map_error, to_int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlencode
 
-from ..errors import (
+from ...errors import (
     AccessDenied,
     AlreadyExists,
     InvalidArgument,
@@ -30,12 +30,12 @@ from ..errors import (
     Throttled,
     Transient,
 )
-from ..wire.answer import Answer
-from ..wire.auth.cos import Signer as CosSigner, quote_path
-from ..wire.body import EMPTY, Body
-from ..wire.client import Request, Signer, WireClient
-from ..wire.ranges import RangeRead
-from .cos_config import LIST_NUM_MAX, CosConfig
+from ...wire.answer import Answer
+from ...wire.auth.cos import Signer as CosSigner, quote_path
+from ...wire.body import EMPTY, Body
+from ...wire.client import Request, Signer, WireClient
+from ...wire.ranges import RangeRead
+from .config import LIST_NUM_MAX, CosConfig
 
 USER_AGENT = "storefs-cos-v4"
 

@@ -17,14 +17,14 @@ import zlib
 from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
-from ..errors import InvalidArgument, ProtocolError, Transient
-from ..store.contract import MultipartUpload, ObjectInfo, UploadedPart
-from ..wire.auth.wcs import etag_bytes
-from ..wire.body import Body
-from ..wire.client import Request
-from .wcs_config import BLOCK_UNIT, CAPABILITIES
-from .wcs_meta import DEFAULT_MIME, encode_meta_mime
-from .wcs_wire import ContextExpired, WcsApi, to_int
+from ...errors import InvalidArgument, ProtocolError, Transient
+from ...store.contract import MultipartUpload, ObjectInfo, UploadedPart
+from ...wire.auth.wcs import etag_bytes
+from ...wire.body import Body
+from ...wire.client import Request
+from .config import BLOCK_UNIT, CAPABILITIES
+from .meta import DEFAULT_MIME, encode_meta_mime
+from .wire import ContextExpired, WcsApi, to_int
 
 
 class WcsUploads:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import InvalidArgument, NotFound, ProtocolError
-from . import treehash
-from .base import MiB, Page, TreeHashMismatch
+from ...errors import InvalidArgument, NotFound, ProtocolError
+from .. import treehash
+from ..base import MiB, Page, TreeHashMismatch
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 COPY_CHUNK = 1 * MiB

@@ -6,12 +6,12 @@ import dataclasses
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError
-from ..store.registry import ProviderSpec
-from ..wire.auth.cos import Credentials
-from ..wire.retry import RetryPolicy
-from ..wire.settings import HttpSettings, is_http_url
-from ..wire.tuning import HTTP_TUNING, parse_http_tuning
+from ...errors import ConfigError
+from ...store.registry import ProviderSpec
+from ...wire.auth.cos import Credentials
+from ...wire.retry import RetryPolicy
+from ...wire.settings import HttpSettings, is_http_url
+from ...wire.tuning import HTTP_TUNING, parse_http_tuning
 
 SLICE_SIZES = (512 * 1024, 1024 * 1024, 2 * 1024 * 1024, 3 * 1024 * 1024)  # docs: valid slice sizes
 SINGLE_UPLOAD_MAX = 8 * 1024 * 1024  # the SDK switches to slices at 8 MiB (its hard limit is 20 MiB)

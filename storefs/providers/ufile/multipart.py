@@ -6,11 +6,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from ..errors import InvalidArgument, NotFound, ProtocolError
-from ..store.contract import MultipartUpload, ObjectInfo, UploadedPart
-from ..wire.auth.ufile import meta_headers
-from ..wire.body import Body
-from .ufile_wire import DEFAULT_CONTENT_TYPE, UfileBucketWire, decode_error, parse_json, q
+from ...errors import InvalidArgument, NotFound, ProtocolError
+from ...store.contract import MultipartUpload, ObjectInfo, UploadedPart
+from ...wire.auth.ufile import meta_headers
+from ...wire.body import Body
+from .wire import DEFAULT_CONTENT_TYPE, UfileBucketWire, decode_error, parse_json, q
 
 
 class UfileMultipart(UfileBucketWire):

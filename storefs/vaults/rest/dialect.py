@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from ..errors import (
+from ...errors import (
     AccessDenied,
     ArchiveNotReady,
     InvalidArgument,
@@ -18,8 +18,8 @@ from ..errors import (
     Throttled,
     Transient,
 )
-from ..wire.answer import Answer
-from .base import TreeHashMismatch, VaultCapabilities
+from ...wire.answer import Answer
+from ..base import TreeHashMismatch, VaultCapabilities
 
 
 class Dialect:

@@ -7,10 +7,10 @@ import base64
 import json
 import zlib
 
-from ..errors import InvalidArgument, NotSupported, ProtocolError
-from ..store.contract import ListPage, ObjectInfo
-from .cos_names import cos_path, decode_name, encode_key
-from .cos_wire import CosApi, to_number
+from ...errors import InvalidArgument, NotSupported, ProtocolError
+from ...store.contract import ListPage, ObjectInfo
+from .names import cos_path, decode_name, encode_key
+from .wire import CosApi, to_number
 
 LIST_NUM_OLD_MAX = 199  # -165 "单次拉取目录最大支持199" on old servers
 WALK_REQUESTS_PER_CALL = 8

@@ -1,11 +1,11 @@
 """Wangsu/CDNetworks Cloud Storage (WCS) native provider ("restV1"), speaking the wire protocol of the
 vendor SDKs (shared/PROTOCOLS.md §3). What it does and how it maps onto the contract is the type's doc,
-at the top of wcs_config.py (shown to users as SPEC.doc). The modules:
-- wcs_config.py: the doc, the section's keys (SPEC), the capabilities and WcsConfig.
-- wcs_wire.py:   requests of the three domains, their tokens, the error decoder (WcsApi).
-- wcs_meta.py:   metadata in the mimeType, putTime units.
-- wcs_upload.py: form uploads and block uploads.
-- wcs_bucket.py: the ObjectStore of one bucket.
+at the top of config.py (shown to users as SPEC.doc). The modules:
+- config.py: the doc, the section's keys (SPEC), the capabilities and WcsConfig.
+- wire.py:   requests of the three domains, their tokens, the error decoder (WcsApi).
+- meta.py:   metadata in the mimeType, putTime units.
+- upload.py: form uploads and block uploads.
+- bucket.py: the ObjectStore of one bucket.
 
 Thread-safety: one WireClient (pooled connections) shared by all threads; no other mutable state
 after __init__.
@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from ..errors import ProtocolError
-from .wcs_bucket import WcsBucket
-from .wcs_config import SPEC, WcsConfig
-from .wcs_wire import WcsApi
+from ...errors import ProtocolError
+from .bucket import WcsBucket
+from .config import SPEC, WcsConfig
+from .wire import WcsApi
 
 __all__ = ["SPEC", "WcsBucket", "WcsProvider", "open_provider"]
 

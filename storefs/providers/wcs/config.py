@@ -45,12 +45,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from ..errors import ConfigError
-from ..store.features import Capabilities
-from ..store.registry import ProviderSpec
-from ..wire.retry import RetryPolicy
-from ..wire.settings import HttpSettings, is_http_url
-from ..wire.tuning import HTTP_TUNING, parse_http_tuning
+from ...errors import ConfigError
+from ...store.features import Capabilities
+from ...store.registry import ProviderSpec
+from ...wire.retry import RetryPolicy
+from ...wire.settings import HttpSettings, is_http_url
+from ...wire.tuning import HTTP_TUNING, parse_http_tuning
 
 MiB = 1024 * 1024
 BLOCK_UNIT = 4 * MiB            # block sizes must be multiples of 4 MiB or the ETag breaks (docs, SDK)

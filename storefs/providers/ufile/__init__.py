@@ -3,8 +3,8 @@ object stores (the store contract).
 
 Wire facts: /work/shared/PROTOCOLS.md §4, the official API docs (UCloudDoc-Team/api `ufile-api/*.md`) and
 the vendor SDKs (`ufile` 3.2.11 for Python, `ufile-gosdk`, `ufile-sdk-java`). Signing lives in
-wire/auth/ufile.py, the wire mapping and error decoding in ufile_wire.py, multipart in
-ufile_multipart.py, the options in ufile_config.py.
+wire/auth/ufile.py, the wire mapping and error decoding in wire.py, multipart in
+multipart.py, the options in config.py.
 
 - A bucket is a host label: requests go to `<bucket><upload_suffix>` (downloads to
   `<bucket><download_suffix>`). With `endpoint` set, every request is sent to that URL instead, with the
@@ -32,15 +32,15 @@ from collections.abc import Mapping
 from typing import BinaryIO
 from urllib.parse import quote
 
-from ..errors import InvalidArgument, NotSupported, ProtocolError, RemoteChanged, StoreError, Transient
-from ..store.contract import Capabilities, ListPage, ObjectInfo, UploadedPart
-from ..wire.auth import ufile as auth
-from ..wire.auth.ufile import meta_from_listing, meta_headers, strip_etag
-from ..wire.body import read_exactly
-from ..wire.client import Request, WireClient
-from .ufile_config import SPEC, UfileConfig
-from .ufile_multipart import UfileMultipart
-from .ufile_wire import (
+from ...errors import InvalidArgument, NotSupported, ProtocolError, RemoteChanged, StoreError, Transient
+from ...store.contract import Capabilities, ListPage, ObjectInfo, UploadedPart
+from ...wire.auth import ufile as auth
+from ...wire.auth.ufile import meta_from_listing, meta_headers, strip_etag
+from ...wire.body import read_exactly
+from ...wire.client import Request, WireClient
+from .config import SPEC, UfileConfig
+from .multipart import UfileMultipart
+from .wire import (
     DEFAULT_CONTENT_TYPE,
     MiB,
     RET_BUCKET_NOT_EXIST,

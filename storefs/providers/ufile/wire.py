@@ -20,15 +20,15 @@ from collections.abc import Collection, Mapping
 from typing import BinaryIO
 from urllib.parse import quote
 
-from ..errors import AccessDenied, AlreadyExists, InvalidArgument, NotFound, ProtocolError, RemoteChanged
-from ..errors import StoreError, Throttled, Transient
-from ..store.contract import ObjectInfo
-from ..wire.answer import Answer, AnswerHeaders
-from ..wire.auth import ufile as auth
-from ..wire.auth.ufile import meta_from_headers, quote_key, strip_etag
-from ..wire.body import EMPTY, Body, read_exactly
-from ..wire.client import Request, Signer, WireClient
-from .ufile_config import UfileConfig
+from ...errors import AccessDenied, AlreadyExists, InvalidArgument, NotFound, ProtocolError, RemoteChanged
+from ...errors import StoreError, Throttled, Transient
+from ...store.contract import ObjectInfo
+from ...wire.answer import Answer, AnswerHeaders
+from ...wire.auth import ufile as auth
+from ...wire.auth.ufile import meta_from_headers, quote_key, strip_etag
+from ...wire.body import EMPTY, Body, read_exactly
+from ...wire.client import Request, Signer, WireClient
+from .config import UfileConfig
 
 MiB = 1024 * 1024
 DEFAULT_CONTENT_TYPE = "application/octet-stream"

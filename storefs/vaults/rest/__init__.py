@@ -1,13 +1,13 @@
 """The one REST implementation of the Glacier-shaped vault API, spoken by Tencent CAS and Amazon Glacier.
 
 Both services share paths, verbs, JSON documents and error bodies (PROTOCOLS.md §1.8); a `Dialect`
-(rest_dialect.py) holds what differs: base URL and account segment, header prefix (`x-cas-` /
+(dialect.py) holds what differs: base URL and account segment, header prefix (`x-cas-` /
 `x-amz-`), request-id header, the resource-name field (`VaultQCS` / `VaultARN`), extra headers and the
 signature. `cas.py` and `glacier.py` only build dialects.
 
-The pieces: rest_wire.py maps calls to requests on the wire layer (signed per try, one error hook),
-rest_parse.py parses the JSON answers, rest_output.py reads job output verified against tree hashes,
-rest_config.py parses a remote's options. This module is the provider and the vault calls.
+The pieces: wire.py maps calls to requests on the wire layer (signed per try, one error hook),
+parse.py parses the JSON answers, output.py reads job output verified against tree hashes,
+config.py parses a remote's options. This module is the provider and the vault calls.
 
 Uploads carry the linear SHA-256 (`x-*-content-sha256`) and the tree hash; the server's tree hash in
 the answer is compared with ours where the server's hashes can be trusted (`VaultCapabilities`).
@@ -22,14 +22,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
-from ..errors import InvalidArgument, NotSupported, ProtocolError
-from ..wire.answer import Answer
-from ..wire.body import Body
-from ..wire.ranges import part_range_headers
-from ..wire.retry import RetryPolicy
-from ..wire.settings import HttpSettings
-from . import base, treehash
-from .base import (
+from ...errors import InvalidArgument, NotSupported, ProtocolError
+from ...wire.answer import Answer
+from ...wire.body import Body
+from ...wire.ranges import part_range_headers
+from ...wire.retry import RetryPolicy
+from ...wire.settings import HttpSettings
+from .. import base, treehash
+from ..base import (
     ArchiveInfo,
     ArchivePart,
     ArchiveUpload,
@@ -43,10 +43,10 @@ from .base import (
     short_id,
     upload_in_parts,
 )
-from .rest_config import RestRemote, Tuning
-from .rest_dialect import Dialect
-from .rest_output import JobOutput
-from .rest_parse import (
+from .config import RestRemote, Tuning
+from .dialect import Dialect
+from .output import JobOutput
+from .parse import (
     all_pages,
     format_byte_range,
     parse_job,
@@ -56,7 +56,7 @@ from .rest_parse import (
     parse_upload,
     parse_vault,
 )
-from .rest_wire import RestWire
+from .wire import RestWire
 
 LIST_LIMIT = 1000       # the services' maximum page size
 
@@ -339,7 +339,7 @@ class RestVault:
         return all_pages(lambda marker: self.list_jobs_page(marker, completed=completed, status=status),
                          "list jobs")
 
-    # -- job output (rest_output.py) ------------------------------------------------------------
+    # -- job output (output.py) ------------------------------------------------------------
 
     def read_job_output(self, job_id: str, start: int, end: int) -> bytes:
         return self.output.read(job_id, start, end)[0]

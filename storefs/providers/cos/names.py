@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from ..errors import InvalidArgument
+from ...errors import InvalidArgument
 
 # Name encoding: COS v4 path rules (qcloud_cos/cos_params_check.py::check_cos_path_valid)
 

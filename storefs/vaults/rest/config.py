@@ -6,13 +6,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from ..errors import ConfigError
-from ..store.registry import ProviderSpec
-from ..wire.retry import RetryPolicy
-from ..wire.settings import HttpSettings, check_endpoint
-from ..wire.tuning import HTTP_TUNING, parse_http_tuning
-from . import treehash
-from .base import MiB
+from ...errors import ConfigError
+from ...store.registry import ProviderSpec
+from ...wire.retry import RetryPolicy
+from ...wire.settings import HttpSettings, check_endpoint
+from ...wire.tuning import HTTP_TUNING, parse_http_tuning
+from .. import treehash
+from ..base import MiB
 
 # Options every REST vault type takes, with defaults (merged into each SPEC.optional).
 COMMON_OPTIONS: dict[str, str] = {

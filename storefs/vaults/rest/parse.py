@@ -7,8 +7,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from ..errors import ProtocolError
-from .base import (
+from ...errors import ProtocolError
+from ..base import (
     ArchiveInfo,
     ArchivePart,
     ArchiveUpload,

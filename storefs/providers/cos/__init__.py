@@ -2,11 +2,11 @@
 
 Wire facts: /work/shared/PROTOCOLS.md §2 and tencentyun/cos-python-sdk-v4 (`qcloud_cos/cos_op.py`).
 The provider is spread over modules of one concept each:
-- cos_config.py:  the section's keys (SPEC, the user-facing doc) and CosConfig.
-- cos_wire.py:    requests, signatures, the error decoder and the parsing of replies (CosApi).
-- cos_names.py:   keys as COS v4 paths, metadata in biz_attr.
-- cos_listing.py: folder listings and the recursive walk.
-- cos_store.py:   the ObjectStore of one bucket.
+- config.py:  the section's keys (SPEC, the user-facing doc) and CosConfig.
+- wire.py:    requests, signatures, the error decoder and the parsing of replies (CosApi).
+- names.py:   keys as COS v4 paths, metadata in biz_attr.
+- listing.py: folder listings and the recursive walk.
+- store.py:   the ObjectStore of one bucket.
 
 Mapping onto the ObjectStore contract (see SPEC.doc for the user-facing version):
 - A key ending in "/" is a real COS folder: put("d/") creates it (op=create), stat/list/delete work on it.
@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..errors import InvalidArgument, NotSupported
-from .cos_config import SPEC, CosConfig
-from .cos_store import CosStore, SerialGates
-from .cos_wire import CosApi
+from ...errors import InvalidArgument, NotSupported
+from .config import SPEC, CosConfig
+from .store import CosStore, SerialGates
+from .wire import CosApi
 
 __all__ = ["SPEC", "CosProvider", "CosStore", "open_provider"]
 

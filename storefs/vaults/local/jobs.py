@@ -22,13 +22,13 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
-from ..errors import ArchiveNotReady, InvalidArgument, NotFound, ProtocolError, StoreError
-from . import treehash
-from .base import (ArchiveInfo, JobAction, JobFailed, JobInfo, JobStatus, MiB, Page, Tier, TreeHashMismatch,
+from ...errors import ArchiveNotReady, InvalidArgument, NotFound, ProtocolError, StoreError
+from .. import treehash
+from ..base import (ArchiveInfo, JobAction, JobFailed, JobInfo, JobStatus, MiB, Page, Tier, TreeHashMismatch,
                    VaultCapabilities, check_description, check_range, copy_output_in_pieces, iso8601,
                    short_id)
-from .local_files import COPY_CHUNK, LEAF, check_id, link_or_copy, new_id, page, read_json, write_json
-from .rest_parse import parse_inventory
+from .files import COPY_CHUNK, LEAF, check_id, link_or_copy, new_id, page, read_json, write_json
+from ..rest.parse import parse_inventory
 
 
 class Clock(Protocol):

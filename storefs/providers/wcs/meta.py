@@ -1,5 +1,5 @@
 """WCS object metadata and times: user metadata as a parameter of the object's mimeType (the one
-free-form attribute restV1 stores, returns from stat and list, and keeps on copy/move; see wcs_config.py),
+free-form attribute restV1 stores, returns from stat and list, and keeps on copy/move; see config.py),
 and putTime in whatever unit it comes."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import logging
 from collections.abc import Mapping
 
-from ..errors import InvalidArgument
-from ..wire.auth.wcs import urlsafe_b64decode
+from ...errors import InvalidArgument
+from ...wire.auth.wcs import urlsafe_b64decode
 
 log = logging.getLogger(__name__)
 

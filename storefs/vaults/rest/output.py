@@ -14,13 +14,13 @@ import itertools
 import logging
 from typing import BinaryIO
 
-from ..errors import StoreError
-from ..wire.answer import AnswerHeaders, StreamedAnswer
-from ..wire.client import Request
-from ..wire.ranges import RangeRead, take_range
-from ..wire.retry import NO_RETRY
-from . import treehash
-from .base import (
+from ...errors import StoreError
+from ...wire.answer import AnswerHeaders, StreamedAnswer
+from ...wire.client import Request
+from ...wire.ranges import RangeRead, take_range
+from ...wire.retry import NO_RETRY
+from .. import treehash
+from ..base import (
     ArchiveInfo,
     JobAction,
     JobInfo,
@@ -32,9 +32,9 @@ from .base import (
     check_range,
     short_id,
 )
-from .rest_config import Tuning
-from .rest_parse import parse_inventory
-from .rest_wire import RestWire
+from .config import Tuning
+from .parse import parse_inventory
+from .wire import RestWire
 
 log = logging.getLogger(__name__)
 STREAM_CHUNK = 1 * MiB

@@ -2,7 +2,7 @@
 Content-Length), its signature (Dialect.sign, per try, so each try carries a fresh one), and the one
 error hook, all through one WireClient.
 
-An error answer is decoded by `rest_dialect.error_from_answer`. The few statuses that mean something
+An error answer is decoded by `dialect.error_from_answer`. The few statuses that mean something
 only to a dialect for one operation (moto's 500 for a missing job) are taken as answers for that
 operation and decoded with the operation in hand, inside the retried try like any other error.
 """
@@ -12,16 +12,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 from urllib.parse import parse_qsl, quote
 
-from .. import __version__
-from ..errors import StoreError
-from ..wire.answer import Answer, StreamedAnswer
-from ..wire.auth.sigv4 import build_query
-from ..wire.body import EMPTY, Body
-from ..wire.client import ERROR_BODY_MAX, Request, WireClient
-from ..wire.ranges import RangeRead
-from ..wire.retry import NO_RETRY, RetryPolicy
-from ..wire.settings import HttpSettings
-from .rest_dialect import Dialect, decode_answer
+from ... import __version__
+from ...errors import StoreError
+from ...wire.answer import Answer, StreamedAnswer
+from ...wire.auth.sigv4 import build_query
+from ...wire.body import EMPTY, Body
+from ...wire.client import ERROR_BODY_MAX, Request, WireClient
+from ...wire.ranges import RangeRead
+from ...wire.retry import NO_RETRY, RetryPolicy
+from ...wire.settings import HttpSettings
+from .dialect import Dialect, decode_answer
 
 T = TypeVar("T")
 

@@ -14,14 +14,14 @@ from collections import deque
 from collections.abc import Mapping
 from typing import BinaryIO
 
-from ..errors import AlreadyExists, InvalidArgument, NotFound, NotSupported, ProtocolError, RemoteChanged, StoreError
-from ..store.contract import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
-from ..wire.answer import strip_etag
-from ..wire.body import read_exactly
-from .cos_config import LIST_NUM_MAX, SINGLE_UPLOAD_MAX, SLICE_SIZES, pick_slice
-from .cos_listing import CosLister, file_etag
-from .cos_names import cos_path, meta_from_wire, meta_to_biz_attr
-from .cos_wire import CosApi, to_number
+from ...errors import AlreadyExists, InvalidArgument, NotFound, NotSupported, ProtocolError, RemoteChanged, StoreError
+from ...store.contract import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
+from ...wire.answer import strip_etag
+from ...wire.body import read_exactly
+from .config import LIST_NUM_MAX, SINGLE_UPLOAD_MAX, SLICE_SIZES, pick_slice
+from .listing import CosLister, file_etag
+from .names import cos_path, meta_from_wire, meta_to_biz_attr
+from .wire import CosApi, to_number
 
 _SHA1_HEX = re.compile(r"[0-9a-f]{40}")
 

@@ -15,8 +15,8 @@ Layout under `root` (one directory per vault; names are [A-Za-z0-9_.-], so safe 
     <vault>/jobs/<id>.json              job records: a new provider on the same root adopts them
     <vault>/jobs/<id>.out|.leaves       job output: a hard link of the archive (or the inventory)
 
-Archives and multipart uploads are here; jobs, their clock and their output are local_jobs.py's
-(the job half of `LocalVault`); the record files of both, local_files.py's.
+Archives and multipart uploads are here; jobs, their clock and their output are jobs.py's
+(the job half of `LocalVault`); the record files of both, files.py's.
 
 Lock order: one provider-wide lock guards every metadata file; data is written outside it to
 private temporary files that are renamed into place under the lock.
@@ -31,14 +31,14 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import ConfigError, InvalidArgument, NotEmpty, NotFound, StoreError
-from ..store.registry import ProviderSpec
-from . import treehash
-from .base import (JOB_OUTPUT_TTL, ArchiveInfo, ArchivePart, ArchiveUpload, JobAction, MiB, Page, Tier,
+from ...errors import ConfigError, InvalidArgument, NotEmpty, NotFound, StoreError
+from ...store.registry import ProviderSpec
+from .. import treehash
+from ..base import (JOB_OUTPUT_TTL, ArchiveInfo, ArchivePart, ArchiveUpload, JobAction, MiB, Page, Tier,
                    TreeHashMismatch, VaultCapabilities, VaultInfo, check_description, check_vault_name, short_id,
                    upload_in_parts)
-from .local_files import check_id, check_sums, chunks_of, file_chunks, new_id, page, read_json, write_json
-from .local_jobs import Clock, LocalJobs, SystemClock
+from .files import check_id, check_sums, chunks_of, file_chunks, new_id, page, read_json, write_json
+from .jobs import Clock, LocalJobs, SystemClock
 
 SPEC = ProviderSpec(
     type="local-vault",

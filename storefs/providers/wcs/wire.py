@@ -11,7 +11,7 @@ import json
 import time
 from urllib.parse import quote, urlsplit
 
-from ..errors import (
+from ...errors import (
     AccessDenied,
     AlreadyExists,
     InvalidArgument,
@@ -22,12 +22,12 @@ from ..errors import (
     Throttled,
     Transient,
 )
-from ..wire.answer import Answer
-from ..wire.auth import wcs as wcs_auth
-from ..wire.body import Body
-from ..wire.client import Request, Signer, WireClient
-from ..wire.ranges import RangeRead
-from .wcs_config import WcsConfig
+from ...wire.answer import Answer
+from ...wire.auth import wcs as wcs_auth
+from ...wire.body import Body
+from ...wire.client import Request, Signer, WireClient
+from ...wire.ranges import RangeRead
+from .config import WcsConfig
 
 
 class ContextExpired(StoreError):
