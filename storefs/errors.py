@@ -1,7 +1,7 @@
 """The StoreError hierarchy and the one errno table of storefs.
 
 Every provider translates its wire errors exactly once into these classes; the filesystem core raises
-them; `fuse_ops.py` turns them into errnos with `errno_for()`. Nothing else maps errors to errnos.
+them; the FUSE edge (`fuse/ops.py`) turns them into errnos with `errno_for()`. Nothing else maps errors to errnos.
 """
 from __future__ import annotations
 

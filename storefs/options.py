@@ -48,7 +48,7 @@ class MountOptions:
     default_permissions: bool = False
     read_only: bool = False
     xattr: bool = False  # S3 mounts: answer user.storefs.* extended attributes (costs `ls -l` time)
-    fuse: str | None = None   # the FUSE binding (fuse_ops.FUSE_LIBRARIES); None: the default
+    fuse: str | None = None   # the FUSE binding (fuse.bindings.FUSE_LIBRARIES); None: the default
     # metadata caches, seconds
     attr_ttl: float = 10.0
     dir_ttl: float = 10.0
@@ -143,7 +143,7 @@ class MountOptions:
                     raise ConfigError("-o listing_attrs must be exact or fast")
                 self.listing_attrs = value
             elif name == "fuse":
-                # Kept in step with fuse_ops.FUSE_LIBRARIES (not imported here: that loads libfuse).
+                # Kept in step with fuse.bindings.FUSE_LIBRARIES (not imported here: that loads libfuse).
                 if value not in ("mfusepy", "fusepy"):
                     raise ConfigError("-o fuse must be mfusepy or fusepy")
                 self.fuse = value

@@ -16,7 +16,6 @@ from typing import BinaryIO, Iterator, Mapping, Protocol, Sequence, runtime_chec
 
 from ..errors import StoreError
 # Re-exported for providers/s3.py, which imports them from here until it takes them from localfiles.
-from ..localfiles import cut_pieces as cut_pieces, piece_sizes as piece_sizes
 from .features import Capabilities
 
 

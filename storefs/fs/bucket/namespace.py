@@ -195,7 +195,7 @@ class Namespace:
         hints = {name: entries[name] for name in inexact}
         files = [name for name in inexact if not hints[name].is_dir]
         if self.store.capabilities.batched_stat and files:
-            # All HEADs from this thread (S3: fasthttp.head_many), which costs less CPU than a
+            # All HEADs from this thread (S3: the fast transport's head_many), which costs less CPU than a
             # thread per request; whatever fails there is retried below as usual.
             keys = [self.keys.key(join(path, name)) for name in files]
             try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ...errors import InvalidArgument, Transient
-from ...localfiles import cut_pieces, piece_sizes, write_file
+from ...localfiles import write_file
 from ...store.contract import ObjectStore
 
 
@@ -47,3 +47,14 @@ def read_to_files(store: ObjectStore, key: str, start: int, end: int, piece: int
         raise InvalidArgument(f"bad range [{start}, {end}) in {len(files)} files for {key!r}")
     for fd, data in zip(files, read_all_pieces(store, key, start, end, piece, if_match=if_match)):
         write_file(fd, data)
+
+
+def piece_sizes(start: int, end: int, piece: int) -> list[int]:
+    """The sizes of the consecutive pieces of `piece` bytes [start, end) is cut into (the last may be
+    shorter): the block cache's unit, for the reader."""
+    return [min(piece, end - offset) for offset in range(start, end, piece)]
+
+
+def cut_pieces(data: bytes, piece: int) -> list[bytes]:
+    """`data` as consecutive pieces of `piece` bytes (the last may be shorter; none for no data)."""
+    return [data[i:i + piece] for i in range(0, len(data), piece)]

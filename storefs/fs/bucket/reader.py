@@ -24,10 +24,10 @@ import threading
 from typing import Callable
 
 from ...errors import LocalWriteError
-from ...localfiles import piece_sizes, write_file
+from ...localfiles import write_file
 from ...store.contract import ObjectStore
 from .blockcache import BLOCK, BlockCache
-from .ranges import read_all_pieces, read_to_files
+from .ranges import piece_sizes, read_all_pieces, read_to_files
 
 RUN_BLOCKS = 8          # blocks per background GET (8 MiB)
 MAX_RUNS_IN_FLIGHT = 4  # background GETs per handle
