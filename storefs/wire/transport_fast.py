@@ -1,4 +1,4 @@
-"""Small S3 requests without `requests`: HTTP/1.1 over per-thread keep-alive sockets.
+"""The fast transport: HTTP/1.1 framed by hand over keep-alive sockets pooled per client (S3 uses it).
 
 Through a requests Session every request costs about 0.8 ms of CPU (request preparation, hooks,
 adapters, urllib3's pool) under the GIL; through http.client about 0.2 ms, most of it parsing headers
@@ -7,13 +7,13 @@ into lines. That is most of the cost of the requests a mount makes by the thousa
 of an `ls -l` (head_many, 64 at a time) and the PUT per small file of a `cp -r` or an untar. Every S3 request whose
 body is in memory and whose answer is read whole goes this way, and so do ranged reads into the block
 cache (`get_into`: the bytes go from the socket into cache files with splice(2)); other streamed
-answers and bodies streamed from a file stay on `http.send` (requests).
+answers and bodies streamed from a file object go over the requests transport (wire.client chooses).
 
 What is spoken: HTTP/1.1 requests with the caller's headers (Host, Content-Length and the signature
 included); answers with Content-Length, chunked, or ended by close; 1xx answers skipped; keep-alive
 unless the server says close. Answers over ANSWER_MAX bytes are refused (ProtocolError) unread.
 
-Same rules as http.send: timeouts on every request (connect_timeout, then read_timeout between bytes),
+Same rules as the requests transport: timeouts on every request (connect_timeout, then read_timeout between bytes),
 certificates always verified (the remote's `ca_file` or certifi's bundle, as requests does), transport
 failures and malformed answers are Transient, and messages name only scheme and host.
 """

@@ -1,4 +1,4 @@
-"""One COS v4 bucket as an ObjectStore (see cos.py for the mapping onto the contract).
+"""One COS v4 bucket as an ObjectStore (the package's docstring has the mapping onto the contract).
 
 Thread safety: all per-call state is local; what the buckets of an account share is their CosApi
 (whose `page_cap` is an int, set once) and their SerialGates (guarded by its lock).

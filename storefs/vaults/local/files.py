@@ -1,4 +1,4 @@
-"""The records of the local vault (local.py) on disk: ids, JSON files, chunked bodies, pages.
+"""The records of the local vault (this package) on disk: ids, JSON files, chunked bodies, pages.
 
 Records are JSON files written to a private temporary file and renamed into place, so a reader sees
 the old record or the new one. Ids come from clients: only URL-safe base64 can name a file.

@@ -1,4 +1,4 @@
-"""The jobs of the local vault (local.py): a simulated clock, delays per tier, job records, output.
+"""The jobs of the local vault (this package): a simulated clock, delays per tier, job records, output.
 
 A job is InProgress until `clock.now() >= completes_at`, Succeeded (or Failed, when a test failed
 it) after that, and gone 24 h later (`output_ttl`). A retrieval's output is a hard link of the
