@@ -333,8 +333,10 @@ def bucket_session(site: Site, session: Session) -> None:
     # An upload that fails past its retries: `storefs status` shows its last error.
     with open(root / "late.txt", "wb") as f:
         f.write(b"uploaded after a failure")
-        # Past its 3 tries; on the upload request only, so background reads cannot take the faults.
-        site.faults.add(Fault(op=UPLOAD_OP[site.kind], count=4, status=500))
+        # Every try of the upload request fails (only that request, so background reads cannot take
+        # the faults) until the failure has been seen: with a few faults it showed in `storefs status`
+        # for under a second, which a loaded machine's polling missed.
+        upload_fault = site.faults.add(Fault(op=UPLOAD_OP[site.kind], count=10_000, status=500))
 
     def failed_once():
         result = session.run("status", "--json", str(root))
@@ -343,6 +345,7 @@ def bucket_session(site: Site, session: Session) -> None:
     wait_for(failed_once, 30, "an upload failure in storefs status")
     session.run("status", str(root))
     session.run("status")
+    upload_fault.count = 0   # the next try goes through; flush below waits for it
     session.check_modes()
     assert session.run("flush", str(root), timeout=60).returncode == 0
     assert session.run("ls", f"r:{site.bucket}").returncode == 0
