@@ -44,6 +44,7 @@ from .paths import KeyMap
 from .retrieval.report import RestoreReport
 from .status import flush_request_path, read_status
 from .store.contract import iter_list
+from . import vaultadmin
 
 log = logging.getLogger("storefs")
 
@@ -109,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     fl.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
                     help="how long to wait (default 3600)")
 
-    vault = sub.add_parser("vault", help="archive vault commands (refresh)",
+    vault = sub.add_parser("vault", help="archive vault commands (refresh, ls, create, delete)",
                            description="Commands for archive vaults (CAS, Glacier).")
     vault_sub = vault.add_subparsers(dest="vault_command", metavar="COMMAND", parser_class=_Parser)
     vault_sub.required = True
@@ -121,6 +122,13 @@ def _parser() -> argparse.ArgumentParser:
     refresh.add_argument("--wait", action="store_true", help="wait for the job")
     refresh.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     common(refresh)
+    for name, target, text in (("ls", "REMOTE:", "list the vaults of REMOTE: (archives, bytes, last inventory)"),
+                               ("create", "REMOTE:VAULT", "create a vault"),
+                               ("delete", "REMOTE:VAULT", "delete a vault (the service refuses one that holds "
+                                                          "archives)")):
+        admin = vault_sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        admin.add_argument("remote", metavar=target)
+        common(admin)
 
     restore = sub.add_parser("restore", help="start retrievals of archives (vaults, archive storage classes)",
                              description="Start retrieval jobs for the archives at PATH... (files or directories "
@@ -174,8 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args)
         if args.command == "flush":
             return cmd_flush(args)
-        if args.command == "vault":
+        if args.command == "vault" and args.vault_command == "refresh":
             return cmd_vault_refresh(args)
+        if args.command == "vault":
+            print(vaultadmin.run(args.vault_command, _load_config(args), RemoteSpec.parse(args.remote)))
+            return 0
         if args.command == "restore":
             return cmd_restore(args)
         if args.command == "jobs":
