@@ -34,9 +34,6 @@ class Answer:
     headers: AnswerHeaders
     content: bytes
 
-    def declared_length(self) -> int | None:
-        return declared_length(self.headers)
-
 
 class StreamedAnswer(Protocol):
     """An answer whose body is read as it arrives. Transport failures while reading are Transient.

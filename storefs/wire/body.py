@@ -137,12 +137,6 @@ class Body:
             self._sha256 = digest.hexdigest()
         return self._sha256
 
-    def read_all(self) -> bytes:
-        """The whole payload in memory (protocols that wrap it in a form or hash it first)."""
-        if self.in_memory:
-            return self.data
-        return b"".join(self.chunks())
-
     def chunks(self) -> Iterator[bytes]:
         """The payload from its start, CHUNK at a time (a stream is rewound first where it can be)."""
         if self.region is not None:

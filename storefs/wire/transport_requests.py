@@ -75,18 +75,9 @@ class RequestsAnswer:
             raise self._cut_short(exc) from None
         return data
 
-    def read_all(self) -> bytes:
-        """The whole body as sent; shorter than its Content-Length is Transient (urllib3 returns what
-        arrived when the peer closes early)."""
-        data = self.read(1 << 62) if self._method != "HEAD" else b""
-        declared = self.headers.get("Content-Length")
-        if self._method != "HEAD" and declared is not None and declared.isdigit() and len(data) != int(declared):
-            raise self._cut_short(None)
-        return data
-
-    def _cut_short(self, exc: BaseException | None) -> Transient:
-        why = exc.__class__.__name__ if exc else "fewer bytes than Content-Length"
-        return Transient(f"{self._method} answer from {host_of(self._response.url)} cut short: {why}")
+    def _cut_short(self, exc: BaseException) -> Transient:
+        return Transient(f"{self._method} answer from {host_of(self._response.url)} cut short: "
+                         f"{exc.__class__.__name__}")
 
     def close(self) -> None:
         self._response.close()
