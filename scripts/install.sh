@@ -40,3 +40,10 @@ if ! .venv/bin/python -m pip install -e "$target" >"$pip_log" 2>&1; then
 fi
 rm -f "$pip_log"
 .venv/bin/python -c "import storefs, fuse" || { echo "storefs did not install" >&2; exit 1; }
+
+# storefs on the standard PATH, so that mount(8) (an fstab line of type fuse.storefs), systemd units
+# and cron jobs find it without this checkout's .venv: a link to this checkout's command, as root
+# (otherwise the README says how to add it by hand).
+if [ "$(id -u)" = 0 ] && [ -d /usr/local/bin ]; then
+    ln -sfn "$PWD/.venv/bin/storefs" /usr/local/bin/storefs
+fi

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from .mounting import (
     MountError,
     MountRecord,
     check_mountpoint,
+    check_remote,
     is_mounted,
     is_vault_remote,
     mount_bucket,
@@ -42,9 +44,10 @@ from .mounting import (
 from .options import MountOptions, RetrievalOptions
 from .paths import KeyMap
 from .retrieval.report import RestoreReport
-from .status import flush_request_path, read_status
+from .sdnotify import Notifier
+from .status import flush_request_path, human_size, read_status, status_line
 from .store.contract import iter_list
-from . import vaultadmin
+from . import configcmd, mounthelper, unitfile, vaultadmin
 
 log = logging.getLogger("storefs")
 
@@ -81,7 +84,11 @@ def _parser() -> argparse.ArgumentParser:
                                    "the mount is ready, or fails with a message.",
                        epilog="mount options (-o):\n" + "\n".join(
                            f"  {name:20} {text}" for name, text in MountOptions.HELP.items())
-                       + "\n  allow_other, default_permissions, ro, xattr  (flags)",
+                       + "\n  allow_other, default_permissions, ro, rw, xattr  (flags)"
+                       + "\n  config=FILE, log_file=FILE, verbose, debug  (the command's own flags, for fstab)"
+                       + "\n  mount(8)'s generic options (defaults, auto, noauto, user, users, suid, dev, exec "
+                         "and their no- forms, nofail, _netdev, x-systemd.*, comment=) are accepted and "
+                         "ignored\n\nmount(8)'s form works too: storefs SOURCE MOUNTPOINT -o OPTIONS",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("remote", metavar="REMOTE:BUCKET[/PREFIX]")
     m.add_argument("mountpoint", metavar="MOUNTPOINT")
@@ -150,6 +157,37 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("remote", metavar="REMOTE:VAULT")
     common(jobs)
 
+    conf = sub.add_parser("config", help="create, show, check and delete remotes (path: where the file is)",
+                          description="Manage the config file's remotes. The file is created private "
+                                      "(0600); secrets are never printed.")
+    conf_sub = conf.add_subparsers(dest="config_command", metavar="COMMAND", parser_class=_Parser)
+    conf_sub.required = True
+    create = conf_sub.add_parser("create", help="add a remote: NAME TYPE KEY=VALUE…",
+                                 description="Add remote NAME of TYPE with its keys, checked as a mount checks "
+                                             "them (it does not connect: see `storefs config check`).")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("type", metavar="TYPE")
+    create.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
+    show = conf_sub.add_parser("show", help="print the remotes (or one), secrets masked")
+    show.add_argument("name", nargs="?", metavar="NAME")
+    check = conf_sub.add_parser("check", help="connect to NAME and prove its credentials (exit 0, or 2)")
+    check.add_argument("name", metavar="NAME")
+    delete = conf_sub.add_parser("delete", help="remove a remote from the file")
+    delete.add_argument("name", metavar="NAME")
+    conf_sub.add_parser("path", help="print the config file's path")
+    for p in (create, show, check, delete):
+        common(p)
+    conf_sub.choices["path"].add_argument("--config", metavar="FILE", help=argparse.SUPPRESS)
+
+    unit = sub.add_parser("systemd-unit", help="print a systemd service that mounts REMOTE:BUCKET at boot",
+                          description="Print a systemd unit (Type=notify) that mounts REMOTE:BUCKET on "
+                                      "MOUNTPOINT at boot and unmounts it without losing pending uploads.")
+    unit.add_argument("remote", metavar="REMOTE:BUCKET[/PREFIX]")
+    unit.add_argument("mountpoint", metavar="MOUNTPOINT")
+    unit.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT…]",
+                      help="mount options, as for storefs mount")
+    common(unit)
+
     ls = sub.add_parser("ls", help="list REMOTE:BUCKET[/PATH] without mounting",
                         description="List a directory of a bucket (or the buckets of REMOTE:) without mounting.")
     ls.add_argument("remote", metavar="REMOTE:BUCKET[/PATH]")
@@ -158,9 +196,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    argv = mounthelper.from_mount8(argv, _commands(parser)) or argv
     try:
-        args = _parser().parse_args(argv)
+        args = parser.parse_args(argv)
+        if args.command in ("mount", "systemd-unit"):
+            _take_command_options(args)
     except UsageError as exc:
         print(f"storefs: error: {exc}", file=sys.stderr)
         return 2
@@ -191,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_restore(args)
         if args.command == "jobs":
             return cmd_jobs(args)
+        if args.command == "config":
+            return cmd_config(args)
+        if args.command == "systemd-unit":
+            return cmd_systemd_unit(args)
     except (ConfigError, UsageError) as exc:
         print(f"storefs: error: {redact(str(exc))}", file=sys.stderr)
         return 2
@@ -206,6 +260,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # -- mount -----------------------------------------------------------------------------------------
+
+def _take_command_options(args: argparse.Namespace) -> None:
+    """`-o config=FILE,log_file=FILE,verbose`: the command's own flags, as an fstab line gives them."""
+    args.options, given, verbosity = mounthelper.split_command_options(args.options)
+    if "config" in given:
+        if args.config and args.config != given["config"]:
+            raise UsageError("--config and -o config= name different files; give one")
+        args.config = given["config"]
+    if "log_file" in given:
+        args.log_file = given["log_file"]
+    args.verbose = max(args.verbose, verbosity)
+
 
 def _load_config(args: argparse.Namespace) -> Config:
     from pathlib import Path
@@ -233,7 +299,9 @@ def _spawn_daemon(args: argparse.Namespace, options: MountOptions, spec: RemoteS
     """Run the mount in a detached child and return once it is ready (or has failed)."""
     log_file = args.log_file or _default_log_file(options, spec)
     read_end, write_end = os.pipe()
-    cmd = [sys.executable, "-m", "storefs", "mount", "--foreground", "--ready-fd", str(write_end),
+    # -P: the daemon imports the storefs this command runs, never a `storefs` folder that happens to
+    # sit in the current directory (python -m puts the working directory first on sys.path).
+    cmd = [sys.executable, "-P", "-m", "storefs", "mount", "--foreground", "--ready-fd", str(write_end),
            "--log-file", log_file, args.remote, mountpoint]
     for opt in args.options:
         cmd += ["-o", opt]
@@ -294,7 +362,10 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
     # The stop signals too: one thread takes them and unmounts (see mounting.stop_on_signals).
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE} | STOP_SIGNALS)
 
+    notifier = Notifier.from_environment()
+
     def report_failure(code: int, message: str) -> int:
+        notifier.send(f"STATUS=failed: {redact(message)}")
         if ready_fd is not None:
             os.write(ready_fd, f"error {code} {redact(message)}\n".encode())
             os.close(ready_fd)
@@ -332,12 +403,21 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
         nonlocal ready_fd
         record.save()
         if bucket:
+            bucket.reporter.add_listener(lambda report: notifier.status(status_line(report)))
             bucket.reporter.start()
         log.warning("mounted %s on %s (pid %d)", spec, mountpoint, os.getpid())
+        notifier.ready()
+        if not bucket:
+            notifier.status(f"serving {spec}")
         if ready_fd is not None:
             os.write(ready_fd, b"ready\n")
             os.close(ready_fd)
             ready_fd = None
+
+    def on_unmount() -> None:
+        notifier.stopping()
+        pending = bucket.fs.pending_uploads() if bucket else []
+        notifier.status(f"unmounting: uploading {len(pending)} pending file(s)" if pending else "unmounting")
 
     from .fuse import bindings
     stop_on_signals(mountpoint)
@@ -345,7 +425,8 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
         read_only = options.read_only or (vault and not fs.options.vault_writes)
         bindings.run(fs, mountpoint, fsname=f"storefs#{spec}", on_ready=on_ready,
                      drain_timeout=options.drain_timeout, allow_other=options.allow_other,
-                     default_permissions=options.default_permissions, read_only=read_only, fuse=options.fuse)
+                     default_permissions=options.default_permissions, read_only=read_only, fuse=options.fuse,
+                     on_unmount=on_unmount)
     except RuntimeError as exc:
         return report_failure(1, f"mounting {mountpoint} failed: {exc}") if ready_fd is not None else 1
     finally:
@@ -380,14 +461,6 @@ def _running_mounts(mountpoint: str | None) -> list[str]:
     return found
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     mounts = _running_mounts(args.mountpoint)
     reports = [read_status(runtime_dir(), mp) or {"mountpoint": mp, "pending": [], "conflicts": []}
@@ -401,16 +474,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         pending = report.get("pending", [])
         print(f"{report['mountpoint']}  {report.get('remote', '')}  pid {report.get('pid', '?')}")
         limit = report.get("staging_limit")
-        print(f"  staging: {_size(report.get('staging_bytes', 0))}"
-              f"{' of ' + _size(limit) if limit else ''} in {report.get('staging_dir', '?')}")
+        print(f"  staging: {human_size(report.get('staging_bytes', 0))}"
+              f"{' of ' + human_size(limit) if limit else ''} in {report.get('staging_dir', '?')}")
+        if report.get("read_cache_limit"):
+            print(f"  read cache: {human_size(report.get('read_cache_bytes', 0))} of "
+                  f"{human_size(report['read_cache_limit'])}")
         count = report.get("pending_count", len(pending))
         print(f"  pending uploads: {count}   retried requests: {report.get('retries', 0)}")
         for item in pending:
             error = f"  last error: {item['last_error']}" if item.get("last_error") else ""
-            print(f"    {item['path']}  {_size(item['size'])}  sent {_size(item['bytes_sent'])}  "
+            print(f"    {item['path']}  {human_size(item['size'])}  sent {human_size(item['bytes_sent'])}  "
                   f"{item['state']}  attempts {item['attempts']}{error}")
         if count > len(pending):
-            print(f"    … and {count - len(pending)} more ({_size(report.get('pending_bytes', 0))} in all)")
+            print(f"    … and {count - len(pending)} more ({human_size(report.get('pending_bytes', 0))} in all)")
         for conflict in report.get("conflicts", []):
             print(f"  conflict: {conflict['path']} changed remotely; this mount's version is {conflict['saved_as']}")
     return 0
@@ -438,7 +514,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
             return 0
         total = report.get("pending_bytes", sum(item["size"] for item in pending))
         sent = report.get("pending_sent", sum(item["bytes_sent"] for item in pending))
-        line = f"{count} file(s) pending, {_size(sent)} of {_size(total)} sent"
+        line = f"{count} file(s) pending, {human_size(sent)} of {human_size(total)} sent"
         failing = [item for item in pending if item.get("last_error")]
         if failing:
             line += f", {len(failing)} failing (last: {failing[0]['last_error'][:80]})"
@@ -589,6 +665,37 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 # -- ls --------------------------------------------------------------------------------------------
+
+# -- config and boot ---------------------------------------------------------------------------------
+
+def cmd_config(args: argparse.Namespace) -> int:
+    path = configcmd.config_path(args.config)
+    if args.config_command == "path":
+        print(path)
+    elif args.config_command == "create":
+        print(configcmd.create(path, args.name, args.type, args.pairs))
+    elif args.config_command == "delete":
+        print(configcmd.delete(path, args.name))
+    elif args.config_command == "show":
+        print(configcmd.show(_load_config(args), args.name))
+    elif args.config_command == "check":
+        print(check_remote(_load_config(args), args.name))
+    return 0
+
+
+def cmd_systemd_unit(args: argparse.Namespace) -> int:
+    spec = RemoteSpec.parse(args.remote)
+    options = MountOptions.parse(args.options)   # a wrong option fails now, not at boot
+    config = _load_config(args)
+    config.remote(spec.remote)
+    # The stable name on PATH (install.sh links it) survives a reinstall; the venv's path otherwise.
+    executable = shutil.which("storefs", path="/usr/local/bin:/usr/bin:/bin") or shutil.which("storefs")
+    if not executable:
+        raise UsageError("storefs is not on PATH: run the README's install step (it links /usr/local/bin/storefs)")
+    print(unitfile.render(executable, str(spec), os.path.abspath(args.mountpoint), args.options,
+                          str(config.path.absolute()) if config.path.exists() else None, options.drain_timeout))
+    return 0
+
 
 def cmd_ls(args: argparse.Namespace) -> int:
     spec = RemoteSpec.parse(args.remote)

@@ -3,18 +3,28 @@
 Default location: `$STOREFS_CONFIG`, else `~/.config/storefs/storefs.conf`. A remote named `local`
 is built in (a directory bucket store under `~/.local/share/storefs/buckets`, buckets created on
 demand), so storefs works with no config at all; a `[local]` section replaces it.
+
+Where a key's value comes from, first found wins (as rclone's RCLONE_CONFIG_<REMOTE>_<KEY>):
+1. the environment, `STOREFS_<REMOTE>_<KEY>` (remote and key upper-cased, other characters than
+   letters and digits written `_`); `STOREFS_<REMOTE>_TYPE` alone defines a remote the file lacks;
+2. the remote's section in the config file;
+3. for remotes signed with AWS keys (s3, glacier), the AWS CLI's places (wire/auth/aws_credentials.py);
+4. the type's default.
 """
 from __future__ import annotations
 
 import configparser
 import dataclasses
 import os
+import re
 import stat
 from pathlib import Path
+from typing import Mapping
 
 from .errors import ConfigError
 from .logsetup import register_secret
-from .store.registry import provider_spec
+from .store.registry import ProviderSpec, provider_spec
+from .wire.auth import aws_credentials
 
 COMMON_KEYS = ("type",)
 
@@ -37,6 +47,8 @@ class Remote:
     name: str
     type: str
     options: dict[str, str]   # every key of the section, defaults filled in
+    # key -> where its value came from ("file", "env STOREFS_…", "AWS profile …"); defaults absent
+    origins: dict[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:  # never show option values: some are secrets
         return f"Remote({self.name!r}, type={self.type!r})"
@@ -69,30 +81,29 @@ class Config:
         self.remotes = remotes
 
     @classmethod
-    def load(cls, path: Path | None = None) -> "Config":
-        explicit = path is not None or "STOREFS_CONFIG" in os.environ
+    def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> "Config":
+        env = os.environ if env is None else env
+        explicit = path is not None or "STOREFS_CONFIG" in env
         path = path or default_config_path()
-        remotes = {"local": _validated("local", {"type": "local", "root": str(default_local_root()),
-                                                 "create_buckets": "yes"}, path)}
-        if not path.exists():
-            if explicit:
-                raise ConfigError(f"config file {path} does not exist")
-            return cls(path, remotes)
-        parser = configparser.ConfigParser(interpolation=None, default_section="__no_defaults__")
-        try:
-            with open(path, encoding="utf-8") as f:
-                parser.read_file(f)
-        except (configparser.Error, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} cannot be parsed: {exc}") from None
-        except PermissionError:
-            raise ConfigError(f"config file {path} is not readable (check its owner and mode)") from None
-        has_secrets = False
-        for name in parser.sections():
-            section = {k: v.strip() for k, v in parser.items(name)}
-            remote = _validated(name, section, path)
+        sections = {"local": {"type": "local", "root": str(default_local_root()), "create_buckets": "yes"}}
+        from_file: set[str] = set()
+        if path.exists():
+            parser = read_config_file(path)
+            for name in parser.sections():
+                sections[name] = {k: v.strip() for k, v in parser.items(name)}
+                from_file.add(name)
+        elif explicit:
+            raise ConfigError(f"config file {path} does not exist")
+        for name in environment_remotes(env):
+            sections.setdefault(name, {})
+        remotes: dict[str, Remote] = {}
+        file_has_secrets = False
+        for name, section in sections.items():
+            remote = validate_remote(name, section, path, env, "file" if name in from_file else "built in")
             remotes[name] = remote
-            has_secrets |= any(remote.options.get(k) for k in provider_spec(remote.type).secrets)
-        if has_secrets:
+            file_has_secrets |= any(remote.origins.get(k) == "file" and remote.options.get(k)
+                                    for k in provider_spec(remote.type).secrets)
+        if file_has_secrets:
             _check_private(path)
         return cls(path, remotes)
 
@@ -104,8 +115,47 @@ class Config:
             raise ConfigError(f"no remote {name!r} in {self.path} (known remotes: {known})") from None
 
 
-def _validated(name: str, section: dict[str, str], path: Path) -> Remote:
-    where = f"remote [{name}] in {path}"
+def read_config_file(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, default_section="__no_defaults__")
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be parsed: {exc}") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} is not readable (check its owner and mode)") from None
+    return parser
+
+
+def env_name(remote: str, key: str) -> str:
+    """The environment variable that sets `key` of `remote`: STOREFS_<REMOTE>_<KEY>."""
+    return "STOREFS_" + re.sub(r"[^A-Z0-9]", "_", f"{remote}_{key}".upper())
+
+
+_ENV_REMOTE = re.compile(r"^STOREFS_([A-Z0-9][A-Z0-9_]*)_TYPE$")
+
+
+def environment_remotes(env: Mapping[str, str]) -> list[str]:
+    """Remotes defined by the environment alone (`STOREFS_<REMOTE>_TYPE`), named in lower case."""
+    return sorted(match.group(1).lower() for var in env if (match := _ENV_REMOTE.match(var)) and env[var])
+
+
+def known_keys(spec: ProviderSpec) -> set[str]:
+    known = set(COMMON_KEYS) | set(spec.required) | set(spec.optional)
+    for group in spec.one_of:
+        known |= set(group)
+    return known
+
+
+def validate_remote(name: str, section: dict[str, str], path: Path, env: Mapping[str, str] | None = None,
+               origin: str = "file") -> Remote:
+    env = {} if env is None else env
+    where = f"remote [{name}] in {path}" if origin == "file" else f"remote [{name}]"
+    section = dict(section)
+    origins = {key: origin for key in section}
+    type_var = env_name(name, "type")
+    if env.get(type_var):
+        section["type"], origins["type"] = env[type_var].strip(), f"env {type_var}"
     type_name = section.get("type")
     if not type_name:
         raise ConfigError(f"{where}: missing key 'type' (e.g. type = s3)")
@@ -113,17 +163,23 @@ def _validated(name: str, section: dict[str, str], path: Path) -> Remote:
         spec = provider_spec(type_name)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    known = set(COMMON_KEYS) | set(spec.required) | set(spec.optional)
-    for group in spec.one_of:
-        known |= set(group)
+    known = known_keys(spec)
     unknown = sorted(set(section) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} for type {type_name} "
                           f"(valid keys: {', '.join(sorted(known - {'type'}))})")
+    for key in sorted(known - {"type"}):
+        value = env.get(env_name(name, key))
+        if value is not None:
+            section[key], origins[key] = value.strip(), f"env {env_name(name, key)}"
+    if spec.aws_profile_key:
+        _fill_from_aws(section, origins, spec, env, where)
     missing = [k for k in spec.required if not section.get(k)]
     if missing:
+        hint = ("; or give them as the AWS CLI takes them: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "~/.aws/credentials, a profile" if spec.aws_profile_key else "")
         raise ConfigError(f"{where}: missing key(s) {', '.join(missing)} (type {type_name} needs "
-                          f"{', '.join(spec.required)})")
+                          f"{', '.join(spec.required)}; or set {env_name(name, missing[0])}{hint})")
     for group in spec.one_of:
         if not any(section.get(k) for k in group):
             raise ConfigError(f"{where}: set one of {', '.join(group)}")
@@ -134,7 +190,29 @@ def _validated(name: str, section: dict[str, str], path: Path) -> Remote:
         if value and len(value) < 4:
             raise ConfigError(f"{where}: {key} is too short to be a real credential")
         register_secret(value)
-    return Remote(name, type_name, options)
+    return Remote(name, type_name, options, origins)
+
+
+_AWS_FIELDS = (("access_key", "access_key"), ("secret_key", "secret_key"),
+               ("session_token", "session_token"), ("region", "region"))
+
+
+def _fill_from_aws(section: dict[str, str], origins: dict[str, str], spec: ProviderSpec,
+                   env: Mapping[str, str], where: str) -> None:
+    """Keys the remote leaves out, from the AWS CLI's chain: only when access_key and secret_key are
+    both missing (a half-given pair is the remote's own mistake, reported as such)."""
+    if section.get("access_key") or section.get("secret_key"):
+        return
+    try:
+        found = aws_credentials.resolve(env, section.get(spec.aws_profile_key, ""))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if not (found.access_key and found.secret_key):
+        return
+    for key, attr in _AWS_FIELDS:
+        value = getattr(found, attr)
+        if value and not section.get(key) and key in known_keys(spec):
+            section[key], origins[key] = value, found.source
 
 
 def _check_private(path: Path) -> None:

@@ -42,6 +42,29 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# syslog priorities of the logging levels (sd-daemon(3)'s SD_ERR, SD_WARNING, SD_INFO, SD_DEBUG)
+_PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+
+class JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _PRIORITIES.get(record.levelno, 6)
+        # Every line of a multi-line record (a traceback) carries the prefix, or journald files the
+        # continuation lines at the default priority.
+        return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
+
+
+def stderr_is_journal() -> bool:
+    """Is stderr connected to systemd's journal? (JOURNAL_STREAM names its device and inode.)"""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    device, _, inode = stream.partition(":")
+    try:
+        st = os.fstat(2)
+        return bool(stream) and st.st_dev == int(device) and st.st_ino == int(inode)
+    except (OSError, ValueError):
+        return False
+
+
 def setup_logging(verbosity: int, log_file: str | None) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     root = logging.getLogger()
@@ -52,7 +75,12 @@ def setup_logging(verbosity: int, log_file: str | None) -> None:
         handler: logging.Handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
     else:
         handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if not log_file and stderr_is_journal():
+        # journald stamps the time itself and reads a `<N>` prefix as the line's priority
+        # (sd-daemon(3)), so `journalctl -p warning -u …` filters storefs's lines as it should.
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(level)

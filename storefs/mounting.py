@@ -72,6 +72,25 @@ def open_store(config: Config, spec: RemoteSpec) -> tuple[Provider, ObjectStore]
     return provider, store
 
 
+def check_remote(config: Config, name: str) -> str:
+    """Connect to remote `name` and prove its credentials (the check a mount makes, without a bucket
+    or vault): a line for the user, or MountError with the message a mount would give."""
+    remote = config.remote(name)
+    try:
+        provider = provider_module(remote.type).open_provider(remote.name, remote.options)
+    except ConfigError:
+        raise
+    except StoreError as exc:
+        raise MountError(f"remote [{remote.name}]: {exc}") from None
+    try:
+        provider.check(None)
+    except StoreError as exc:
+        raise MountError(f"cannot use {name}: ({remote.type} remote [{remote.name}] in {config.path}): {exc}") from None
+    finally:
+        provider.close()
+    return f"{name}: {remote.type} remote answers, credentials accepted"
+
+
 def is_vault_remote(config: Config, spec: RemoteSpec) -> bool:
     return provider_module(config.remote(spec.remote).type).SPEC.kind == "vault"
 
@@ -187,7 +206,8 @@ def mount_bucket(store: ObjectStore, spec: RemoteSpec, options: MountOptions, mo
     warmer it calls on random access, and the status reporter woken by its upload queue."""
     warmer, changes = PageCacheWarmer(mountpoint), threading.Event()
     fs = build_fs(store, spec, options, warm_page_cache=warmer.warm, on_change=changes.set)
-    reporter = StatusReporter(fs.committer, fs.staging, runtime_dir(), mountpoint, str(spec), changes)
+    reporter = StatusReporter(fs.committer, fs.staging, runtime_dir(), mountpoint, str(spec), changes,
+                              cache=fs.cache, cache_limit=options.cache_size)
     return BucketMount(fs, warmer, reporter)
 
 

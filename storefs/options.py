@@ -32,6 +32,22 @@ def _flag(value: str | None) -> bool:
     return value is None or value.strip().lower() in ("", "1", "yes", "true", "on")
 
 
+# mount(8)'s generic options: an fstab line carries them, mount.fuse3 passes them on, and they mean
+# nothing to storefs (the kernel and libfuse already apply nosuid and nodev to a FUSE mount). Accepted
+# and ignored. `ro`/`rw` are honoured; `noatime` and friends are what storefs does anyway (SEMANTICS.md).
+MOUNT8_IGNORED = frozenset({
+    "defaults", "auto", "noauto", "user", "nouser", "users", "owner", "group", "suid", "nosuid",
+    "dev", "nodev", "exec", "noexec", "nofail", "_netdev", "async", "atime", "noatime", "relatime",
+    "strictatime", "nodiratime", "diratime", "lazytime", "nolazytime", "loud", "silent",
+})
+MOUNT8_IGNORED_PREFIXES = ("x-", "comment=")
+
+
+def is_mount8_generic(option: str) -> bool:
+    """Is `option` (`name` or `name=value`) one of mount(8)'s that storefs ignores?"""
+    return option in MOUNT8_IGNORED or option.startswith(MOUNT8_IGNORED_PREFIXES)
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "storefs"
@@ -108,6 +124,8 @@ class MountOptions:
         opts = cls()
         for spec in specs:
             for item in filter(None, (s.strip() for s in spec.split(","))):
+                if is_mount8_generic(item):
+                    continue
                 name, _, value = item.partition("=")
                 opts._set(name.strip(), value.strip(), bool(_))
         return opts

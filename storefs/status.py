@@ -14,6 +14,9 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Callable
+
+from .fs.bucket.blockcache import BlockCache
 from .fs.bucket.committer import Committer
 from .fs.bucket.openfiles import Staging
 from .wire.retry import STATS
@@ -37,7 +40,8 @@ PENDING_SHOWN = 100   # uploads listed one by one (oldest first; failing ones al
 BUSY_QUEUE = 100      # with more pending than this, the status file is rewritten at most twice a second
 
 
-def snapshot(committer: Committer, staging: Staging, mountpoint: str, remote: str) -> dict:
+def snapshot(committer: Committer, staging: Staging, mountpoint: str, remote: str,
+             cache: BlockCache | None = None, cache_limit: int = 0) -> dict:
     queue = committer.queue
     pending = []
     count = total = sent = failing = 0
@@ -60,19 +64,50 @@ def snapshot(committer: Committer, staging: Staging, mountpoint: str, remote: st
         "conflicts": [{"path": c.path, "saved_as": c.saved_as, "when": c.when} for c in committer.conflicts],
         "staging_dir": str(staging.directory), "staging_bytes": staging.used_bytes(),
         "staging_limit": staging.max_bytes, "retries": STATS.retries, "gave_up": STATS.gave_up,
+        "read_cache_bytes": cache.volume() if cache is not None else 0, "read_cache_limit": cache_limit,
     }
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def status_line(report: dict) -> str:
+    """One line for a supervisor (systemd's STATUS=): what is pending, and whether it fails."""
+    count = report.get("pending_count", 0)
+    if not count:
+        line = "all uploaded"
+    else:
+        line = (f"{count} upload(s) pending, {human_size(report.get('pending_sent', 0))} of "
+                f"{human_size(report.get('pending_bytes', 0))} sent")
+        if report.get("pending_failing"):
+            line += f", {report['pending_failing']} failing"
+    if report.get("conflicts"):
+        line += f"; {len(report['conflicts'])} conflict(s)"
+    return line
 
 
 class StatusReporter:
     def __init__(self, committer: Committer, staging: Staging, runtime: Path, mountpoint: str, remote: str,
-                 changed: threading.Event) -> None:
-        """`changed`: set by the upload queue whenever it changes (mounting.build_fs's on_change)."""
+                 changed: threading.Event, cache: BlockCache | None = None, cache_limit: int = 0) -> None:
+        """`changed`: set by the upload queue whenever it changes (mounting.build_fs's on_change);
+        `cache`: the read block cache whose use the status shows."""
         self.committer, self.staging, self.mountpoint, self.remote = committer, staging, mountpoint, remote
+        self.cache, self.cache_limit = cache, cache_limit
+        self._listeners: list[Callable[[dict], None]] = []
         self.path = status_path(runtime, mountpoint)
         self.flush_path = flush_request_path(runtime, mountpoint)
         self._changed = changed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="status", daemon=True)
+
+    def add_listener(self, listener: Callable[[dict], None]) -> None:
+        """Called with every status written (e.g. systemd's STATUS= line), in the reporter's thread."""
+        self._listeners.append(listener)
 
     def start(self) -> None:
         self._changed.set()
@@ -109,10 +144,13 @@ class StatusReporter:
 
     def write(self) -> None:
         try:
-            data = json.dumps(snapshot(self.committer, self.staging, self.mountpoint, self.remote))
+            report = snapshot(self.committer, self.staging, self.mountpoint, self.remote, self.cache,
+                              self.cache_limit)
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(data)
+            tmp.write_text(json.dumps(report))
             os.replace(tmp, self.path)
+            for listener in self._listeners:
+                listener(report)
         except Exception as exc:  # status is a courtesy; never let it disturb the mount
             log.warning("cannot write status file %s: %s", self.path, exc)
 

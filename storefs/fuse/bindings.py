@@ -254,10 +254,10 @@ def _binding_class(lib: ModuleType, fuse3: bool) -> type:
 
 def run(fs: MountedFS, mountpoint: str, *, fsname: str, on_ready: Callable[[], None] | None,
         drain_timeout: float, allow_other: bool, default_permissions: bool, read_only: bool,
-        debug: bool = False, fuse: str | None = None) -> None:
+        debug: bool = False, fuse: str | None = None, on_unmount: Callable[[], None] | None = None) -> None:
     """Mount and serve until unmounted. Blocks. `fuse`: a FUSE_LIBRARIES name; None = the default, or the
     other binding (with a warning) if the default's libfuse is not installed. `drain_timeout`: seconds
-    the unmount waits for pending work (fs.close)."""
+    the unmount waits for pending work (fs.close); `on_unmount` is called when the unmount begins."""
     # Blocked before libfuse and our workers start threads, so every thread inherits it: a write to a
     # reset connection then fails with EPIPE instead of killing the daemon (see destroy()).
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
@@ -286,5 +286,5 @@ def run(fs: MountedFS, mountpoint: str, *, fsname: str, on_ready: Callable[[], N
         options["debug"] = True
     ops_class = type("FuseOps", (FuseOps, lib.Operations), {})
     ops = ops_class(fs, on_ready, context=lib.fuse_get_context, drain_timeout=drain_timeout,
-                    blksize=BIG_REQUEST if fuse3 else 128 * 1024)
+                    blksize=BIG_REQUEST if fuse3 else 128 * 1024, on_unmount=on_unmount)
     _binding_class(lib, fuse3)(ops, mountpoint, raw_fi=True, encoding="utf-8", **options)

@@ -67,10 +67,11 @@ class FuseOps:
 
     def __init__(self, fs: MountedFS, on_ready: Callable[[], None] | None = None, *,
                  context: Callable[[], tuple[int, int, int]], drain_timeout: float,
-                 blksize: int = 128 * 1024) -> None:
+                 blksize: int = 128 * 1024, on_unmount: Callable[[], None] | None = None) -> None:
         self.fs = fs
         self._drain_timeout = drain_timeout  # seconds destroy() lets the filesystem finish its work
         self.on_ready = on_ready
+        self.on_unmount = on_unmount  # told when the unmount begins, before the drain
         self._context = context   # the binding's fuse_get_context: (uid, gid, pid) of the caller
         self._blksize = blksize   # st_blksize: cp and friends size their buffers from it
         self._seen_etags: dict[str, str] = {}  # path -> ETag at the last open, for keep_cache
@@ -89,6 +90,8 @@ class FuseOps:
         # us; draining the queue to a server that resets connections would then kill the process
         # silently. run() also blocks it in every thread; this covers a caller that did not.
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        if self.on_unmount:
+            self.on_unmount()
         left = self.fs.close(self._drain_timeout)
         for what in left:
             log.error("at unmount, not uploaded: %s; it stays staged and the next mount uploads it", what)

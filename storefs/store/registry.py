@@ -25,6 +25,9 @@ class ProviderSpec:
     # Alternatives: at least one key of each group must be present (e.g. region or endpoint).
     one_of: tuple[tuple[str, ...], ...] = ()
     kind: str = "bucket"  # or "vault"
+    # Remotes signed with AWS keys: the name of the remote's key that names an AWS profile. Set, the
+    # keys a section leaves out come from the AWS CLI's chain (wire/auth/aws_credentials.py).
+    aws_profile_key: str = ""
 
 
 # type name -> module path. Later issues add cos, wcs, ufile, cas, glacier here.

@@ -31,11 +31,15 @@ SPEC = vault_spec(
         "account_id": "-",       # "-": the account of the credentials
         "session_token": "",     # temporary credentials (STS)
         "profile": "aws",        # aws | moto (moto's Glacier server, for tests)
+        "aws_profile": "",       # an AWS CLI profile to take the keys from (~/.aws/credentials)
     },
     secrets=("secret_key", "session_token"),
+    aws_profile_key="aws_profile",
     doc="Amazon S3 Glacier vaults (the vault API, not S3 storage classes). Keys: access_key, "
         "secret_key, and region or endpoint; account_id defaults to '-'. Archives are named only by "
         "id; storefs keeps names in the archive description (printable ASCII, at most 1024 bytes). "
+        "Without access_key/secret_key the keys come from the AWS CLI's places (AWS_* environment, "
+        "~/.aws files; `aws_profile =` or AWS_PROFILE picks the profile). "
         "`profile = moto` adapts to moto's Glacier server (tests).",
 )
 

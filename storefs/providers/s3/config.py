@@ -19,6 +19,7 @@ SPEC = ProviderSpec(
     required=("endpoint", "access_key", "secret_key"),
     optional={
         "region": "us-east-1",
+        "profile": "",               # an AWS CLI profile to take the keys from (~/.aws/credentials)
         "addressing": "",            # path | virtual; empty: virtual for *.amazonaws.com, path elsewhere
         "session_token": "",         # temporary credentials (STS)
         "storage_class": "",         # x-amz-storage-class for new objects; empty: the bucket's default
@@ -29,10 +30,13 @@ SPEC = ProviderSpec(
         **HTTP_TUNING,
     },
     secrets=("secret_key", "session_token"),
+    aws_profile_key="profile",
     doc="Any S3-compatible endpoint (AWS, MinIO, SeaweedFS, Tencent COS, Wangsu WCS, UCloud US3). "
         "`endpoint` is a URL such as https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:9000; "
         "`addressing = path|virtual`. Full user metadata (x-amz-meta-*); non-ASCII values are stored "
-        "RFC 2047-encoded. TLS certificates are always verified (`ca_file` adds a CA bundle).",
+        "RFC 2047-encoded. TLS certificates are always verified (`ca_file` adds a CA bundle). Without "
+        "access_key/secret_key the keys come from the AWS CLI's places (AWS_* environment, "
+        "~/.aws/credentials, ~/.aws/config; `profile =` or AWS_PROFILE picks the profile).",
 )
 
 # GLACIER_IR and the intelligent-tiering classes read without a restore; COS v5 names its classes

@@ -26,11 +26,12 @@ COMMON_OPTIONS: dict[str, str] = {
 
 
 def vault_spec(type_name: str, *, required: tuple[str, ...], optional: Mapping[str, str],
-               secrets: tuple[str, ...], doc: str) -> ProviderSpec:
-    """The SPEC of a REST vault type: reached by region or endpoint, COMMON_OPTIONS merged in."""
+               secrets: tuple[str, ...], doc: str, aws_profile_key: str = "") -> ProviderSpec:
+    """The SPEC of a REST vault type: reached by region or endpoint, COMMON_OPTIONS merged in.
+    `aws_profile_key`: see ProviderSpec (Glacier takes AWS keys where the AWS CLI finds them)."""
     return ProviderSpec(type=type_name, kind="vault", required=required, one_of=(("region", "endpoint"),),
                         optional={"region": "", "endpoint": "", **optional, **COMMON_OPTIONS},
-                        secrets=secrets, doc=doc)
+                        secrets=secrets, doc=doc, aws_profile_key=aws_profile_key)
 
 
 @dataclasses.dataclass(frozen=True)
