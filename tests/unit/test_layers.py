@@ -17,11 +17,11 @@ FLOORS: list[tuple[str, ...]] = [
     ("storefs.fs",),
     ("storefs.retrieval",),
     ("storefs.providers", "storefs.vaults"),
-    ("storefs.attrs", "storefs.config"),
+    ("storefs.attrs", "storefs.config", "storefs.configcmd"),
     ("storefs.store",),
     ("storefs.wire",),
     ("storefs.options", "storefs.paths", "storefs.errors", "storefs.localfiles", "storefs.isotime",
-     "storefs.logsetup", "storefs"),
+     "storefs.logsetup", "storefs.mounthelper", "storefs.unitfile", "storefs.sdnotify", "storefs"),
 ]
 
 
