@@ -157,6 +157,7 @@ class UfileHandler(EmulatorHandler):
                 self._bucket_api(req)
                 return
             op = self._operation(req)
+            self.emu.note_host(op, req.host)
             if self.inject(op):
                 return
             if op != "post_form":
@@ -223,7 +224,6 @@ class UfileHandler(EmulatorHandler):
                 raise Reject(400, RET_INVALID_ARGUMENT, f"Host {host!r} names no bucket (want <bucket>{emu.suffix})")
             else:
                 bucket = host[: -len(emu.suffix)]
-            emu.note_host(self.command, host)
         return Request(self.command, host, bucket, key, parsed, raw)
 
     def _operation(self, req: Request) -> str:
@@ -849,7 +849,7 @@ class UfileEmulator(Emulator):
     """UFile emulator. Extra knobs: `blk_size` (the BlkSize handed out), `upload_ttl` (seconds before an
     unfinished upload expires), `max_put` (PutFile limit, 512 MB on the service), `download_suffix` (a CDN
     download host suffix serving GET/HEAD), `restore_delay` / `restore_lifetime` (archive restores).
-    `hosts` counts (method, Host) of the file API's requests."""
+    `hosts` counts (op, Host) of the file API's requests (op: get, head, put, list ...)."""
 
     protocol = "ufile"
     handler = UfileHandler
@@ -882,9 +882,9 @@ class UfileEmulator(Emulator):
 
     # -- hosts and archive restores ----------------------------------------------------------------
 
-    def note_host(self, method: str, host: str) -> None:
+    def note_host(self, op: str, host: str) -> None:
         with self._lock:
-            self.hosts[(method, host)] += 1
+            self.hosts[(op, host)] += 1
 
     def _restore_id(self, bucket: str, blob: Blob) -> tuple:
         return (bucket, blob.key, blob.etag, blob.mtime)  # a new version of the key starts frozen again

@@ -584,19 +584,19 @@ def test_sdk_downloads_through_a_download_suffix(sdk, bucket, store, tmp_path):
     sdk.download_suffix = cdn
     try:
         store.put("v/a.txt", io.BytesIO(b"via the cdn"), 11, {})
-        before = sdk.hosts[("GET", bucket + cdn)]
+        before = sdk.hosts[("get", bucket + cdn)]
         fm_cdn = filemanager.FileManager(sdk.public_key, sdk.private_key, upload_suffix=SUFFIX, download_suffix=cdn)
         out = tmp_path / "out.txt"
         _, resp = fm_cdn.download_file(bucket, "v/a.txt", str(out))
         assert resp.status_code == 200, resp.error
         assert out.read_bytes() == b"via the cdn"
-        assert sdk.hosts[("GET", bucket + cdn)] == before + 1
+        assert sdk.hosts[("get", bucket + cdn)] == before + 1
         options = {k: str(v) for k, v in sdk.config().items() if k != "type"}
         provider = open_provider("sdk", {**options, "downloadsuffix": cdn})
         try:
             assert provider.bucket(bucket).read_range("v/a.txt", 4, 7) == b"the"
         finally:
             provider.close()
-        assert sdk.hosts[("GET", bucket + cdn)] == before + 2
+        assert sdk.hosts[("get", bucket + cdn)] == before + 2
     finally:
         sdk.download_suffix = None

@@ -49,10 +49,10 @@ def test_reads_go_through_the_download_suffix(emu):
         assert store.stat("v/clip.mp4").size == 10
     finally:
         provider.close()
-    assert emu.hosts[("GET", "bkt" + CDN)] == 1            # the read: from the CDN host
-    assert emu.hosts[("PUT", "bkt.ufile.test")] == 1       # the write: to the upload host
-    assert emu.hosts[("GET", "bkt.ufile.test")] == 0
-    assert emu.hosts[("HEAD", "bkt.ufile.test")] == 1      # stat is an API call of the upload host
+    assert emu.hosts[("get", "bkt" + CDN)] == 1            # the read: from the CDN host
+    assert emu.hosts[("put", "bkt.ufile.test")] == 1       # the write: to the upload host
+    assert emu.hosts[("get", "bkt.ufile.test")] == 0
+    assert emu.hosts[("head", "bkt.ufile.test")] == 1      # stat is an API call of the upload host
 
 
 def test_without_a_download_suffix_reads_use_the_upload_host(emu):
@@ -63,7 +63,7 @@ def test_without_a_download_suffix_reads_use_the_upload_host(emu):
         assert store.read_range("a.bin", 0, 3) == b"abc"
     finally:
         provider.close()
-    assert emu.hosts[("GET", "bkt.ufile.test")] == 1 and emu.hosts[("GET", "bkt" + CDN)] == 0
+    assert emu.hosts[("get", "bkt.ufile.test")] == 1 and emu.hosts[("get", "bkt" + CDN)] == 0
 
 
 def test_the_download_host_takes_no_writes(emu):

@@ -15,7 +15,8 @@ SPEC = ProviderSpec(
     type="ufile",
     required=("public_key", "private_key"),
     optional={
-        "upload_suffix": ".cn-bj.ufileos.com",   # <bucket><upload_suffix> is the file API host
+        "upload_suffix": "",                     # <bucket><upload_suffix> is the file API host (default
+                                                 # DEFAULT_SUFFIX, applied after the SDK spelling is read)
         "download_suffix": "",                   # <bucket><download_suffix> serves reads (a CDN); default: upload_suffix
         "uploadsuffix": "",                      # the same keys as the SDKs' config.set_default() spells them
         "downloadsuffix": "",
@@ -39,6 +40,9 @@ SPEC = ProviderSpec(
          "stored in X-Ufile-Meta-* headers (names limited to letters, digits and '-'). No server-side move. "
          "ARCHIVE-class files are restored on open (PUT ?restore), as S3's archive classes are."),
 )
+
+
+DEFAULT_SUFFIX = ".cn-bj.ufileos.com"  # the SDKs' default (Beijing)
 
 
 def _flag(value: str) -> bool:
@@ -84,7 +88,7 @@ class UfileConfig:
         for name in SPEC.required:
             if not str(options.get(name) or "").strip():
                 raise ConfigError(f"ufile: {name} is required")
-        upload_suffix = _suffix(_one_of(options, "upload_suffix", "uploadsuffix") or opt("upload_suffix"))
+        upload_suffix = _suffix(_one_of(options, "upload_suffix", "uploadsuffix") or DEFAULT_SUFFIX)
         download_suffix = _suffix(_one_of(options, "download_suffix", "downloadsuffix"))
         endpoint = opt("endpoint").rstrip("/")
         if endpoint and not endpoint.lower().startswith(("http://", "https://")):  # (urlsplit may raise)
