@@ -1,4 +1,4 @@
-"""Archive-class objects in buckets (S3 GLACIER/DEEP_ARCHIVE, COS ARCHIVE): restore on open.
+"""Archive-class objects in buckets (S3 GLACIER/DEEP_ARCHIVE, COS ARCHIVE, UFile ARCHIVE): restore on open.
 
 Such an object is listed like any other, but a GET is refused until a restore request has made a
 temporary copy readable (minutes to hours). `ArchiveGate` gives a bucket mount what a vault mount has:

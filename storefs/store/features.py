@@ -32,8 +32,9 @@ class Capabilities:
     # Keys directly under the mount root can be written (False for a `REMOTE:` mount, where the top
     # level holds buckets).
     root_writable: bool = True
-    # Storage classes whose objects must be restored before a GET (S3 GLACIER…). Non-empty: the store
-    # has `restore(key, *, days, tier) -> bool` and stat() reports `meta["x-amz-restore"]`.
+    # Storage classes whose objects must be restored before a GET (S3 GLACIER…, UFile ARCHIVE). Non-empty:
+    # the store has `restore(key, *, days, tier) -> bool` and stat() reports the restore state in S3's
+    # `x-amz-restore` form as `meta["x-amz-restore"]` (UFile's X-Ufile-Restore has that form).
     archive_classes: frozenset[str] = frozenset()
 
     # Fast paths beyond the contract's required methods. Each flag says that the store has the

@@ -4,7 +4,10 @@
 
 What it implements (wire facts: /work/shared/PROTOCOLS.md §2 and tencentyun/cos-python-sdk-v4):
 - API at /files/v2/<appid>/<bucket><quoted path>; downloads at any path when the Host header is
-  `<bucket>-<appid>.<anything>` (the SDK's download host `<bucket>-<appid>.cos<region>.myqcloud.com`).
+  `<bucket>-<appid>.<anything>` (the SDK's download host `<bucket>-<appid>.cos<region>.myqcloud.com`;
+  with `strict_download_host`, exactly `<bucket>-<appid>.<download_host>`, and with `api_host` set the
+  API answers only to that Host, as the real hosts are separate sites). The download host serves the
+  Content-Type set with op=update custom_headers.
 - Requests as the SDK sends them: multipart/form-data in which every field is a file part (also plain
   form fields, JSON bodies and query-string parameters, which other v4 clients use); ops upload,
   upload_slice_init / _data / _finish / _list, stat, update, delete, create, list (context/listover
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import dataclasses
 import hashlib
 import json
@@ -162,7 +166,9 @@ class CosHandler(EmulatorHandler):
         self._body: bytes | None = None
         split = urlsplit(self.path)
         try:
-            if split.path.startswith("/files/v2/"):
+            api = split.path.startswith("/files/v2/")
+            self.cos.note_host("api" if api else "download", self.headers.get("Host", ""))
+            if api:
                 self._api(split.path, split.query)
             else:
                 self._download(split.path, split.query)
@@ -185,6 +191,9 @@ class CosHandler(EmulatorHandler):
         self.send_json(200, body)
 
     def _api(self, raw_path: str, query: str) -> None:
+        if self.cos.api_host and self.headers.get("Host", "") != self.cos.api_host:
+            # As a virtual-hosted server: another Host is another site (emulator's choice of code).
+            raise CosError(-5999, f"this is the API host {self.cos.api_host}, not {self.headers.get('Host')!r}")
         appid, _, rest = raw_path[len("/files/v2/"):].partition("/")
         bucket, slash, path = rest.partition("/")
         if not slash or not bucket:
@@ -498,6 +507,9 @@ class CosHandler(EmulatorHandler):
         if self.inject("download"):
             return
         bucket, appid = match.group("bucket"), match.group("appid")
+        host_suffix = self.headers.get("Host", "")[match.end():]
+        if self.cos.strict_download_host and host_suffix != self.cos.download_host:
+            raise CosError(-5999, f"download hosts are <bucket>-<appid>.{self.cos.download_host}")
         if appid != self.cos.appid:
             raise CosError(-70, "appid mismatch")
         if not self.cos.blobs.has_bucket(bucket):
@@ -527,7 +539,7 @@ class CosHandler(EmulatorHandler):
             start, end = parsed
             status = 206
         headers = {"ETag": etag, "Accept-Ranges": "bytes", "Last-Modified": formatdate(blob.mtime, usegmt=True),
-                   "Content-Type": blob.content_type}
+                   "Content-Type": _custom_header(blob, "content-type") or blob.content_type}
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
         self.send_response(status)
@@ -544,6 +556,14 @@ class CosHandler(EmulatorHandler):
                     break
                 self.wfile.write(chunk)
                 remaining -= len(chunk)
+
+
+def _custom_header(blob: Blob, name: str) -> str:
+    """A header set with op=update custom_headers (the download host serves them)."""
+    for key, value in (blob.meta.get("custom_headers") or {}).items():
+        if key.lower() == name:
+            return str(value)
+    return ""
 
 
 def _rid() -> str:
@@ -604,7 +624,9 @@ class _CosBlobStore(BlobStore):
 
 
 class CosEmulator(Emulator):
-    """COS v4 emulator. Attributes tests may change: serial_upload, forced_slice_size, session_ttl."""
+    """COS v4 emulator. Attributes tests may change: serial_upload, forced_slice_size, session_ttl,
+    api_host (when set, API requests must name it in Host), strict_download_host (downloads must name
+    `<bucket>-<appid>.<download_host>`). `hosts` counts the (kind, Host) of every request."""
 
     protocol = "cos"
     handler = CosHandler
@@ -622,6 +644,9 @@ class CosEmulator(Emulator):
         self.forced_slice_size: int | None = None
         self.once_window = once_window
         self.download_host = download_host
+        self.api_host: str | None = None
+        self.strict_download_host = False
+        self.hosts: collections.Counter[tuple[str, str]] = collections.Counter()
         self._lock = threading.RLock()
         self._folders: dict[str, dict[str, dict]] = {}
         self._sessions: dict[str, Session] = {}
@@ -645,6 +670,10 @@ class CosEmulator(Emulator):
     def download_etag(self, blob: Blob) -> str:
         """The download host's ETag: here the v4 `sha` (tests replace it to model other hosts)."""
         return blob.etag
+
+    def note_host(self, kind: str, host: str) -> None:
+        with self._lock:
+            self.hosts[(kind, host)] += 1
 
     @property
     def request_counts(self) -> dict[str, int]:

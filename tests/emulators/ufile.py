@@ -29,10 +29,16 @@ abort_multipart, opmeta, class_switch, restore, api (bucket API).
 
 RetCodes: -30010 "bucket not exist" is from the official docs; -148654 "file not exist" from a recorded US3
 answer in a third-party client's tests. The others below are placeholders of ours (UNVERIFIED).
+
+Archive class (ufile-api/restore.md, the vendor SDKs' examples): a file put with `X-Ufile-Storage-Class:
+ARCHIVE` refuses GET until `PUT /<key>?restore` has run for `restore_delay` seconds; HEAD then carries
+`X-Ufile-Restore` in S3's form. With `download_suffix` set, `<bucket><download_suffix>` is a CDN-style
+download host answering GET and HEAD only.
 """
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import email.utils
 import hashlib
@@ -67,6 +73,7 @@ RET_NO_SUCH_UPLOAD = -30004        # placeholder
 RET_BAD_RANGE = -30005             # placeholder
 RET_CHECKSUM = -30006              # placeholder
 RET_PRECONDITION = -30007          # placeholder
+RET_ARCHIVED = -30008              # placeholder: GET of an archive-class file not restored
 # Bucket API codes (ufile-api/error_code.md); 171 for a bad API signature is UNVERIFIED.
 API_BUCKET_EXISTS, API_NO_BUCKET, API_NOT_EMPTY, API_BAD_PARAM, API_BAD_SIGNATURE = 15000, 15010, 15023, 15017, 171
 
@@ -150,6 +157,7 @@ class UfileHandler(EmulatorHandler):
                 self._bucket_api(req)
                 return
             op = self._operation(req)
+            self.emu.note_host(op, req.host)
             if self.inject(op):
                 return
             if op != "post_form":
@@ -205,9 +213,17 @@ class UfileHandler(EmulatorHandler):
             raw[name] = unquote(value)
         bucket = ""
         if host != API_HOST:
-            if not host.endswith(self.emu.suffix) or len(host) == len(self.emu.suffix):
-                raise Reject(400, RET_INVALID_ARGUMENT, f"Host {host!r} names no bucket (want <bucket>{self.emu.suffix})")
-            bucket = host[: -len(self.emu.suffix)]
+            emu = self.emu
+            dl = emu.download_suffix
+            if dl and host.endswith(dl) and len(host) > len(dl):
+                # The download (CDN) host serves reads only, as a CDN in front of the bucket does.
+                if self.command not in ("GET", "HEAD"):
+                    raise Reject(405, RET_INVALID_ARGUMENT, f"{host} is a download host: GET and HEAD only")
+                bucket = host[: -len(dl)]
+            elif not host.endswith(emu.suffix) or len(host) == len(emu.suffix):
+                raise Reject(400, RET_INVALID_ARGUMENT, f"Host {host!r} names no bucket (want <bucket>{emu.suffix})")
+            else:
+                bucket = host[: -len(emu.suffix)]
         return Request(self.command, host, bucket, key, parsed, raw)
 
     def _operation(self, req: Request) -> str:
@@ -442,10 +458,13 @@ class UfileHandler(EmulatorHandler):
                              etag=auth.etag_of(data), mtime=emu.clock.now())
         self.send(200, b"", {"ETag": f'"{blob.etag}"'})
 
-    def _object_headers(self, blob: Blob) -> dict:
+    def _object_headers(self, blob: Blob, bucket: str) -> dict:
         headers = {"Content-Type": blob.content_type, "ETag": f'"{blob.etag}"',
                    "Last-Modified": email.utils.formatdate(blob.mtime, usegmt=True),
                    "Accept-Ranges": "bytes", "X-Ufile-Storage-Class": blob.storage_class}
+        restore = self.emu.restore_header(bucket, blob)
+        if restore:
+            headers["X-Ufile-Restore"] = restore
         for name, value in blob.meta.items():
             headers["X-Ufile-Meta-" + name] = value
         return headers
@@ -465,17 +484,20 @@ class UfileHandler(EmulatorHandler):
             try:
                 with open(self.emu.blobs.path_of(req.bucket, req.key), "rb") as f:
                     if os.fstat(f.fileno()).st_size == blob.size:
-                        self._send_object(blob, f)
+                        self._send_object(blob, f, req.bucket)
                         return
             except FileNotFoundError:
                 continue
         raise Reject(500, RET_INTERNAL, "object changed while being read")
 
-    def _send_object(self, blob: Blob, f) -> None:
+    def _send_object(self, blob: Blob, f, bucket: str) -> None:
+        if self.command == "GET" and not self.emu.readable(bucket, blob):
+            # Archived and not restored: the bytes are not there to send (status and RetCode: UNVERIFIED).
+            raise Reject(403, RET_ARCHIVED, "file is archived: restore it first (PUT ?restore)")
         if_match = self.headers.get("If-Match")
         if if_match and if_match.strip() != "*" and if_match.strip().strip('"') != blob.etag:
             raise Reject(412, RET_PRECONDITION, "precondition failed (If-Match)")
-        headers = self._object_headers(blob)
+        headers = self._object_headers(blob, bucket)
         start, end, status = 0, blob.size, 200
         spec = self.headers.get("Range")
         if spec:
@@ -549,8 +571,14 @@ class UfileHandler(EmulatorHandler):
         self.send(200)
 
     def _op_restore(self, req: Request) -> None:
-        self._blob(req)
-        self.send(200)
+        """`PUT /<key>?restore` (ufile-api/restore.md): 200, no body. Only ARCHIVE files have anything to
+        restore; for others the service's answer is UNVERIFIED (here: 200, nothing changes). A restore of
+        a restored or restoring file changes nothing either."""
+        blob = self._blob(req)
+        self._drain()
+        if blob.storage_class == "ARCHIVE":
+            self.emu.request_restore(req.bucket, blob)
+        self.send(200, b"")
 
     # ------------------------------------------------------------------ listing
 
@@ -819,7 +847,9 @@ def _parse_range(spec: str, size: int) -> tuple[int, int] | None:
 
 class UfileEmulator(Emulator):
     """UFile emulator. Extra knobs: `blk_size` (the BlkSize handed out), `upload_ttl` (seconds before an
-    unfinished upload expires), `max_put` (PutFile limit, 512 MB on the service)."""
+    unfinished upload expires), `max_put` (PutFile limit, 512 MB on the service), `download_suffix` (a CDN
+    download host suffix serving GET/HEAD), `restore_delay` / `restore_lifetime` (archive restores).
+    `hosts` counts (op, Host) of the file API's requests (op: get, head, put, list ...)."""
 
     protocol = "ufile"
     handler = UfileHandler
@@ -831,6 +861,15 @@ class UfileEmulator(Emulator):
         self.blk_size, self.upload_ttl, self.max_put = blk_size, upload_ttl, max_put
         self._uploads: dict[str, Upload] = {}
         self._lock = threading.Lock()
+        # A CDN download host suffix (`.uvideo.ucloud.com.cn`): GET/HEAD of <bucket><download_suffix>.
+        self.download_suffix: str | None = None
+        self.hosts: collections.Counter[tuple[str, str]] = collections.Counter()
+        # Archive restores: how long one takes (US3 example code: "usually within 10 s") and how long the
+        # restored copy stays readable (emulator's choice: one day).
+        self.restore_delay = 0.0
+        self.restore_lifetime = 86400.0
+        self.restore_requests = 0
+        self._restores: dict[tuple, float] = {}
         super().__init__(root=root, port=port, buckets=buckets, verbose=verbose)
         self.tmp_dir = self.root / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -840,6 +879,52 @@ class UfileEmulator(Emulator):
     def config(self) -> dict:
         return {"type": "ufile", "public_key": self.public_key, "private_key": self.private_key,
                 "upload_suffix": self.suffix, "endpoint": self.url, "bucket_host": API_HOST}
+
+    # -- hosts and archive restores ----------------------------------------------------------------
+
+    def note_host(self, op: str, host: str) -> None:
+        with self._lock:
+            self.hosts[(op, host)] += 1
+
+    def _restore_id(self, bucket: str, blob: Blob) -> tuple:
+        return (bucket, blob.key, blob.etag, blob.mtime)  # a new version of the key starts frozen again
+
+    def request_restore(self, bucket: str, blob: Blob) -> None:
+        with self._lock:
+            self.restore_requests += 1
+            self._restores.setdefault(self._restore_id(bucket, blob), self.clock.now())
+
+    def restore_state(self, bucket: str, blob: Blob) -> tuple[bool, float] | None:
+        """None: frozen, no restore asked for (or the restored copy expired); else (ongoing, expiry)."""
+        with self._lock:
+            asked = self._restores.get(self._restore_id(bucket, blob))
+        if asked is None:
+            return None
+        now, done = self.clock.now(), asked + self.restore_delay
+        if now < done:
+            return True, 0.0
+        expiry = done + self.restore_lifetime
+        return (None if now >= expiry else (False, expiry))
+
+    def restore_header(self, bucket: str, blob: Blob) -> str:
+        """`X-Ufile-Restore` as HEAD sends it: S3's form, `ongoing-request="true"` while the restore runs,
+        then `ongoing-request="false", expiry-date="<HTTP date>"` (vendor SDKs test for the
+        `ongoing-request="false"` text; the expiry part's exact form is UNVERIFIED)."""
+        if blob.storage_class != "ARCHIVE":
+            return ""
+        state = self.restore_state(bucket, blob)
+        if state is None:
+            return ""
+        ongoing, expiry = state
+        if ongoing:
+            return 'ongoing-request="true"'
+        return f'ongoing-request="false", expiry-date="{email.utils.formatdate(expiry, usegmt=True)}"'
+
+    def readable(self, bucket: str, blob: Blob) -> bool:
+        if blob.storage_class != "ARCHIVE":
+            return True
+        state = self.restore_state(bucket, blob)
+        return state is not None and not state[0]
 
     @staticmethod
     def bucket_id(name: str) -> str:

@@ -551,3 +551,52 @@ def test_finish_answer_lost_then_retried(sdk, fast):
         handler._op_finish_multipart = original
     assert len(calls) == 2 and info.size == len(data)
     assert fast.read_range("lost", 0, len(data)) == data
+
+
+def test_sdk_archive_restore_as_storefs_sees_it(fm, bucket, store, sdk, tmp_path):
+    """The SDK's own archive flow (its example: put with X-Ufile-Storage-Class ARCHIVE, restore_file, then
+    read the restore state from HEAD) against the emulator, and storefs's view of the same file."""
+    local = write(tmp_path, "cold.bin", b"archived by the sdk")
+    _, resp = fm.putfile(bucket, "cold.bin", local, header={"X-Ufile-Storage-Class": "ARCHIVE"})
+    assert resp.status_code == 200, resp.error
+    assert store.stat("cold.bin").storage_class == "ARCHIVE"
+    assert "x-amz-restore" not in store.stat("cold.bin").meta
+    _, resp = fm.restore_file(bucket, "cold.bin")
+    assert resp.status_code == 200, resp.error
+    _, resp = fm.head_file(bucket, "cold.bin")
+    assert resp.x_ufile_restore.startswith('ongoing-request="false"')  # the emulator restores at once
+    assert store.stat("cold.bin").meta["x-amz-restore"] == resp.x_ufile_restore
+    assert store.read_range("cold.bin", 0, 8) == b"archived"
+    # storefs's restore() is the same request: the SDK sees its effect on a second archived file.
+    _, resp = fm.putfile(bucket, "cold2.bin", local, header={"X-Ufile-Storage-Class": "ARCHIVE"})
+    assert resp.status_code == 200, resp.error
+    _, resp = fm.head_file(bucket, "cold2.bin")
+    assert not resp.x_ufile_restore
+    assert store.restore("cold2.bin", days=1, tier="Standard") is True
+    _, resp = fm.head_file(bucket, "cold2.bin")
+    assert resp.x_ufile_restore.startswith('ongoing-request="false"')
+
+
+def test_sdk_downloads_through_a_download_suffix(sdk, bucket, store, tmp_path):
+    """FileManager(download_suffix=<CDN suffix>) reads what storefs wrote through the emulator's CDN host,
+    and a storefs store set up with the SDK's spelling (downloadsuffix) reads through it too."""
+    cdn = ".uvideo.ucloud.com.cn"
+    sdk.download_suffix = cdn
+    try:
+        store.put("v/a.txt", io.BytesIO(b"via the cdn"), 11, {})
+        before = sdk.hosts[("get", bucket + cdn)]
+        fm_cdn = filemanager.FileManager(sdk.public_key, sdk.private_key, upload_suffix=SUFFIX, download_suffix=cdn)
+        out = tmp_path / "out.txt"
+        _, resp = fm_cdn.download_file(bucket, "v/a.txt", str(out))
+        assert resp.status_code == 200, resp.error
+        assert out.read_bytes() == b"via the cdn"
+        assert sdk.hosts[("get", bucket + cdn)] == before + 1
+        options = {k: str(v) for k, v in sdk.config().items() if k != "type"}
+        provider = open_provider("sdk", {**options, "downloadsuffix": cdn})
+        try:
+            assert provider.bucket(bucket).read_range("v/a.txt", 4, 7) == b"the"
+        finally:
+            provider.close()
+        assert sdk.hosts[("get", bucket + cdn)] == before + 2
+    finally:
+        sdk.download_suffix = None

@@ -1,8 +1,10 @@
 """COS v4 names and metadata: storefs keys as legal COS v4 paths and back, and user metadata as the
-JSON object in `biz_attr` (plus the x-cos-meta-* headers other tools write)."""
+JSON object in `biz_attr` (plus the x-cos-meta-* headers other tools write), and the Content-Type a
+name suggests."""
 from __future__ import annotations
 
 import json
+import mimetypes
 from collections.abc import Mapping
 
 from ...errors import InvalidArgument
@@ -92,3 +94,14 @@ def cos_path(key: str) -> str:
     if key.startswith("/"):
         raise InvalidArgument(f"key {key!r} starts with '/'")
     return "/" + encode_key(key)
+
+
+def content_type_of(key: str) -> str | None:
+    """The Content-Type a file's name suggests (Python's mimetypes, by extension; no content sniffing),
+    None when the name says nothing. `.gz` and the like give their own type, not the wrapped one's."""
+    kind, encoding = mimetypes.guess_type(key.rsplit("/", 1)[-1], strict=False)
+    if encoding == "gzip":
+        return "application/gzip"
+    if encoding is not None:
+        return None  # compressed with something mimetypes names only as an encoding
+    return kind

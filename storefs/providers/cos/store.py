@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import logging
 import re
 import threading
 import time
@@ -20,10 +21,11 @@ from ...wire.answer import strip_etag
 from ...wire.body import read_exactly
 from .config import LIST_NUM_MAX, SINGLE_UPLOAD_MAX, SLICE_SIZES, pick_slice
 from .listing import CosLister, file_etag
-from .names import cos_path, meta_from_wire, meta_to_biz_attr
+from .names import content_type_of, cos_path, meta_from_wire, meta_to_biz_attr
 from .wire import CosApi, to_number
 
 _SHA1_HEX = re.compile(r"[0-9a-f]{40}")
+log = logging.getLogger(__name__)
 
 
 class SerialGate:
@@ -144,6 +146,7 @@ class CosStore:
         form = [("op", "upload"), ("filecontent", data), ("sha", sha), ("biz_attr", meta_to_biz_attr(meta)),
                 ("insertOnly", "0")]
         self._call("POST", key, f"upload {key!r}", form=form)
+        self._set_content_type(key)
         return ObjectInfo(key=key, size=size, etag=sha, mtime=time.time(), meta=dict(meta))
 
     def _put_folder(self, key: str, meta: Mapping[str, str]) -> ObjectInfo:
@@ -240,7 +243,22 @@ class CosStore:
 
         form = [("op", "upload_slice_finish"), ("session", upload.upload_id), ("filesize", str(size))]
         self._call("POST", upload.key, f"upload_slice_finish {upload.key!r}", form=form, recover=finished_before)
+        self._set_content_type(upload.key)
         return self.stat(upload.key)
+
+    def _set_content_type(self, key: str) -> None:
+        """Give a file just written the Content-Type its name suggests, so that the download host
+        serves it as such (COS v4 takes no type with the upload itself: `update` with custom_headers
+        is its only way). Names mimetypes does not know keep the server's default; a failure leaves
+        the bytes, which are safely stored, with that default and is logged."""
+        content_type = content_type_of(key)
+        if content_type is None:
+            return
+        try:
+            self._call("POST", key, f"set Content-Type of {key!r}", once=True,
+                       json_body={"op": "update", "custom_headers": {"Content-Type": content_type}})
+        except StoreError as exc:
+            log.warning("%s: uploaded, but its Content-Type could not be set: %s", key, exc)
 
     def abort_multipart(self, upload: MultipartUpload) -> None:
         # COS v4 has no abort: the server drops unfinished sessions on its own, and a new

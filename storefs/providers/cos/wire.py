@@ -2,8 +2,9 @@
 
 - API:      <api_base>/files/v2/<appid>/<bucket><quoted cos path>, signed in `Authorization` with a
   multi-use sign (sign_more) or, for delete/update/move/copy, a single-use one (sign_once).
-- Download: <scheme>://<bucket>-<appid>.cos<region>.myqcloud.com<quoted path>?sign=<sign_download>;
-  with a download base set, the bucket host goes in the Host header instead.
+- Download: https://<bucket>-<appid>.cos<region>.myqcloud.com<quoted path>?sign=<sign_download> (the
+  SDK's `download_hostname`; https unless download_scheme says http); with a download base set
+  (download_endpoint, or an emulator's endpoint), the bucket host goes in the Host header instead.
 - Replies are JSON `{"code": 0|<negative>, "message", "data", "request_id"}`. An answer of status >= 300
   is decoded by `decode_error` (the WireClient's hook); a 200 may still carry an error code, which
   `parse_reply` maps the same way. Codes become storefs errors in one place, `_error_for`.
@@ -200,6 +201,8 @@ class CosApi:
         """One API request, retried as one; the `data` of its reply."""
         # identity: replies are small JSON and bodies binary slices (the SDK sends no gzip either).
         headers = {"Accept-Encoding": "identity"}
+        if self.config.api_host:  # connected to an endpoint that is not the API host itself
+            headers["Host"] = self.config.api_host
         body = EMPTY
         if form is not None:
             data, headers["Content-Type"] = encode_form(form)
@@ -227,17 +230,17 @@ class CosApi:
 
         return self.client.retried(attempt, what)
 
+    def download_request(self, bucket: str, cos_path: str, what: str) -> Request:
+        """The unsigned GET of a file on its bucket's download host (see CosConfig.download_url)."""
+        base, host = self.config.download_url(bucket)
+        return Request("GET", base, quote_path(cos_path), headers={"Host": host}, what=what)
+
     def download(self, bucket: str, cos_path: str, start: int, end: int, what: str) -> RangeRead:
         """Bytes [start, end) of a file from the download host. No If-Match on the wire: the download
         host's own ETag need not be the v4 `sha` used as etag (it may be an MD5), and a server honouring
         If-Match would then refuse every read; the caller checks the ETag instead."""
         cfg = self.config
-        bucket_host = f"{bucket}-{cfg.creds.appid}.{cfg.download_host}"
-        if cfg.download_base:
-            request = Request("GET", cfg.download_base, quote_path(cos_path), headers={"Host": bucket_host},
-                              what=what)
-        else:
-            request = Request("GET", f"{cfg.download_scheme}://{bucket_host}", quote_path(cos_path), what=what)
+        request = self.download_request(bucket, cos_path, what)
 
         def sign(signed: Request) -> None:
             # The SDK appends the base64 sign unencoded; '+', '/' and '=' are legal in a query.

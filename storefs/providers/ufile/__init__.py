@@ -15,6 +15,9 @@ multipart.py, the options in config.py.
 - User metadata is `X-Ufile-Meta-<name>` (names: letters, digits and '-'). Values that are not printable
   ASCII are sent RFC 2047-encoded (`=?UTF-8?B?...?=`) and decoded on the way back.
 - A single PUT's answer ETag (UFile's own SHA-1 block format) is checked against the bytes sent.
+- ARCHIVE-class files are restored on open like S3's archive classes (retrieval/gate.py): stat() puts
+  the `X-Ufile-Restore` header (S3's `ongoing-request=..., expiry-date=...` form) where the gate reads
+  it, restore() is `PUT /<key>?restore`.
 - Copy is `PUT` with `X-Ufile-Copy-Source`; `X-Ufile-Metadata-Directive: REPLACE` replaces the metadata,
   which is also how `set_meta` works (a copy onto itself: UNVERIFIED against the live service). There is
   no server-side move in the current API, so rename is copy + delete above this layer.
@@ -41,6 +44,7 @@ from ...wire.client import Request, WireClient
 from .config import SPEC, UfileConfig
 from .multipart import UfileMultipart
 from .wire import (
+    ARCHIVE_CLASSES,
     DEFAULT_CONTENT_TYPE,
     MiB,
     RET_BUCKET_NOT_EXIST,
@@ -145,6 +149,7 @@ class UfileStore(UfileMultipart):
         list_has_metadata=True,
         real_folders=False,
         list_page_size=1000,
+        archive_classes=ARCHIVE_CLASSES,
     )
 
     def __init__(self, provider: UfileProvider, name: str) -> None:
@@ -258,6 +263,15 @@ class UfileStore(UfileMultipart):
 
     def set_meta(self, key: str, meta: Mapping[str, str]) -> ObjectInfo:
         return self.copy(key, key, meta=meta)
+
+    # -- archive storage class -------------------------------------------------------------------
+
+    def restore(self, key: str, *, days: int, tier: str) -> bool:
+        """`PUT /<key>?restore` (ufile-api/restore.md): makes an ARCHIVE file readable for a while. UFile's
+        restore takes no duration and no tier (the service decides both), so `days` and `tier` are not
+        sent. Its answer is 200 with no body whether or not a restore was running: True means "asked"."""
+        self._call("PUT", key, f"restore {key}", query="restore")
+        return True
 
     # -- convenience -------------------------------------------------------------------------------
 

@@ -31,6 +31,9 @@ from ...wire.client import Request, Signer, WireClient
 from .config import UfileConfig
 
 MiB = 1024 * 1024
+# UFile's archive storage class (`X-Ufile-Storage-Class: ARCHIVE`, the SDK's restore example).
+ARCHIVE_CLASSES = frozenset({"ARCHIVE"})
+RESTORE_META = "x-amz-restore"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 # RetCodes known to mean "not found" (see module docstring for where they come from).
 RET_BUCKET_NOT_EXIST = -30010
@@ -269,6 +272,12 @@ def info_from_headers(key: str, headers: AnswerHeaders) -> ObjectInfo:
     except ValueError:
         raise ProtocolError(f"ufile stat {key}: no Content-Length") from None
     mtime = http_time(headers.get("Last-Modified")) or 0.0
+    meta = meta_from_headers(headers)
+    restore = headers.get("X-Ufile-Restore")
+    if restore:
+        # The restore state of an ARCHIVE file, in S3's `x-amz-restore` form: where the archive gate
+        # (retrieval/gate.py) reads it for every store.
+        meta[RESTORE_META] = restore
     return ObjectInfo(key=key, size=size, etag=strip_etag(headers.get("ETag")), mtime=mtime,
-                      meta=meta_from_headers(headers), storage_class=headers.get("X-Ufile-Storage-Class"),
+                      meta=meta, storage_class=headers.get("X-Ufile-Storage-Class"),
                       meta_complete=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from ...errors import ProtocolError
+from ...errors import ConfigError, ProtocolError
 from .bucket import WcsBucket
 from .config import SPEC, WcsConfig
 from .wire import WcsApi
@@ -34,6 +34,14 @@ class WcsProvider:
         return f"WcsProvider(remote={self.remote!r}, mgr_url={self.api.config.mgr_url!r})"
 
     def check(self, bucket: str | None) -> None:
+        if not self.api.config.get_url and not self.api.config.reads_declined:
+            # Refused now, at mount time: otherwise every read fails later with EOPNOTSUPP.
+            self.close()
+            raise ConfigError(
+                f"[{self.remote}] get_url is not set: WCS serves file contents only from the bucket's download "
+                f"domain (console: bucket -> domain management), so nothing could be read. Set get_url = "
+                f"https://<download domain> ({{bucket}} in it is replaced by the bucket name), or "
+                f"get_url = none to mount without reads (every read then fails with EOPNOTSUPP)")
         if bucket:
             self.api.mgr("GET", f"/list?bucket={quote(bucket, safe='')}&limit=1", what=f"bucket {bucket}")
         else:

@@ -10,10 +10,13 @@ Wire map (verified against wcs-python3-sdk 5.0.36 and the vendor's Go/Java SDKs 
   `POST /delete|/move|/copy/...`, `GET /bucket/list`; signed with the management token.
 - download domain (`get_url`, bound to one bucket in the console): `GET /<key>` with `Range`, unsigned
   (Java SDK `OperationManager.download`; docs "Download Files"). `{bucket}` in get_url is replaced by the
-  bucket name, so one setting can serve several buckets when their domains follow a pattern. Without
-  get_url, reads raise NotSupported (put_url and mgr_url do not serve object bytes). Private-bucket
-  download signing: no restV1 scheme was found in vendor material (CDN anti-leech is a console setting),
-  so none is sent. If the download domain sends no ETag, `if_match` is checked with a stat.
+  bucket name, so one setting can serve several buckets when their domains follow a pattern. A mount
+  without get_url is refused with what to set (WcsProvider.check): put_url and mgr_url serve no object
+  bytes, so every read would fail. `get_url = none` mounts anyway (listings, writes, deletes) and reads
+  raise NotSupported (EOPNOTSUPP). Private-bucket download signing: no restV1 scheme was found in vendor
+  material (SDKs in Python, PHP, Go, Java build public URLs only; CDN anti-leech is a console setting of
+  the download domain), so none is sent: SEMANTICS.md says what a private bucket needs. If the download
+  domain sends no ETag, `if_match` is checked with a stat.
 - multipart: a part is one block (a multiple of 4 MiB), sent as mkblk + bput chunks of `bput_size` with
   cumulative offsets; blocks are independent, so parts upload in parallel. WCS has no initiate/abort/list
   of uploads: the uploadBatch id is made up here, abort is a no-op (the service purges unmerged blocks).
@@ -53,13 +56,15 @@ from ...wire.settings import HttpSettings, is_http_url
 from ...wire.tuning import HTTP_TUNING, parse_http_tuning
 
 MiB = 1024 * 1024
+NO_GET_URL = "none"             # get_url = none: mount without reads, knowingly
 BLOCK_UNIT = 4 * MiB            # block sizes must be multiples of 4 MiB or the ETag breaks (docs, SDK)
 
 SPEC = ProviderSpec(
     type="wcs",
     required=("access_key", "secret_key", "put_url", "mgr_url"),
     optional={
-        "get_url": "",               # download domain of the bucket; "{bucket}" is replaced by its name
+        "get_url": "",               # download domain of the bucket ("{bucket}" is replaced by its name);
+                                     # required to mount; "none" mounts without reads (EOPNOTSUPP)
         "ishttps": "false",          # scheme for hosts given without one (as the SDK's Config.ishttps)
         "bput_size": str(4 * MiB),   # chunk size inside a block (SDK Config.bput_size)
         "token_deadline": "3600",    # upload token lifetime in seconds (SDK Config.deadline)
@@ -92,6 +97,7 @@ class WcsConfig:
     put_url: str                    # upload domain, with scheme, no trailing slash
     mgr_url: str                    # management domain (a path prefix is kept and signed)
     get_url: str                    # download domain ("{bucket}" replaced per bucket), "" when not set
+    reads_declined: bool            # get_url = none: mounted knowingly without reads
     bput_size: int
     token_deadline: int             # seconds
     upload_concurrency: int
@@ -105,8 +111,9 @@ class WcsConfig:
             raise ConfigError(f"[{remote}] missing {', '.join(missing)} for type = wcs")
         opts = {**SPEC.optional, **{k: str(v) for k, v in options.items()}}
         https = opts["ishttps"].strip().lower() in ("1", "true", "yes", "on")
-        urls = {name: _host_url(opts[name], https) if opts[name].strip() else ""
-                for name in ("put_url", "mgr_url", "get_url")}
+        no_reads = opts["get_url"].strip().lower() == NO_GET_URL
+        urls = {name: _host_url(opts[name], https) if opts[name].strip() and not (name == "get_url" and no_reads)
+                else "" for name in ("put_url", "mgr_url", "get_url")}
         for name, url in urls.items():
             if url and not is_http_url(url.replace("{bucket}", "bucket")):  # no host, a bad port: say so now
                 raise ConfigError(f"[{remote}] {name} {opts[name].strip()!r} is not an http(s) URL")
@@ -120,6 +127,7 @@ class WcsConfig:
             raise ConfigError(f"[{remote}] bput_size must be at least 64 KiB")
         settings, retry = parse_http_tuning(remote, opts)
         return cls(access_key=opts["access_key"].strip(), secret_key=opts["secret_key"].strip(), **urls,
+                   reads_declined=no_reads,
                    bput_size=bput_size, token_deadline=token_deadline, upload_concurrency=upload_concurrency,
                    http=settings, retry=retry)
 

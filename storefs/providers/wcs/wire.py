@@ -158,8 +158,8 @@ class WcsApi:
     def download(self, bucket: str, key: str, start: int, end: int, if_match: str | None) -> RangeRead:
         """Bytes [start, end) of an object from the download domain (unsigned)."""
         if not self.config.get_url:
-            raise NotSupported(f"[{self.remote}] get_url (the bucket's download domain) is not set: "
-                               "WCS serves object bytes only from a download domain")
+            raise NotSupported(f"[{self.remote}] reading needs get_url (the bucket's download domain; this "
+                               "remote says get_url = none): WCS serves file contents only from a download domain")
         origin, prefix = _origin_and_prefix(self.config.get_url.replace("{bucket}", bucket))
         request = Request("GET", origin, prefix + "/" + quote(key, safe="/~"), what=f"read {key}")
         return self.client.read_range(request, start, end, if_match=if_match)
