@@ -1,6 +1,6 @@
 """A large upload survives `kill -9` of the mount and resumes from the parts the server holds.
 
-A 300 MiB file is copied into an S3 (moto) mount; the daemon is killed with SIGKILL while its multipart
+A 300 MiB file is copied into an S3 (moto) mount (96 MiB into UFile and WCS emulator mounts); the daemon is killed with SIGKILL while its multipart
 upload is under way; the same mount is made again (same cache_dir). The upload must complete with the
 right bytes, and what the client sends after the restart must be the missing parts only: every byte
 from the mount to the server goes through a counting relay on 127.0.0.1.
@@ -8,21 +8,23 @@ from the mount to the server goes through a counting relay on 127.0.0.1.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
 import threading
 import time
+import uuid
 
 import pytest
 
 from storefs.providers.s3 import open_provider as open_s3
+from storefs.providers.ufile import open_provider as open_ufile
+from storefs.providers.wcs import open_provider as open_wcs
 from tests.fuse.harness import Env
 from tests.servers import moto_s3
 
 MiB = 1024 * 1024
-SIZE = 300 * MiB
-PART = 8 * MiB
 
 
 class CountingRelay:
@@ -104,59 +106,119 @@ def _sha256_of(store, key: str, size: int) -> str:
     return digest.hexdigest()
 
 
-def test_kill_9_mid_multipart_upload_resumes_without_resending_held_parts(tmp_path):
+def _source(tmp_path, size: int) -> tuple[object, str]:
     source = tmp_path / "source.bin"
+    digest = hashlib.sha256()
     with open(source, "wb") as f:
-        for _ in range(SIZE // (20 * MiB)):
-            f.write(os.urandom(20 * MiB))
-    assert source.stat().st_size == SIZE
-    expected = hashlib.sha256(source.read_bytes()).hexdigest()
+        for _ in range(size // (4 * MiB)):
+            chunk = os.urandom(4 * MiB)
+            digest.update(chunk)
+            f.write(chunk)
+    assert source.stat().st_size == size
+    return source, digest.hexdigest()
+
+
+def _held_bytes(env: Env, direct, key: str, quiet: bool = False) -> tuple[int, int]:
+    """(bytes, parts) the interrupted upload of `key` has that a resume can reuse: the server's listing
+    where the protocol has one, else (WCS) the parts the journal recorded. `quiet`: (0, 0) while there
+    is no such upload yet."""
+    if direct.capabilities.resume == "list":
+        uploads = [u for u in direct.list_multipart() if u.key == key]
+        if quiet and len(uploads) != 1:
+            return 0, 0
+        assert len(uploads) == 1, uploads
+        held = direct.list_parts(uploads[0])
+        return sum(p.size for p in held), len(held)
+    records = []
+    for sidecar in (env.tmp / "cache").rglob("*.json"):
+        try:
+            entry = json.loads(sidecar.read_text())
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("key") == key and entry.get("upload"):
+            records.append(entry["upload"])
+    if quiet and len(records) != 1:
+        return 0, 0
+    assert len(records) == 1, records
+    return sum(int(p[2]) for p in records[0]["parts"]), len(records[0]["parts"])
+
+
+def _crash_and_resume(tmp_path, section: dict, direct, relay: CountingRelay, size: int, part_size: int,
+                      etag_check) -> None:
+    """Copy `size` bytes in, kill -9 mid-upload, remount, check the object and what was sent again."""
+    source, expected = _source(tmp_path, size)
+    bucket = direct.name
+    env = Env(tmp_path, {"r": section})
+    try:
+        options = ("write_back=0.2", f"part_size={part_size // MiB}M", "upload_workers=4")
+        mount = env.mount(f"r:{bucket}", options=options)
+        shutil.copyfile(source, mount.path / "big.bin")   # closed: staged and journaled
+        # Kill in the middle of the upload: once about 45% of the file went out (mid-part) and the
+        # server (or, for WCS, the journal) holds at least one finished part.
+        relay.reset()
+        _wait(lambda: relay.bytes_up >= 0.45 * size and _held_bytes(env, direct, "big.bin", quiet=True)[0] > 0,
+              120, "the upload to get under way", env)
+        mount.kill()
+        before = relay.reset()
+        assert not _exists(direct, "big.bin")   # not completed before the kill
+        held_bytes, held_parts = _held_bytes(env, direct, "big.bin")
+        assert 0 < held_bytes < size
+
+        started = time.monotonic()
+        again = env.mount(f"r:{bucket}", options=options)
+        _wait(lambda: _exists(direct, "big.bin") and not (
+            direct.capabilities.resume == "list" and [u for u in direct.list_multipart() if u.key == "big.bin"]),
+            180, "the resumed upload to complete", env)
+        elapsed = time.monotonic() - started
+        after = relay.bytes_up
+        info = direct.stat("big.bin")
+        assert info.size == size
+        etag_check(info)
+        assert _sha256_of(direct, "big.bin", size) == expected
+        missing = size - held_bytes
+        # What went up after the restart: the missing parts, plus the requests' heads and the
+        # listing/complete calls (well under 1 MiB), never a held part again.
+        assert missing <= after <= missing + MiB, (after, missing)
+        print(f"\n{section['type']}: file {size} B; sent before kill {before} B; held {held_bytes} B "
+              f"({held_parts} parts); sent after restart {after} B (missing {missing} B); "
+              f"remount to complete {elapsed:.1f} s")
+        assert "resuming the upload of 'big.bin'" in env.log_tail(200)
+        assert again.unmount().returncode == 0
+    finally:
+        env.close()
+
+
+def test_kill_9_mid_multipart_upload_resumes_without_resending_held_parts(tmp_path):
+    """S3 on moto, 300 MiB in 8 MiB parts."""
+    size, part = 300 * MiB, 8 * MiB
     with moto_s3() as server:
         relay = CountingRelay(int(server.endpoint.rsplit(":", 1)[1]))
         try:
             bucket = server.create_bucket()
             direct = open_s3("direct", server.options()).bucket(bucket)   # behind the mount's back
-            env = Env(tmp_path, {"r": {"type": "s3", **server.options(endpoint=relay.url)}})
-            try:
-                options = ("write_back=0.2", f"part_size={PART // MiB}M", "upload_workers=4")
-                mount = env.mount(f"r:{bucket}", options=options)
-                shutil.copyfile(source, mount.path / "big.bin")   # closed: staged and journaled
-                # Kill in the middle of the upload: once about 45% of the file went out (mid-part).
-                relay.reset()
-                _wait(lambda: relay.bytes_up >= 0.45 * SIZE, 120, "the upload to get under way", env)
-                mount.kill()
-                before = relay.reset()
-                uploads = [u for u in direct.list_multipart() if u.key == "big.bin"]
-                assert len(uploads) == 1, uploads
-                held = direct.list_parts(uploads[0])
-                held_bytes = sum(p.size for p in held)
-                with pytest.raises(Exception):
-                    direct.stat("big.bin")   # not completed before the kill
-                assert 0 < held_bytes < SIZE
-
-                started = time.monotonic()
-                again = env.mount(f"r:{bucket}", options=options)
-                _wait(lambda: not [u for u in direct.list_multipart() if u.key == "big.bin"]
-                      and _exists(direct, "big.bin"), 180, "the resumed upload to complete", env)
-                elapsed = time.monotonic() - started
-                after = relay.bytes_up
-                info = direct.stat("big.bin")
-                assert info.size == SIZE
-                assert info.etag.endswith(f"-{SIZE // PART + (SIZE % PART > 0)}")   # one multipart object
-                assert _sha256_of(direct, "big.bin", SIZE) == expected
-                missing = SIZE - held_bytes
-                # What went up after the restart: the missing parts, plus the requests' heads and the
-                # listing/complete calls (well under 1 MiB), never a held part again.
-                assert missing <= after <= missing + MiB, (after, missing)
-                print(f"\nresume: file {SIZE} B; sent before kill {before} B; held on the server "
-                      f"{held_bytes} B ({len(held)} parts); sent after restart {after} B "
-                      f"(missing {missing} B); remount to complete {elapsed:.1f} s")
-                assert "resuming the upload of 'big.bin'" in env.log_tail(200)
-                again.unmount()
-            finally:
-                env.close()
+            parts = -(-size // part)
+            _crash_and_resume(tmp_path, {"type": "s3", **server.options(endpoint=relay.url)}, direct, relay,
+                              size, part, lambda info: info.etag.endswith(f"-{parts}"))
         finally:
             relay.stop()
+
+
+@pytest.mark.parametrize("name", ["ufile", "wcs"])
+def test_native_providers_resume_after_kill_9(request, tmp_path, name):
+    """UFile (server part listing) and WCS (block contexts kept in the journal), 96 MiB."""
+    emulator = request.getfixturevalue(f"{name}_emulator")
+    bucket = f"t{uuid.uuid4().hex[:10]}"
+    emulator.create_bucket(bucket)
+    config = {k: str(v) for k, v in emulator.config().items()}
+    url_key = "endpoint" if name == "ufile" else "put_url"    # where the parts go
+    relay = CountingRelay(int(config[url_key].rsplit(":", 1)[1].split("/")[0]))
+    try:
+        opener = open_ufile if name == "ufile" else open_wcs
+        direct = opener("direct", config).bucket(bucket)
+        _crash_and_resume(tmp_path, {**config, url_key: relay.url}, direct, relay, 96 * MiB, 8 * MiB,
+                          lambda info: None)
+    finally:
+        relay.stop()
 
 
 def _exists(store, key: str) -> bool:
