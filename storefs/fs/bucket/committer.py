@@ -228,6 +228,8 @@ class Committer:
         Staged data without a journal entry was never closed (a crash mid-write); it is removed."""
         files = []
         entries = self.journal.load()
+        # The ledger before any upload of this run starts: only an earlier run's uploads are orphans.
+        ledger = self.journal.ledger_load()
         journaled = {entry.id for entry in entries}
         for path in self.staging.directory.iterdir():
             if len(path.name) == 32 and path.name not in journaled and path.is_file():
@@ -252,12 +254,13 @@ class Committer:
             files.append(opened)
         referenced = {record.upload_id for record in self._uploads.values()}
         # In the background: a slow or unreachable server must not hold up the mount.
-        self.sweeper = threading.Thread(target=self._sweep, args=(referenced,), name="orphan-sweep", daemon=True)
+        self.sweeper = threading.Thread(target=self._sweep, args=(referenced, ledger), name="orphan-sweep",
+                                        daemon=True)
         self.sweeper.start()
         return files
 
-    def _sweep(self, referenced: set[str]) -> None:
+    def _sweep(self, referenced: set[str], ledger: list[dict]) -> None:
         try:
-            sweep_orphans(self.store, self.journal, referenced)
+            sweep_orphans(self.store, self.journal, referenced, records=ledger)
         except Exception as exc:  # never fatal: the ledger keeps the records for the next mount
             log.warning("could not look for unfinished multipart uploads of an earlier run: %s", exc)

@@ -151,14 +151,16 @@ def verified_parts(store: ObjectStore, upload: MultipartUpload, fd: int, size: i
 
 
 def sweep_orphans(store: ObjectStore, journal: Journal, referenced: set[str],
-                  now: Callable[[], float] = time.time) -> list[str]:
+                  now: Callable[[], float] = time.time, records: list[dict] | None = None) -> list[str]:
     """Abort the multipart uploads this mount started that no journal entry references (see the
-    module's docstring for the rule). Returns the upload ids aborted. Failures are logged; the ledger
-    record stays for the next mount."""
+    module's docstring for the rule). `records`: the ledger as it was before this run started any
+    upload (the default reads it now); an upload this run started is never a candidate. Returns the
+    upload ids aborted. Failures are logged; the ledger record stays for the next mount."""
     aborted: list[str] = []
     listing: list[MultipartUpload] | None = None
-    known = {rec["upload_id"] for rec in journal.ledger_load() if rec.get("upload_id")}
-    for rec in journal.ledger_load():
+    records = journal.ledger_load() if records is None else records
+    known = {rec["upload_id"] for rec in records if rec.get("upload_id")}
+    for rec in records:
         token, key, upload_id = rec["token"], rec["key"], rec.get("upload_id")
         try:
             if upload_id:
@@ -174,6 +176,8 @@ def sweep_orphans(store: ObjectStore, journal: Journal, referenced: set[str],
             if listing is None:
                 listing = store.list_multipart()
             waiting = False
+            # Uploads recorded since (this run's own, resumed or new) are never candidates.
+            known |= {r["upload_id"] for r in journal.ledger_load() if r.get("upload_id")}
             for upload in listing:
                 started = upload.started if upload.started is not None else requested
                 if (upload.key != key or upload.upload_id in referenced or upload.upload_id in known

@@ -93,6 +93,11 @@ def _resumed(store: ObjectStore, key: str, fd: int, size: int, mtime_ns: int,
         log.info("the multipart upload of %r is gone from the server: starting again", key)
         tracker.ended()
         return None, {}
+    except StoreError as exc:
+        if isinstance(exc, Transient):
+            raise   # the record stays: the next try lists again
+        _abandon(store, tracker, f"its parts cannot be listed ({exc})")
+        return None, {}
     done = sum(p.size for p in parts.values())
     log.warning("resuming the upload of %r: %d of %d parts (%d of %d bytes) are on the server and match",
                 key, len(parts), math.ceil(size / upload.part_size), done, size)
