@@ -349,8 +349,8 @@ def resume_in_parts(vault: ArchiveVault, upload: ArchiveUpload, body: BinaryIO |
     """Finish an interrupted multipart `upload` of `body` (the same `size` bytes, seekable): the parts
     the server lists are reused only where their range is exactly a part of this upload and their tree
     hash is the tree hash of the local bytes of that range (as the CAS SDK's MultipartUpload.resume
-    checks); every other part is sent (again); then complete. NotFound when the upload is gone (an
-    upload id lives 24 h on CAS and Glacier): the caller starts a new one."""
+    checks); every other part is sent (again); then complete. NotFound when the upload is gone (CAS
+    documents an upload id as valid for 24 h): the caller starts a new one."""
     source: BinaryIO = io.BytesIO(body) if isinstance(body, (bytes, bytearray, memoryview)) else body
     base = source.tell()
     have: dict[int, ArchivePart] = {}
@@ -413,8 +413,8 @@ def abort_orphan_uploads(vault: ArchiveVault, started_here: Collection[str],
                          referenced: Collection[str]) -> list[str]:
     """Abort the unfinished multipart uploads the caller started (`started_here`: upload ids from its
     own durable record) that nothing it still means to resume references (`referenced`). Uploads it
-    did not start are never touched: another host may be writing them, and CAS and Glacier drop an
-    upload id 24 h after it began anyway. Returns the ids aborted."""
+    did not start are never touched: another host may be writing them (and CAS documents an upload
+    id as valid for 24 h anyway). Returns the ids aborted."""
     aborted = []
     for upload in vault.list_multipart_uploads():
         if upload.upload_id in started_here and upload.upload_id not in referenced:
