@@ -69,7 +69,8 @@ class LocalStore:
     """One bucket: a directory."""
 
     capabilities = Capabilities(min_part_size=5 * 1024 * 1024, single_put_max=16 * 1024 * 1024,
-                                server_side_copy=True, server_side_move=True, real_folders=True)
+                                server_side_copy=True, server_side_move=True, real_folders=True,
+                                resume="list", part_etag="md5")
 
     def __init__(self, root: Path, bucket: str) -> None:
         self.name = bucket
@@ -418,6 +419,19 @@ class LocalStore:
     def abort_multipart(self, upload: MultipartUpload) -> None:
         shutil.rmtree(self.upload_dir / upload.upload_id, ignore_errors=True)
 
+    def list_parts(self, upload: MultipartUpload) -> list[UploadedPart]:
+        """The parts stored so far, each with the MD5 of its bytes as its ETag (as S3 gives)."""
+        folder = self._upload_folder(upload)
+        parts = []
+        for path in sorted(folder.glob("*.part")):
+            digest = hashlib.md5()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(COPY_CHUNK), b""):
+                    digest.update(chunk)
+            parts.append(UploadedPart(number=int(path.name.split(".")[0]), etag=digest.hexdigest(),
+                                      size=path.stat().st_size))
+        return parts
+
     def list_multipart(self) -> list[MultipartUpload]:
         uploads = []
         if not self.upload_dir.is_dir():
@@ -429,7 +443,8 @@ class LocalStore:
             except (OSError, ValueError):
                 continue
             uploads.append(MultipartUpload(key=record["key"], upload_id=folder.name,
-                                           part_size=int(record.get("part_size", 0))))
+                                           part_size=int(record.get("part_size", 0)),
+                                           started=(folder / "upload.json").stat().st_mtime))
         return uploads
 
 

@@ -144,5 +144,9 @@ class AllBuckets:
         store, _, inner = self._inner(upload)
         store.abort_multipart(inner)
 
+    def list_parts(self, upload: MultipartUpload) -> list[UploadedPart]:
+        store, _, inner = self._inner(upload)
+        return store.list_parts(inner)
+
     def list_multipart(self) -> list[MultipartUpload]:
         return []

@@ -52,6 +52,8 @@ class MultipartUpload:
     part_size: int
     # Provider-specific state that must survive until completion (WCS block contexts, …), JSON-able.
     state: dict = dataclasses.field(default_factory=dict)
+    # When the server says the upload was initiated (listings), epoch seconds; None where unknown.
+    started: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +97,13 @@ class ObjectStore(Protocol):
         ...
 
     def list_multipart(self) -> list[MultipartUpload]:
-        """Unfinished multipart uploads (for aborting orphans at start). [] if the protocol cannot say."""
+        """Unfinished multipart uploads of the bucket (for aborting orphans at start), with `started`
+        where the server says. [] if the protocol cannot say."""
+
+    def list_parts(self, upload: MultipartUpload) -> list[UploadedPart]:
+        """The parts the server holds for `upload`, in number order, each with the ETag the server
+        keeps for it and its size (for resuming after a crash; capabilities.resume == "list").
+        NotFound when the upload is gone (completed, aborted, expired)."""
 
     def delete(self, key: str) -> None:
         """Delete an object. Idempotent: deleting a missing key is not an error."""

@@ -36,6 +36,17 @@ class Capabilities:
     # the store has `restore(key, *, days, tier) -> bool` and stat() reports the restore state in S3's
     # `x-amz-restore` form as `meta["x-amz-restore"]` (UFile's X-Ufile-Restore has that form).
     archive_classes: frozenset[str] = frozenset()
+    # How an interrupted multipart upload is resumed (fs/bucket/resume.py):
+    # "list": the server lists an upload's parts (list_parts); each listed part is trusted only if its
+    #         ETag is `part_etag` of the local bytes of that slice (S3, UFile, local);
+    # "journal": the server cannot list parts, but a part's ETag stays valid for completion (WCS block
+    #         contexts): the journal records each finished part with the MD5 of the bytes sent;
+    # "": nothing can be resumed (COS v4): an interrupted upload starts again at byte 0.
+    resume: str = ""
+    # What a part's ETag is, for verifying a listed part against local bytes (store/partcheck.py):
+    # "md5" (hex MD5 of the part: S3 without SSE-KMS/SSE-C, local), "ufile" (UFile's SHA-1 ETag),
+    # "" (cannot be verified: listed parts are never trusted).
+    part_etag: str = ""
 
     # Fast paths beyond the contract's required methods. Each flag says that the store has the
     # method named beside it; callers read the flag and never look for the method themselves.

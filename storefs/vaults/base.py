@@ -15,10 +15,13 @@ Conventions of this API:
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import enum
 import errno
-from typing import BinaryIO, Protocol, runtime_checkable
+import io
+import threading
+from typing import BinaryIO, Callable, Collection, Protocol, runtime_checkable
 
 from ..errors import StoreError
 from ..isotime import iso8601, parse_iso8601  # noqa: F401 - part of this module's API
@@ -328,18 +331,49 @@ def check_job_tree_hash(job: JobInfo, got: str, capabilities: VaultCapabilities)
 
 
 def upload_in_parts(vault: ArchiveVault, body: BinaryIO | bytes, size: int, description: str,
-                    part_size: int, *, concurrency: int = 1) -> ArchiveInfo:
+                    part_size: int, *, concurrency: int = 1,
+                    on_initiated: Callable[[ArchiveUpload], None] | None = None) -> ArchiveInfo:
     """upload_archive() through multipart: parts of `part_size` (1 MiB x 2^n), up to `concurrency` in
-    flight (memory: that many parts), then complete with the combined tree hash. A failed upload is
-    aborted so that it leaves nothing behind."""
-    import concurrent.futures
-    import io
-    import threading
-
-    source: BinaryIO = io.BytesIO(body) if isinstance(body, (bytes, bytearray, memoryview)) else body
+    flight (memory: that many parts), then complete with the combined tree hash. `on_initiated` hears
+    of the upload as soon as it exists (to record it for a resume). A failed upload is aborted so that
+    it leaves nothing behind, unless `on_initiated` recorded it and the failure is transient: then it
+    is kept for resume_in_parts()."""
     upload = vault.initiate_multipart(part_size, description)
+    if on_initiated is not None:
+        on_initiated(upload)
+    return _finish_parts(vault, upload, body, size, {}, concurrency, keep_on_transient=on_initiated is not None)
+
+
+def resume_in_parts(vault: ArchiveVault, upload: ArchiveUpload, body: BinaryIO | bytes, size: int, *,
+                    concurrency: int = 1) -> ArchiveInfo:
+    """Finish an interrupted multipart `upload` of `body` (the same `size` bytes, seekable): the parts
+    the server lists are reused only where their range is exactly a part of this upload and their tree
+    hash is the tree hash of the local bytes of that range (as the CAS SDK's MultipartUpload.resume
+    checks); every other part is sent (again); then complete. NotFound when the upload is gone (CAS
+    documents an upload id as valid for 24 h): the caller starts a new one."""
+    source: BinaryIO = io.BytesIO(body) if isinstance(body, (bytes, bytearray, memoryview)) else body
+    base = source.tell()
+    have: dict[int, ArchivePart] = {}
+    for part in vault.list_parts(upload):
+        length = min(upload.part_size, size - part.start)
+        if part.start % upload.part_size or part.start >= size or part.end - part.start != length:
+            continue
+        source.seek(base + part.start)
+        data = source.read(length)
+        if len(data) == length and treehash.tree_hash(data) == part.tree_hash.lower():
+            have[part.start] = part
+    source.seek(base)
+    return _finish_parts(vault, upload, source, size, have, concurrency, keep_on_transient=True)
+
+
+def _finish_parts(vault: ArchiveVault, upload: ArchiveUpload, body: BinaryIO | bytes, size: int,
+                  have: dict[int, ArchivePart], concurrency: int, *, keep_on_transient: bool) -> ArchiveInfo:
+    """Send the parts of `body` not in `have` (by start), then complete."""
+    from ..errors import InvalidArgument, Transient
+    part_size = upload.part_size
+    source: BinaryIO = io.BytesIO(body) if isinstance(body, (bytes, bytearray, memoryview)) else body
     read_lock = threading.Lock()
-    starts = list(range(0, size, part_size))
+    starts = [start for start in range(0, size, part_size) if start not in have]
     base = source.tell() if source.seekable() else None
 
     def read_part(start: int) -> bytes:
@@ -349,7 +383,6 @@ def upload_in_parts(vault: ArchiveVault, body: BinaryIO | bytes, size: int, desc
                 source.seek(base + start)
             data = source.read(length)
         if len(data) != length:
-            from ..errors import InvalidArgument
             raise InvalidArgument(f"upload body ended {size - start - len(data)} bytes before its size")
         return data
 
@@ -358,19 +391,36 @@ def upload_in_parts(vault: ArchiveVault, body: BinaryIO | bytes, size: int, desc
 
     try:
         if concurrency <= 1 or base is None:
-            parts = [send(start) for start in starts]
+            sent = [send(start) for start in starts]
         else:
             with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency,
                                                        thread_name_prefix="vault-part") as pool:
-                parts = list(pool.map(send, starts))
+                sent = list(pool.map(send, starts))
+        parts = sorted([*have.values(), *sent], key=lambda p: p.start)
         whole = treehash.combine_hex([p.tree_hash for p in parts]) if parts else treehash.EMPTY_TREE_HASH
         return vault.complete_multipart(upload, size, whole)
-    except BaseException:
+    except BaseException as exc:
+        if keep_on_transient and isinstance(exc, Transient):
+            raise   # the server keeps the parts sent: resume_in_parts() goes on from them
         try:
             vault.abort_multipart(upload)
         except StoreError:
             pass  # the original error matters more; an orphan is aborted at the next start
         raise
+
+
+def abort_orphan_uploads(vault: ArchiveVault, started_here: Collection[str],
+                         referenced: Collection[str]) -> list[str]:
+    """Abort the unfinished multipart uploads the caller started (`started_here`: upload ids from its
+    own durable record) that nothing it still means to resume references (`referenced`). Uploads it
+    did not start are never touched: another host may be writing them (and CAS documents an upload
+    id as valid for 24 h anyway). Returns the ids aborted."""
+    aborted = []
+    for upload in vault.list_multipart_uploads():
+        if upload.upload_id in started_here and upload.upload_id not in referenced:
+            vault.abort_multipart(upload)
+            aborted.append(upload.upload_id)
+    return aborted
 
 
 # ----------------------------------------------------------------------------------------------

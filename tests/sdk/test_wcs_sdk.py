@@ -415,3 +415,23 @@ def test_runner_prints_config_and_stops_on_sigterm(tmp_path):
             proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_sdk_resumes_an_upload_by_its_upload_id(sdk, store, emulator, tmp_path, monkeypatch):
+    """The WCS SDK's resume (PROTOCOLS.md §3.3): blocks finished under an upload id are recorded with
+    their ctx; the same upload id later sends only the missing blocks and merges the recorded ctxs.
+    That the emulator honours old ctxs at mkfile is what storefs's journal-kept WCS parts rely on."""
+    monkeypatch.setattr(Config, "bput_size", 4 * MiB)   # one mkblk per block
+    path, data = _file(tmp_path, "resumed.bin", 5 * 4 * MiB + 99)
+    emulator.faults.add(Fault(op="mkblk", nth=4, count=20, action="status", status=400))
+    result = sdk.multipart_upload(str(path), BUCKET, "resumed")
+    assert emulator.faults.counts["mkblk"] == 6 and "mkfile" not in emulator.faults.counts, result
+    with pytest.raises(errors.NotFound):
+        store.stat("resumed")
+    (upload_id,) = os.listdir(tmp_path / "records")   # the SDK's progress records, by upload id
+    emulator.faults.clear()   # the counts too
+    status, reply, _ = sdk.multipart_upload(str(path), BUCKET, "resumed", upload_id)
+    assert status == 200, reply
+    # Three blocks were recorded as done: only the other three went again.
+    assert emulator.faults.counts["mkblk"] == 3 and emulator.faults.counts["mkfile"] == 1
+    assert store.read_range("resumed", 0, len(data)) == data

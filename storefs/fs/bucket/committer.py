@@ -8,7 +8,8 @@ detection and crash recovery, in one place.
   is a conflict: our version goes up under `<name>.storefs-conflict-<time>`, the other writer's stays,
   the log and `storefs status` say so. No write is lost.
 - `recover()`: at mount, every journal entry left by an earlier run becomes a pending upload again,
-  visible in the mount; multipart uploads it had started are aborted first.
+  visible in the mount; a multipart upload it had started is resumed from the parts the server holds
+  (resume.py), and the earlier run's uploads that nothing references any more are aborted.
 
 Locking: a file's lock is held to snapshot what to upload and to record the result, never during the
 transfer itself (an upload may take minutes; `ls -l` and reads must not wait for it).
@@ -18,12 +19,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
 from typing import Callable
 
 from ...attrs import carried_meta, meta_from_attrs
 from ...errors import NotFound, StoreError
 from .journal import Journal, JournalEntry
+from .resume import UploadRecord, UploadTracker, sweep_orphans
 from .namespace import Entry, Namespace
 from .openfiles import OpenFile, OpenFiles, Staging
 from ...store.contract import MultipartUpload, ObjectStore
@@ -61,6 +64,10 @@ class Committer:
         self.upload_settings = upload_settings
         self.settings = settings
         self.conflicts: list[Conflict] = []
+        # The multipart upload in progress of each staged file (by staged id), to resume on the next
+        # try; also in its journal entry, for the next mount.
+        self._uploads: dict[str, UploadRecord] = {}
+        self.sweeper: threading.Thread | None = None   # recover()'s abort of orphaned uploads
         self.queue = WriteBack(self._upload_queued, delay=settings.write_back, workers=settings.transfers,
                                on_change=on_change)
 
@@ -83,9 +90,11 @@ class Committer:
         with opened.lock:
             if not opened.journal_due():
                 return
+            record = self._uploads.get(opened.staged_id)
             entry = JournalEntry(id=opened.staged_id, path=opened.path, key=opened.key,
                                  meta=self._meta(opened), base_etag=opened.base_etag,
-                                 size=os.fstat(opened.fd).st_size, closed_at=time.time())
+                                 size=os.fstat(opened.fd).st_size, closed_at=time.time(),
+                                 upload=record.to_json() if record else None)
             self.journal.write(entry, data_fd=opened.fd)
 
     def fsync(self, opened: OpenFile) -> None:
@@ -109,6 +118,8 @@ class Committer:
         """`opened` was unlinked or replaced: nothing of it is to be uploaded any more."""
         self.queue.discard(opened)
         if opened.staged_id:
+            # An interrupted multipart upload of it stays in the ledger: the next mount aborts it.
+            self._uploads.pop(opened.staged_id, None)
             self.journal.remove(opened.staged_id)
 
     def drain(self, timeout: float) -> list[Item]:
@@ -161,13 +172,18 @@ class Committer:
         if data_dirty:
             assert staged_path is not None
 
-            def started(upload: MultipartUpload) -> None:
-                if staged_id:  # recorded, so that a crash midway gets this upload aborted
-                    self.journal.write(JournalEntry(
-                        id=staged_id, path=path, key=key, meta=meta, base_etag=base_etag, size=attrs.size,
-                        closed_at=time.time(), upload_id=upload.upload_id))
+            def save(record: UploadRecord | None) -> None:
+                """The upload's state into the journal entry, so that a crash midway resumes it."""
+                if record is None:
+                    self._uploads.pop(staged_id, None)
+                    return   # completed or aborted: the entry goes, or is rewritten at the next close
+                self._uploads[staged_id] = record
+                self.journal.write(JournalEntry(
+                    id=staged_id, path=path, key=key, meta=meta, base_etag=base_etag, size=attrs.size,
+                    closed_at=time.time(), upload=record.to_json()))
+            tracker = UploadTracker(self.journal, self._uploads.get(staged_id), save) if staged_id else None
             info = upload_file(self.store, target, staged_path, meta, self.upload_settings,
-                               on_multipart=started, progress=progress)
+                               tracker=tracker, progress=progress)
         else:
             info = self.store.set_meta(target, meta)
         with opened.lock:
@@ -212,13 +228,20 @@ class Committer:
         Staged data without a journal entry was never closed (a crash mid-write); it is removed."""
         files = []
         entries = self.journal.load()
+        # The ledger before any upload of this run starts: only an earlier run's uploads are orphans.
+        ledger = self.journal.ledger_load()
         journaled = {entry.id for entry in entries}
         for path in self.staging.directory.iterdir():
             if len(path.name) == 32 and path.name not in journaled and path.is_file():
                 log.warning("removing %s: staged by an earlier run but never closed", path)
                 path.unlink()
         for entry in entries:
-            if entry.upload_id:
+            if entry.upload:
+                try:
+                    self._uploads[entry.id] = UploadRecord.from_json(entry.upload)
+                except (TypeError, ValueError) as exc:
+                    log.error("unreadable upload record of %s (%s): its upload starts again", entry.path, exc)
+            elif entry.upload_id:  # written by a version that did not resume: abort as it did
                 try:
                     self.store.abort_multipart(MultipartUpload(entry.key, entry.upload_id, 0))
                     log.warning("aborted the unfinished multipart upload of %s left by an earlier run", entry.path)
@@ -229,4 +252,15 @@ class Committer:
             log.warning("resuming the upload of %s (%d bytes) left by an earlier run", entry.path, entry.size)
             self.queue.schedule(opened, now=True)
             files.append(opened)
+        referenced = {record.upload_id for record in self._uploads.values()}
+        # In the background: a slow or unreachable server must not hold up the mount.
+        self.sweeper = threading.Thread(target=self._sweep, args=(referenced, ledger), name="orphan-sweep",
+                                        daemon=True)
+        self.sweeper.start()
         return files
+
+    def _sweep(self, referenced: set[str], ledger: list[dict]) -> None:
+        try:
+            sweep_orphans(self.store, self.journal, referenced, records=ledger)
+        except Exception as exc:  # never fatal: the ledger keeps the records for the next mount
+            log.warning("could not look for unfinished multipart uploads of an earlier run: %s", exc)

@@ -16,6 +16,11 @@ Where it lives, in the staging directory beside the data file `<id>`:
   made without the data (the multipart upload id noted when an upload starts).
 Loading reads both and takes the later of the two; writing the xattr removes a sidecar, and removing
 an entry removes both.
+
+A multipart upload in progress is in its entry (`upload`: resume.UploadRecord as JSON), so that the
+next try or the next mount resumes it. The ledger (`uploads/<token>.json`) lists the multipart uploads
+this mount started and has not finished, so that those no entry references any more are aborted at
+the next mount (resume.py says when).
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ import errno
 import json
 import logging
 import os
+import secrets
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -46,7 +53,8 @@ class JournalEntry:
     closed_at: float = 0.0
     attempts: int = 0
     last_error: str = ""
-    upload_id: str | None = None  # a multipart upload in progress, aborted on recovery
+    upload_id: str | None = None  # (entries of older versions) a multipart upload to abort on recovery
+    upload: dict | None = None    # a multipart upload in progress, resumed (resume.UploadRecord)
 
     def to_json(self) -> str:
         return json.dumps({"version": VERSION, **dataclasses.asdict(self)})
@@ -149,6 +157,54 @@ class Journal:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    # -- the ledger of multipart uploads this mount started --------------------------------------
+
+    @property
+    def _ledger(self) -> Path:
+        return self.directory / "uploads"
+
+    def ledger_write(self, upload_id: str | None, key: str, *, token: str | None = None) -> str:
+        """Durably note an upload this mount is starting (`upload_id` None: about to ask the server)
+        or has started. Returns its token."""
+        token = token or secrets.token_hex(16)
+        self._ledger.mkdir(exist_ok=True)
+        path = self._ledger / f"{token}.json"
+        tmp = path.with_name(path.name + ".tmp")
+        payload = json.dumps({"token": token, "key": key, "upload_id": upload_id, "requested": time.time()})
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, payload.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dir_fd = os.open(self._ledger, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return token
+
+    def ledger_remove(self, token: str) -> None:
+        """The upload is completed or aborted. Not fsynced: a record that comes back after a crash
+        costs one harmless abort of an upload that is gone."""
+        (self._ledger / f"{token}.json").unlink(missing_ok=True)
+
+    def ledger_load(self) -> list[dict]:
+        records = []
+        if not self._ledger.is_dir():
+            return records
+        for path in sorted(self._ledger.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+                if record.get("token") == path.stem and isinstance(record.get("key"), str):
+                    records.append(record)
+                    continue
+            except (OSError, ValueError):
+                pass
+            log.error("unreadable upload ledger record %s; left in place for inspection", path)
+        return records
 
     def load(self) -> list[JournalEntry]:
         """Every entry whose data file exists, oldest close first. Unreadable entries are logged and kept."""

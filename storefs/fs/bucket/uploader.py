@@ -3,21 +3,25 @@
 Part size for a known size is `max(provider minimum, configured size, ceil(size / max parts))`
 (ARCHITECTURE.md), unless the server chooses it (UFile). At most `workers` parts are in memory at once,
 so memory is bounded whatever the file size; a provider with `upload_part_from_file` (S3) sends each
-part from the file and holds none. A failed upload is aborted on the server; the local file
-is never touched here.
+part from the file and holds none. A multipart upload interrupted by a transient failure is kept on
+the server for the next try to resume (resume.py); any other failure aborts it. The local file is
+never touched here.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import logging
 import math
 import os
 import threading
 from typing import Callable, Mapping
 
+from ...errors import NotFound, StoreError, Transient
 from ...wire.body import FileSlice
 from ...store.contract import Capabilities, MultipartUpload, ObjectInfo, ObjectStore, UploadedPart
+from .resume import UploadTracker, verified_parts
 
 log = logging.getLogger(__name__)
 
@@ -34,37 +38,92 @@ def part_size_for(size: int, caps: Capabilities, wanted: int) -> int:
 
 
 def upload_file(store: ObjectStore, key: str, path: str, meta: Mapping[str, str], settings: UploadSettings,
-                *, on_multipart: Callable[[MultipartUpload], None] | None = None,
+                *, tracker: UploadTracker | None = None,
                 progress: Callable[[int], None] | None = None) -> ObjectInfo:
-    """Upload the local file at `path` as `key`. `on_multipart` hears of a multipart upload as soon as
-    it exists (so a journal can abort it after a crash); `progress` gets the bytes sent so far."""
+    """Upload the local file at `path` as `key`. `tracker` (the journal's side) hears of a multipart
+    upload as soon as it exists and holds the one to resume (resume.py); `progress` gets the bytes
+    done so far (parts found on the server count as done)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
         caps = store.capabilities
         if size <= caps.single_put_max:
+            if tracker is not None and tracker.record is not None:
+                _abandon(store, tracker, "the file is now small enough for one PUT")
             info = store.put(key, FileSlice(fd, 0, size), size, meta)
             if progress:
                 progress(size)
             return info
-        return _multipart(store, key, fd, size, meta, settings, on_multipart, progress)
+        return _multipart(store, key, fd, size, st.st_mtime_ns, meta, settings, tracker, progress)
     finally:
         os.close(fd)
 
 
-def _multipart(store: ObjectStore, key: str, fd: int, size: int, meta: Mapping[str, str],
-               settings: UploadSettings, on_multipart: Callable[[MultipartUpload], None] | None,
+def _abandon(store: ObjectStore, tracker: UploadTracker, why: str) -> None:
+    """Abort the upload the tracker holds (the file changed, or its parts cannot be used)."""
+    record = tracker.record
+    assert record is not None
+    log.info("not resuming the upload of %r: %s", record.key, why)
+    try:
+        store.abort_multipart(record.upload())
+    except StoreError as exc:  # the ledger keeps it: the next mount tries again
+        log.warning("could not abort the old multipart upload of %r: %s", record.key, exc)
+        tracker.record = None
+        return
+    tracker.ended()
+
+
+def _resumed(store: ObjectStore, key: str, fd: int, size: int, mtime_ns: int,
+             tracker: UploadTracker | None) -> tuple[MultipartUpload | None, dict[int, UploadedPart]]:
+    """The upload to go on with and its parts already on the server (verified), or (None, {})."""
+    record = tracker.record if tracker is not None else None
+    if tracker is None or record is None:
+        return None, {}
+    if not store.capabilities.resume:
+        _abandon(store, tracker, "this provider cannot resume uploads")
+        return None, {}
+    if not record.same_file(key, size, mtime_ns):
+        _abandon(store, tracker, "the file or its name changed since the upload began")
+        return None, {}
+    upload = record.upload()
+    try:
+        parts = verified_parts(store, upload, fd, size, record)
+    except NotFound:
+        log.info("the multipart upload of %r is gone from the server: starting again", key)
+        tracker.ended()
+        return None, {}
+    except StoreError as exc:
+        if isinstance(exc, Transient):
+            raise   # the record stays: the next try lists again
+        _abandon(store, tracker, f"its parts cannot be listed ({exc})")
+        return None, {}
+    done = sum(p.size for p in parts.values())
+    log.warning("resuming the upload of %r: %d of %d parts (%d of %d bytes) are on the server and match",
+                key, len(parts), math.ceil(size / upload.part_size), done, size)
+    return upload, parts
+
+
+def _multipart(store: ObjectStore, key: str, fd: int, size: int, mtime_ns: int, meta: Mapping[str, str],
+               settings: UploadSettings, tracker: UploadTracker | None,
                progress: Callable[[int], None] | None) -> ObjectInfo:
     caps = store.capabilities
-    upload = store.create_multipart(key, size, part_size_for(size, caps, settings.part_size), meta)
-    if on_multipart:
-        on_multipart(upload)
+    upload, reused = _resumed(store, key, fd, size, mtime_ns, tracker)
+    if upload is None:
+        token = tracker.intent(key) if tracker is not None else ""
+        upload = store.create_multipart(key, size, part_size_for(size, caps, settings.part_size), meta)
+        if tracker is not None:
+            tracker.started(token, upload, size, mtime_ns)
     part_size = upload.part_size
-    offsets = list(range(0, size, part_size))
-    sent = 0
+    offsets = [(n, off) for n, off in enumerate(range(0, size, part_size), start=1) if n not in reused]
+    sent = sum(p.size for p in reused.values())
     sent_lock = threading.Lock()
+    if progress and sent:
+        progress(sent)
     # A store that sends a part straight from the file (S3) keeps no part in memory at all.
     from_file = caps.parts_from_files
+    # WCS lists no parts: each finished one is journaled with the MD5 of what was sent.
+    journal_parts = caps.resume == "journal" and tracker is not None
 
     def send(number: int, offset: int) -> UploadedPart:
         nonlocal sent
@@ -72,7 +131,10 @@ def _multipart(store: ObjectStore, key: str, fd: int, size: int, meta: Mapping[s
         if from_file:
             part = store.upload_part_from_file(upload, number, fd, offset, length)
         else:
-            part = store.upload_part(upload, number, offset, os.pread(fd, length, offset))
+            data = os.pread(fd, length, offset)
+            part = store.upload_part(upload, number, offset, data)
+            if journal_parts:
+                tracker.part_done(part, hashlib.md5(data).hexdigest(), upload.state)
         if progress:
             with sent_lock:
                 sent += length
@@ -80,15 +142,14 @@ def _multipart(store: ObjectStore, key: str, fd: int, size: int, meta: Mapping[s
         return part
 
     try:
+        parts = list(reused.values())
         if caps.parts_in_order or settings.workers <= 1:
-            parts = [send(n, off) for n, off in enumerate(offsets, start=1)]
+            parts += [send(n, off) for n, off in offsets]
         else:
             with concurrent.futures.ThreadPoolExecutor(settings.workers, thread_name_prefix="part") as pool:
                 # Submit lazily, `workers` at a time, so no more than that many parts sit in memory.
-                parts = []
                 pending: dict[concurrent.futures.Future, int] = {}
-                numbered = iter(enumerate(offsets, start=1))
-                for number, offset in numbered:
+                for number, offset in offsets:
                     pending[pool.submit(send, number, offset)] = number
                     if len(pending) >= settings.workers:
                         done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
@@ -97,11 +158,22 @@ def _multipart(store: ObjectStore, key: str, fd: int, size: int, meta: Mapping[s
                             del pending[future]
                 for future in concurrent.futures.as_completed(pending):
                     parts.append(future.result())
-                parts.sort(key=lambda p: p.number)
-        return store.complete_multipart(upload, parts)
-    except BaseException:
+        parts.sort(key=lambda p: p.number)
+        info = store.complete_multipart(upload, parts)
+    except BaseException as exc:
+        if tracker is not None and caps.resume and isinstance(exc, Transient):
+            # The server keeps the parts sent: the next try (or the next mount) resumes from them.
+            log.info("multipart upload of %r interrupted (%s); kept for resuming", key, exc)
+            raise
         try:
             store.abort_multipart(upload)
-        except Exception as exc:  # the original failure matters more
-            log.warning("could not abort multipart upload of %r: %s", key, exc)
+            if tracker is not None:
+                tracker.ended()
+        except Exception as abort_error:  # the original failure matters more; the ledger remembers it
+            log.warning("could not abort multipart upload of %r: %s", key, abort_error)
+            if tracker is not None:
+                tracker.record = None   # not to be resumed; the next mount aborts it (ledger)
         raise
+    if tracker is not None:
+        tracker.ended()
+    return info

@@ -269,6 +269,11 @@ class CosStore:
     def list_multipart(self) -> list[MultipartUpload]:
         return []  # upload_slice_list is per path; there is no bucket-wide listing
 
+    def list_parts(self, upload: MultipartUpload) -> list[UploadedPart]:
+        # upload_slice_list exists (docs), but the 0.0.9 SDK never calls it and the slices it lists
+        # carry no checksum storefs could verify: capabilities.resume is "" and this is never asked.
+        raise NotSupported("COS v4: storefs does not resume slice uploads")
+
     def delete(self, key: str) -> None:
         if not key:
             raise InvalidArgument("empty key")

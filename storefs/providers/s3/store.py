@@ -28,8 +28,8 @@ from .config import (INLINE_BODY_MAX, MAX_LIST_PAGES, S3_ARCHIVE_CLASSES, S3_MAX
                      S3_MIN_PART)
 from .errors import error_from_response
 from .meta import info_from_head, meta_headers, parse_http_date, user_meta
-from .xml import (child_text, complete_multipart_xml, parse_iso8601, parse_list_buckets, parse_list_uploads,
-                  parse_list_v2, parse_upload_id, parse_xml, required_text, restore_xml)
+from .xml import (child_text, complete_multipart_xml, parse_iso8601, parse_list_buckets, parse_list_parts,
+                  parse_list_uploads, parse_list_v2, parse_upload_id, parse_xml, required_text, restore_xml)
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,10 @@ class S3Store:
                                          server_side_copy=True, server_side_move=False,
                                          list_page_size=1000, archive_classes=S3_ARCHIVE_CLASSES,
                                          ranged_pieces=True, ranged_into_files=True, batched_stat=True,
-                                         parts_from_files=True)
+                                         parts_from_files=True,
+                                         # A part's ETag is its MD5, except under SSE-KMS/SSE-C (a bucket's
+                                         # default encryption): such parts fail the check and go again.
+                                         resume="list", part_etag="md5")
 
     def __repr__(self) -> str:
         return f"S3Store({self.client.remote!r}, {self.name!r})"
@@ -276,6 +279,21 @@ class S3Store:
         log.warning("%s: more than %d pages of multipart uploads; listed the first ones",
                     self.name, MAX_LIST_PAGES)
         return uploads
+
+    def list_parts(self, upload: MultipartUpload) -> list[UploadedPart]:
+        """ListParts, every page (1000 parts each). NotFound (NoSuchUpload) when the upload is gone."""
+        parts: list[UploadedPart] = []
+        marker: str | None = None
+        what = f"list parts of {upload.key!r}"
+        for _ in range(S3_MAX_PARTS // 1000 + 1):
+            params = [("uploadId", upload.upload_id), ("max-parts", "1000")]
+            if marker:
+                params.append(("part-number-marker", marker))
+            page, marker = parse_list_parts(self._call("GET", upload.key, what=what, params=params).content, what)
+            parts += page
+            if marker is None:
+                break
+        return sorted(parts, key=lambda p: p.number)
 
     def delete(self, key: str) -> None:
         try:

@@ -107,8 +107,10 @@ def parse_list_uploads(body: bytes, part_size: int) -> tuple[list[MultipartUploa
     uploads = []
     for entry in root.findall("Upload"):
         key = required_text(entry, "Key", what)
+        initiated = child_text(entry, "Initiated")
         uploads.append(MultipartUpload(key=unquote_plus(key) if encoded else key,
-                                       upload_id=required_text(entry, "UploadId", what), part_size=part_size))
+                                       upload_id=required_text(entry, "UploadId", what), part_size=part_size,
+                                       started=parse_iso8601(initiated) if initiated else None))
     if not _truncated(root):
         return uploads, []
     key_marker = child_text(root, "NextKeyMarker") or ""
@@ -118,6 +120,21 @@ def parse_list_uploads(body: bytes, part_size: int) -> tuple[list[MultipartUploa
     if encoded:
         key_marker = unquote_plus(key_marker)
     return uploads, [("key-marker", key_marker), ("upload-id-marker", id_marker)]
+
+
+def parse_list_parts(body: bytes, what: str) -> tuple[list[UploadedPart], str | None]:
+    """(the parts on one ListParts page, the part-number marker of the next page or None)."""
+    root = _root(body, "ListPartsResult", what)
+    parts = [UploadedPart(number=parse_int(required_text(entry, "PartNumber", what), what),
+                          etag=strip_etag(required_text(entry, "ETag", what)),
+                          size=parse_int(required_text(entry, "Size", what), what))
+             for entry in root.findall("Part")]
+    if not _truncated(root):
+        return parts, None
+    marker = child_text(root, "NextPartNumberMarker")
+    if not marker:
+        raise ProtocolError(f"{what}: truncated listing without NextPartNumberMarker")
+    return parts, marker
 
 
 def parse_list_buckets(body: bytes) -> list[str]:

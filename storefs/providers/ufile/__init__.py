@@ -143,6 +143,8 @@ class UfileStore(UfileMultipart):
         max_parts=1_310_720,              # 5 TB (the object size limit) / 4 MiB: UNVERIFIED
         single_put_max=16 * MiB,          # PutFile takes up to 512 MB; above 16 MiB parallel parts win
         server_chosen_part_size=True,
+        resume="list",                    # GET /?muploadpart lists a part's ETag: its UFile ETag
+        part_etag="ufile",
         parts_in_order=False,             # docs: parts may be uploaded independently and concurrently
         server_side_copy=True,
         server_side_move=False,

@@ -1,6 +1,7 @@
 """UFile's multipart uploads: the server chooses the part size (`BlkSize`); part numbers count from 0
 on the wire (1-based above this module); finish takes the part ETags, comma-joined, verbatim as the
-server sent them. Unfinished uploads are listed with `GET /?muploadid`."""
+server sent them. Unfinished uploads are listed with `GET /?muploadid`, the parts of one with
+`GET /?muploadpart` (part ETags there are UFile ETags of the part's bytes, unquoted)."""
 from __future__ import annotations
 
 import hashlib
@@ -104,11 +105,37 @@ class UfileMultipart(UfileBucketWire):
                 return uploads
             try:
                 for entry in data.get("DataSet") or []:
+                    started = entry.get("StartTime")
                     uploads.append(MultipartUpload(key=str(entry["FileName"]), upload_id=str(entry["UploadId"]),
-                                                   part_size=0, state={}))
-            except (KeyError, TypeError):
+                                                   part_size=0, state={},
+                                                   started=float(started) if started else None))
+            except (KeyError, TypeError, ValueError):
                 raise ProtocolError("ufile GetMultiUploadId: malformed DataSet") from None
             marker = str(data.get("NextMarker") or "")
             if not marker:
                 return uploads
         return uploads
+
+    def list_parts(self, upload: MultipartUpload) -> list[UploadedPart]:
+        """`GET /?muploadpart&uploadId=…` (PROTOCOLS.md §4.2), every page; part numbers from 0 on the
+        wire, 1-based here. NotFound when the upload is gone."""
+        parts: list[UploadedPart] = []
+        marker = ""
+        what = f"list parts of {upload.key}"
+        for _ in range(10_000):  # bounded paging: 1000 parts a page
+            query = f"muploadpart&uploadId={q(upload.upload_id)}&max-parts=1000"
+            if marker:
+                query += f"&part-number-marker={q(marker)}"
+            data = parse_json(self._call("GET", "", what, query=query).content, "ListParts")
+            try:
+                for entry in data.get("Parts") or []:
+                    parts.append(UploadedPart(number=int(entry["PartNum"]) + 1, etag=str(entry["Etag"]),
+                                              size=int(entry["Size"])))
+            except (KeyError, TypeError, ValueError):
+                raise ProtocolError(f"ufile {what}: malformed Parts", detail=str(data)[:200]) from None
+            if not data.get("IsTruncated"):
+                break
+            marker = str(data.get("NextPartNumberMarker") or "")
+            if not marker:
+                raise ProtocolError(f"ufile {what}: truncated without NextPartNumberMarker")
+        return sorted(parts, key=lambda p: p.number)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import BinaryIO
 from urllib.parse import quote
 
-from ...errors import InvalidArgument, NotFound, ProtocolError, RemoteChanged, StoreError, Transient
+from ...errors import InvalidArgument, NotFound, NotSupported, ProtocolError, RemoteChanged, StoreError, Transient
 from ...store.contract import ListPage, MultipartUpload, ObjectInfo, UploadedPart
 from ...wire.answer import strip_etag
 from ...wire.auth import wcs as wcs_auth
@@ -179,6 +179,10 @@ class WcsBucket:
 
     def list_multipart(self) -> list[MultipartUpload]:
         return []  # the protocol cannot list unmerged blocks
+
+    def list_parts(self, upload: MultipartUpload) -> list[UploadedPart]:
+        # WCS keeps no listing: the client records each block's ctx (capabilities.resume "journal").
+        raise NotSupported("WCS cannot list the blocks of an upload")
 
     def upload_file(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str], *,
                     part_size: int = BLOCK_UNIT, concurrency: int | None = None) -> ObjectInfo:

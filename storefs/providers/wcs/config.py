@@ -82,6 +82,9 @@ CAPABILITIES = Capabilities(
     single_put_max=16 * MiB,
     server_chosen_part_size=False,
     parts_in_order=False,           # blocks are independent; only the chunks inside one block chain
+    # No server listing: a finished block's ctx stays valid for mkfile (the SDK's upload_id resume,
+    # PROTOCOLS.md §3.3; unmerged blocks are purged after about a month), so the journal keeps them.
+    resume="journal",
     server_side_copy=True,
     server_side_move=True,
     list_has_metadata=True,         # list items carry mimeType, where our metadata lives
