@@ -87,6 +87,7 @@ class LocalVaultProvider:
                  capabilities: VaultCapabilities | None = None) -> None:
         self.remote = remote
         self.root = Path(root)
+        self.identity = f"local-vault {os.path.realpath(self.root)}"
         self.delays = delays
         self.clock: Clock = clock or SystemClock()
         self.create_vaults = create_vaults
