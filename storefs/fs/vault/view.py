@@ -67,6 +67,9 @@ class VaultView:
         self.stamp: tuple[tuple[int, int] | None, int] | None = None
         self.inventory_error: str | None = None
         self._start_lock = threading.Lock()
+        # Held while the tree is rebuilt from disk and while a deletion is recorded and applied, so a
+        # reload that read the state before a deletion cannot swap the deleted archive back in.
+        self._load_lock = threading.RLock()
         self.started = False
         self.loaded_pending: PendingInventory | None = None  # a finished job activation read; see refresh()
         self.retrievals = Retrievals(name, vault, state, self.tier, options.status_ttl, clock, self.path_of,
@@ -112,6 +115,10 @@ class VaultView:
 
     def _load(self) -> None:
         """Read the cached inventory, the uploads and the deletions from disk and rebuild the tree."""
+        with self._load_lock:
+            self._load_locked()
+
+    def _load_locked(self) -> None:
         stamp = self._stamp()  # before reading: a change made meanwhile is seen by the next look
         inventory = self.state.load_inventory()
         uploads = self.state.uploads()
@@ -305,6 +312,11 @@ class VaultView:
         except NotFound:
             log.info("vault %s: %s (archive %s) was already gone from the service", self.name, what,
                      short_id(archive.archive_id))
+        with self._load_lock:
+            self._forget(archive, what)
+
+    def _forget(self, archive: ArchiveInfo, what: str) -> None:
+        """Record a deletion and take the archive out of the tree (under _load_lock)."""
         count = self.state.add_tombstone(Tombstone(archive.archive_id, self.now()))
         log.info("vault %s: deleted %s (archive %s)", self.name, what, short_id(archive.archive_id))
         self.state.remove_upload(archive.archive_id)

@@ -14,6 +14,9 @@ local vault and the CAS emulator (clocks moved, never slept for jobs).
 - an archive the service no longer has (deleted elsewhere) is removed from the tree all the same;
 - a running mount's watcher picks up what another process changed (a refresh, a deletion) within a
   fraction of a second, without being asked.
+
+(The file name sorts after test_vaultfs.py on purpose: that module's first test compares archive dates
+with the session's CAS emulator clock, which the tests here move days ahead.)
 """
 from __future__ import annotations
 
