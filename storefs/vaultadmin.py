@@ -83,6 +83,9 @@ def refresh_state_dirs(identity: str, cache_dirs: list[str] | list[Path]) -> lis
     """Where `storefs vault refresh` works (the first) and what it hands the inventory to (the rest):
     the state of each `--cache-dir` if given, else that of a running mount, else the default one;
     then every other running mount's, and the default one if it exists."""
+    for given in cache_dirs:
+        if Path(given).expanduser().exists() and not Path(given).expanduser().is_dir():
+            raise ConfigError(f"--cache-dir {given}: not a directory")
     explicit = [state_dir_for(Path(d).expanduser().absolute(), identity) for d in cache_dirs]
     running = vault_mount_state_dirs(identity)
     default = state_dir_for(default_cache_dir(), identity)

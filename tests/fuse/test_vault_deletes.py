@@ -275,3 +275,11 @@ def test_a_re_pointed_remote_shows_the_new_vaults_tree(tmp_path):
         assert "older storefs" in env.log_tail(200)
     finally:
         env.close()
+
+
+def test_refresh_refuses_a_cache_dir_that_is_a_file(local_case, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    result = local_case.env.run("vault", "refresh", local_case.remote, "--cache-dir", str(not_a_dir))
+    assert result.returncode == 2 and "not a directory" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

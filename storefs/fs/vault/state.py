@@ -30,8 +30,9 @@ cannot be read (a crash of an older version, a hand edit) counts as absent and i
 
 Decisions that must happen once (start a retrieval job for an archive, download its output, start or
 read an inventory) are taken under an exclusive `flock` on a lock file, then re-checked: two threads
-or two processes race to the lock, the loser finds the winner's record. Locks are never nested and
-never held longer than one job request or one download. `flock` locks belong to the open file, so
+or two processes race to the lock, the loser finds the winner's record. Locks are never nested (but
+for the `changes` lock, taken last and alone around one counter update) and never held longer than
+one job request or one download. `flock` locks belong to the open file, so
 threads of one process exclude each other too.
 """
 from __future__ import annotations
