@@ -5,14 +5,16 @@ storefs that no inventory lists yet, minus the archives deleted through storefs 
 `-o vault_deletes`) that an inventory still lists: those stay hidden until an inventory dated after
 the deletion no longer has them, in every process (the deletion is recorded in the state).
 `reload_if_changed` notices what another process changed (a refresh, a deletion) by the state's
-change counter and the inventory file's stamp: VaultFS's watcher calls it several times a second. Without a cached inventory the view adopts an inventory job
-started earlier (its own record, or one `list_jobs` finds) or starts one, and swaps the tree in when
-the job is done (`check_inventory`, which VaultFS's poller calls; `refresh` for `storefs vault
-refresh`).
+change counter and the inventory file's stamp: VaultFS's watcher calls it several times a second.
+
+Without a cached inventory the view adopts an inventory job started earlier (its own record, or one
+`list_jobs` finds) or starts one, and swaps the tree in when the job is done (`check_inventory`,
+which VaultFS's poller calls; `refresh` for `storefs vault refresh`).
 
 The view knows nothing of the filesystem above it: it gets its vault, options, state, the service's
 clock and the mount's stop event through its constructor. Locking: `lock` guards the tree and
-inventory fields, `_start_lock` the first load; decisions shared with other processes take the flock
+inventory fields, `_start_lock` the first load, `_load_lock` a reload from disk and a deletion (so
+neither undoes the other); decisions shared with other processes take the flock
 locks of VaultState, never nested and never while `lock` is held.
 """
 from __future__ import annotations
@@ -300,7 +302,6 @@ class VaultView:
                 self.tree.add(rel, FileNode(archive, _mtime_of(archive), rel))
                 return
         self._load()  # a name clash after all: let the naming scheme place it
-
 
     def delete(self, archive: ArchiveInfo, what: str) -> None:
         """Delete `archive` on the service (`-o vault_deletes`) and hide it from the tree now and in
