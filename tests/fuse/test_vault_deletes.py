@@ -34,6 +34,7 @@ from storefs.fs.vault.state import VaultState, legacy_state_dir, state_dir_for
 from storefs.vaults import cas, glacier
 from storefs.vaults.base import ArchiveVault
 from storefs.vaults.local import open_vault_provider
+from tests.emulators.cas import CasEmulator
 from tests.fuse.harness import Env, Mount, write_config
 
 HOURS = 3600.0
@@ -120,6 +121,14 @@ def local_case(tmp_path):
     yield Case("local", env, f"lv:{name}", provider.vault(name), provider.identity, lambda: None)
     env.close()
     provider.close()
+
+
+@pytest.fixture(scope="module")
+def cas_emulator():
+    """This module's own CAS emulator: the flow moves its clock days ahead, which other modules
+    sharing the session's emulator need not see."""
+    with CasEmulator() as emulator:
+        yield emulator
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ local vault and the CAS emulator (clocks moved, never slept for jobs).
 - a running mount's watcher picks up what another process changed (a refresh, a deletion) within a
   fraction of a second, without being asked.
 
-(The file name sorts after test_vaultfs.py on purpose: that module's first test compares archive dates
-with the session's CAS emulator clock, which the tests here move days ahead.)
+The CAS emulator here is this module's own: the tests move its clock days ahead, and other modules'
+tests compare archive dates with the clock of the emulator they share.
 """
 from __future__ import annotations
 
@@ -32,9 +32,17 @@ from storefs.errors import ArchiveNotReady, NotEmpty, NotFound, NotPermitted, Re
 from storefs.fs.vault.filesystem import VaultFS
 from storefs.fs.vault.names import encode_mt2
 from storefs.fs.vault.state import VaultState
+from tests.emulators.cas import CasEmulator
 from tests.vaultfs.conftest import HOURS, STANDARD_DONE, Env
 
 MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def cas_emulator() -> Iterator[CasEmulator]:
+    """This module's own emulator (see the module docstring); `env` and `cas_env` take it."""
+    with CasEmulator() as emulator:
+        yield emulator
 
 
 @contextlib.contextmanager
