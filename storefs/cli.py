@@ -128,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     refresh.add_argument("remote", metavar="REMOTE:VAULT")
     refresh.add_argument("--wait", action="store_true", help="wait for the job")
     refresh.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    refresh.add_argument("--cache-dir", action="append", default=[], metavar="DIR",
+                         help="the cache_dir of the mounts to update (repeatable; running mounts are "
+                              "found by themselves, and the default cache directory is used when it "
+                              "holds this vault's state)")
     common(refresh)
     for name, target, text in (("ls", "REMOTE:", "list the vaults of REMOTE: (archives, bytes, last inventory)"),
                                ("create", "REMOTE:VAULT", "create a vault"),
@@ -422,7 +426,7 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
     from .fuse import bindings
     stop_on_signals(mountpoint)
     try:
-        read_only = options.read_only or (vault and not fs.options.vault_writes)
+        read_only = options.read_only or (vault and not (fs.options.vault_writes or fs.options.vault_deletes))
         bindings.run(fs, mountpoint, fsname=f"storefs#{spec}", on_ready=on_ready,
                      drain_timeout=options.drain_timeout, allow_other=options.allow_other,
                      default_permissions=options.default_permissions, read_only=read_only, fuse=options.fuse,
@@ -543,12 +547,11 @@ def _vault_fs(args: argparse.Namespace, spec: RemoteSpec):
 
 
 def cmd_vault_refresh(args: argparse.Namespace) -> int:
-    fs = _vault_fs(args, RemoteSpec.parse(args.remote))
-    try:
-        reports = fs.refresh(wait=args.wait, timeout=args.timeout)
-    finally:
-        fs.close()
-        fs.provider.close()
+    spec = RemoteSpec.parse(args.remote)
+    config = _load_config(args)
+    if not is_vault_remote(config, spec):
+        raise MountError(f"{spec.remote} is not an archive vault remote")
+    reports = vaultadmin.refresh(config, spec, args.cache_dir, args.wait, args.timeout)
     code = 0
     for report in reports:
         print(f"{report.vault}: {report.state}" + (f" ({report.message})" if report.message else ""))

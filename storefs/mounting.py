@@ -4,6 +4,7 @@ constructors), the per-mount record that `storefs unmount` reads, and unmounting
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import fcntl
 import hashlib
@@ -37,7 +38,7 @@ from .status import StatusReporter
 from .store.registry import provider_module
 from .store.contract import ObjectStore, Provider
 from .fs.vault.filesystem import VaultFS
-from .fs.vault.state import state_dir_for
+from .fs.vault.state import legacy_state_dir, mark_identity, state_dir_for
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,12 @@ def is_vault_remote(config: Config, spec: RemoteSpec) -> bool:
     return provider_module(config.remote(spec.remote).type).SPEC.kind == "vault"
 
 
-def open_vault_fs(config: Config, spec: RemoteSpec, options: MountOptions, *, poll: bool = True) -> VaultFS:
+def open_vault_fs(config: Config, spec: RemoteSpec, options: MountOptions, *, poll: bool = True,
+                  state_dir: Path | None = None) -> VaultFS:
     """The read-only tree of a vault (or of every vault with `REMOTE:`), its provider checked.
-    `poll`: watch pending inventory jobs (a mount does; one-shot commands do not)."""
+    `poll`: this is a mount: watch the state and pending inventory jobs, and say where the state is
+    for `storefs vault refresh` (one-shot commands do neither). `state_dir`: the state directory to
+    use (default: the one of the vault's identity under `options.cache_dir`)."""
     remote = config.remote(spec.remote)
     if spec.prefix:
         raise MountError(f"{spec}: a vault is mounted whole (REMOTE:VAULT), not below a path")
@@ -113,9 +117,63 @@ def open_vault_fs(config: Config, spec: RemoteSpec, options: MountOptions, *, po
         provider.close()
         where = f"{spec.remote}:{spec.bucket or ''}"
         raise MountError(f"cannot use {where} ({remote.type} remote [{remote.name}] in {config.path}): {exc}") from None
-    fs = VaultFS(provider, spec.bucket, vault_options, state_dir_for(options.cache_dir, remote.name))
+    state_dir = state_dir or state_dir_for(options.cache_dir, provider.identity)
+    mark_identity(state_dir, provider.identity)
+    if poll:
+        legacy = legacy_state_dir(options.cache_dir, remote.name)
+        if legacy.is_dir():
+            log.warning("vault state kept by an older storefs in %s is not used (it does not say which "
+                        "endpoint it came from; the state is now kept per vault service in %s): remove it "
+                        "when no older storefs uses it", legacy, state_dir)
+        register_vault_mount(provider.identity, state_dir)
+    fs = VaultFS(provider, spec.bucket, vault_options, state_dir)
     fs.start()
     return fs
+
+
+# -- where running vault mounts keep their state (`storefs vault refresh` hands new inventories on) --
+
+def _vault_mount_record(pid: int) -> Path:
+    return runtime_dir() / f"vault-mount-{pid}.json"
+
+
+def register_vault_mount(identity: str, state_dir: Path) -> None:
+    """Tell `storefs vault refresh` that this process mounts the vaults of `identity` with its state in
+    `state_dir` (a mount with `-o cache_dir` keeps it elsewhere than the default). Removed at exit; a
+    record whose process is gone is ignored and removed by the reader."""
+    path = _vault_mount_record(os.getpid())
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "identity": identity, "state_dir": str(state_dir)}))
+    os.replace(tmp, path)
+    atexit.register(path.unlink, missing_ok=True)
+
+
+def vault_mount_state_dirs(identity: str) -> list[Path]:
+    """The state directories of the running mounts of vaults of `identity`."""
+    found = []
+    for path in sorted(runtime_dir().glob("vault-mount-*.json")):
+        try:
+            record = json.loads(path.read_text())
+            pid, state_dir = int(record["pid"]), Path(str(record["state_dir"]))
+            same = record["identity"] == identity
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not pid_alive(pid):
+            path.unlink(missing_ok=True)
+            continue
+        if same and state_dir not in found:
+            found.append(state_dir)
+    return found
+
+
+def vault_identity(config: Config, spec: RemoteSpec) -> str:
+    """The identity of a vault remote's service, from its configuration alone (no request)."""
+    remote = config.remote(spec.remote)
+    provider = provider_module(remote.type).open_provider(remote.name, remote.options)
+    try:
+        return provider.identity
+    finally:
+        provider.close()
 
 
 def mount_id(spec: RemoteSpec) -> str:

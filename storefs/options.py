@@ -269,6 +269,7 @@ class VaultOptions(RetrievalOptions):
     `<cache_dir>/vault-data/<remote>/<vault>/data` (default: the state directory)."""
 
     vault_writes: bool = False         # new files are uploaded as new archives at close
+    vault_deletes: bool = False        # unlink deletes the archive on the service
     keep_uploads: bool = False         # keep uploaded bytes in the cache (readable without a job)
     uid: int = dataclasses.field(default_factory=os.getuid)
     gid: int = dataclasses.field(default_factory=os.getgid)
@@ -280,11 +281,15 @@ class VaultOptions(RetrievalOptions):
     # status_ttl seconds.
     inventory_poll: float = 60.0
     status_ttl: float = 30.0
+    # every `watch` seconds the mount looks (a stat, a few bytes read) whether another process changed
+    # a vault's state: `storefs vault refresh` swapped an inventory in, an archive was deleted
+    watch: float = 0.2
 
     HELP: ClassVar[dict[str, str]] = {
         **RetrievalOptions.HELP,
         "vault_writes": "new files written into the vault become new archives at close (write-once)",
         "vault_keep_uploads": "keep the bytes of uploaded files in the cache, readable at once",
+        "vault_deletes": "rm deletes the archive on the service (without it, rm is EROFS)",
     }
 
     def set(self, name: str, value: str | None) -> None:
@@ -292,5 +297,7 @@ class VaultOptions(RetrievalOptions):
             self.vault_writes = _flag(value)
         elif name == "vault_keep_uploads":
             self.keep_uploads = _flag(value)
+        elif name == "vault_deletes":
+            self.vault_deletes = _flag(value)
         else:
             super().set(name, value)

@@ -1,17 +1,31 @@
-"""Managing the vaults of an archive remote without mounting them: `storefs vault ls|create|delete`.
+"""Managing the vaults of an archive remote without mounting them: `storefs vault ls|create|delete`,
+and `storefs vault refresh`.
 
-Each command opens the remote's vault provider, proves the credentials work, and makes one call. The
-service's own refusals (a vault that is not empty, a name it does not accept) reach the user as its
-message, with exit code 1.
+ls, create and delete open the remote's vault provider, prove the credentials work, and make one
+call. The service's own refusals (a vault that is not empty, a name it does not accept) reach the user
+as its message, with exit code 1.
+
+refresh runs the inventory job in one state directory and hands the inventory it read to every other
+state directory of the same vault service it can find: the ones given with `--cache-dir`, those of
+running mounts (which say where theirs is, mounting.register_vault_mount), and the default one if it
+exists. A running mount notices the new inventory within its watch period (a fraction of a second).
 """
 from __future__ import annotations
 
 import datetime
+import logging
+from pathlib import Path
 
 from .config import Config, RemoteSpec
 from .errors import ConfigError
+from .fs.vault.state import VaultState, state_dir_for
+from .fs.vault.view import RefreshReport
+from .mounting import open_vault_fs, vault_identity, vault_mount_state_dirs
+from .options import MountOptions, default_cache_dir
 from .store.registry import provider_module
 from .vaults.base import VaultInfo, VaultProvider
+
+log = logging.getLogger(__name__)
 
 
 def open_vault_provider(config: Config, spec: RemoteSpec, *, needs_vault: bool) -> VaultProvider:
@@ -63,3 +77,44 @@ def run(command: str, config: Config, spec: RemoteSpec) -> str:
         return f"deleted vault {spec.bucket}"
     finally:
         provider.close()
+
+
+def refresh_state_dirs(identity: str, cache_dirs: list[str] | list[Path]) -> list[Path]:
+    """Where `storefs vault refresh` works (the first) and what it hands the inventory to (the rest):
+    the state of each `--cache-dir` if given, else that of a running mount, else the default one;
+    then every other running mount's, and the default one if it exists."""
+    for given in cache_dirs:
+        if Path(given).expanduser().exists() and not Path(given).expanduser().is_dir():
+            raise ConfigError(f"--cache-dir {given}: not a directory")
+    explicit = [state_dir_for(Path(d).expanduser().absolute(), identity) for d in cache_dirs]
+    running = vault_mount_state_dirs(identity)
+    default = state_dir_for(default_cache_dir(), identity)
+    ordered = explicit + running + ([default] if not explicit and not running or default.is_dir() else [])
+    unique: list[Path] = []
+    for path in ordered:
+        if path not in unique:
+            unique.append(path)
+    return unique
+
+
+def refresh(config: Config, spec: RemoteSpec, cache_dirs: list[str] | list[Path], wait: bool,
+            timeout: float | None) -> list[RefreshReport]:
+    """`storefs vault refresh`: start (or adopt) an inventory job per vault; with `wait`, read it when
+    done and hand it to every state directory of this vault service (refresh_state_dirs)."""
+    first, *others = refresh_state_dirs(vault_identity(config, spec), cache_dirs)
+    fs = open_vault_fs(config, spec, MountOptions(), poll=False, state_dir=first)
+    try:
+        reports = fs.refresh(wait=wait, timeout=timeout)
+    finally:
+        fs.close()
+        fs.provider.close()
+    for report in reports:
+        if report.state != "done":
+            continue
+        inventory = VaultState(first / report.vault).load_inventory()
+        if inventory is None:
+            continue
+        for other in others:
+            if VaultState(other / report.vault).adopt_inventory(inventory):
+                log.info("vault %s: inventory handed to %s", report.vault, other)
+    return reports

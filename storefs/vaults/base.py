@@ -250,6 +250,10 @@ class VaultProvider(Protocol):
     """A connection to one account of one vault service: the factory of `ArchiveVault`s."""
 
     remote: str
+    # Which service and account this is, as configured (no secret in it): `cas https://host account
+    # 1250000000`, `local-vault /srv/vaults`. Cached vault state is kept per identity and vault name,
+    # so a remote re-pointed elsewhere never shows the old vault's tree.
+    identity: str
 
     def check(self, vault: str | None) -> None:
         """Prove that the endpoint answers and the credentials work (and the vault exists, if given)."""

@@ -169,3 +169,50 @@ def test_upload_description_round_trips():
     assert upload_description("/".join(["z" * 174] * 4), 0) is not None
     assert upload_description("/".join(["я" * 87] * 4), 0) is not None
     assert upload_description("/".join(["z" * 250] * 4), 0) is None  # over 1024 bytes of description
+
+
+# ------------------------------------------------------------------------------------------------
+# Removing an archive (without_archive) is rebuilding without it, whichever path it takes
+
+
+def _shape(tree):
+    return ({path: node.archive.archive_id for path, node in tree.files.items()},
+            {path: sorted(names) for path, names in tree.dirs.items()},
+            dict(tree.dir_mtime), dict(tree.by_id), tree.total_size, tree.fallbacks)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_removal_equals_a_rebuild(seed):
+    import random
+
+    from storefs.fs.vault.names import without_archive
+
+    rng = random.Random(seed)
+    # Few names, so that versions, file/directory clashes, literal `;2` names and nameless archives
+    # (every case that renames something else) all happen.
+    parts = ["a", "b", "a;1", "a;2", "c.txt"]
+    archives = []
+    for i in range(rng.randint(1, 30)):
+        depth = rng.randint(0, 3)
+        path = "/".join(rng.choice(parts) for _ in range(depth))
+        description = encode_mt2(path, 1_000_000 + rng.randint(0, 50)) if path and rng.random() < 0.5 else path
+        archives.append(ArchiveInfo(f"id{i:03d}", description, rng.randint(1, 100), 1_000 + rng.randint(0, 9), None))
+    remaining = {a.archive_id: a for a in archives}
+    tree = build_tree(archives)
+    order = list(remaining)
+    rng.shuffle(order)
+    for archive_id in order:
+        del remaining[archive_id]
+        tree = without_archive(tree, archive_id, lambda: list(remaining.values()))
+        assert _shape(tree) == _shape(build_tree(remaining.values())), archive_id
+
+
+def test_removal_in_place_for_distinct_names():
+    from storefs.fs.vault.names import without_archive
+
+    archives = [ArchiveInfo(f"id{i}", f"d{i % 3}/f{i}", 10, 1_000.0 + i, None) for i in range(9)]
+    tree = build_tree(archives)
+    rebuilt = []
+    same = without_archive(tree, "id4", lambda: rebuilt.append(1) or archives[:4] + archives[5:])
+    assert same is tree and not rebuilt  # the usual case costs no rebuild
+    assert "/d1/f4" not in tree.files and tree.dir_mtime["/d1"] == 1_007.0

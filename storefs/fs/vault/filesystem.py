@@ -48,6 +48,7 @@ from ...errors import (
     NoAttribute,
     NotADirectory,
     NotFound,
+    NotEmpty,
     NotPermitted,
     ReadOnly,
     StoreError,
@@ -137,8 +138,31 @@ class VaultFS:
                 self._vault_names = names
 
     def _poll_loop(self) -> None:
-        while not self.stopping.wait(self.options.inventory_poll):
-            self.check_inventory()
+        """Every `watch` seconds, whether another process changed a vault's state (`storefs vault
+        refresh` swapped an inventory in, another mount deleted an archive): a stat and a read of a
+        few bytes per vault, nothing on the network. Every `inventory_poll` seconds, the pending
+        inventory jobs on the service."""
+        period = self.options.inventory_poll
+        watch = self.options.watch if self.options.watch > 0 else period
+        next_poll = time.monotonic() + period
+        while not self.stopping.wait(min(watch, period)):
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + period
+                self.check_inventory()
+            else:
+                self.watch_state()
+
+    def watch_state(self) -> bool:
+        """Reload every started vault whose state another process changed. True if a tree changed."""
+        with self._lock:
+            views = [v for v in self._views.values() if v.started]
+        changed = False
+        for view in views:
+            try:
+                changed = view.reload_if_changed() or changed
+            except Exception:  # the watcher must survive anything (a half-written hand edit...)
+                log.exception("vault %s: reading the state failed", view.name)
+        return changed
 
     def check_inventory(self) -> bool:
         """Poll every started vault's inventory job once (what the poller does). True if a tree changed."""
@@ -186,7 +210,7 @@ class VaultFS:
     def _new_view(self, name: str) -> VaultView:
         data_root = None
         if self.options.cache_dir is not None:
-            data_root = state_dir_for(Path(self.options.cache_dir) / "vault-data", self.provider.remote) / name
+            data_root = state_dir_for(Path(self.options.cache_dir) / "vault-data", self.provider.identity) / name
         state = VaultState(self.state_dir / name, data_root)
         return VaultView(name, self.provider.vault(name), self.options, state, self.clock, self.stopping)
 
@@ -214,7 +238,8 @@ class VaultFS:
     # -- attributes ------------------------------------------------------------------------------
 
     def _dir_attrs(self, mtime: float) -> Attrs:
-        perm = (0o755 if self.options.vault_writes else 0o555) & ~self.options.umask
+        writable = self.options.vault_writes or self.options.vault_deletes  # entries come or go
+        perm = (0o755 if writable else 0o555) & ~self.options.umask
         mtime_ns = _ns(mtime) if mtime else self._mounted_ns
         return Attrs(mode=stat.S_IFDIR | perm, size=0, uid=self.options.uid, gid=self.options.gid,
                      mtime_ns=mtime_ns, ctime_ns=mtime_ns)
@@ -410,10 +435,26 @@ class VaultFS:
         raise ReadOnly(f"{path}: archive vaults are read-only")
 
     def unlink(self, path: str) -> None:
-        self._refuse(path)
+        # -o vault_deletes: an archive the tree shows is deleted on the service (view.delete).
+        if not self.options.vault_deletes:
+            raise ReadOnly(f"{path}: archive vaults are read-only (-o vault_deletes lets rm delete archives)")
+        view, rel, node = self._node(path)
+        view.delete(node.archive, self._mount_path(view, rel))
 
     def rmdir(self, path: str) -> None:
-        self._refuse(path)
+        """Directories exist only as the paths of archives, so there is never an empty one to remove:
+        with -o vault_deletes, one whose last archive was just deleted is already gone (what `rm -r`
+        asks for last), and one that still holds files is ENOTEMPTY."""
+        if not self.options.vault_deletes:
+            self._refuse(path)
+        view, rel = self._route(path)
+        if view is None or (rel == "/" and not self.vault_name):
+            raise NotPermitted(f"{path}: vaults are deleted with `storefs vault delete`, not through the mount")
+        found = view.lookup(rel)
+        if isinstance(found, FileNode):
+            raise NotADirectory(path)
+        if found == "dir" or self._uploads.names_in(view, rel):
+            raise NotEmpty(path)
 
     def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
         self._refuse(path)

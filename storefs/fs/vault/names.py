@@ -45,7 +45,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ...vaults.base import ArchiveInfo
 
@@ -210,6 +210,7 @@ class Tree:
         self.dir_mtime: dict[str, float] = {"/": 0.0}
         self.by_id: dict[str, str] = {}
         self.total_size = 0
+        self.fallbacks = 0      # archives with a usable path shown as `id:` (their numbered name clashed)
 
     def add(self, path: str, node: FileNode) -> None:
         """Put a file at `path` (its parent directories appear as needed). The caller checked that
@@ -287,6 +288,7 @@ def build_tree(archives: Iterable[ArchiveInfo]) -> Tree:
     for path in groups:
         dirs.update(a for a in _ancestors(path) if a != "/")
     taken = set(groups) | dirs  # real names always win over generated ones
+    fallbacks = 0
     placed: list[tuple[str, ArchiveInfo, str | None]] = []
     for path in sorted(groups):
         versions = _newest_first(groups[path])
@@ -300,14 +302,69 @@ def build_tree(archives: Iterable[ArchiveInfo]) -> Tree:
             if (candidate in taken or len(leaf.encode("utf-8")) > NAME_MAX
                     or len(candidate.encode("utf-8")) > PATH_MAX):
                 nameless.append(archive)
+                fallbacks += 1
                 continue
             taken.add(candidate)
             placed.append((candidate, archive, path))
     for archive in _newest_first(nameless):
         placed.append(("/" + id_name(archive.archive_id), archive, None))
     tree = Tree()
+    tree.fallbacks = fallbacks
     for path, archive, wanted in placed:
         if path in tree.files:  # two ids hashing alike: keep the newest, the other by its path only
             continue
         tree.add(path, FileNode(archive, mtimes[archive.archive_id], wanted))
     return tree
+
+
+def without_archive(tree: Tree, archive_id: str, remaining: Callable[[], Iterable[ArchiveInfo]]) -> Tree:
+    """The tree of the vault once `archive_id` is gone: always `build_tree(remaining())`, where
+    `remaining()` gives every archive but that one.
+
+    Rebuilding costs seconds for 100,000 archives, and backup tools prune archive after archive, so
+    the usual case is done in place: a file shown under its own path, of a path no other archive
+    wants (or an archive without a name), in a tree where no name clashed. Removing it changes no other name: only it, the
+    directories it leaves empty and their ancestors' times go. When other versions share its path
+    (`NAME;2` becomes `NAME`), a directory it empties is also a numbered file's path (`a;1` becomes
+    `a`), or some archive was pushed to an `id:` name, the tree is rebuilt. `tree` is changed in
+    place or replaced: callers use the result."""
+    path = tree.by_id.get(archive_id)
+    if path is None:
+        return tree
+    node = tree.files[path]
+    if tree.fallbacks or node.wanted not in (path, None) or _has_versions(tree, path):
+        return build_tree(remaining())
+    parent = path.rsplit("/", 1)[0] or "/"
+    vanished: list[str] = []
+    entries = {parent: tree.dirs[parent] - {path.rsplit("/", 1)[1]}}
+    while parent != "/" and not entries[parent]:
+        vanished.append(parent)
+        if _has_versions(tree, parent):
+            return build_tree(remaining())
+        up = parent.rsplit("/", 1)[0] or "/"
+        entries[up] = tree.dirs[up] - {parent.rsplit("/", 1)[1]}
+        parent = up
+    del tree.files[path]
+    del tree.by_id[archive_id]
+    tree.total_size -= node.archive.size
+    for gone in vanished:
+        del tree.dirs[gone]
+        tree.dir_mtime.pop(gone, None)
+    tree.dirs[parent] = entries[parent]
+    # Directory times are the newest file below: recompute them upwards from the last one kept.
+    here: str | None = parent
+    while here is not None:
+        newest = 0.0
+        for name in tree.dirs[here]:
+            child = f"{here.rstrip('/')}/{name}"
+            found = tree.files.get(child)
+            newest = max(newest, found.mtime if found is not None else tree.dir_mtime.get(child, 0.0))
+        tree.dir_mtime[here] = newest
+        here = None if here == "/" else (here.rsplit("/", 1)[0] or "/")
+    return tree
+
+
+def _has_versions(tree: Tree, path: str) -> bool:
+    """Whether some entry beside `path` is named `<its name>;…` (a version of it, numbered)."""
+    parent, _, name = path.rpartition("/")
+    return any(entry.startswith(name + VERSION_SEP) for entry in tree.dirs.get(parent or "/", ()))

@@ -1,9 +1,19 @@
 """On-disk state of one mounted vault, shared by the mount daemon and the CLI commands (`storefs
 restore`, `storefs jobs`, `storefs vault refresh`) that run in other processes.
 
+The state directory belongs to the vault service's identity (`state_dir_for`: endpoint or region,
+account; for the local vault its root), not to the remote's name: a remote re-pointed at another
+endpoint gets a fresh state, and two remotes naming one vault share it. `identity.json` there says
+whose it is. Directories of the older layout (named by the remote alone) are never read
+(`legacy_state_dir`): nothing in them says which endpoint they came from.
+
 Layout under the vault's state directory (`<state_dir>/<vault>/`):
     inventory.json              the cached inventory: its date, the job that made it, every archive
     inventory-job.json          an inventory job started but not read yet (so nobody starts another)
+    deleted/<key>.json          an archive deleted through storefs (`-o vault_deletes`): hidden from the
+                                tree until an inventory taken after the deletion no longer lists it
+    changes                     a counter bumped by every change of the tree's records made by any
+                                process (inventory swapped in, archive deleted): mounts watch it
     jobs/<key>.json             the retrieval job of one archive: id, tier, status, dates, failure
     uploads/<key>.json          an archive uploaded through storefs, shown before an inventory has it
     staging/                    files being written (vault_writes), uploaded at close
@@ -20,8 +30,9 @@ cannot be read (a crash of an older version, a hand edit) counts as absent and i
 
 Decisions that must happen once (start a retrieval job for an archive, download its output, start or
 read an inventory) are taken under an exclusive `flock` on a lock file, then re-checked: two threads
-or two processes race to the lock, the loser finds the winner's record. Locks are never nested and
-never held longer than one job request or one download. `flock` locks belong to the open file, so
+or two processes race to the lock, the loser finds the winner's record. Locks are never nested (but
+for the `changes` lock, taken last and alone around one counter update) and never held longer than
+one job request or one download. `flock` locks belong to the open file, so
 threads of one process exclude each other too.
 """
 from __future__ import annotations
@@ -52,11 +63,31 @@ def archive_key(archive_id: str) -> str:
     return hashlib.sha256(archive_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def state_dir_for(cache_root: Path, remote: str) -> Path:
-    """Where a remote's vault state lives under a storefs cache directory (daemon and CLI agree)."""
+def state_dir_for(cache_root: Path, identity: str) -> Path:
+    """Where the vault state of a vault service (`identity`: the provider's, e.g. `glacier
+    https://glacier.eu-west-1.amazonaws.com account -`) lives under a storefs cache directory; the
+    daemon and the CLI agree on it. The digest is 16 hex digits long, so no name of the older layout
+    (`legacy_state_dir`, 10 digits) can ever be taken for one of these."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", identity)[:60] or "_"
+    digest = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return Path(cache_root) / "vaults" / f"{safe}-{digest}"
+
+
+def legacy_state_dir(cache_root: Path, remote: str) -> Path:
+    """Where storefs kept a remote's vault state before it was keyed by identity (never read now)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", remote)[:60] or "_"
     digest = hashlib.sha1(remote.encode("utf-8")).hexdigest()[:10]
     return Path(cache_root) / "vaults" / f"{safe}-{digest}"
+
+
+def mark_identity(state_dir: Path, identity: str) -> None:
+    """Say in the state directory whose state it is (for people, and for `storefs vault refresh`
+    looking for the state of running mounts). Written once."""
+    path = Path(state_dir) / "identity.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = _read_json(path) if path.exists() else None
+    if record is None or record.get("identity") != identity:
+        _write_json(path, {"format": FORMAT, "identity": identity})
 
 
 def _write_json(path: Path, record: dict) -> None:
@@ -161,6 +192,15 @@ class UploadRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class Tombstone:
+    """An archive deleted through storefs, hidden until an inventory dated after `deleted` (service
+    clock) no longer lists it: inventories lag deletions (Glacier's by about a day)."""
+
+    archive_id: str
+    deleted: float
+
+
+@dataclasses.dataclass(frozen=True)
 class CachedData:
     path: Path
     archive_id: str
@@ -181,7 +221,7 @@ class VaultState:
         self.root = Path(root)
         self.data_dir = Path(data_root or root) / "data"
         for sub in (self.root / "jobs", self.root / "uploads", self.root / "staging", self.root / "locks",
-                    self.data_dir):
+                    self.root / "deleted", self.data_dir):
             sub.mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
@@ -222,6 +262,59 @@ class VaultState:
         _write_json(self.root / "inventory.json", {
             "format": FORMAT, "date": inventory.date, "job_id": inventory.job_id,
             "archives": [_archive_to_dict(a) for a in inventory.archives]})
+        self.note_change()
+
+    def adopt_inventory(self, inventory: Inventory) -> bool:
+        """Save `inventory` unless the one here is as new (another state directory's refresh handed
+        it over). True if it was saved."""
+        with self.lock("inventory"):
+            current = self.load_inventory()
+            if current is not None and current.date >= inventory.date:
+                return False
+            self.save_inventory(inventory)
+            pending = self.pending_inventory()
+            if pending is not None and pending.job_id == inventory.job_id:
+                self.clear_pending_inventory(pending.job_id)
+            return True
+
+    # -- the change counter (what running mounts watch) ------------------------------------------
+
+    def changes(self) -> int:
+        """How many times the tree's records changed (0: never). One small read: mounts call it
+        several times a second."""
+        try:
+            with open(self.root / "changes", "rb") as f:
+                return int(f.read(32) or b"0")
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def note_change(self) -> int:
+        """Bump the counter (atomically, under its lock); the new value."""
+        with self.lock("changes"):
+            count = self.changes() + 1
+            tmp = self.root / f".changes.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+            try:
+                tmp.write_text(str(count))
+                os.replace(tmp, self.root / "changes")
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            return count
+
+    # -- deleted archives ------------------------------------------------------------------------
+
+    def add_tombstone(self, tombstone: Tombstone) -> int:
+        """Record a deletion; the change counter's new value."""
+        _write_json(self.root / "deleted" / f"{archive_key(tombstone.archive_id)}.json",
+                    {"format": FORMAT, "archive_id": tombstone.archive_id, "deleted": tombstone.deleted})
+        return self.note_change()
+
+    def tombstones(self) -> list[Tombstone]:
+        return _read_records(self.root / "deleted",
+                             lambda r: Tombstone(str(r["archive_id"]), float(r["deleted"])))
+
+    def remove_tombstone(self, archive_id: str) -> None:
+        (self.root / "deleted" / f"{archive_key(archive_id)}.json").unlink(missing_ok=True)
 
     def pending_inventory(self) -> PendingInventory | None:
         record = _read_json(self.root / "inventory-job.json")

@@ -1,14 +1,20 @@
 """One vault of a vault mount: its tree and its inventory, and (retrievals.py) its retrieval jobs.
 
 The tree comes from the inventory cached on disk (state.py) plus the archives uploaded through
-storefs that no inventory lists yet. Without a cached inventory the view adopts an inventory job
-started earlier (its own record, or one `list_jobs` finds) or starts one, and swaps the tree in when
-the job is done (`check_inventory`, which VaultFS's poller calls; `refresh` for `storefs vault
-refresh`).
+storefs that no inventory lists yet, minus the archives deleted through storefs (`delete`,
+`-o vault_deletes`) that an inventory still lists: those stay hidden until an inventory dated after
+the deletion no longer has them, in every process (the deletion is recorded in the state).
+`reload_if_changed` notices what another process changed (a refresh, a deletion) by the state's
+change counter and the inventory file's stamp: VaultFS's watcher calls it several times a second.
+
+Without a cached inventory the view adopts an inventory job started earlier (its own record, or one
+`list_jobs` finds) or starts one, and swaps the tree in when the job is done (`check_inventory`,
+which VaultFS's poller calls; `refresh` for `storefs vault refresh`).
 
 The view knows nothing of the filesystem above it: it gets its vault, options, state, the service's
 clock and the mount's stop event through its constructor. Locking: `lock` guards the tree and
-inventory fields, `_start_lock` the first load; decisions shared with other processes take the flock
+inventory fields, `_start_lock` the first load, `_load_lock` a reload from disk and a deletion (so
+neither undoes the other); decisions shared with other processes take the flock
 locks of VaultState, never nested and never while `lock` is held.
 """
 from __future__ import annotations
@@ -22,9 +28,9 @@ from ...errors import NotFound, StoreError
 from ...options import VaultOptions
 from ...retrieval.poll import JobPoll
 from ...vaults.base import ArchiveInfo, ArchiveVault, JobAction, JobInfo, JobStatus, Tier, iso8601, short_id
-from .names import FileNode, Tree, build_tree, name_of
+from .names import FileNode, Tree, build_tree, name_of, without_archive
 from .retrievals import Retrievals, output_expired
-from .state import Inventory, PendingInventory, UploadRecord, VaultState
+from .state import Inventory, PendingInventory, Tombstone, UploadRecord, VaultState, archive_key
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +63,15 @@ class VaultView:
         self.stopping = stopping
         self.lock = threading.Lock()
         self.tree = Tree()
+        self.archives: dict[str, ArchiveInfo] = {}   # what the tree shows, by id (rebuilds after deletes)
         self.inventory: Inventory | None = None
-        self.stamp: tuple[int, int] | None = None
+        # what _load read: the inventory file's stamp and the state's change counter
+        self.stamp: tuple[tuple[int, int] | None, int] | None = None
         self.inventory_error: str | None = None
         self._start_lock = threading.Lock()
+        # Held while the tree is rebuilt from disk and while a deletion is recorded and applied, so a
+        # reload that read the state before a deletion cannot swap the deleted archive back in.
+        self._load_lock = threading.RLock()
         self.started = False
         self.loaded_pending: PendingInventory | None = None  # a finished job activation read; see refresh()
         self.retrievals = Retrievals(name, vault, state, self.tier, options.status_ttl, clock, self.path_of,
@@ -101,13 +112,26 @@ class VaultView:
                 if self.inventory is not None and self.inventory.job_id == pending.job_id:
                     self.loaded_pending = pending  # finished meanwhile and read just now: see refresh()
 
+    def _stamp(self) -> tuple[tuple[int, int] | None, int]:
+        return self.state.inventory_stamp(), self.state.changes()
+
     def _load(self) -> None:
-        """Read the cached inventory and the uploads from disk and rebuild the tree."""
-        stamp = self.state.inventory_stamp()
+        """Read the cached inventory, the uploads and the deletions from disk and rebuild the tree."""
+        with self._load_lock:
+            self._load_locked()
+
+    def _load_locked(self) -> None:
+        stamp = self._stamp()  # before reading: a change made meanwhile is seen by the next look
         inventory = self.state.load_inventory()
         uploads = self.state.uploads()
         archives = list(inventory.archives) if inventory else []
         known = {a.archive_id for a in archives}
+        hidden = set()
+        for tombstone in self.state.tombstones():
+            if inventory is not None and inventory.date >= tombstone.deleted and tombstone.archive_id not in known:
+                self.state.remove_tombstone(tombstone.archive_id)  # an inventory after it agrees: done
+            else:
+                hidden.add(tombstone.archive_id)
         for upload in uploads:
             if upload.archive.archive_id in known:
                 self.state.remove_upload(upload.archive.archive_id)  # the inventory has it now
@@ -117,12 +141,14 @@ class VaultView:
                 self.state.remove_upload(upload.archive.archive_id)
             else:
                 archives.append(upload.archive)
-        tree = build_tree(archives)
+        shown = {a.archive_id: a for a in archives if a.archive_id not in hidden}
+        tree = build_tree(shown.values())
         with self.lock:
-            self.inventory, self.stamp, self.tree = inventory, stamp, tree
+            self.inventory, self.stamp, self.tree, self.archives = inventory, stamp, tree, shown
 
     def reload_if_changed(self) -> bool:
-        if self.state.inventory_stamp() != self.stamp:
+        """Reload if another process (or thread) changed the tree's records. A stat and a tiny read."""
+        if self._stamp() != self.stamp:
             self._load()
             return True
         return False
@@ -271,10 +297,43 @@ class VaultView:
     def add_uploaded(self, archive: ArchiveInfo, rel: str) -> None:
         self.state.add_upload(UploadRecord(archive, rel))
         with self.lock:
+            self.archives[archive.archive_id] = archive
             if not self.tree.exists(rel):
                 self.tree.add(rel, FileNode(archive, _mtime_of(archive), rel))
                 return
         self._load()  # a name clash after all: let the naming scheme place it
+
+    def delete(self, archive: ArchiveInfo, what: str) -> None:
+        """Delete `archive` on the service (`-o vault_deletes`) and hide it from the tree now and in
+        every process until an inventory taken after the deletion no longer lists it. The service
+        saying it has no such archive counts as done: it is gone, as asked. Its downloaded bytes,
+        job record and upload record go too (a reader holding it open keeps its descriptor)."""
+        try:
+            self.vault.delete_archive(archive.archive_id)
+        except NotFound:
+            log.info("vault %s: %s (archive %s) was already gone from the service", self.name, what,
+                     short_id(archive.archive_id))
+        with self._load_lock:
+            self._forget(archive, what)
+
+    def _forget(self, archive: ArchiveInfo, what: str) -> None:
+        """Record a deletion and take the archive out of the tree (under _load_lock)."""
+        count = self.state.add_tombstone(Tombstone(archive.archive_id, self.now()))
+        log.info("vault %s: deleted %s (archive %s)", self.name, what, short_id(archive.archive_id))
+        self.state.remove_upload(archive.archive_id)
+        self.state.drop_data(archive.archive_id)
+        job = self.state.job(archive.archive_id)
+        if job is not None:
+            with self.state.lock(f"job-{archive_key(archive.archive_id)[:3]}"):  # retrievals.py's lock
+                self.state.forget_job(archive.archive_id, job.job_id)
+        with self.lock:
+            self.archives.pop(archive.archive_id, None)
+            rest = self.archives
+            self.tree = without_archive(self.tree, archive.archive_id, lambda: list(rest.values()))
+            if self.stamp is not None and count == self.stamp[1] + 1:
+                # Our own change alone since the last load: nothing to read back (a reload of a big
+                # inventory per deleted file would make a prune quadratic).
+                self.stamp = (self.stamp[0], count)
 
 
 def _mtime_of(archive: ArchiveInfo) -> float:

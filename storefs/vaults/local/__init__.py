@@ -11,6 +11,7 @@ Layout under `root` (one directory per vault; names are [A-Za-z0-9_.-], so safe 
     <vault>/archives/<id>               archive data (immutable; ids are URL-safe base64)
     <vault>/archives/<id>.json          description, size, creation date, tree hash, SHA-256
     <vault>/archives/<id>.leaves        the 1 MiB leaf hashes, 32 raw bytes each
+    <vault>/archives/<id>.deleted       a deleted archive's record, kept while inventories still list it
     <vault>/uploads/<id>.json|.data     multipart uploads in progress (parts written in place)
     <vault>/jobs/<id>.json              job records: a new provider on the same root adopts them
     <vault>/jobs/<id>.out|.leaves       job output: a hard link of the archive (or the inventory)
@@ -50,10 +51,13 @@ SPEC = ProviderSpec(
         "standard_delay": "10",
         "bulk_delay": "30",
         "inventory_delay": "5",     # inventory jobs ignore the tier (as CAS does)
+        "inventory_lag": "0",       # seconds a deleted archive is still listed by inventories
     },
     doc="Archive vaults simulated in a directory: each sub-directory of `root` is a vault. Retrieval "
         "and inventory jobs complete after the configured delays (seconds), and outputs are kept 24 h. "
-        "`create_vaults = yes` creates a missing vault at mount time.",
+        "`create_vaults = yes` creates a missing vault at mount time. `inventory_lag` (seconds, default "
+        "0) keeps a deleted archive in the inventories completed that long after its deletion, as the "
+        "services do (their inventories are refreshed about daily).",
 )
 
 @dataclasses.dataclass(frozen=True)
@@ -81,15 +85,20 @@ class LocalVaultProvider:
     """Vaults in a directory. Thread-safe; several providers on one root see each other's records."""
 
     def __init__(self, root: str | Path, *, remote: str = "local", delays: Delays = Delays(),
-                 clock: Clock | None = None, create_vaults: bool = False,
+                 clock: Clock | None = None, create_vaults: bool = False, inventory_lag: float = 0.0,
                  resource_field: str = "VaultARN",
                  resource_name: Callable[[str], str] | None = None,
                  capabilities: VaultCapabilities | None = None) -> None:
         self.remote = remote
         self.root = Path(root)
+        self.identity = f"local-vault {os.path.realpath(self.root)}"
         self.delays = delays
         self.clock: Clock = clock or SystemClock()
         self.create_vaults = create_vaults
+        # Glacier and CAS refresh a vault's inventory about once a day, so an inventory job finished
+        # after a deletion may still list the archive: inventories list a deleted archive while it was
+        # deleted less than this long before they completed.
+        self.inventory_lag = inventory_lag
         self.output_ttl = JOB_OUTPUT_TTL
         # The inventory document names its vault: VaultARN (Glacier) or VaultQCS (CAS emulator).
         self.resource_field = resource_field
@@ -248,18 +257,26 @@ class LocalVault(LocalJobs):
         return self.put_archive(file_chunks(body, size), size, description)
 
     def delete_archive(self, archive_id: str) -> None:
+        """The archive is gone at once: no retrieval can start, a vault listing no longer counts it.
+        Inventories keep listing it for `inventory_lag` seconds (see LocalVaultProvider)."""
         data_path, meta_path, leaves_path = self._archive_paths(archive_id)
         with self._lock:
             self._require()
             if not meta_path.is_file():
                 raise NotFound(f"archive {short_id(archive_id)} does not exist in vault {self.name!r}")
+            if self.provider.inventory_lag > 0:
+                record = read_json(meta_path, "archive")
+                write_json(meta_path.with_suffix(".deleted"), {**record, "deleted": self.clock.now()})
             meta_path.unlink()
             data_path.unlink(missing_ok=True)
             leaves_path.unlink(missing_ok=True)
 
-    def archives(self) -> list[ArchiveInfo]:
-        """Every archive, oldest first (what an inventory taken now would list)."""
+    def archives(self, as_of: float | None = None) -> list[ArchiveInfo]:
+        """Every archive, oldest first: what an inventory completed at `as_of` (default: now) lists,
+        deleted archives within the provider's `inventory_lag` included."""
         self._require()
+        now = self.clock.now()
+        as_of = now if as_of is None else as_of
         found = []
         for meta in (self.base / "archives").glob("*.json"):
             try:
@@ -268,6 +285,18 @@ class LocalVault(LocalJobs):
                                          float(r["created"]), r["tree_hash"]))
             except (StoreError, KeyError, TypeError, ValueError):
                 continue  # deleted while we looked
+        lag = self.provider.inventory_lag
+        for meta in (self.base / "archives").glob("*.deleted"):
+            try:
+                r = read_json(meta, "deleted archive")
+                deleted = float(r["deleted"])
+                if deleted + lag < now - JOB_OUTPUT_TTL:
+                    meta.unlink(missing_ok=True)  # no inventory still to be written can list it
+                elif deleted + lag > as_of:
+                    found.append(ArchiveInfo(r["archive_id"], r["description"], int(r["size"]),
+                                             float(r["created"]), r["tree_hash"]))
+            except (StoreError, KeyError, TypeError, ValueError):
+                continue
         return sorted(found, key=lambda a: (a.creation_date, a.archive_id))
 
     # -- multipart -------------------------------------------------------------------------------
@@ -457,7 +486,8 @@ def open_vault_provider(remote: str, options: Mapping[str, str], *, clock: Clock
                     bulk=_seconds(options, "bulk_delay", remote),
                     inventory=_seconds(options, "inventory_delay", remote))
     create = str(options.get("create_vaults") or "no").strip().lower() in ("yes", "true", "1", "on")
-    return LocalVaultProvider(root_path, remote=remote, delays=delays, clock=clock, create_vaults=create)
+    return LocalVaultProvider(root_path, remote=remote, delays=delays, clock=clock, create_vaults=create,
+                              inventory_lag=_seconds(options, "inventory_lag", remote))
 
 
 # The registry's name for the factory, as for every provider module.

@@ -124,7 +124,7 @@ class LocalJobs:
     def _archive_paths(self, archive_id: str) -> tuple[Path, Path, Path]:
         raise NotImplementedError
 
-    def archives(self) -> list[ArchiveInfo]:
+    def archives(self, as_of: float | None = None) -> list[ArchiveInfo]:
         raise NotImplementedError
 
     def _job_paths(self, job_id: str) -> tuple[Path, Path, Path]:
@@ -205,7 +205,7 @@ class LocalJobs:
     def _write_inventory(self, record: dict, out_path: Path, leaves_path: Path) -> None:
         """Materialise an inventory as of its completion time (called under the lock)."""
         completed = float(record["completes_at"])
-        archives = [a for a in self.archives() if a.creation_date <= completed]
+        archives = [a for a in self.archives(as_of=completed) if a.creation_date <= completed]
         if record.get("format") == "CSV":
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")

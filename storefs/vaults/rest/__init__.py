@@ -78,6 +78,9 @@ class RestVaultProvider:
             if base.supports_multipart else base
         self.wire = RestWire(remote, dialect, scheme=scheme, netloc=netloc, account=account,
                              settings=settings or HttpSettings(), retry=retry or RetryPolicy())
+        # The account as configured: "-" (the credentials' own) cannot be told apart from another
+        # account's "-" without asking another service; README says to name it when that matters.
+        self.identity = f"{dialect.name} {scheme}://{netloc} account {account}"
 
     @classmethod
     def of(cls, remote: str, dialect: Dialect, parsed: RestRemote, account: str) -> RestVaultProvider:
