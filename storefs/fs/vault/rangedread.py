@@ -1,0 +1,91 @@
+"""An open archive served piece by piece: the reads of a handle opened before its whole bytes are here.
+
+VaultFS opens an archive this way when `-o vault_ranges` applies to it (then a read at offset X that
+no cached bytes hold retrieves a window around X: rangejobs.py), or when some of its ranges are
+already cached or on their way (`storefs restore --range`; then a read outside them retrieves the
+whole archive, as an open without ranges does). A read never comes back short before the end of the
+archive (FUSE would take a short read for the end of the file): it is filled from as many pieces as
+it spans, each retrieved in turn, or fails with the not-ready errno.
+
+Every data file the handle reads stays open, with the shared lock that keeps it from eviction
+(datacache.py), until the handle is released.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+from ...errors import ProtocolError
+from ...retrieval.poll import JobPoll
+from ...vaults.base import ArchiveInfo
+from .datacache import open_pinned
+from .rangejobs import Piece
+from .retrievals import Retrievals
+
+# A piece evicted between its look-up and its open is looked up again this many times.
+_REOPEN_TRIES = 3
+
+
+class RangedReader:
+    """The reads of one open archive. `window`: bytes of the job a read outside cached pieces starts
+    (None: such a read retrieves the whole archive); `new_poll` makes the wait of one read."""
+
+    def __init__(self, retrievals: Retrievals, archive: ArchiveInfo, where: str, window: int | None,
+                 new_poll: Callable[[], JobPoll], not_ready_errno: int) -> None:
+        self.retrievals = retrievals
+        self.archive = archive
+        self.where = where
+        self.window = window
+        self.new_poll = new_poll
+        self.not_ready_errno = not_ready_errno
+        self._lock = threading.Lock()
+        self._open: list[tuple[int, int, int]] = []   # (start, end, fd) of pinned pieces
+
+    def _held(self, pos: int) -> tuple[int, int, int] | None:
+        with self._lock:
+            return next((p for p in self._open if p[0] <= pos < p[1]), None)
+
+    def _locate(self, pos: int) -> Piece:
+        r = self.retrievals
+        piece = r.ranges.cached_piece(self.archive, pos)
+        if piece is not None:
+            return piece
+        poll = self.new_poll()
+        if self.window is not None:
+            return r.ranges.fetch(self.archive, pos, self.window, poll, self.where, self.not_ready_errno)
+        path = r.fetch(self.archive, poll, self.where, self.not_ready_errno)
+        return Piece(path, 0, self.archive.size)
+
+    def _piece(self, pos: int) -> tuple[int, int, int]:
+        held = self._held(pos)
+        if held is not None:
+            return held
+        for _ in range(_REOPEN_TRIES):
+            piece = self._locate(pos)
+            fd = open_pinned(piece.path)
+            if fd is None:
+                continue  # evicted just now: look again (a download, if need be)
+            entry = (piece.start, piece.end, fd)
+            with self._lock:
+                self._open.append(entry)
+            return entry
+        raise ProtocolError(f"{self.where}: cached bytes vanished {_REOPEN_TRIES} times while being opened")
+
+    def read_into(self, into: memoryview, offset: int) -> int:
+        want = max(0, min(len(into), self.archive.size - offset))
+        done = 0
+        while done < want:
+            pos = offset + done
+            start, end, fd = self._piece(pos)
+            n = os.preadv(fd, [into[done:done + min(want - done, end - pos)]], pos - start)
+            if n <= 0:
+                raise ProtocolError(f"{self.where}: cached bytes {start}-{end - 1} end early")
+            done += n
+        return done
+
+    def close(self) -> None:
+        with self._lock:
+            pieces, self._open = self._open, []
+        for _, _, fd in pieces:
+            os.close(fd)
