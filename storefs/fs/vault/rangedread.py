@@ -7,8 +7,10 @@ whole archive, as an open without ranges does). A read never comes back short be
 archive (FUSE would take a short read for the end of the file): it is filled from as many pieces as
 it spans, each retrieved in turn, or fails with the not-ready errno.
 
-Every data file the handle reads stays open, with the shared lock that keeps it from eviction
-(datacache.py), until the handle is released.
+The data files a read uses stay open, with the shared lock that keeps them from eviction
+(datacache.py), until a later read needs a piece they do not hold (then those the new read does not
+touch are let go: a handle reading a huge archive window by window pins only what it reads now) or
+the handle is released.
 """
 from __future__ import annotations
 
@@ -51,16 +53,22 @@ class RangedReader:
         piece = r.ranges.cached_piece(self.archive, pos)
         if piece is not None:
             return piece
-        poll = self.new_poll()
-        if self.window is not None:
-            return r.ranges.fetch(self.archive, pos, self.window, poll, self.where, self.not_ready_errno)
-        path = r.fetch(self.archive, poll, self.where, self.not_ready_errno)
-        return Piece(path, 0, self.archive.size)
+        return r.ranges.fetch(self.archive, pos, self.window, self.new_poll(), self.where, self.not_ready_errno)
 
-    def _piece(self, pos: int) -> tuple[int, int, int]:
+    def _let_go(self, start: int, end: int) -> None:
+        """Unpin the pieces that hold nothing of [start, end): they may be evicted now."""
+        with self._lock:
+            keep = [p for p in self._open if p[0] < end and start < p[1]]
+            gone = [p for p in self._open if p not in keep]
+            self._open = keep
+        for _, _, fd in gone:
+            os.close(fd)
+
+    def _piece(self, pos: int, read: tuple[int, int]) -> tuple[int, int, int]:
         held = self._held(pos)
         if held is not None:
             return held
+        self._let_go(*read)  # before a download that may have to make room
         for _ in range(_REOPEN_TRIES):
             piece = self._locate(pos)
             fd = open_pinned(piece.path)
@@ -77,7 +85,7 @@ class RangedReader:
         done = 0
         while done < want:
             pos = offset + done
-            start, end, fd = self._piece(pos)
+            start, end, fd = self._piece(pos, (offset, offset + want))
             n = os.preadv(fd, [into[done:done + min(want - done, end - pos)]], pos - start)
             if n <= 0:
                 raise ProtocolError(f"{self.where}: cached bytes {start}-{end - 1} end early")

@@ -124,22 +124,27 @@ class RangeJobs:
 
     # -- one step of a read ----------------------------------------------------------------------
 
-    def attempt(self, archive: ArchiveInfo, pos: int, window: int) -> tuple[Piece | None, JobRecord | None]:
-        """(cached bytes holding `pos`, None), or (None, the job waited for). Starts a window job of
-        `window` bytes when nothing covers `pos`. Raises JobFailed (once), TreeHashMismatch."""
+    def _whole(self, archive: ArchiveInfo) -> tuple[Piece | None, JobRecord | None]:
+        path, record = self.r.attempt(archive)
+        return (Piece(path, 0, archive.size) if path is not None else None), record
+
+    def attempt(self, archive: ArchiveInfo, pos: int, window: int | None) -> tuple[Piece | None, JobRecord | None]:
+        """(cached bytes holding `pos`, None), or (None, the job waited for). When nothing covers
+        `pos`, starts a window job of `window` bytes (None: retrieves the whole archive, as an open
+        without ranges does). Raises JobFailed (once), TreeHashMismatch."""
         piece = self.cached_piece(archive, pos)
         if piece is not None:
             return piece, None
         if self._whole_active(archive):
-            path, record = self.r.attempt(archive)
-            return (Piece(path, 0, archive.size) if path is not None else None), record
+            return self._whole(archive)
         record = next((j for j in self.live_ranges(archive) if _covers(j.byte_range, pos, pos + 1)), None)
         if record is None:
+            if window is None:
+                return self._whole(archive)
             record, started = self._start_window(archive, pos, window)
-            if started or record.byte_range is None:
-                if record.byte_range is None:  # a whole job was adopted instead
-                    path, record = self.r.attempt(archive)
-                    return (Piece(path, 0, archive.size) if path is not None else None), record
+            if record.byte_range is None:  # a whole job was adopted instead
+                return self._whole(archive)
+            if started:
                 return None, record
         return self._step(archive, record)
 
@@ -164,7 +169,7 @@ class RangeJobs:
                             f"failed: {info.status_message}; the next read starts another")
         return self._download(archive, record, info), None
 
-    def fetch(self, archive: ArchiveInfo, pos: int, window: int, poll: JobPoll, where: str,
+    def fetch(self, archive: ArchiveInfo, pos: int, window: int | None, poll: JobPoll, where: str,
               not_ready_errno: int) -> Piece:
         """Cached bytes holding offset `pos` of `archive`, retrieved by range first if need be: one
         `attempt` after each pause of `poll`; ArchiveNotReady (errno `not_ready_errno`) when it gives up."""
