@@ -5,7 +5,9 @@ no cached bytes hold retrieves a window around X: rangejobs.py), or when some of
 already cached or on their way (`storefs restore --range`; then a read outside them retrieves the
 whole archive, as an open without ranges does). A read never comes back short before the end of the
 archive (FUSE would take a short read for the end of the file): it is filled from as many pieces as
-it spans, each retrieved in turn, or fails with the not-ready errno.
+it spans, each retrieved in turn, or fails with the not-ready errno — never EAGAIN, though: read(2)
+callers take EAGAIN for "no data yet on a non-blocking descriptor" (GNU `tail -c` prints nothing
+and exits 0), so a read uses EREMOTE ("Object is remote") where `vault_errno` says EAGAIN.
 
 The data files a read uses stay open, with the shared lock that keeps them from eviction
 (datacache.py), until a later read needs a piece they do not hold (then those the new read does not
@@ -14,6 +16,7 @@ the handle is released.
 """
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable
@@ -40,7 +43,7 @@ class RangedReader:
         self.where = where
         self.window = window
         self.new_poll = new_poll
-        self.not_ready_errno = not_ready_errno
+        self.not_ready_errno = errno.EREMOTE if not_ready_errno == errno.EAGAIN else not_ready_errno
         self._lock = threading.Lock()
         self._open: list[tuple[int, int, int]] = []   # (start, end, fd) of pinned pieces
 
