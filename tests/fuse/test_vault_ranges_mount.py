@@ -4,6 +4,8 @@ counted at the emulator); `storefs restore --range` then reads inside and outsid
 `storefs jobs` and `user.storefs.retrieval` report ranged jobs. Issue #13 item 1."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import errno
 import os
 import subprocess
@@ -12,11 +14,20 @@ import uuid
 import pytest
 
 from storefs.vaults import cas
+from tests.emulators.cas import CasEmulator
 from tests.fuse.harness import Env
 
 MiB = 1 << 20
 SIZE = 40 * MiB
 HOURS = 3600.0
+
+
+@pytest.fixture(scope="module")
+def cas_emulator() -> Iterator[CasEmulator]:
+    """This module's own emulator: its tests move the job clock by days, which must not skew the
+    clock of the session's emulator that other modules compare with real time."""
+    with CasEmulator() as emulator:
+        yield emulator
 
 
 @pytest.fixture

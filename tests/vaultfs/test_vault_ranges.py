@@ -13,6 +13,8 @@ emulator, clocks moved by hand): issue #13 items 1 and 5.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import errno
 import os
 import time
@@ -23,10 +25,19 @@ from storefs.errors import ArchiveNotReady, CacheFull, errno_for
 from storefs.fs.vault.filesystem import VaultFS
 from storefs.vaults import treehash
 from storefs.vaults.base import TreeHashMismatch
+from tests.emulators.cas import CasEmulator
 from tests.vaultfs.conftest import STANDARD_DONE, Env
 
 MiB = 1 << 20
 RETRIEVAL = "user.storefs.retrieval"
+
+
+@pytest.fixture(scope="module")
+def cas_emulator() -> Iterator[CasEmulator]:
+    """This module's own emulator: its tests move the job clock by days, which must not skew the
+    clock of the session's emulator that other modules compare with real time."""
+    with CasEmulator() as emulator:
+        yield emulator
 
 
 def read(fs: VaultFS, fh: int, size: int, offset: int) -> bytes:
