@@ -260,3 +260,42 @@ def test_tree_windows_are_tree_aligned():
     with pytest.raises(ValueError):
         treehash.align_outward(7, 9, 7)
     assert treehash.window_size(3 * MiB) == 4 * MiB and treehash.window_size(1) == MiB
+
+
+def test_concurrent_reads_under_eviction_pressure(local_env: Env):
+    """Two threads read one ranged handle at random offsets while a 4 MiB bound keeps evicting and
+    re-downloading 1 MiB windows: every byte read is right, nothing in use is closed or evicted."""
+    import random
+    import threading
+
+    env = local_env
+    data = os.urandom(8 * MiB)
+    env.upload("many.bin", data)
+    fs = env.mounted_with_inventory(ranges_min=MiB, range_window=MiB, data_cache_size=4 * MiB)
+    fh = fs.open("/many.bin", os.O_RDONLY)
+    for window in range(8):  # a job per window, all done
+        with pytest.raises(ArchiveNotReady):
+            read(fs, fh, 1, window * MiB)
+    env.advance(STANDARD_DONE)
+    assert len(env.jobs()) == 8
+    failures: list[BaseException] = []
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(60):
+                offset = rng.randrange(0, len(data) - 1)
+                size = rng.choice((4096, 65536, 300_000))
+                got = read(fs, fh, size, offset)
+                assert got == data[offset:offset + size], (offset, size)
+        except BaseException as exc:  # reported below, with the thread's own traceback
+            failures.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(seed,)) for seed in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures, failures
+    assert len(data_files(fs, env)) <= 4 and len(env.jobs()) == 8  # evicted and downloaded again, no new job
+    fs.release(fh)

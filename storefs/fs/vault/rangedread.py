@@ -16,6 +16,7 @@ the handle is released.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import threading
@@ -32,6 +33,17 @@ from .retrievals import Retrievals
 _REOPEN_TRIES = 3
 
 
+@dataclasses.dataclass(eq=False)
+class _Pinned:
+    """An open data file holding archive bytes [start, end); `users`: reads using its fd right now
+    (FUSE reads one handle from several threads: an fd in use is never closed under them)."""
+
+    start: int
+    end: int
+    fd: int
+    users: int = 0
+
+
 class RangedReader:
     """The reads of one open archive. `window`: bytes of the job a read outside cached pieces starts
     (None: such a read retrieves the whole archive); `new_poll` makes the wait of one read."""
@@ -45,11 +57,19 @@ class RangedReader:
         self.new_poll = new_poll
         self.not_ready_errno = errno.EREMOTE if not_ready_errno == errno.EAGAIN else not_ready_errno
         self._lock = threading.Lock()
-        self._open: list[tuple[int, int, int]] = []   # (start, end, fd) of pinned pieces
+        self._open: list[_Pinned] = []
 
-    def _held(self, pos: int) -> tuple[int, int, int] | None:
+    def _take(self, pos: int) -> _Pinned | None:
+        """A pinned piece holding `pos`, marked in use."""
         with self._lock:
-            return next((p for p in self._open if p[0] <= pos < p[1]), None)
+            pinned = next((p for p in self._open if p.start <= pos < p.end), None)
+            if pinned is not None:
+                pinned.users += 1
+            return pinned
+
+    def _done(self, pinned: _Pinned) -> None:
+        with self._lock:
+            pinned.users -= 1
 
     def _locate(self, pos: int) -> Piece:
         r = self.retrievals
@@ -59,28 +79,27 @@ class RangedReader:
         return r.ranges.fetch(self.archive, pos, self.window, self.new_poll(), self.where, self.not_ready_errno)
 
     def _let_go(self, start: int, end: int) -> None:
-        """Unpin the pieces that hold nothing of [start, end): they may be evicted now."""
+        """Unpin the idle pieces that hold nothing of [start, end): they may be evicted now."""
         with self._lock:
-            keep = [p for p in self._open if p[0] < end and start < p[1]]
-            gone = [p for p in self._open if p not in keep]
-            self._open = keep
-        for _, _, fd in gone:
-            os.close(fd)
+            gone = [p for p in self._open if p.users == 0 and not (p.start < end and start < p.end)]
+            self._open = [p for p in self._open if p not in gone]
+        for pinned in gone:
+            os.close(pinned.fd)
 
-    def _piece(self, pos: int, read: tuple[int, int]) -> tuple[int, int, int]:
-        held = self._held(pos)
-        if held is not None:
-            return held
+    def _piece(self, pos: int, read: tuple[int, int]) -> _Pinned:
+        pinned = self._take(pos)
+        if pinned is not None:
+            return pinned
         self._let_go(*read)  # before a download that may have to make room
         for _ in range(_REOPEN_TRIES):
             piece = self._locate(pos)
             fd = open_pinned(piece.path)
             if fd is None:
                 continue  # evicted just now: look again (a download, if need be)
-            entry = (piece.start, piece.end, fd)
+            pinned = _Pinned(piece.start, piece.end, fd, users=1)
             with self._lock:
-                self._open.append(entry)
-            return entry
+                self._open.append(pinned)
+            return pinned
         raise ProtocolError(f"{self.where}: cached bytes vanished {_REOPEN_TRIES} times while being opened")
 
     def read_into(self, into: memoryview, offset: int) -> int:
@@ -88,15 +107,18 @@ class RangedReader:
         done = 0
         while done < want:
             pos = offset + done
-            start, end, fd = self._piece(pos, (offset, offset + want))
-            n = os.preadv(fd, [into[done:done + min(want - done, end - pos)]], pos - start)
+            pinned = self._piece(pos, (offset, offset + want))
+            try:
+                n = os.preadv(pinned.fd, [into[done:done + min(want - done, pinned.end - pos)]], pos - pinned.start)
+            finally:
+                self._done(pinned)
             if n <= 0:
-                raise ProtocolError(f"{self.where}: cached bytes {start}-{end - 1} end early")
+                raise ProtocolError(f"{self.where}: cached bytes {pinned.start}-{pinned.end - 1} end early")
             done += n
         return done
 
     def close(self) -> None:
         with self._lock:
             pieces, self._open = self._open, []
-        for _, _, fd in pieces:
-            os.close(fd)
+        for pinned in pieces:
+            os.close(pinned.fd)
