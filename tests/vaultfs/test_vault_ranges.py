@@ -24,7 +24,7 @@ import pytest
 from storefs.errors import ArchiveNotReady, CacheFull, errno_for
 from storefs.fs.vault.filesystem import VaultFS
 from storefs.vaults import treehash
-from storefs.vaults.base import TreeHashMismatch
+from storefs.vaults.base import JobFailed, TreeHashMismatch
 from tests.emulators.cas import CasEmulator
 from tests.vaultfs.conftest import STANDARD_DONE, Env
 
@@ -298,4 +298,43 @@ def test_concurrent_reads_under_eviction_pressure(local_env: Env):
         thread.join(120)
     assert not failures, failures
     assert len(data_files(fs, env)) <= 4 and len(env.jobs()) == 8  # evicted and downloaded again, no new job
+    fs.release(fh)
+
+
+def test_expired_window_job_is_replaced_at_once(env: Env):
+    data = os.urandom(4 * MiB)
+    env.upload("old.bin", data)
+    fs = env.mounted_with_inventory(ranges_min=MiB, range_window=2 * MiB)
+    fh = fs.open("/old.bin", os.O_RDONLY)
+    with pytest.raises(ArchiveNotReady):
+        read(fs, fh, 10, 3 * MiB)
+    [first] = env.jobs()
+    env.advance(STANDARD_DONE)
+    env.expire_job(first.job_id)
+    with pytest.raises(ArchiveNotReady):   # the next read starts its replacement, no second read needed
+        read(fs, fh, 10, 3 * MiB)
+    [second] = env.jobs()
+    assert second.job_id != first.job_id and second.byte_range == (2 * MiB, 4 * MiB)
+    env.advance(STANDARD_DONE)
+    assert read(fs, fh, 10, 3 * MiB) == data[3 * MiB:3 * MiB + 10]
+    fs.release(fh)
+
+
+def test_failed_window_job_is_reported_once(env: Env):
+    data = os.urandom(4 * MiB)
+    env.upload("bad.bin", data)
+    fs = env.mounted_with_inventory(ranges_min=MiB, range_window=2 * MiB)
+    fh = fs.open("/bad.bin", os.O_RDONLY)
+    with pytest.raises(ArchiveNotReady):
+        read(fs, fh, 10, 0)
+    [job] = env.jobs()
+    env.fail_job(job.job_id, "archive unreadable (injected)")
+    env.advance(STANDARD_DONE)
+    with pytest.raises(JobFailed) as caught:
+        read(fs, fh, 10, 0)
+    assert errno_for(caught.value) == errno.EIO and "archive unreadable" in str(caught.value)
+    assert "bytes 0-2097151 failed: archive unreadable" in fs.getxattr("/bad.bin", RETRIEVAL).decode()
+    with pytest.raises(ArchiveNotReady):   # reported once: the next read starts another job
+        read(fs, fh, 10, 0)
+    assert len(env.jobs()) == 2
     fs.release(fh)

@@ -146,10 +146,17 @@ class RangeJobs:
                 return self._whole(archive)
             if started:
                 return None, record
-        return self._step(archive, record)
+        piece, waiting = self._step(archive, record)
+        if piece is None and waiting is None:  # the job expired and is forgotten: replaced at once
+            if window is None:
+                return self._whole(archive)
+            record, _ = self._start_window(archive, pos, window)
+            return None, record
+        return piece, waiting
 
     def _step(self, archive: ArchiveInfo, record: JobRecord) -> tuple[Piece | None, JobRecord | None]:
-        """Ask the server about a recorded range job; download it once it has Succeeded."""
+        """Ask the server about a recorded range job; download it once it has Succeeded.
+        (None, None): the job has expired and its record is forgotten."""
         assert record.byte_range is not None
         if record.status == JobStatus.FAILED.value and record.reported:
             return None, record
