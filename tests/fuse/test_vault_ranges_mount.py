@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 from storefs.vaults import cas
+from storefs.vaults.treehash import tree_window
 from tests.emulators.cas import CasEmulator
 from tests.fuse.harness import Env
 
@@ -139,3 +140,35 @@ def test_restore_range_then_read_inside_and_outside(vault_env):
     clock.advance(6 * HOURS)
     assert read_at(path, 8 * MiB, 10) == data[8 * MiB:8 * MiB + 10]
     assert os.getxattr(path, "user.storefs.retrieval").decode() == f"cached; bytes {4 * MiB}-{5 * MiB - 1} cached"
+
+
+def test_unzip_list_of_a_large_zip_costs_one_window(vault_env):
+    import io
+    import zipfile
+
+    vault, emulator, clock = vault_env.vault, vault_env.emulator, vault_env.emulator.clock
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:
+        for i in range(5):
+            archive.writestr(f"photos/img{i}.raw", os.urandom(8 * MiB))
+    blob = buf.getvalue()
+    vault.upload_archive(blob, len(blob), "photos.zip")
+    vault.start_inventory()
+    clock.advance(6 * HOURS)
+    mount = vault_env.mount(f"c:{vault_env.name}", options=("vault_ranges=16M",))
+    path = mount.path / "photos.zip"
+
+    first = subprocess.run(["unzip", "-l", str(path)], capture_output=True, timeout=60)
+    assert first.returncode != 0, first
+    [job] = retrievals(vault)                       # the end of the zip: its central directory
+    window = tree_window(len(blob) - 1, 8 * MiB, len(blob))
+    assert job.byte_range == window
+    clock.advance(6 * HOURS)
+    before = emulator.output_bytes(vault_env.name)
+    listed = subprocess.run(["unzip", "-l", str(path)], capture_output=True, timeout=60, text=True)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert all(f"photos/img{i}.raw" in listed.stdout for i in range(5))
+    assert len(retrievals(vault)) == 1
+    sent = emulator.output_bytes(vault_env.name) - before
+    assert sent == window[1] - window[0], sent                                       # one window
+    print(f"\nunzip -l of a {len(blob)} byte zip through vault_ranges: {sent} bytes retrieved")
