@@ -135,6 +135,7 @@ def test_restore_range_then_read_inside_and_outside(vault_env):
     assert ready.returncode == 0 and "1 ready" in ready.stdout, ready.stdout + ready.stderr
     assert read_at(path, 5_000_000, 100) == data[5_000_000:5_000_100]       # inside: served from it
     assert read_at(path, 4 * MiB, MiB) == data[4 * MiB:5 * MiB]
+    assert len(retrievals(vault)) == 1   # the kernel's read-ahead past the range started nothing
     assert errno_of(lambda: read_at(path, 8 * MiB, 10)) == errno.EREMOTE    # outside: a whole job
     assert sorted(j.byte_range for j in retrievals(vault)) == [(0, len(data)), (4 * MiB, 5 * MiB)]
     clock.advance(6 * HOURS)
@@ -172,3 +173,26 @@ def test_unzip_list_of_a_large_zip_costs_one_window(vault_env):
     sent = emulator.output_bytes(vault_env.name) - before
     assert sent == window[1] - window[0], sent                                       # one window
     print(f"\nunzip -l of a {len(blob)} byte zip through vault_ranges: {sent} bytes retrieved")
+
+
+def test_reading_on_past_a_window_starts_the_next_and_read_ahead_does_not(vault_env):
+    vault, clock = vault_env.vault, vault_env.emulator.clock
+    data = os.urandom(24 * MiB)
+    vault.upload_archive(data, len(data), "seq.bin")
+    vault.start_inventory()
+    clock.advance(6 * HOURS)
+    mount = vault_env.mount(f"c:{vault_env.name}", options=("vault_ranges=16M",))
+    path = mount.path / "seq.bin"
+    assert errno_of(lambda: read_at(path, 7 * MiB, 10)) == errno.EREMOTE
+    clock.advance(6 * HOURS)
+    # The last MiB of the first window, read to its end: the kernel reads ahead past it, no job.
+    assert read_at(path, 7 * MiB, MiB) == data[7 * MiB:8 * MiB]
+    assert [j.byte_range for j in retrievals(vault)] == [(0, 8 * MiB)]
+    # A program that reads on gets its bytes up to the window's end, then the next window's job.
+    with open(path, "rb") as f:
+        f.seek(7 * MiB)
+        assert f.read(MiB) == data[7 * MiB:8 * MiB]
+        assert errno_of(lambda: f.read(MiB)) == errno.EREMOTE
+    assert sorted(j.byte_range for j in retrievals(vault)) == [(0, 8 * MiB), (8 * MiB, 16 * MiB)]
+    clock.advance(6 * HOURS)
+    assert read_at(path, 7 * MiB, 2 * MiB) == data[7 * MiB:9 * MiB]

@@ -200,6 +200,19 @@ class RangeJobs:
         return (f"{where}: {record.tier} retrieval job {short_id(record.job_id)} of {what} in progress since "
                 f"{iso8601(record.started)}; try again later")
 
+    def ready_piece(self, archive: ArchiveInfo, pos: int) -> Piece | None:
+        """Bytes holding `pos` that are here or whose job is done (downloaded now), never a new job:
+        for the rest of a read whose first byte was served (see rangedread.py)."""
+        piece = self.cached_piece(archive, pos)
+        if piece is not None:
+            return piece
+        if self._whole_active(archive):  # its job is paid for: downloaded once it is done
+            return self._whole(archive)[0]
+        for record in self.live_ranges(archive):
+            if _covers(record.byte_range, pos, pos + 1) and record.status != JobStatus.FAILED.value:
+                return self._step(archive, record)[0]
+        return None
+
     # -- starting --------------------------------------------------------------------------------
 
     def _taken(self, archive: ArchiveInfo) -> list[Range]:
