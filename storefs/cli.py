@@ -154,6 +154,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="retrieval tier of the jobs started (default Standard)")
     restore.add_argument("--days", type=int, default=7,
                          help="buckets: days a restored copy stays readable (default 7)")
+    restore.add_argument("--range", type=_byte_range, default=None, metavar="START-END", dest="byte_range",
+                         help="vaults: retrieve only bytes START to END (inclusive) of each archive, widened "
+                              "to MiB boundaries as the services require; reads inside are served from it")
     common(restore)
 
     jobs = sub.add_parser("jobs", help="list the jobs of REMOTE:VAULT",
@@ -586,16 +589,28 @@ def _mounted_paths(paths: list[str]) -> tuple[RemoteSpec, list[str]]:
     return spec, ["/" if p == "/" else p.rstrip("/") for p in inner]
 
 
+def _byte_range(text: str) -> tuple[int, int]:
+    """`START-END` (inclusive, as the services write ranges) -> [START, END + 1)."""
+    start, dash, end = text.strip().partition("-")
+    if not (dash and text.isascii() and start.strip().isdigit() and end.strip().isdigit()) or int(end) < int(start):
+        raise argparse.ArgumentTypeError(f"{text!r}: give START-END, byte offsets with START <= END "
+                                         f"(e.g. 0-1048575)")
+    return int(start), int(end) + 1
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     spec, inner = _mounted_paths(args.paths)
     config = _load_config(args)
     if not is_vault_remote(config, spec):
+        if args.byte_range is not None:
+            raise MountError(f"{spec.remote}: --range is for archives in vaults; bucket objects are restored whole")
         return _restore_in_bucket(args, config, spec, inner)
     options = MountOptions()
     options.vault["vault_tier"] = args.tier
     fs = open_vault_fs(config, spec, options, poll=False)
     try:
-        report = fs.restore(inner, wait=args.wait, timeout=args.timeout, progress=_restore_progress(args))
+        report = fs.restore(inner, wait=args.wait, timeout=args.timeout, progress=_restore_progress(args),
+                            byte_range=args.byte_range)
     finally:
         fs.close()
         fs.provider.close()
@@ -645,6 +660,10 @@ def _print_restore_report(args: argparse.Namespace, report: RestoreReport) -> in
     for item in report.items:
         if item.state == "failed":
             print(f"  failed: {item.path}: {item.message}")
+        elif item.byte_range is not None:
+            start, end = item.byte_range
+            print(f"  {item.state}: {item.path} bytes {start}-{end - 1}" +
+                  (f" (job {item.job_id[:16]})" if item.job_id else ""))
     if states["failed"]:
         return 1
     return 0 if report.all_ready else EX_TEMPFAIL
@@ -657,8 +676,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         for job in sorted(jobs, key=lambda j: j.creation_date):
             when = datetime.datetime.fromtimestamp(job.creation_date).strftime("%Y-%m-%d %H:%M")
             what = fs.path_of(job.archive_id) if job.archive_id else None
+            part = ""
+            if job.byte_range is not None and job.archive_size and job.byte_range != (0, job.archive_size):
+                part = f" bytes {job.byte_range[0]}-{job.byte_range[1] - 1}"
             print(f"{when}  {job.action.value:18} {job.status.value:10} {(job.tier.value if job.tier else ''):9} "
-                  f"{what or job.archive_id or ''}  {job.job_id[:16]}")
+                  f"{what or job.archive_id or ''}{part}  {job.job_id[:16]}")
         if not jobs:
             print("no jobs")
     finally:

@@ -284,12 +284,28 @@ class VaultOptions(RetrievalOptions):
     # every `watch` seconds the mount looks (a stat, a few bytes read) whether another process changed
     # a vault's state: `storefs vault refresh` swapped an inventory in, an archive was deleted
     watch: float = 0.2
+    # -o vault_ranges: archives of at least ranges_min bytes are read by ranged jobs of range_window
+    # bytes around the offset read (None: off, the default: see README "Partial retrieval")
+    ranges_min: int | None = None
+    range_window: int = 8 << 20
+    # -o vault_cache_size: bytes of downloaded data kept per vault (None: as much as the disk holds)
+    data_cache_size: int | None = None
+
+    RANGES_MIN_DEFAULT: ClassVar[int] = 64 << 20   # what a bare `-o vault_ranges` means
 
     HELP: ClassVar[dict[str, str]] = {
         **RetrievalOptions.HELP,
         "vault_writes": "new files written into the vault become new archives at close (write-once)",
         "vault_keep_uploads": "keep the bytes of uploaded files in the cache, readable at once",
         "vault_deletes": "rm deletes the archive on the service (without it, rm is EROFS)",
+        "vault_ranges": "a read of an archive not retrieved yet starts a ranged job for a window around "
+                        "the offset read, not a whole-archive job: bare, for archives of 64M and more; "
+                        "=SIZE for archives of at least SIZE; off (default)",
+        "vault_range_window": "bytes one ranged job of vault_ranges retrieves, rounded up to 1 MiB x 2^n "
+                              "(default 8M)",
+        "vault_cache_size": "bytes of downloaded archives and ranges kept per vault, least recently used "
+                            "evicted first, never one being read, e.g. 20G (default: as much as the disk "
+                            "holds, evicting when it is full)",
     }
 
     def set(self, name: str, value: str | None) -> None:
@@ -299,5 +315,24 @@ class VaultOptions(RetrievalOptions):
             self.keep_uploads = _flag(value)
         elif name == "vault_deletes":
             self.vault_deletes = _flag(value)
+        elif name == "vault_ranges":
+            text = (value or "").strip().lower()
+            if value is None or text in ("", "1", "yes", "true", "on"):
+                self.ranges_min = self.RANGES_MIN_DEFAULT
+            elif text in ("0", "no", "false", "off"):
+                self.ranges_min = None
+            else:
+                self.ranges_min = parse_size(text, "-o vault_ranges")
+        elif name == "vault_range_window":
+            window = parse_size(value or "", "-o vault_range_window")
+            if not 1 << 20 <= window <= 4 << 30:
+                raise ConfigError("-o vault_range_window must be between 1M and 4G")
+            size = 1 << 20
+            while size < window:  # 1 MiB x 2^n: a window that starts at a multiple of it is a tree node
+                size *= 2
+            self.range_window = size
+        elif name == "vault_cache_size":
+            size = parse_size(value or "", "-o vault_cache_size")
+            self.data_cache_size = size or None
         else:
             super().set(name, value)

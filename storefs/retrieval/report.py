@@ -13,6 +13,7 @@ class RestoreItem:
     job_id: str | None = None
     message: str | None = None
     started_job: bool = False       # this call started the job
+    byte_range: tuple[int, int] | None = None   # vaults: [start, end) of a ranged job; None: whole
 
     @property
     def done(self) -> bool:

@@ -31,6 +31,7 @@ __all__ = [
     "TreeHasher",
     "combine",
     "combine_hex",
+    "align_outward",
     "is_mib_aligned_range",
     "is_tree_aligned",
     "is_valid_part_size",
@@ -40,6 +41,8 @@ __all__ = [
     "tree_hash",
     "tree_hash_file",
     "tree_hash_raw",
+    "tree_window",
+    "window_size",
 ]
 
 
@@ -214,6 +217,32 @@ def is_tree_aligned(start: int, end: int, total: int) -> bool:
 def is_mib_aligned_range(start: int, end: int, total: int) -> bool:
     """The RetrievalByteRange rule: start on a MiB boundary, end on one or at the end of the archive."""
     return 0 <= start < end <= total and start % MiB == 0 and (end % MiB == 0 or end == total)
+
+
+def align_outward(start: int, end: int, total: int) -> tuple[int, int]:
+    """[start, end) of data of `total` bytes widened to the RetrievalByteRange rule: start down to a
+    MiB boundary, end up to one or to the end of the data. ValueError for a range outside the data."""
+    if not 0 <= start < end or start >= total:
+        raise ValueError(f"byte range {start}-{end - 1} is outside data of {total} bytes")
+    return start - start % MiB, min(total, -(-end // MiB) * MiB)
+
+
+def window_size(requested: int) -> int:
+    """`requested` rounded up to 1 MiB x 2^n (at least 1 MiB, at most 4 GiB): a window of that size
+    that starts at a multiple of it is one node of the tree."""
+    size = MiB
+    while size < min(requested, 4096 * MiB):
+        size *= 2
+    return size
+
+
+def tree_window(offset: int, window: int, total: int) -> tuple[int, int]:
+    """The tree-hash-aligned window of `window` bytes (1 MiB x 2^n) holding byte `offset` of data of
+    `total` bytes: [k * window, min(total, (k+1) * window))."""
+    if not 0 <= offset < total:
+        raise ValueError(f"offset {offset} is outside data of {total} bytes")
+    start = offset - offset % window
+    return start, min(total, start + window)
 
 
 def is_valid_part_size(part_size: int) -> bool:

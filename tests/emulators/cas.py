@@ -30,7 +30,8 @@ complete_multipart, abort_multipart, list_uploads, initiate_job, describe_job, l
 get_job_output. Two actions beyond the base ones: `corrupt` (get_job_output: the body's first byte
 is flipped while the tree-hash header stays right) and `fail` (initiate_job: the job ends Failed;
 the fault's body is the StatusMessage). `fail_job()`, `expire_job()` and `corrupt_output()` act on
-a job by id.
+a job by id. `output_bytes(vault)` counts the job output bytes sent from a vault (what a client
+paid to transfer: the measure of a ranged retrieval).
 """
 from __future__ import annotations
 
@@ -571,6 +572,7 @@ class CasHandler(EmulatorHandler):
                 chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
                 corrupt = False
             self.wfile.write(chunk)
+            self.cas.count_output(vault.name, len(chunk))
 
 
 class CasEmulator(Emulator):
@@ -594,8 +596,20 @@ class CasEmulator(Emulator):
         self.job_delay = job_delay
         self.engine = LocalVaultProvider(self.root / "vaults", remote="cas-emulator", delays=delays,
                                          clock=self.clock, resource_field="VaultQCS", resource_name=self.qcs)
+        self._output_lock = threading.Lock()
+        self._output_bytes: dict[str, int] = {}
         for vault in buckets:
             self.create_bucket(vault)
+
+    def count_output(self, vault: str, sent: int) -> None:
+        with self._output_lock:
+            self._output_bytes[vault] = self._output_bytes.get(vault, 0) + sent
+
+    def output_bytes(self, vault: str) -> int:
+        """Bytes of job output (archive retrievals and inventories) this emulator has sent from `vault`:
+        what a client paid to transfer."""
+        with self._output_lock:
+            return self._output_bytes.get(vault, 0)
 
     def __repr__(self) -> str:
         return f"CasEmulator({self.url})"

@@ -58,7 +58,9 @@ from ...paths import check_path
 from ...retrieval.poll import JobPoll, follow_restores
 from ...retrieval.report import RestoreItem, RestoreReport
 from ...vaults.base import ArchiveInfo, JobInfo, VaultProvider
+from .datacache import open_pinned
 from .names import FileNode
+from .rangedread import RangedReader
 from .state import VaultState, state_dir_for
 from .uploads import Upload, VaultUploads
 from .view import RefreshReport, VaultView
@@ -74,10 +76,11 @@ XATTR_INVENTORY = "user.storefs.inventory"
 @dataclasses.dataclass
 @dataclasses.dataclass
 class _Handle:
-    fd: int
+    fd: int                             # -1 for an archive served by pieces (`reader`)
     path: str
     upload: Upload | None = None
     writable: bool = False
+    reader: RangedReader | None = None
 
 
 
@@ -212,7 +215,9 @@ class VaultFS:
         if self.options.cache_dir is not None:
             data_root = state_dir_for(Path(self.options.cache_dir) / "vault-data", self.provider.identity) / name
         state = VaultState(self.state_dir / name, data_root)
-        return VaultView(name, self.provider.vault(name), self.options, state, self.clock, self.stopping)
+        view = VaultView(name, self.provider.vault(name), self.options, state, self.clock, self.stopping)
+        view.retrievals.cache.limit = self.options.data_cache_size
+        return view
 
     def _route(self, path: str, *, activate: bool = True) -> tuple[VaultView | None, str]:
         """(view, vault-relative path); (None, "/") for the root of a multi-vault mount."""
@@ -333,9 +338,23 @@ class VaultFS:
             if up is not None:  # a file still being written here: read what is staged
                 return self._add_handle(_Handle(os.open(up.staged, os.O_RDONLY), path))
         view, rel, node = self._node(path)
-        poll = JobPoll(self.options.poll_min, self.options.poll_max, self.options.wait, self.stopping)
-        data = view.retrievals.fetch(node.archive, poll, self._mount_path(view, rel), self.options.errno)
-        return self._add_handle(_Handle(os.open(data, os.O_RDONLY), path))
+        archive, where, retrievals = node.archive, self._mount_path(view, rel), view.retrievals
+        ranged = (self.options.ranges_min is not None and archive.size >= self.options.ranges_min
+                  and view.vault.capabilities.supports_ranges)
+        if retrievals.state.cached(archive) is None and (ranged or retrievals.ranges.has_any(archive)):
+            # Served by pieces: the open succeeds, each read retrieves what it lacks (rangedread.py).
+            reader = RangedReader(retrievals, archive, where, self.options.range_window if ranged else None,
+                                  self._new_poll, self.options.errno)
+            return self._add_handle(_Handle(-1, path, reader=reader))
+        for _ in range(3):  # evicted between the look-up and the open: look again
+            data = retrievals.fetch(archive, self._new_poll(), where, self.options.errno)
+            fd = open_pinned(data)  # the shared lock keeps it from eviction while open (datacache.py)
+            if fd is not None:
+                return self._add_handle(_Handle(fd, path))
+        raise StoreError(f"{path}: its cached bytes were evicted three times while being opened")
+
+    def _new_poll(self) -> JobPoll:
+        return JobPoll(self.options.poll_min, self.options.poll_max, self.options.wait, self.stopping)
 
     def _add_handle(self, handle: _Handle) -> int:
         with self._lock:
@@ -351,10 +370,17 @@ class VaultFS:
         return handle
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
-        return os.pread(self._handle(fh).fd, size, offset)
+        handle = self._handle(fh)
+        if handle.reader is not None:
+            buf = bytearray(size)
+            return bytes(buf[:handle.reader.read_into(memoryview(buf), offset)])
+        return os.pread(handle.fd, size, offset)
 
     def read_into(self, fh: int, into: memoryview, offset: int) -> int:
-        return os.preadv(self._handle(fh).fd, [into], offset)
+        handle = self._handle(fh)
+        if handle.reader is not None:
+            return handle.reader.read_into(into, offset)
+        return os.preadv(handle.fd, [into], offset)
 
     # -- writing (vault_writes) ------------------------------------------------------------------
 
@@ -427,7 +453,10 @@ class VaultFS:
                     self._uploads.drop(up)  # an empty file: nothing to keep
                     raise
         finally:
-            os.close(handle.fd)
+            if handle.reader is not None:
+                handle.reader.close()
+            if handle.fd >= 0:
+                os.close(handle.fd)
 
     # -- refusals --------------------------------------------------------------------------------
 
@@ -543,10 +572,12 @@ class VaultFS:
         return reports
 
     def restore(self, paths: Iterable[str], wait: bool = False, timeout: float | None = None,
-                progress: Callable[[int, int], None] | None = None) -> RestoreReport:
+                progress: Callable[[int, int], None] | None = None,
+                byte_range: tuple[int, int] | None = None) -> RestoreReport:
         """Start retrieval jobs for the archives at `paths` (a directory: every archive below it);
         with `wait`, poll until every job is done (or `timeout` seconds pass), calling
-        `progress(done, total)` after each round. Never downloads: a later open does."""
+        `progress(done, total)` after each round. Never downloads: a later open does.
+        `byte_range` ([start, end)): one ranged job per archive for those bytes (rangejobs.py)."""
         targets: dict[tuple[str, str], tuple[VaultView, str, ArchiveInfo]] = {}
         for path in paths:
             view, rel = self._route(path)
@@ -566,7 +597,10 @@ class VaultFS:
             if vault not in listings:
                 listings[vault] = {j.job_id: j for jobs in view.retrievals.jobs_by_archive(fresh=True).values()
                                    for j in jobs}
-            item = view.retrievals.request(archive, mpath, listings[vault])
+            if byte_range is not None:
+                item = view.retrievals.ranges.request(archive, byte_range, mpath)
+            else:
+                item = view.retrievals.request(archive, mpath, listings[vault])
             items.append(item)
             by_view.setdefault(vault, []).append(item)
             views[vault] = view

@@ -8,6 +8,9 @@ polled). A Failed job is reported once (JobFailed) and the next open starts a ne
 (unknown to the server, or completed more than 24 h ago) is forgotten and replaced at once. A
 download whose tree hash is wrong raises TreeHashMismatch; nothing is cached.
 
+Ranged jobs (a byte range of an archive: `-o vault_ranges`, `storefs restore --range`) are
+rangejobs.py's (`self.ranges`); the bound on the downloaded data, datacache.py's (`self.cache`).
+
 Job records live in VaultState (shared with other processes: decisions are taken under its flock
 locks, then re-checked). Paths are the view's: `path_of` names an archive in logs, `archive_of`
 finds an archive of the tree again.
@@ -16,31 +19,24 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ...errors import ArchiveNotReady, CacheFull, NotFound, StoreError
+from ...errors import ArchiveNotReady, NotFound, StoreError
 from ...retrieval.poll import JobPoll
 from ...retrieval.report import RestoreItem
 from ...vaults.base import (JOB_OUTPUT_TTL, ArchiveInfo, ArchiveVault, JobAction, JobFailed, JobInfo, JobStatus,
                             Tier, TreeHashMismatch, iso8601, short_id)
+from .datacache import DataCache
+from .expiry import EXPIRY_MARGIN, output_expired
+from .rangejobs import RangeJobs
 from .state import JobRecord, VaultState, archive_key
 
 log = logging.getLogger(__name__)
 
-# Treat job output as gone this long before the services drop it: a download must not start on
-# output that vanishes under it.
-EXPIRY_MARGIN = 600.0
 DOWNLOAD_HEADROOM = 64 << 20
 JOBS_SNAPSHOT_TTL = 60.0
-
-
-def output_expired(info: JobInfo, now: float) -> bool:
-    """Whether a job's output is gone (or about to be) at `now`, on the service's clock."""
-    return bool(info.completed and info.completion_date is not None
-                and now >= info.completion_date + JOB_OUTPUT_TTL - EXPIRY_MARGIN)
 
 
 def _not_ready(where: str, record: JobRecord | None, not_ready_errno: int) -> ArchiveNotReady:
@@ -69,6 +65,9 @@ class Retrievals:
         self.path_of = path_of
         self.archive_of = archive_of
         self._snapshot: tuple[float, dict[str, list[JobInfo]]] | None = None
+        # the download cache's bound (VaultFS sets `cache.limit` from -o vault_cache_size)
+        self.cache = DataCache(state.data_dir, None, DOWNLOAD_HEADROOM)
+        self.ranges = RangeJobs(self)
 
     def _expired(self, info: JobInfo) -> bool:
         return output_expired(info, self.now())
@@ -184,10 +183,7 @@ class Retrievals:
             cached = self.state.cached(archive)
             if cached is not None:
                 return cached.path
-            free = shutil.disk_usage(self.state.data_dir).free
-            if free < archive.size + DOWNLOAD_HEADROOM:
-                raise CacheFull(f"archive {short_id(archive.archive_id)} needs {archive.size} bytes; the cache "
-                                f"disk has {free} free")
+            self.cache.make_room(archive.size, f"archive {short_id(archive.archive_id)}")
             tmp = self.state.new_download()
             try:
                 with open(tmp, "wb") as f:
@@ -212,6 +208,10 @@ class Retrievals:
         return path
 
     def status(self, archive: ArchiveInfo) -> str:
+        """user.storefs.retrieval: the whole archive's state, then `; bytes S-E <state>` per range."""
+        return "; ".join([self._whole_status(archive), *self.ranges.status(archive)])
+
+    def _whole_status(self, archive: ArchiveInfo) -> str:
         if self.state.cached(archive) is not None:
             return "cached"
         record = self.state.job(archive.archive_id)
@@ -268,7 +268,8 @@ class Retrievals:
 
     def poll_items(self, items: list[RestoreItem]) -> None:
         """Update in-progress items from one job listing (plus a describe for jobs it lacks)."""
-        waiting = [i for i in items if i.state == "in-progress" and i.job_id]
+        self.ranges.poll_items([i for i in items if i.byte_range is not None])
+        waiting = [i for i in items if i.state == "in-progress" and i.job_id and i.byte_range is None]
         if not waiting:
             return
         listing = {j.job_id: j for jobs in self.jobs_by_archive(fresh=True).values() for j in jobs}

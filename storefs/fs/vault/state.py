@@ -15,14 +15,17 @@ Layout under the vault's state directory (`<state_dir>/<vault>/`):
     changes                     a counter bumped by every change of the tree's records made by any
                                 process (inventory swapped in, archive deleted): mounts watch it
     jobs/<key>.json             the retrieval job of one archive: id, tier, status, dates, failure
+    jobs/<key>.r<S>-<E>.json    a ranged retrieval job of bytes [S, E) of one archive (same fields)
     uploads/<key>.json          an archive uploaded through storefs, shown before an inventory has it
     staging/                    files being written (vault_writes), uploaded at close
     locks/<name>.lock           flock files (below)
 and under the data directory (`<data_dir>/<vault>/data/`, the state directory unless cache_dir says):
     <key>                       an archive's bytes, whole, tree hash verified before it got here
     <key>.json                  what they are: archive id, size, tree hash, the job they came from
+    <key>.r<S>-<E>[.json]       bytes [S, E) of an archive from a ranged job, verified, and their record
     .tmp-*                      downloads in progress (removed on failure; stale ones at start)
 `<key>` is the SHA-256 of the archive id (ids are server-chosen: never used as file names).
+A data file's mtime is when it was last opened (datacache.py evicts the least recently used first).
 
 Every record is one JSON file written to a private temporary file, fsynced and renamed into place, so
 a reader in another process sees the old record or the new one, never half of one. A record that
@@ -172,9 +175,12 @@ class JobRecord:
     message: str | None = None          # the failure's StatusMessage
     reported: bool = False              # a Failed job was reported to a reader: the next open retries
     checked: float = 0.0                # wall clock of the last describe (rate-limits status polls)
+    byte_range: tuple[int, int] | None = None   # [start, end) of a ranged job; None: the whole archive
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, **dataclasses.asdict(self)}
+        record = {"format": FORMAT, **dataclasses.asdict(self)}
+        record["byte_range"] = list(self.byte_range) if self.byte_range is not None else None
+        return record
 
     @classmethod
     def from_dict(cls, d: dict) -> JobRecord:
@@ -182,7 +188,21 @@ class JobRecord:
                    started=float(d["started"]), status=str(d.get("status") or "InProgress"),
                    completed=None if d.get("completed") is None else float(d["completed"]),
                    message=d.get("message"), reported=bool(d.get("reported")),
-                   checked=float(d.get("checked") or 0.0))
+                   checked=float(d.get("checked") or 0.0), byte_range=_range_of(d.get("byte_range")))
+
+
+def _range_of(value: Any) -> tuple[int, int] | None:
+    """A stored [start, end) (records of older versions have none: the whole archive)."""
+    if value is None:
+        return None
+    start, end = (int(v) for v in value)
+    if start < 0 or end <= start:
+        raise ValueError("empty byte range")
+    return start, end
+
+
+def _range_suffix(byte_range: tuple[int, int] | None) -> str:
+    return "" if byte_range is None else f".r{byte_range[0]}-{byte_range[1]}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +227,7 @@ class CachedData:
     size: int
     tree_hash: str | None
     job_id: str | None
+    byte_range: tuple[int, int] | None = None   # bytes of a ranged job's output; None: whole
 
 
 # ------------------------------------------------------------------------------------------------
@@ -337,36 +358,50 @@ class VaultState:
 
     # -- retrieval jobs --------------------------------------------------------------------------
 
-    def _job_path(self, archive_id: str) -> Path:
-        return self.root / "jobs" / f"{archive_key(archive_id)}.json"
+    def _job_path(self, archive_id: str, byte_range: tuple[int, int] | None = None) -> Path:
+        return self.root / "jobs" / f"{archive_key(archive_id)}{_range_suffix(byte_range)}.json"
 
-    def job(self, archive_id: str) -> JobRecord | None:
-        record = _read_json(self._job_path(archive_id))
+    def job(self, archive_id: str, byte_range: tuple[int, int] | None = None) -> JobRecord | None:
+        """The whole-archive job of `archive_id`, or its job of exactly `byte_range`."""
+        record = _read_json(self._job_path(archive_id, byte_range))
         if record is None:
             return None
         try:
             job = JobRecord.from_dict(record)
         except (KeyError, TypeError, ValueError):
             return None
-        return job if job.archive_id == archive_id else None
+        return job if job.archive_id == archive_id and job.byte_range == byte_range else None
+
+    def range_jobs(self, archive_id: str) -> list[JobRecord]:
+        """Every ranged job recorded for `archive_id`, by start."""
+        found = []
+        for path in (self.root / "jobs").glob(f"{archive_key(archive_id)}.r*.json"):
+            record = _read_json(path)
+            try:
+                job = JobRecord.from_dict(record) if record is not None else None
+            except (KeyError, TypeError, ValueError):
+                continue
+            if job is not None and job.archive_id == archive_id and job.byte_range is not None:
+                found.append(job)
+        return sorted(found, key=lambda j: j.byte_range or (0, 0))
 
     def save_job(self, job: JobRecord) -> None:
-        _write_json(self._job_path(job.archive_id), job.to_dict())
+        _write_json(self._job_path(job.archive_id, job.byte_range), job.to_dict())
 
     def update_job(self, job: JobRecord, **changes: Any) -> JobRecord:
         """Save `job` with `changes` unless its record now names another job (then return that one)."""
-        current = self.job(job.archive_id)
+        current = self.job(job.archive_id, job.byte_range)
         if current is not None and current.job_id != job.job_id:
             return current
         updated = dataclasses.replace(job, **changes)
         self.save_job(updated)
         return updated
 
-    def forget_job(self, archive_id: str, job_id: str) -> None:
+    def forget_job(self, archive_id: str, job_id: str, byte_range: tuple[int, int] | None = None) -> None:
         """Drop the record if it still names `job_id` (call under the archive's job lock)."""
-        current = self.job(archive_id)
+        current = self.job(archive_id, byte_range)
         if current is not None and current.job_id == job_id:
-            self._job_path(archive_id).unlink(missing_ok=True)
+            self._job_path(archive_id, byte_range).unlink(missing_ok=True)
 
     def jobs(self) -> list[JobRecord]:
         return _read_records(self.root / "jobs", JobRecord.from_dict)
@@ -389,25 +424,29 @@ class VaultState:
 
     # -- downloaded data -------------------------------------------------------------------------
 
-    def _data_paths(self, archive_id: str) -> tuple[Path, Path]:
-        key = archive_key(archive_id)
-        return self.data_dir / key, self.data_dir / f"{key}.json"
+    def _data_paths(self, archive_id: str, byte_range: tuple[int, int] | None = None) -> tuple[Path, Path]:
+        name = archive_key(archive_id) + _range_suffix(byte_range)
+        return self.data_dir / name, self.data_dir / f"{name}.json"
 
-    def cached(self, archive: ArchiveInfo) -> CachedData | None:
-        """The verified bytes of `archive`, if they are here and are the archive's (same id, size,
-        and tree hash where both sides know one)."""
-        data_path, meta_path = self._data_paths(archive.archive_id)
+    def cached(self, archive: ArchiveInfo, byte_range: tuple[int, int] | None = None) -> CachedData | None:
+        """The verified bytes of `archive` (or of its `byte_range`), if they are here and are the
+        archive's (same id, size, and — whole archives — tree hash where both sides know one)."""
+        data_path, meta_path = self._data_paths(archive.archive_id, byte_range)
         record = _read_json(meta_path)
         if record is None:
             return None
         try:
             cached = CachedData(data_path, str(record["archive_id"]), int(record["size"]),
-                                record.get("tree_hash"), record.get("job_id"))
+                                record.get("tree_hash"), record.get("job_id"), _range_of(record.get("byte_range")))
         except (KeyError, TypeError, ValueError):
             return None
-        if cached.archive_id != archive.archive_id or cached.size != archive.size:
+        if cached.archive_id != archive.archive_id or cached.byte_range != byte_range:
             return None
-        if archive.tree_hash and cached.tree_hash and archive.tree_hash.lower() != cached.tree_hash.lower():
+        expected = archive.size if byte_range is None else min(byte_range[1], archive.size) - byte_range[0]
+        if cached.size != expected:
+            return None
+        if (byte_range is None and archive.tree_hash and cached.tree_hash
+                and archive.tree_hash.lower() != cached.tree_hash.lower()):
             return None
         try:
             if os.stat(data_path).st_size != cached.size:
@@ -419,20 +458,38 @@ class VaultState:
     def new_download(self) -> Path:
         return self.data_dir / f".tmp-{os.getpid()}-{secrets.token_hex(8)}"
 
-    def commit_data(self, tmp: Path, archive: ArchiveInfo, tree_hash: str | None, job_id: str | None) -> Path:
+    def cached_ranges(self, archive: ArchiveInfo) -> list[CachedData]:
+        """Every verified range of `archive` that is here, by start."""
+        found = []
+        for meta in self.data_dir.glob(f"{archive_key(archive.archive_id)}.r*.json"):
+            record = _read_json(meta)
+            try:
+                byte_range = _range_of(record.get("byte_range")) if record is not None else None
+            except (TypeError, ValueError):
+                continue
+            cached = self.cached(archive, byte_range) if byte_range is not None else None
+            if cached is not None:
+                found.append(cached)
+        return sorted(found, key=lambda c: c.byte_range or (0, 0))
+
+    def commit_data(self, tmp: Path, archive: ArchiveInfo, tree_hash: str | None, job_id: str | None,
+                    byte_range: tuple[int, int] | None = None) -> Path:
         """Move verified bytes into place, then write the record that vouches for them (a crash in
         between leaves data without a record: ignored, and replaced by the next download)."""
-        data_path, meta_path = self._data_paths(archive.archive_id)
+        data_path, meta_path = self._data_paths(archive.archive_id, byte_range)
+        size = os.stat(tmp).st_size
         meta_path.unlink(missing_ok=True)
         os.replace(tmp, data_path)
-        _write_json(meta_path, {"format": FORMAT, "archive_id": archive.archive_id, "size": archive.size,
-                                "tree_hash": tree_hash, "job_id": job_id, "stored": time.time()})
+        _write_json(meta_path, {"format": FORMAT, "archive_id": archive.archive_id, "size": size,
+                                "tree_hash": tree_hash, "job_id": job_id, "stored": time.time(),
+                                "byte_range": list(byte_range) if byte_range is not None else None})
         return data_path
 
     def drop_data(self, archive_id: str) -> None:
-        data_path, meta_path = self._data_paths(archive_id)
-        meta_path.unlink(missing_ok=True)
-        data_path.unlink(missing_ok=True)
+        """Forget the archive's cached bytes, whole and ranges."""
+        key = archive_key(archive_id)
+        for path in [*self._data_paths(archive_id), *self.data_dir.glob(f"{key}.r*")]:
+            path.unlink(missing_ok=True)
 
     def cached_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.data_dir.iterdir()
