@@ -19,13 +19,14 @@ from typing import Callable
 from ...attrs import (
     Attrs,
     attrs_from_object,
+    carried_meta,
     meta_from_attrs,
     now_ns,
 )
 from ...retrieval.gate import ArchiveGate
 from .attrchanges import AttrChanges, set_mode, set_owner, set_times
 from .blockcache import BlockCache
-from .changetimes import ChangeTimes
+from .changetimes import ChangeTimes, DirTimesWriter
 from .committer import Committer
 from ...errors import (
     AlreadyExists,
@@ -53,6 +54,9 @@ from ...store.contract import ObjectInfo, ObjectStore
 log = logging.getLogger(__name__)
 
 SYMLINK_MAX = 4096
+# Seconds after a directory's entries change before its new times are written to its marker: one
+# request per changed directory per period, never one per created file.
+DIR_TIMES_DELAY = 5.0
 
 
 def is_hidden_name(path: str) -> bool:
@@ -94,6 +98,7 @@ class StoreFS:
         # cache, is read through the mount so the kernel's page cache answers what follows.
         self._warm_page_cache = warm_page_cache
         self.times = ChangeTimes(ns.settings.max_entries)
+        self.dir_times = DirTimesWriter(self.times, self._write_dir_times, DIR_TIMES_DELAY)
         self.attr_changes = AttrChanges(store, keys, ns, table, committer, self.times)
         # libfuse keeps a file unlinked while open under a hidden name (is_hidden_name) rather than
         # dropping its path (hard_remove), so that fstat, fchmod, futimens and ftruncate keep working on
@@ -128,6 +133,25 @@ class StoreFS:
         if opened.unlinked:
             attrs.nlink = 0
         return attrs
+
+    def _write_dir_times(self, path: str, mtime_ns: int, ctime_ns: int) -> None:
+        """Keep a directory's new times on its marker, where it has one (DirTimesWriter)."""
+        if path == "/" or self.options.read_only:
+            return   # the mount root has no object; its times last this session
+        try:
+            entry = self._entry(path)
+        except NotFound:
+            return   # removed since
+        if entry.info is None or not entry.is_dir:
+            return   # an implicit directory has no object to keep times in
+        attrs = entry.attrs.copy()
+        if attrs.mtime_ns >= mtime_ns and attrs.ctime_ns >= ctime_ns:
+            return
+        attrs.mtime_ns = max(attrs.mtime_ns, mtime_ns)
+        attrs.ctime_ns = max(attrs.ctime_ns, ctime_ns)
+        info = self.store.put(self.keys.dir_key(path), io.BytesIO(b""), 0,
+                              meta_from_attrs(attrs, carried_meta(entry.info.meta)))
+        self.ns.remember(path, Entry(attrs, info))
 
     def _dir_links(self, path: str, attrs: Attrs) -> Attrs:
         """2 + its subdirectories where its listing is known (else 2, as before it is listed)."""
@@ -614,6 +638,7 @@ class StoreFS:
                 self.committer.queue.schedule(opened, now=True)
         left = self.committer.drain(timeout)
         self.committer.stop()
+        self.dir_times.close()   # the directory times not written yet
         # Still open for writing (a lazy unmount): not queued, but staged and journaled; say so.
         still_open = [f"{f.path} (still open for writing; staged, the next mount uploads it)" for f in files
                       if f.dirty and not f.unlinked and f.writers > 0 and not self.committer.queue.is_queued(f)]

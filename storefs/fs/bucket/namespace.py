@@ -305,13 +305,12 @@ class Namespace:
                     self._listings.pop(parent(path), None)
 
     def forget_tree(self, path: str) -> None:
-        """Drop everything cached at or below `path`."""
+        """Drop everything cached at or below `path` (its parent's listing is the caller's: `forget`)."""
         prefix = path.rstrip("/") + "/"
         with self._lock:
             for cache in (self._entries, self._missing, self._listings):
                 for known in [p for p in list(cache.keys()) if p == path or p.startswith(prefix)]:
                     cache.pop(known, None)
-            self._listings.pop(parent(path), None)
 
 
 def _newest_ns(objects: list[ObjectInfo]) -> int:
