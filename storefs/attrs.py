@@ -5,6 +5,10 @@ Conventions (shared with s3fs and rclone, so a bucket written by one reads right
   we read either and never turn a float into 1970 (s3fs issue #897).
 - `storefs-mtime-ns`: the exact nanoseconds, used only while it agrees with `mtime` (a tool that
   rewrites `mtime` alone wins over a stale nanosecond value).
+- `atime`, `ctime`: the same two forms as `mtime` (`atime`/`ctime` seconds, as s3fs writes them, and
+  `storefs-atime-ns`/`storefs-ctime-ns`). atime is stored only once set (create, utimens); without it
+  the atime reads as the mtime. The ctime shown is never older than the mtime or the server's
+  last-modified time, so it cannot go backwards when an entry is read again from the server.
 - `mode`, `uid`, `gid`: decimal, `mode` holding the whole st_mode as s3fs does (S_IFLNK marks a symlink).
 """
 from __future__ import annotations
@@ -25,6 +29,18 @@ class Attrs:
     gid: int
     mtime_ns: int
     ctime_ns: int
+    atime_ns: int | None = None   # None: never set, reads as the mtime
+    nlink: int | None = None      # None: 1 for a file, 2 for a directory (its subdirectories unknown)
+
+    @property
+    def atime(self) -> int:
+        return self.mtime_ns if self.atime_ns is None else self.atime_ns
+
+    @property
+    def links(self) -> int:
+        if self.nlink is not None:
+            return self.nlink
+        return 2 if stat.S_ISDIR(self.mode) else 1
 
     @property
     def is_dir(self) -> bool:
@@ -53,14 +69,21 @@ def now_ns() -> int:
 
 
 def parse_mtime_ns(meta: Mapping[str, str]) -> int | None:
-    raw = meta.get("mtime")
+    return parse_time_ns(meta, "mtime")
+
+
+def parse_time_ns(meta: Mapping[str, str], name: str) -> int | None:
+    """`name` (mtime, atime, ctime) from its seconds key and, where it agrees, its exact nanoseconds."""
+    raw = meta.get(name)
     if raw is None:
         return None
     try:
         seconds = float(raw)
     except ValueError:
         return None
-    exact = meta.get("storefs-mtime-ns")
+    if seconds != seconds or abs(seconds) > 1e15:   # NaN, or past any time a filesystem can hold
+        return None
+    exact = meta.get(f"storefs-{name}-ns")
     if exact is not None:
         try:
             exact_ns = int(exact)
@@ -95,9 +118,13 @@ def attrs_from_object(info: ObjectInfo, defaults: Defaults, *, is_dir: bool = Fa
         mode = stat.S_IFREG | perm
     uid = _int_meta(meta, "uid")
     gid = _int_meta(meta, "gid")
+    ctime_ns = max(mtime_ns, server_ns) if info.mtime else mtime_ns
+    stored_ctime = parse_time_ns(meta, "ctime")
+    if stored_ctime is not None:
+        ctime_ns = max(ctime_ns, stored_ctime)
     return Attrs(mode=mode, size=0 if stat.S_ISDIR(mode) else info.size,
                  uid=defaults.uid if uid is None else uid, gid=defaults.gid if gid is None else gid,
-                 mtime_ns=mtime_ns, ctime_ns=max(mtime_ns, server_ns) if info.mtime else mtime_ns)
+                 mtime_ns=mtime_ns, ctime_ns=ctime_ns, atime_ns=parse_time_ns(meta, "atime"))
 
 
 def implicit_dir_attrs(defaults: Defaults, mtime_ns: int = 0) -> Attrs:
@@ -109,16 +136,23 @@ def implicit_dir_attrs(defaults: Defaults, mtime_ns: int = 0) -> Attrs:
 def meta_from_attrs(attrs: Attrs, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """User metadata to store with an object (see module docstring)."""
     meta = dict(extra or {})
-    seconds, rest = divmod(attrs.mtime_ns, 1_000_000_000)
-    meta["mtime"] = str(seconds)
-    if rest:
-        meta["storefs-mtime-ns"] = str(attrs.mtime_ns)
-    else:
-        meta.pop("storefs-mtime-ns", None)
+    _put_time(meta, "mtime", attrs.mtime_ns)
+    _put_time(meta, "ctime", attrs.ctime_ns)
+    if attrs.atime_ns is not None:
+        _put_time(meta, "atime", attrs.atime_ns)
     meta["mode"] = str(attrs.mode)
     meta["uid"] = str(attrs.uid)
     meta["gid"] = str(attrs.gid)
     return meta
+
+
+def _put_time(meta: dict[str, str], name: str, value_ns: int) -> None:
+    seconds, rest = divmod(value_ns, 1_000_000_000)
+    meta[name] = str(seconds)
+    if rest:
+        meta[f"storefs-{name}-ns"] = str(value_ns)
+    else:
+        meta.pop(f"storefs-{name}-ns", None)
 
 
 def carried_meta(meta: Mapping[str, str]) -> dict[str, str]:

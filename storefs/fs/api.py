@@ -19,6 +19,9 @@ class MountedFS(Protocol):
     has_xattrs: bool
     # Seconds the kernel may keep entries and attributes; None: libfuse's default (1 s).
     kernel_cache_ttl: float | None
+    # True: a file unlinked while open loses its path at once (libfuse's hard_remove). False: libfuse
+    # renames it to `.fuse_hidden…` until the last close, and the filesystem keeps that name to itself.
+    hard_remove: bool
 
     # -- metadata ------------------------------------------------------------------------------------
     def getattr(self, path: str | None, fh: int | None = None) -> Attrs: ...
@@ -41,11 +44,14 @@ class MountedFS(Protocol):
     def listxattr(self, path: str) -> list[str]: ...
 
     # -- changes -------------------------------------------------------------------------------------
-    def chmod(self, path: str, mode: int) -> None: ...
+    # chmod/chown/utimens: `fh` is the open file of fchmod, fchown, futimens (libfuse 3), else None.
+    def chmod(self, path: str | None, mode: int, fh: int | None = None) -> None: ...
 
-    def chown(self, path: str, uid: int, gid: int) -> None: ...
+    def chown(self, path: str | None, uid: int, gid: int, fh: int | None = None) -> None: ...
 
-    def utimens(self, path: str, mtime_ns: int | None) -> None: ...
+    def utimens(self, path: str | None, mtime_ns: int | None, atime_ns: int | None = None,
+                fh: int | None = None) -> None:
+        """None leaves that time as it is (UTIME_OMIT)."""
 
     def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None: ...
 

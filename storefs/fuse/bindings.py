@@ -211,6 +211,18 @@ def _binding_class(lib: ModuleType, fuse3: bool) -> type:
             # ftruncate(2) arrives here with the open file; mfusepy would drop it.
             return self.operations.truncate(self._path(path), length, fip.contents if fip else None)
 
+        # fchmod, fchown and futimens come with their open file; mfusepy would drop it.
+        def chmod_fuse_3(self: Any, path: bytes | None, mode: int, fip: Any) -> int:
+            return self.operations.chmod(self._path(path), mode, fip.contents if fip else None)
+
+        def chown_fuse_3(self: Any, path: bytes | None, uid: int, gid: int, fip: Any) -> int:
+            unchanged = 0xFFFFFFFF   # (uid_t)-1: leave it
+            return self.operations.chown(self._path(path), -1 if uid == unchanged else uid,
+                                         -1 if gid == unchanged else gid, fip.contents if fip else None)
+
+        def utimens_fuse_3(self: Any, path: bytes | None, buf: Any, fip: Any) -> int:
+            return self.operations.utimens(self._path(path), _times(buf), fip.contents if fip else None)
+
         def rename_fuse_3(self: Any, old: bytes, new: bytes, flags: int) -> int:
             # RENAME_NOREPLACE / RENAME_EXCHANGE (renameat2): not supported, as on libfuse 2 (where the
             # kernel answers EINVAL itself); callers such as mv then fall back to a plain rename.
@@ -247,7 +259,8 @@ def _binding_class(lib: ModuleType, fuse3: bool) -> type:
                     break
             return 0
         methods.update(truncate_fuse_3=truncate_fuse_3, rename_fuse_3=rename_fuse_3, init_fuse_3=init_fuse_3,
-                       readdir_fuse_3=readdir_fuse_3)
+                       readdir_fuse_3=readdir_fuse_3, chmod_fuse_3=chmod_fuse_3, chown_fuse_3=chown_fuse_3,
+                       utimens_fuse_3=utimens_fuse_3)
     return type("StorefsFuse", (Fuse,), methods)
 
 
@@ -264,11 +277,13 @@ def run(fs: MountedFS, mountpoint: str, *, fsname: str, on_ready: Callable[[], N
     name, lib = choose_binding(fuse)
     fuse3 = FUSE_LIBRARIES[name].libfuse == 3
     log.info("FUSE binding %s on libfuse %d", name, 3 if fuse3 else 2)
-    # hard_remove: unlink (and rename over) a file that is still open really removes it, as POSIX does.
-    # Without it libfuse renames it to `.fuse_hiddenNNN` instead, which then shows in listings and is
-    # moved in the bucket (found by tests/fuse/test_model.py); storefs keeps serving the open handle.
-    options: dict[str, Any] = {"foreground": True, "nothreads": False, "fsname": fsname, "subtype": "storefs",
-                               "hard_remove": True}
+    # A file unlinked (or renamed over) while open: without hard_remove libfuse renames it to a hidden
+    # name (`.fuse_hiddenNNN`) and unlinks that at the last close, so fstat, fchmod and ftruncate still
+    # find it by path; a filesystem that keeps such names to itself (StoreFS) wants that. With
+    # hard_remove the path is dropped at once (VaultFS: archives are not renamed).
+    options: dict[str, Any] = {"foreground": True, "nothreads": False, "fsname": fsname, "subtype": "storefs"}
+    if fs.hard_remove:
+        options["hard_remove"] = True
     if not fuse3:   # libfuse 3: big writes always on, sizes negotiated in init (_binding_class)
         # libfuse 2 splits writes into 4 KiB requests unless big_writes is on; 128 KiB is its ceiling.
         options.update(big_writes=True, max_read=131072, max_write=131072)

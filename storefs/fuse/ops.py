@@ -12,7 +12,6 @@ import errno
 import logging
 import os
 import signal
-import stat
 import time
 from typing import Any, Callable
 
@@ -54,8 +53,8 @@ def _stat_dict(attrs: Attrs, blksize: int) -> dict[str, int]:
     blocks = (attrs.size + 511) // 512
     return {
         "st_mode": attrs.mode, "st_size": attrs.size, "st_uid": attrs.uid, "st_gid": attrs.gid,
-        "st_nlink": 2 if stat.S_ISDIR(attrs.mode) else 1,
-        "st_mtime": attrs.mtime_ns, "st_ctime": attrs.ctime_ns, "st_atime": attrs.mtime_ns,
+        "st_nlink": attrs.links,
+        "st_mtime": attrs.mtime_ns, "st_ctime": attrs.ctime_ns, "st_atime": attrs.atime,
         "st_blocks": blocks, "st_blksize": blksize,
     }
 
@@ -117,17 +116,20 @@ class FuseOps:
     def statfs(self, path: str) -> dict[str, int]:
         return _call("statfs", self.fs.statfs)
 
-    def chmod(self, path: str, mode: int) -> int:
-        _call("chmod", self.fs.chmod, path, mode)
+    # chmod/chown/utimens: libfuse 3 passes the open file of fchmod, fchown and futimens (`fh`).
+    def chmod(self, path: str | None, mode: int, fh: Any = None) -> int:
+        _call("chmod", self.fs.chmod, path, mode, fh.fh if fh else None)
         return 0
 
-    def chown(self, path: str, uid: int, gid: int) -> int:
-        _call("chown", self.fs.chown, path, uid, gid)
+    def chown(self, path: str | None, uid: int, gid: int, fh: Any = None) -> int:
+        _call("chown", self.fs.chown, path, uid, gid, fh.fh if fh else None)
         return 0
 
-    def utimens(self, path: str, times: tuple[int | None, int | None] | None = None) -> int:
-        mtime = times[1] if times else time.time_ns()
-        _call("utimens", self.fs.utimens, path, mtime)
+    def utimens(self, path: str | None, times: tuple[int | None, int | None] | None = None,
+                fh: Any = None) -> int:
+        now = time.time_ns()
+        atime, mtime = times if times else (now, now)
+        _call("utimens", self.fs.utimens, path, mtime, atime, fh.fh if fh else None)
         return 0
 
     # directories

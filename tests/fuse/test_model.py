@@ -439,7 +439,7 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
         @rule(data=st.data(), mtime=utimes, atime=utimes)
         def utime(self, data: st.DataObject, mtime: int, atime: int) -> None:
             rel = self.pick(data, "path")
-            # SEMANTICS (Attributes): "atime is not stored (it reads as the mtime)": only mtimes compared.
+            # atime is stored; the model's reads move it (relatime), so check_tree compares it right after.
             if self.both(f"utime({rel!r}, {mtime})", lambda root: os.utime(root / rel, ns=(atime, mtime)))[0] == "ok":
                 self.now_has_marker(rel)
 
@@ -580,6 +580,13 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
                 # Lookups by name, not only listings: stale or wrong (negative) entries show here.
                 m, r = lookup(self.model / rel), lookup(self.real / rel)
                 assert m == r, f"lstat({rel!r}): model {m}, storefs {r}"
+            # Access times set by utimens, before the snapshot's reads move the model's (relatime; storefs
+            # is noatime, SEMANTICS.md).
+            for rel in ALL_PATHS:
+                with_model = outcome(lambda: os.lstat(self.model / rel).st_atime_ns)
+                if with_model[0] == "ok" and UTIME_BASE <= with_model[1] < UTIME_BASE + UTIME_SPAN:
+                    shown = os.lstat(self.real / rel).st_atime_ns
+                    assert shown == with_model[1], f"{rel}: atime set by utimens {with_model[1]}, storefs {shown}"
             model, real = snapshot(self.model), snapshot(self.real)
             assert sorted(model) == sorted(real), f"trees differ: model {sorted(model)}, storefs {sorted(real)}"
             if self.expect_mtime is not None:
@@ -590,6 +597,13 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
                 shown = real[rel][3]
                 assert shown == mtime or (shown % 10**9 == 0 and shown // 10**9 == mtime // 10**9), (
                     f"{rel}: storefs shows mtime {shown}, the object's is {mtime}")
+            if self.mode == "cached":
+                # Directory link counts (2 + subdirectories) where the mount knows the listing: the
+                # snapshot has just listed every directory. "fresh" keeps no listing (dir_ttl=0).
+                for rel, entry in model.items():
+                    if entry[0] == "dir":
+                        m_links, r_links = os.lstat(self.model / rel).st_nlink, os.lstat(self.real / rel).st_nlink
+                        assert m_links == r_links, f"{rel}: nlink model {m_links}, storefs {r_links}"
             records = {}
             for rel, (kind, perm, size, mtime, digest) in model.items():
                 r_kind, r_perm, r_size, r_mtime, r_digest = real[rel]
@@ -609,15 +623,10 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
             self.mtimes = records
             for pair in self.handles:
                 m = os.fstat(pair.model_fd)
-                if m.st_nlink == 0:
-                    # Unlinked (or renamed over) while open: storefs mounts with libfuse's hard_remove,
-                    # and libfuse's high-level API cannot name such a file, so fstat (which the kernel
-                    # sends without the file handle) fails with ENOENT (libfuse 2) / ESTALE (libfuse 3).
-                    # Reads and writes through the handle work. TODO(SEMANTICS.md): document this.
-                    assert outcome(lambda: os.fstat(pair.real_fd).st_size) in (
-                        ("ok", m.st_size), ("err", "ENOENT"), ("err", "ESTALE"))
-                    continue
                 r = os.fstat(pair.real_fd)
+                # Unlinked (or renamed over) while open: fstat works and says so (SEMANTICS.md).
+                assert (m.st_nlink == 0) == (r.st_nlink == 0), (
+                    f"handle opened on {pair.path!r}: model nlink {m.st_nlink}, storefs {r.st_nlink}")
                 if stat.S_ISDIR(m.st_mode):
                     assert stat.S_ISDIR(r.st_mode), f"handle opened on {pair.path!r}: a directory in the model only"
                     continue

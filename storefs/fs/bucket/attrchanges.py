@@ -13,9 +13,10 @@ from typing import Callable
 from ...attrs import Attrs, carried_meta, implicit_dir_attrs, meta_from_attrs, now_ns
 from ...paths import KeyMap
 from ...store.contract import ObjectStore
+from .changetimes import ChangeTimes
 from .committer import Committer
 from .namespace import Entry, Namespace
-from .openfiles import OpenFiles
+from .openfiles import OpenFile, OpenFiles
 
 Change = Callable[[Attrs], None]
 
@@ -36,37 +37,39 @@ def set_owner(uid: int, gid: int) -> Change:
     return change
 
 
-def set_mtime(mtime_ns: int) -> Change:
+def set_times(atime_ns: int | None, mtime_ns: int | None) -> Change:
+    """utimensat(2): None leaves that time as it is (UTIME_OMIT)."""
     def change(attrs: Attrs) -> None:
-        attrs.mtime_ns = mtime_ns
+        if mtime_ns is not None:
+            attrs.mtime_ns = mtime_ns
+        if atime_ns is not None:
+            attrs.atime_ns = atime_ns
     return change
 
 
 class AttrChanges:
     def __init__(self, store: ObjectStore, keys: KeyMap, ns: Namespace, table: OpenFiles,
-                 committer: Committer) -> None:
+                 committer: Committer, times: ChangeTimes) -> None:
         self.store, self.keys, self.ns, self.table, self.committer = store, keys, ns, table, committer
+        self.times = times
         # The mount root has no object to keep attributes in; chmod/utimens on it last this session.
         self.root = implicit_dir_attrs(ns.defaults, now_ns())
 
     def apply(self, path: str, change: Change) -> None:
         """Change the attributes of `path` (checked, on a writable mount)."""
+        self.times.forget(path)
         if path == "/":
             change(self.root)
-            self.root.ctime_ns = now_ns()
+            self.root.ctime_ns = max(now_ns(), self.root.ctime_ns)
             return
         opened = self.table.get(path)
         if opened is not None:
-            staged, idle = opened.change_attrs(change)
-            if not staged:  # open read-only: nothing will upload it at close, so write it now
-                self.committer.upload_now(opened)
-            elif idle:  # closed and waiting for its upload: the journal and the queue take the change
-                self.committer.closed(opened)
+            self.apply_open(opened, change)
             return
         entry = self.ns.lookup(path)
         attrs = entry.attrs.copy()
         change(attrs)
-        attrs.ctime_ns = now_ns()
+        attrs.ctime_ns = max(now_ns(), attrs.ctime_ns)
         old_meta = carried_meta(entry.info.meta) if entry.info is not None else {}
         if entry.is_dir:
             # A directory's attributes live on its marker, an empty object: writing it anew is one
@@ -75,3 +78,13 @@ class AttrChanges:
         else:
             info = self.store.set_meta(self.keys.key(path), meta_from_attrs(attrs, old_meta))
         self.ns.remember(path, Entry(attrs, info))
+
+    def apply_open(self, opened: OpenFile, change: Change) -> None:
+        """Change the attributes of an open file (by path or by descriptor)."""
+        staged, idle = opened.change_attrs(change)
+        if opened.unlinked:   # nothing of it goes to the server any more
+            return
+        if not staged:  # open read-only: nothing will upload it at close, so write it now
+            self.committer.upload_now(opened)
+        elif idle:  # closed and waiting for its upload: the journal and the queue take the change
+            self.committer.closed(opened)

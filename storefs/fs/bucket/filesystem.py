@@ -19,12 +19,14 @@ from typing import Callable
 from ...attrs import (
     Attrs,
     attrs_from_object,
+    carried_meta,
     meta_from_attrs,
     now_ns,
 )
 from ...retrieval.gate import ArchiveGate
-from .attrchanges import AttrChanges, set_mode, set_mtime, set_owner
+from .attrchanges import AttrChanges, set_mode, set_owner, set_times
 from .blockcache import BlockCache
+from .changetimes import ChangeTimes, DirTimesWriter
 from .committer import Committer
 from ...errors import (
     AlreadyExists,
@@ -45,13 +47,24 @@ from .facts import BucketFacts
 from .openfiles import Handle, OpenFile, OpenFiles, Staging
 from .renames import Renames
 from ...options import MountOptions
-from ...paths import KeyMap, basename, check_key_length, check_path, is_within, parent
+from ...paths import KeyMap, basename, check_key_length, check_path, is_within, join, parent
 from .reader import RangeReader
 from ...store.contract import ObjectInfo, ObjectStore
 
 log = logging.getLogger(__name__)
 
 SYMLINK_MAX = 4096
+# Seconds after a directory's entries change before its new times are written to its marker: one
+# request per changed directory per period, never one per created file.
+DIR_TIMES_DELAY = 5.0
+
+
+def is_hidden_name(path: str) -> bool:
+    """libfuse's name for a file unlinked while open (`.fuse_hidden` + 16 hex digits): it renames the
+    file there instead of unlinking it, serves the open descriptors under it, and unlinks it at the
+    last close. Such names live only in this mount (see StoreFS._hide)."""
+    name = basename(path)
+    return len(name) == 28 and name.startswith(".fuse_hidden") and all(c in "0123456789abcdef" for c in name[12:])
 
 
 class StoreFS:
@@ -84,7 +97,13 @@ class StoreFS:
         # The page-cache warmer (fuse/pagecache.py): an object read at random, once in the block
         # cache, is read through the mount so the kernel's page cache answers what follows.
         self._warm_page_cache = warm_page_cache
-        self.attr_changes = AttrChanges(store, keys, ns, table, committer)
+        self.times = ChangeTimes(ns.settings.max_entries)
+        self.dir_times = DirTimesWriter(self.times, self._write_dir_times, DIR_TIMES_DELAY)
+        self.attr_changes = AttrChanges(store, keys, ns, table, committer, self.times)
+        # libfuse keeps a file unlinked while open under a hidden name (is_hidden_name) rather than
+        # dropping its path (hard_remove), so that fstat, fchmod, futimens and ftruncate keep working on
+        # it with either libfuse; StoreFS keeps that name local.
+        self.hard_remove = False
 
     # ------------------------------------------------------------------------------------------
     # lookups
@@ -96,16 +115,50 @@ class StoreFS:
         return self.ns.lookup(path)
 
     def getattr(self, path: str | None, fh: int | None = None) -> Attrs:
-        # The handle first: a file unlinked while open comes with no path (hard_remove, fuse/bindings.run).
         if fh is not None and fh in self.table.handles:
-            return self.table.handles[fh].file.current_attrs()
+            return self._open_attrs(self.table.handles[fh].file)
         check_path(path)
         if path == "/":
-            return self.attr_changes.root.copy()
+            return self._dir_links(path, self.times.apply(path, self.attr_changes.root.copy()))
         opened = self._open_file(path)
-        if opened is not None and (opened.staged or opened.info is None):
-            return opened.current_attrs()
-        return self._entry(path).attrs
+        if opened is not None and (opened.staged or opened.info is None or opened.unlinked):
+            return self._open_attrs(opened)
+        if is_hidden_name(path):
+            raise NotFound(path)   # libfuse probing for a free hidden name: never a request
+        attrs = self.times.apply(path, self._entry(path).attrs)
+        return self._dir_links(path, attrs) if attrs.is_dir else attrs
+
+    def _open_attrs(self, opened: OpenFile) -> Attrs:
+        attrs = opened.current_attrs()
+        if opened.unlinked:
+            attrs.nlink = 0
+        return attrs
+
+    def _write_dir_times(self, path: str, mtime_ns: int, ctime_ns: int) -> None:
+        """Keep a directory's new times on its marker, where it has one (DirTimesWriter)."""
+        if path == "/" or self.options.read_only:
+            return   # the mount root has no object; its times last this session
+        try:
+            entry = self._entry(path)
+        except NotFound:
+            return   # removed since
+        if entry.info is None or not entry.is_dir:
+            return   # an implicit directory has no object to keep times in
+        attrs = entry.attrs.copy()
+        if attrs.mtime_ns >= mtime_ns and attrs.ctime_ns >= ctime_ns:
+            return
+        attrs.mtime_ns = max(attrs.mtime_ns, mtime_ns)
+        attrs.ctime_ns = max(attrs.ctime_ns, ctime_ns)
+        info = self.store.put(self.keys.dir_key(path), io.BytesIO(b""), 0,
+                              meta_from_attrs(attrs, carried_meta(entry.info.meta)))
+        self.ns.remember(path, Entry(attrs, info))
+
+    def _dir_links(self, path: str, attrs: Attrs) -> Attrs:
+        """2 + its subdirectories where its listing is known (else 2, as before it is listed)."""
+        subdirs = self.ns.subdir_count(path)
+        if subdirs is not None:
+            attrs = attrs.copy(nlink=2 + subdirs)
+        return attrs
 
     def getattr_etag(self, path: str) -> str | None:
         """The ETag of the remote object behind `path`, or None while it is staged or has none."""
@@ -150,12 +203,14 @@ class StoreFS:
         listed: list[tuple[str, Attrs | None]] = []
         for name in sorted(entries.keys() | staged.keys()):
             opened = staged.get(name)
+            if opened is not None and is_hidden_name(opened.path):
+                continue
             if opened is not None and (opened.staged or opened.info is None):
                 listed.append((name, opened.current_attrs()))
-            elif opened is None and entries[name].exact:
-                listed.append((name, entries[name].attrs))
+            elif opened is None and entries[name].exact and not entries[name].is_dir:
+                listed.append((name, self.times.apply(join(path, name), entries[name].attrs)))
             else:
-                listed.append((name, None))
+                listed.append((name, None))   # directories: their link count comes from getattr
         return listed
 
     def readlink(self, path: str) -> str:
@@ -185,13 +240,15 @@ class StoreFS:
     def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
         self._writable()
         self._check_new(path)
+        now = now_ns()
         attrs = Attrs(mode=stat.S_IFDIR | stat.S_IMODE(mode), size=0, uid=uid, gid=gid,
-                      mtime_ns=now_ns(), ctime_ns=now_ns())
+                      mtime_ns=now, ctime_ns=now, atime_ns=now)
         marker = self.keys.dir_key(path)
         check_key_length(marker)  # the marker is the key plus "/": it must fit the key limit too
         info = self.store.put(marker, io.BytesIO(b""), 0, meta_from_attrs(attrs))
         self.ns.remember(path, Entry(attrs, info))
         self.ns.seed_empty(path)  # names looked up in it next (cp -r, rsync) need no request
+        self.times.entries_changed(path)
 
     def _has_children(self, path: str) -> bool:
         dir_key = self.keys.dir_key(path)
@@ -214,6 +271,7 @@ class StoreFS:
         self.store.delete(self.keys.dir_key(path))
         self.ns.forget_tree(path)
         self.ns.forget(path, gone=True)
+        self.times.entries_changed(path)
 
     # ------------------------------------------------------------------------------------------
     # files: open, read, write, close
@@ -254,8 +312,9 @@ class StoreFS:
                 raise AlreadyExists(path)
             return self.open(path, flags | os.O_TRUNC)
         self.staging.check_room(0)
+        now = now_ns()
         attrs = Attrs(mode=stat.S_IFREG | stat.S_IMODE(mode), size=0, uid=uid, gid=gid,
-                      mtime_ns=now_ns(), ctime_ns=now_ns())
+                      mtime_ns=now, ctime_ns=now, atime_ns=now)
         opened = OpenFile(path=path, key=self.keys.key(path), attrs=attrs, info=None, meta_dirty=True)
         opened.stage_empty(self.staging)
         with self.table.lock:
@@ -265,6 +324,7 @@ class StoreFS:
             else:
                 self.table.by_path[path] = opened
         self.ns.creating(path)
+        self.times.entries_changed(path)
         return self._new_handle(opened, True, bool(flags & os.O_APPEND))
 
     def open(self, path: str, flags: int) -> int:
@@ -402,7 +462,9 @@ class StoreFS:
             opened.truncate(length)
             return
         opened = self._open_file(path)
-        if opened is not None and opened.staged:
+        if opened is not None and (opened.staged or opened.unlinked):
+            if not opened.staged:   # unlinked while open, never written: its bytes become local now
+                self._stage(opened)
             opened.truncate(length)
             return
         # truncate(2) on a path nobody has open: stage, truncate, upload, done.
@@ -416,6 +478,9 @@ class StoreFS:
     def unlink(self, path: str) -> None:
         self._writable()
         check_path(path)
+        if is_hidden_name(path):
+            self._drop_hidden(path)
+            return
         with self.table.lock:
             opened = self.table.by_path.get(path)
             if opened is not None:
@@ -428,12 +493,42 @@ class StoreFS:
             if opened.refs == 0:
                 opened.discard_staged()
             self.ns.forget(path, gone=True)
+            self.times.entries_changed(path)
             return
         entry = self._entry(path)
         if entry.is_dir:
             raise IsADirectory(path)
         self.store.delete(self.keys.key(path))
         self.ns.forget(path, gone=True)
+        self.times.entries_changed(path)
+
+    def _hide(self, path: str, hidden: str) -> None:
+        """libfuse's unlink of a file that is open (a rename to `hidden`, see is_hidden_name): the
+        object goes as with unlink, the open file stays in the table under `hidden` (link count 0),
+        so its descriptors keep working, and nothing of it is ever uploaded."""
+        with self.table.lock:
+            opened = self.table.by_path.pop(path, None)
+            if opened is not None:
+                self.table.by_path[hidden] = opened
+        if opened is None:   # closed meanwhile: a plain unlink
+            self.unlink(path)
+            return
+        existed = opened.mark_unlinked()
+        self.committer.forget(opened)
+        if existed:
+            self.store.delete(opened.key)
+        with opened.lock:
+            opened.path = hidden
+            opened.attrs.ctime_ns = now_ns()
+        self.ns.forget(path, gone=True)
+        self.times.entries_changed(path)
+
+    def _drop_hidden(self, hidden: str) -> None:
+        """libfuse's unlink of a hidden name at the last close: the staged copy goes; nothing remote."""
+        with self.table.lock:
+            opened = self.table.by_path.pop(hidden, None)
+        if opened is not None and opened.refs == 0:
+            opened.discard_staged()
 
     def symlink(self, path: str, target: str, uid: int, gid: int) -> None:
         self._writable()
@@ -441,10 +536,12 @@ class StoreFS:
         body = target.encode("utf-8", "surrogateescape")
         if len(body) > SYMLINK_MAX:
             raise InvalidArgument("symlink target too long")
+        now = now_ns()
         attrs = Attrs(mode=stat.S_IFLNK | 0o777, size=len(body), uid=uid, gid=gid,
-                      mtime_ns=now_ns(), ctime_ns=now_ns())
+                      mtime_ns=now, ctime_ns=now, atime_ns=now)
         info = self.store.put(self.keys.key(path), io.BytesIO(body), len(body), meta_from_attrs(attrs))
         self.ns.remember(path, Entry(attrs, info))
+        self.times.entries_changed(path)
 
     def link(self, path: str, target: str) -> None:
         raise NotPermitted("hard links are not supported")
@@ -457,21 +554,25 @@ class StoreFS:
     # ------------------------------------------------------------------------------------------
     # attributes (attrchanges.py)
 
-    def _change_attrs(self, path: str, change: Callable[[Attrs], None]) -> None:
+    def _change_attrs(self, path: str | None, change: Callable[[Attrs], None], fh: int | None) -> None:
         self._writable()
+        if fh is not None and fh in self.table.handles:   # fchmod, futimens… on an open file
+            self.attr_changes.apply_open(self.table.handles[fh].file, change)
+            return
         check_path(path)
         self.attr_changes.apply(path, change)
 
-    def chmod(self, path: str, mode: int) -> None:
-        self._change_attrs(path, set_mode(mode))
+    def chmod(self, path: str | None, mode: int, fh: int | None = None) -> None:
+        self._change_attrs(path, set_mode(mode), fh)
 
-    def chown(self, path: str, uid: int, gid: int) -> None:
-        self._change_attrs(path, set_owner(uid, gid))
+    def chown(self, path: str | None, uid: int, gid: int, fh: int | None = None) -> None:
+        self._change_attrs(path, set_owner(uid, gid), fh)
 
-    def utimens(self, path: str, mtime_ns: int | None) -> None:
-        """Set the modification time (atime is not kept). None: leave it (UTIME_OMIT)."""
-        if mtime_ns is not None:
-            self._change_attrs(path, set_mtime(mtime_ns))
+    def utimens(self, path: str | None, mtime_ns: int | None, atime_ns: int | None = None,
+                fh: int | None = None) -> None:
+        """Set the modification and access times; None leaves one as it is (UTIME_OMIT)."""
+        if mtime_ns is not None or atime_ns is not None:
+            self._change_attrs(path, set_times(atime_ns, mtime_ns), fh)
 
     # ------------------------------------------------------------------------------------------
     # rename
@@ -483,6 +584,9 @@ class StoreFS:
         if old == "/" or new == "/":
             raise NotPermitted("cannot rename the mount root")
         if old == new:
+            return
+        if is_hidden_name(new):
+            self._hide(old, new)
             return
         if is_within(new, old):
             raise InvalidArgument("cannot move a directory into itself")
@@ -504,6 +608,7 @@ class StoreFS:
             if new_attrs is not None and new_attrs.is_dir:
                 raise IsADirectory(new)
             self.renames.move_file(old, new)
+        self.times.renamed(old, new)
 
     # ------------------------------------------------------------------------------------------
     # the filesystem as a whole (facts.py)
@@ -533,6 +638,7 @@ class StoreFS:
                 self.committer.queue.schedule(opened, now=True)
         left = self.committer.drain(timeout)
         self.committer.stop()
+        self.dir_times.close()   # the directory times not written yet
         # Still open for writing (a lazy unmount): not queued, but staged and journaled; say so.
         still_open = [f"{f.path} (still open for writing; staged, the next mount uploads it)" for f in files
                       if f.dirty and not f.unlinked and f.writers > 0 and not self.committer.queue.is_queued(f)]

@@ -44,6 +44,12 @@ class Entry:
 class Listing:
     entries: dict[str, Entry]
     at: float
+    subdirs: int | None = None   # how many entries are directories; None: count again
+
+    def count_subdirs(self) -> int:
+        if self.subdirs is None:
+            self.subdirs = sum(1 for entry in self.entries.values() if entry.is_dir)
+        return self.subdirs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +264,13 @@ class Namespace:
             listing = self._listings.get(parent(path))
             if listing is not None:
                 listing.entries[basename(path)] = entry
+                listing.subdirs = None
+
+    def subdir_count(self, path: str) -> int | None:
+        """How many subdirectories `path` has, where its listing is cached (None: not known now)."""
+        with self._lock:
+            listing = self._listings.get(path)
+            return None if listing is None else listing.count_subdirs()
 
     def seed_empty(self, path: str) -> None:
         """`path` is a directory we just created: it has no children (for dir_ttl, as any listing)."""
@@ -287,17 +300,17 @@ class Namespace:
             if listing is not None:
                 if gone:
                     listing.entries.pop(basename(path), None)
+                    listing.subdirs = None
                 else:
                     self._listings.pop(parent(path), None)
 
     def forget_tree(self, path: str) -> None:
-        """Drop everything cached at or below `path`."""
+        """Drop everything cached at or below `path` (its parent's listing is the caller's: `forget`)."""
         prefix = path.rstrip("/") + "/"
         with self._lock:
             for cache in (self._entries, self._missing, self._listings):
                 for known in [p for p in list(cache.keys()) if p == path or p.startswith(prefix)]:
                     cache.pop(known, None)
-            self._listings.pop(parent(path), None)
 
 
 def _newest_ns(objects: list[ObjectInfo]) -> int:

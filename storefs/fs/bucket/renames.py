@@ -113,3 +113,4 @@ class Renames:
         self.ns.forget_tree(old)
         self.ns.forget_tree(new)
         self.ns.forget(old, gone=True)
+        self.ns.forget(new)   # its parent's listing is listed again, with the new directory in it

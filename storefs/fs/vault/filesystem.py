@@ -99,6 +99,7 @@ class VaultFS:
     vault opened from a config run on real time (the default); tests pass their simulated clock."""
 
     has_xattrs = True  # user.storefs.archive_id, .tree_hash, .retrieval, .inventory
+    hard_remove = True  # archives are never renamed to libfuse's hidden names
     kernel_cache_ttl: float | None = None   # libfuse's default: a vault's tree changes only on refresh
 
     def __init__(self, provider: VaultProvider, vault_name: str | None, options: VaultOptions,
@@ -491,13 +492,14 @@ class VaultFS:
     def rename(self, old: str, new: str) -> None:
         self._refuse(old)
 
-    def chmod(self, path: str, mode: int) -> None:
+    def chmod(self, path: str | None, mode: int, fh: int | None = None) -> None:
         self._refuse(path)
 
-    def chown(self, path: str, uid: int, gid: int) -> None:
+    def chown(self, path: str | None, uid: int, gid: int, fh: int | None = None) -> None:
         self._refuse(path)
 
-    def utimens(self, path: str, mtime_ns: int | None) -> None:
+    def utimens(self, path: str | None, mtime_ns: int | None, atime_ns: int | None = None,
+                fh: int | None = None) -> None:
         self._refuse(path)
 
     def symlink(self, path: str, target: str, uid: int, gid: int) -> None:
