@@ -262,6 +262,11 @@ class VaultOptions(RetrievalOptions):
     # status_ttl seconds.
     inventory_poll: float = 60.0
     status_ttl: float = 30.0
+    # vault_writes: seconds a closed new file stays staged (chmod, utimens, rename, unlink are still
+    # possible) before its upload; 0 uploads inside close. A mount passes its `-o write_back` (default
+    # 2, as for buckets) and `-o transfers` (uploads at once).
+    write_back: float = 0.0
+    transfers: int = 4
 
     HELP: ClassVar[dict[str, str]] = {
         **RetrievalOptions.HELP,

@@ -43,6 +43,7 @@ from pathlib import Path
 from ...attrs import Attrs
 from ...errors import (
     AlreadyExists,
+    CrossDevice,
     InvalidArgument,
     IsADirectory,
     NoAttribute,
@@ -59,7 +60,7 @@ from ...retrieval.report import RestoreItem, RestoreReport
 from ...vaults.base import ArchiveInfo, JobInfo, VaultProvider
 from .names import FileNode
 from .state import VaultState, state_dir_for
-from .uploads import Upload, VaultUploads
+from .uploads import Upload, VaultUploads, check_name
 from .view import RefreshReport, VaultView
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class VaultFS:
         self._views: dict[str, VaultView] = {}
         self._vault_names: list[str] = [vault_name] if vault_name else []
         self._handles: dict[int, _Handle] = {}
-        self._uploads = VaultUploads(options.keep_uploads)
+        self._uploads = VaultUploads(options)
         self._next_fh = itertools.count(1)
         self._poller: threading.Thread | None = None
         self._mounted_ns = time.time_ns()
@@ -123,9 +124,16 @@ class VaultFS:
         """Load the cached inventory (instant) or adopt/start an inventory job; start the poller."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.vault_name:
-            self._view(self.vault_name).activate()
+            self._ready(self._view(self.vault_name))
         else:
             self.reload_vaults()
+            if self.options.vault_writes:  # new files a crash left staged are uploaded now, not when looked at
+                with self._lock:
+                    names = list(self._vault_names)
+                for name in names:
+                    staging = self.state_dir / name / "staging"
+                    if staging.is_dir() and any(len(p.name) == 32 for p in staging.iterdir()):
+                        self._ready(self._view(name))
         if self.options.inventory_poll > 0 and self._poller is None:
             self._poller = threading.Thread(target=self._poll_loop, name="vault-inventory", daemon=True)
             self._poller.start()
@@ -157,8 +165,9 @@ class VaultFS:
         return changed
 
     def close(self, timeout: float | None = None) -> list[str]:
-        """Stop the poller, upload files still open for writing, close everything. Returns what
-        could not be uploaded, with the reason. The provider stays open (the caller owns it)."""
+        """Stop the poller, close files still open, upload every new file now (waiting up to
+        `timeout` seconds). Returns what could not be uploaded, with the reason: it stays staged and
+        the next mount with vault_writes uploads it. The provider stays open (the caller owns it)."""
         self.stopping.set()
         if self._poller is not None:
             self._poller.join(timeout=10)
@@ -170,7 +179,7 @@ class VaultFS:
                 self.release(fh)
             except StoreError as exc:
                 left.append(f"{handle.path} ({exc})")
-        return left
+        return left + self._uploads.drain(timeout)
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -203,8 +212,15 @@ class VaultFS:
             view = self._view(name)
             rel = "/" + rest
         if activate or rel != "/":
-            view.activate()
+            self._ready(view)
         return view, rel.rstrip("/") or "/"
+
+    def _ready(self, view: VaultView) -> None:
+        """Load the view's tree; with vault_writes, own its staging area (once: it recovers the new
+        files an earlier run left staged)."""
+        view.activate()
+        if self.options.vault_writes:
+            self._uploads.attach(view, lambda rel: self._mount_path(view, rel))
 
     def _mount_path(self, view: VaultView, rel: str) -> str:
         if self.vault_name:
@@ -213,22 +229,28 @@ class VaultFS:
 
     # -- attributes ------------------------------------------------------------------------------
 
-    def _dir_attrs(self, mtime: float) -> Attrs:
+    def _dir_attrs(self, mtime: float, view: VaultView | None = None, rel: str = "/",
+                   mtime_ns: int | None = None) -> Attrs:
         perm = (0o755 if self.options.vault_writes else 0o555) & ~self.options.umask
-        mtime_ns = _ns(mtime) if mtime else self._mounted_ns
+        mtime_ns = mtime_ns or (_ns(mtime) if mtime else self._mounted_ns)
+        if view is not None:  # a mode or mtime set here (chmod, utimens: localattrs.py)
+            mode, set_mtime = self._uploads.local_attrs(view).dir_attrs(rel)
+            perm = perm if mode is None else mode
+            mtime_ns = mtime_ns if set_mtime is None else set_mtime
         return Attrs(mode=stat.S_IFDIR | perm, size=0, uid=self.options.uid, gid=self.options.gid,
                      mtime_ns=mtime_ns, ctime_ns=mtime_ns)
 
-    def _file_attrs(self, node: FileNode) -> Attrs:
-        return Attrs(mode=stat.S_IFREG | (0o444 & ~self.options.umask), size=node.archive.size,
-                     uid=self.options.uid, gid=self.options.gid, mtime_ns=_ns(node.mtime),
-                     ctime_ns=_ns(node.archive.creation_date or node.mtime))
+    def _file_attrs(self, node: FileNode, view: VaultView) -> Attrs:
+        mode = self._uploads.local_attrs(view).file_mode(node.archive.archive_id)  # uploaded here: its mode
+        return Attrs(mode=stat.S_IFREG | (0o444 & ~self.options.umask if mode is None else mode),
+                     size=node.archive.size, uid=self.options.uid, gid=self.options.gid,
+                     mtime_ns=_ns(node.mtime), ctime_ns=_ns(node.archive.creation_date or node.mtime))
 
     def getattr(self, path: str, fh: int | None = None) -> Attrs:
         if fh is not None:
             with self._lock:
                 handle = self._handles.get(fh)
-            if handle is not None and handle.upload is not None and handle.upload.state == "open":
+            if handle is not None and handle.upload is not None and handle.upload.archive is None:
                 return handle.upload.attrs()
         view, rel = self._route(path, activate=False)
         if view is None:
@@ -240,9 +262,11 @@ class VaultFS:
             return self._dir_attrs(0.0)
         found = view.lookup(rel)
         if found == "dir":
-            return self._dir_attrs(view.dir_mtime(rel))
+            return self._dir_attrs(view.dir_mtime(rel), view, rel)
         if isinstance(found, FileNode):
-            return self._file_attrs(found)
+            return self._file_attrs(found, view)
+        if self._uploads.is_dir(view, rel):  # made by mkdir here, or implied by new files below it
+            return self._dir_attrs(0.0, view, rel, self._uploads.dir_created(view, rel))
         raise NotFound(path)
 
     def readdir(self, path: str) -> list[str]:
@@ -253,7 +277,7 @@ class VaultFS:
         found = view.lookup(rel)
         if isinstance(found, FileNode):
             raise NotADirectory(path)
-        if found is None:
+        if found is None and not self._uploads.is_dir(view, rel):
             raise NotFound(path)
         return sorted(set(view.listdir(rel)) | self._uploads.names_in(view, rel))
 
@@ -333,9 +357,15 @@ class VaultFS:
 
     # -- writing (vault_writes) ------------------------------------------------------------------
 
-    def create(self, path: str, mode: int, uid: int, gid: int, flags: int) -> int:
+    def _writes(self, path: str) -> None:
         if not self.options.vault_writes:
             raise ReadOnly(f"{path}: the vault is mounted read-only (-o vault_writes adds new files)")
+
+    def _is_dir(self, view: VaultView, rel: str) -> bool:
+        return view.lookup(rel) == "dir" or self._uploads.is_dir(view, rel)
+
+    def _new_name(self, path: str) -> tuple[VaultView, str]:
+        """The vault and vault-relative path of a new name, its parent checked: a directory."""
         check_path(path)
         parent = path.rstrip("/").rpartition("/")[0]
         if not self.vault_name and not parent:
@@ -344,17 +374,23 @@ class VaultFS:
         if view is None or rel == "/":
             raise AlreadyExists(path)
         parent_rel = rel.rsplit("/", 1)[0] or "/"
-        found = view.lookup(parent_rel)
-        if found is None:
-            raise NotFound(f"{path}: no such directory (directories cannot be created in a vault)")
-        if found != "dir":
-            raise NotADirectory(path)
+        if not self._is_dir(view, parent_rel):
+            if view.lookup(parent_rel) is not None or self._uploads.pending(view, parent_rel) is not None:
+                raise NotADirectory(path)
+            raise NotFound(f"{path}: no such directory")
+        return view, rel
+
+    def create(self, path: str, mode: int, uid: int, gid: int, flags: int) -> int:
+        self._writes(path)
+        view, rel = self._new_name(path)
         if self._uploads.pending(view, rel) is not None or view.lookup(rel) is not None:
             if flags & os.O_EXCL:
                 raise AlreadyExists(path)
             raise ReadOnly(f"{path}: archives are immutable; only new files can be written")
+        if self._uploads.is_dir(view, rel):
+            raise IsADirectory(path)
         up = self._uploads.start(view, rel, path, mode, uid, gid)
-        return self._add_handle(_Handle(up.fd, path, up, writable=True))
+        return self._add_handle(_Handle(os.dup(up.fd), path, up, writable=True))
 
     def _writable_upload(self, fh: int) -> Upload:
         handle = self._handle(fh)
@@ -381,12 +417,12 @@ class VaultFS:
     def flush(self, fh: int) -> None:
         handle = self._handle(fh)
         if handle.writable and handle.upload is not None:
-            self._uploads.finish(handle.upload)
+            self._uploads.flush(handle.upload)
 
     def fsync(self, fh: int) -> None:
         handle = self._handle(fh)
-        if handle.writable and handle.upload is not None and handle.upload.state == "open":
-            os.fsync(handle.fd)  # durable here; the upload happens at close (it cannot be redone)
+        if handle.writable and handle.upload is not None and handle.upload.archive is None:
+            os.fsync(handle.fd)  # durable here; the upload follows close (it cannot be redone)
 
     def release(self, fh: int) -> None:
         with self._lock:
@@ -394,41 +430,100 @@ class VaultFS:
         if handle is None:
             return
         try:
-            up = handle.upload
-            if handle.writable and up is not None and up.state == "open":
-                try:
-                    self._uploads.finish(up)
-                except InvalidArgument:
-                    self._uploads.drop(up)  # an empty file: nothing to keep
-                    raise
+            if handle.writable and handle.upload is not None:
+                self._uploads.release(handle.upload)
         finally:
             os.close(handle.fd)
+
+    # -- changes of new files not uploaded yet (and of directories, remembered here) -------------
+
+    def _staged(self, path: str) -> tuple[VaultView | None, str, Upload | None]:
+        view, rel = self._route(path)
+        return view, rel, (self._uploads.pending(view, rel) if view is not None else None)
+
+    def _dir_here(self, view: VaultView | None, rel: str) -> bool:
+        """A directory whose mode and mtime this mount may set (vault_writes: they are remembered)."""
+        return self.options.vault_writes and view is not None and self._is_dir(view, rel)
+
+    def unlink(self, path: str) -> None:
+        view, rel, up = self._staged(path)
+        if up is not None:  # a new file not uploaded yet: dropped, nothing reaches the vault
+            self._uploads.unlink(up)
+            return
+        self._refuse(path)
+
+    def rmdir(self, path: str) -> None:
+        view, rel = self._route(path)
+        if self.options.vault_writes and view is not None and view.lookup(rel) is None:
+            if self._uploads.rmdir(view, rel):
+                self._uploads.local_attrs(view).forget_dir(rel)
+                return
+        self._refuse(path)
+
+    def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
+        self._writes(path)
+        view, rel = self._new_name(path)
+        if (view.lookup(rel) is not None or self._uploads.pending(view, rel) is not None
+                or self._uploads.is_dir(view, rel)):
+            raise AlreadyExists(path)
+        self._uploads.mkdir(view, rel, path)
+        self._uploads.local_attrs(view).set_dir(rel, mode=stat.S_IMODE(mode))  # the kernel applied the umask
+
+    def rename(self, old: str, new: str) -> None:
+        view, rel, up = self._staged(old)
+        if up is None:
+            self._refuse(old)
+        self._writes(new)
+        new_view, new_rel = self._new_name(new)
+        if new_view is not view:
+            raise CrossDevice(f"{old} -> {new}: archives cannot move between vaults")
+        if new_rel == rel:
+            return
+        if view.lookup(new_rel) == "dir" or self._uploads.is_dir(view, new_rel):
+            raise IsADirectory(new)
+        if view.lookup(new_rel) is not None:
+            raise ReadOnly(f"{new}: an archive is there; archives are immutable")
+        check_name(view, new_rel, new)
+        target = self._uploads.pending(view, new_rel)
+        if target is not None:  # another new file: replaced, as rename(2) does
+            self._uploads.unlink(target)
+        self._uploads.rename(up, new_rel, new)
+
+    def chmod(self, path: str, mode: int) -> None:
+        view, rel, up = self._staged(path)
+        if up is not None:
+            self._uploads.set_attrs(up, mode=mode)
+        elif self._dir_here(view, rel):
+            self._uploads.local_attrs(view).set_dir(rel, mode=stat.S_IMODE(mode))
+        else:
+            self._refuse(path)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        view, rel, up = self._staged(path)
+        keep = (-1, 0xFFFFFFFF)   # "leave it", as chown(2) spells it
+        if up is not None:
+            self._uploads.set_attrs(up, uid=None if uid in keep else uid, gid=None if gid in keep else gid)
+            return
+        current = self.getattr(path)
+        if uid in keep + (current.uid,) and gid in keep + (current.gid,):
+            return  # no change: nothing to refuse (cp -p and duplicity chown what they copy)
+        self._refuse(path)
+
+    def utimens(self, path: str, mtime_ns: int | None) -> None:
+        view, rel, up = self._staged(path)
+        if up is not None:
+            if mtime_ns is not None:
+                self._uploads.set_attrs(up, mtime_ns=mtime_ns)
+        elif self._dir_here(view, rel):
+            if mtime_ns is not None:
+                self._uploads.local_attrs(view).set_dir(rel, mtime_ns=mtime_ns)
+        else:
+            self._refuse(path)
 
     # -- refusals --------------------------------------------------------------------------------
 
     def _refuse(self, path: str) -> None:
         raise ReadOnly(f"{path}: archive vaults are read-only")
-
-    def unlink(self, path: str) -> None:
-        self._refuse(path)
-
-    def rmdir(self, path: str) -> None:
-        self._refuse(path)
-
-    def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
-        self._refuse(path)
-
-    def rename(self, old: str, new: str) -> None:
-        self._refuse(old)
-
-    def chmod(self, path: str, mode: int) -> None:
-        self._refuse(path)
-
-    def chown(self, path: str, uid: int, gid: int) -> None:
-        self._refuse(path)
-
-    def utimens(self, path: str, mtime_ns: int | None) -> None:
-        self._refuse(path)
 
     def symlink(self, path: str, target: str, uid: int, gid: int) -> None:
         self._refuse(path)
