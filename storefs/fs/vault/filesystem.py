@@ -1,10 +1,10 @@
 """VaultFS: the path-level filesystem over one archive vault (or every vault of a remote), read-only
-but for write-once uploads, with retrieval on open. It implements fs/api.py's MountedFS and never
-imports fusepy.
+but for new files (`vault_writes`: staged, changeable until their upload, then immutable archives),
+with retrieval on open. It implements fs/api.py's MountedFS and never imports fusepy.
 
 What each vault shows is one VaultView each (view.py: the tree from the cached inventory, inventory
 jobs), how its archives are retrieved its Retrievals (retrievals.py: jobs, downloads); files being
-written are uploads.py's. VaultFS routes mount paths to views, answers attributes, serves open archives with
+written are uploads.py's, the modes and directory times a vault cannot keep localattrs.py's. VaultFS routes mount paths to views, answers attributes, serves open archives with
 pread, polls inventories in a thread (every `inventory_poll` seconds: it swaps a finished job's tree
 in, and picks up inventories and jobs that `storefs vault refresh` swapped in from another process)
 and runs the commands (`storefs vault refresh`, `storefs restore`, `storefs jobs`).
@@ -329,8 +329,11 @@ class VaultFS:
         view, rel = self._route(path)
         if view is not None:
             up = self._uploads.pending(view, rel)
-            if up is not None:  # a file still being written here: read what is staged
-                return self._add_handle(_Handle(os.open(up.staged, os.O_RDONLY), path))
+            if up is not None:  # a new file not uploaded yet: read what is staged
+                try:
+                    return self._add_handle(_Handle(os.open(up.staged, os.O_RDONLY), path))
+                except FileNotFoundError:
+                    pass  # uploaded (or unlinked) just now: the tree has the archive (or nothing)
         view, rel, node = self._node(path)
         poll = JobPoll(self.options.poll_min, self.options.poll_max, self.options.wait, self.stopping)
         data = view.retrievals.fetch(node.archive, poll, self._mount_path(view, rel), self.options.errno)
