@@ -227,6 +227,9 @@ def test_one_writer_per_staging_area(local_env: Env):
     with pytest.raises(ReadOnly, match="another storefs process"):
         second.create("/x", 0o644, 0, 0, WRITE)
     new_file(first, "/y", b"y")
+    assert first.close(timeout=30) == []   # an unmount lets the staging area go
+    third = local_env.mount(vault_writes=True)
+    new_file(third, "/z", b"z")
 
 
 def test_a_crash_leaves_staged_files_for_the_next_mount(local_env: Env):

@@ -136,6 +136,7 @@ class VaultUploads:
         self._staging: dict[str, _Staging] = {}
         self._refused: dict[str, str] = {}               # vault -> why this mount cannot write there
         self._attrs: dict[str, LocalAttrs] = {}
+        self._closing = False                            # unmounting: the staging areas are let go
         self.queue: WriteBack | None = None
         if options.vault_writes:  # write_back = 0: uploads happen in close; the queue retries failures
             self.queue = WriteBack(self._upload_queued, delay=options.write_back, workers=options.transfers)
@@ -152,7 +153,7 @@ class VaultUploads:
     def attach(self, view: VaultView, mount_path: Callable[[str], str]) -> None:
         """Own `view`'s staging directory (once) and queue what an earlier run left staged."""
         with self._lock:
-            if view.name in self._staging or view.name in self._refused:
+            if self._closing or view.name in self._staging or view.name in self._refused:
                 return
         directory = view.state.root / "staging"
         directory.mkdir(parents=True, exist_ok=True)
@@ -179,7 +180,7 @@ class VaultUploads:
             staging = self._staging.get(view.name)
             reason = self._refused.get(view.name)
         if staging is None:
-            raise ReadOnly(reason or f"vault {view.name}: new files need -o vault_writes")
+            raise ReadOnly(reason or f"vault {view.name}: new files need -o vault_writes (and a mount not closing)")
         return staging.journal
 
     def _recover(self, view: VaultView, journal: Journal, mount_path: Callable[[str], str]) -> None:
@@ -487,6 +488,11 @@ class VaultUploads:
             return []
         left = self.queue.drain(3600.0 if timeout is None else timeout)
         self.queue.stop()
+        with self._lock:  # the staging areas are free for the next mount (what is left stays journaled)
+            stagings, self._staging = list(self._staging.values()), {}
+            self._closing = True
+        for staging in stagings:
+            os.close(staging.lock_fd)
         return [f"{item.file.path} ({item.last_error or 'not uploaded yet'})" for item in left]
 
     def count(self) -> int:
