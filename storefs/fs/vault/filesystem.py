@@ -4,10 +4,11 @@ with retrieval on open. It implements fs/api.py's MountedFS and never imports fu
 
 What each vault shows is one VaultView each (view.py: the tree from the cached inventory, inventory
 jobs), how its archives are retrieved its Retrievals (retrievals.py: jobs, downloads); files being
-written are uploads.py's, the modes and directory times a vault cannot keep localattrs.py's. VaultFS routes mount paths to views, answers attributes, serves open archives with
-pread, polls inventories in a thread (every `inventory_poll` seconds: it swaps a finished job's tree
-in, and picks up inventories and jobs that `storefs vault refresh` swapped in from another process)
-and runs the commands (`storefs vault refresh`, `storefs restore`, `storefs jobs`).
+written are uploads.py's, the modes and directory times a vault cannot keep localattrs.py's. VaultFS
+routes mount paths to views, answers attributes, serves open archives with pread, polls inventories
+in a thread (every `inventory_poll` seconds: it swaps a finished job's tree in, and picks up
+inventories and jobs that `storefs vault refresh` swapped in from another process) and runs the
+commands (`storefs vault refresh`, `storefs restore`, `storefs jobs`).
 
 Without a cached inventory the mount still comes up at once: the view adopts or starts an inventory
 job, shows what it knows (its uploads), and says so in the `user.storefs.inventory` xattr of the

@@ -65,6 +65,7 @@ class LocalAttrs:
         self.root = Path(root) / "attrs"
         self._lock = threading.Lock()
         self._file_modes: dict[str, int | None] = {}   # archive id -> mode (None: none recorded)
+        self._recorded: set[str] | None = None          # names in files/: one listing, not a stat per archive
         self._dirs: dict[str, dict[str, int]] | None = None  # rel -> {"mode": m, "mtime_ns": t}
 
     # -- files -----------------------------------------------------------------------------------
@@ -74,10 +75,18 @@ class LocalAttrs:
 
     def file_mode(self, archive_id: str) -> int | None:
         """The permission bits the archive was uploaded with here, or None."""
+        path = self._file_path(archive_id)
         with self._lock:
             if archive_id in self._file_modes:
                 return self._file_modes[archive_id]
-        record = _read(self._file_path(archive_id))
+            if self._recorded is None:
+                try:
+                    self._recorded = set(os.listdir(path.parent))
+                except FileNotFoundError:
+                    self._recorded = set()
+            if path.name not in self._recorded:
+                return None
+        record = _read(path)
         mode = None
         if record is not None and record.get("id") == archive_id and isinstance(record.get("mode"), int):
             mode = record["mode"] & 0o7777
@@ -86,9 +95,12 @@ class LocalAttrs:
         return mode
 
     def set_file_mode(self, archive_id: str, mode: int) -> None:
-        _write(self._file_path(archive_id), {"id": archive_id, "mode": mode & 0o7777})
+        path = self._file_path(archive_id)
+        _write(path, {"id": archive_id, "mode": mode & 0o7777})
         with self._lock:
             self._file_modes[archive_id] = mode & 0o7777
+            if self._recorded is not None:
+                self._recorded.add(path.name)
 
     # -- directories -----------------------------------------------------------------------------
 
