@@ -115,6 +115,7 @@ class VaultFS:
         self._next_fh = itertools.count(1)
         self._poller: threading.Thread | None = None
         self._mounted_ns = time.time_ns()
+        self._warned: set[str] = set()   # vaults whose leftover staged files were reported
 
     def __repr__(self) -> str:
         return f"VaultFS({self.provider.remote!r}, {self.vault_name!r})"
@@ -182,6 +183,11 @@ class VaultFS:
                 left.append(f"{handle.path} ({exc})")
         return left + self._uploads.drain(timeout)
 
+    def pending_uploads(self) -> list[str]:
+        """Mount paths of new files not uploaded yet (after close(): what stays staged for the next
+        mount with vault_writes; the unmount command reports them, as for buckets)."""
+        return [up.path for up in self._uploads.not_uploaded()]
+
     # -- routing ---------------------------------------------------------------------------------
 
     def _view(self, name: str) -> VaultView:
@@ -222,6 +228,12 @@ class VaultFS:
         view.activate()
         if self.options.vault_writes:
             self._uploads.attach(view, lambda rel: self._mount_path(view, rel))
+        elif view.name not in self._warned:
+            self._warned.add(view.name)
+            staged = [p for p in (view.state.root / "staging").iterdir() if len(p.name) == 32]
+            if staged:
+                log.warning("vault %s: %d new file(s) staged by an earlier mount wait for a mount with "
+                            "-o vault_writes, which uploads them", view.name, len(staged))
 
     def _mount_path(self, view: VaultView, rel: str) -> str:
         if self.vault_name:

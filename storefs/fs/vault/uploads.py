@@ -486,14 +486,33 @@ class VaultUploads:
         staged, and the next mount uploads it), with the reason."""
         if self.queue is None:
             return []
+        # Every closed file goes now, also one whose last release is still on its way into the queue
+        # (a release racing with unmount: without this the drain could find the queue empty).
+        with self._lock:
+            ups = list(self._pending.values())
+        for up in ups:
+            with up.lock:
+                ready = up.state in ("open", "staged") and up.writers == 0 and up.fd >= 0 \
+                    and os.fstat(up.fd).st_size > 0
+            if ready:
+                self.queue.schedule(up, now=True)
         left = self.queue.drain(3600.0 if timeout is None else timeout)
         self.queue.stop()
+        queued = {id(item.file) for item in left}
+        report = [f"{item.file.path} ({item.last_error or 'not uploaded yet'})" for item in left]
+        report += [f"{up.path} (not uploaded yet)" for up in self.not_uploaded() if id(up) not in queued]
         with self._lock:  # the staging areas are free for the next mount (what is left stays journaled)
             stagings, self._staging = list(self._staging.values()), {}
             self._closing = True
         for staging in stagings:
             os.close(staging.lock_fd)
-        return [f"{item.file.path} ({item.last_error or 'not uploaded yet'})" for item in left]
+        return report
+
+    def not_uploaded(self) -> list[Upload]:
+        """New files with bytes that are not archives (yet): what an unmount leaves staged."""
+        with self._lock:
+            ups = list(self._pending.values())
+        return [up for up in ups if up.state in ("open", "staged", "uploading") and up.journaled]
 
     def count(self) -> int:
         with self._lock:
