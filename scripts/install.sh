@@ -10,7 +10,7 @@ for pkg in fuse3 libfuse2 rsync; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${1:-}" = "test" ]; then
-    for pkg in diffutils restic util-linux; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+    for pkg in diffutils restic util-linux duplicity; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
 fi
 if [ "${1:-}" = "bench" ]; then  # the peers and tools scripts/bench_peers.py measures against
     for pkg in s3fs fio util-linux; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done

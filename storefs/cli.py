@@ -441,7 +441,7 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
             bucket.stop()
         record.remove()
         provider.close()
-    pending = bucket.fs.pending_uploads() if bucket else []
+    pending = bucket.fs.pending_uploads() if bucket else fs.pending_uploads()
     if pending:
         log.error("exited with %d file(s) not uploaded (kept staged; the next mount uploads them): %s",
                   len(pending), ", ".join(pending[:10]))

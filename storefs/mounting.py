@@ -105,7 +105,8 @@ def open_vault_fs(config: Config, spec: RemoteSpec, options: MountOptions, *, po
     remote = config.remote(spec.remote)
     if spec.prefix:
         raise MountError(f"{spec}: a vault is mounted whole (REMOTE:VAULT), not below a path")
-    vault_options = VaultOptions(uid=options.uid, gid=options.gid, umask=options.umask)
+    vault_options = VaultOptions(uid=options.uid, gid=options.gid, umask=options.umask,
+                                 write_back=options.write_back, transfers=options.transfers)
     for name, value in options.vault.items():
         vault_options.set(name, value)
     if not poll:

@@ -113,7 +113,8 @@ class MountOptions:
         "upload_workers": "parts uploaded in parallel (default 4)",
         "read_ahead": "largest read-ahead window per open file (default 64M; at most 4 GETs of 8 MiB in flight)",
         "total_size": "size statfs reports, e.g. 1T (default: the cache disk's size)",
-        "write_back": "seconds from close to upload (default 2; 0 = upload before close returns)",
+        "write_back": "seconds from close to upload, buckets and vault_writes (default 2; 0 = upload before "
+                      "close returns)",
         "transfers": "files uploaded at once (default 4)",
         "fsync": "upload (default: fsync uploads the file) or local (fsync only makes it durable on disk)",
         "drain_timeout": "seconds unmount waits for pending uploads (default 3600)",
@@ -292,10 +293,16 @@ class VaultOptions(RetrievalOptions):
     data_cache_size: int | None = None
 
     RANGES_MIN_DEFAULT: ClassVar[int] = 64 << 20   # what a bare `-o vault_ranges` means
+    # vault_writes: seconds a closed new file stays staged (chmod, utimens, rename, unlink are still
+    # possible) before its upload; 0 uploads inside close. A mount passes its `-o write_back` (default
+    # 2, as for buckets) and `-o transfers` (uploads at once).
+    write_back: float = 0.0
+    transfers: int = 4
 
     HELP: ClassVar[dict[str, str]] = {
         **RetrievalOptions.HELP,
-        "vault_writes": "new files written into the vault become new archives at close (write-once)",
+        "vault_writes": "new files become new archives write_back seconds after close (until then they can "
+                        "be renamed, chmod-ed, re-timed or removed); archives stay immutable",
         "vault_keep_uploads": "keep the bytes of uploaded files in the cache, readable at once",
         "vault_deletes": "rm deletes the archive on the service (without it, rm is EROFS)",
         "vault_ranges": "a read of an archive not retrieved yet starts a ranged job for a window around "

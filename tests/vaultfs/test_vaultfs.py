@@ -535,7 +535,7 @@ def test_upload_round_trip_40mib(env: Env, monkeypatch):
     fs.release(fh)
     # in the tree at once, before any inventory knows it
     attrs = fs.getattr("/big.bin")
-    assert attrs.size == size and stat.S_IMODE(attrs.mode) == 0o444
+    assert attrs.size == size and stat.S_IMODE(attrs.mode) == 0o644  # the mode it was uploaded with
     archive_id = xattr(fs, "/big.bin", "user.storefs.archive_id")
     tree_hash = xattr(fs, "/big.bin", "user.storefs.tree_hash")
     if env.kind == "cas":  # over single_upload_max (16 MiB here): multipart, 8 MiB parts

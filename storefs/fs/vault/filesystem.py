@@ -1,13 +1,14 @@
 """VaultFS: the path-level filesystem over one archive vault (or every vault of a remote), read-only
-but for write-once uploads, with retrieval on open. It implements fs/api.py's MountedFS and never
-imports fusepy.
+but for new files (`vault_writes`: staged, changeable until their upload, then immutable archives),
+with retrieval on open. It implements fs/api.py's MountedFS and never imports fusepy.
 
 What each vault shows is one VaultView each (view.py: the tree from the cached inventory, inventory
 jobs), how its archives are retrieved its Retrievals (retrievals.py: jobs, downloads); files being
-written are uploads.py's. VaultFS routes mount paths to views, answers attributes, serves open archives with
-pread, polls inventories in a thread (every `inventory_poll` seconds: it swaps a finished job's tree
-in, and picks up inventories and jobs that `storefs vault refresh` swapped in from another process)
-and runs the commands (`storefs vault refresh`, `storefs restore`, `storefs jobs`).
+written are uploads.py's, the modes and directory times a vault cannot keep localattrs.py's. VaultFS
+routes mount paths to views, answers attributes, serves open archives with pread, polls inventories
+in a thread (every `inventory_poll` seconds: it swaps a finished job's tree in, and picks up
+inventories and jobs that `storefs vault refresh` swapped in from another process) and runs the
+commands (`storefs vault refresh`, `storefs restore`, `storefs jobs`).
 
 Without a cached inventory the mount still comes up at once: the view adopts or starts an inventory
 job, shows what it knows (its uploads), and says so in the `user.storefs.inventory` xattr of the
@@ -43,6 +44,7 @@ from pathlib import Path
 from ...attrs import Attrs
 from ...errors import (
     AlreadyExists,
+    CrossDevice,
     InvalidArgument,
     IsADirectory,
     NoAttribute,
@@ -62,7 +64,7 @@ from .datacache import open_pinned
 from .names import FileNode
 from .rangedread import RangedReader
 from .state import VaultState, state_dir_for
-from .uploads import Upload, VaultUploads
+from .uploads import Upload, VaultUploads, check_name
 from .view import RefreshReport, VaultView
 
 log = logging.getLogger(__name__)
@@ -114,10 +116,11 @@ class VaultFS:
         self._views: dict[str, VaultView] = {}
         self._vault_names: list[str] = [vault_name] if vault_name else []
         self._handles: dict[int, _Handle] = {}
-        self._uploads = VaultUploads(options.keep_uploads)
+        self._uploads = VaultUploads(options)
         self._next_fh = itertools.count(1)
         self._poller: threading.Thread | None = None
         self._mounted_ns = time.time_ns()
+        self._warned: set[str] = set()   # vaults whose leftover staged files were reported
 
     def __repr__(self) -> str:
         return f"VaultFS({self.provider.remote!r}, {self.vault_name!r})"
@@ -128,9 +131,16 @@ class VaultFS:
         """Load the cached inventory (instant) or adopt/start an inventory job; start the poller."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.vault_name:
-            self._view(self.vault_name).activate()
+            self._ready(self._view(self.vault_name))
         else:
             self.reload_vaults()
+            if self.options.vault_writes:  # new files a crash left staged are uploaded now, not when looked at
+                with self._lock:
+                    names = list(self._vault_names)
+                for name in names:
+                    staging = self.state_dir / name / "staging"
+                    if staging.is_dir() and any(len(p.name) == 32 for p in staging.iterdir()):
+                        self._ready(self._view(name))
         if self.options.inventory_poll > 0 and self._poller is None:
             self._poller = threading.Thread(target=self._poll_loop, name="vault-inventory", daemon=True)
             self._poller.start()
@@ -185,8 +195,9 @@ class VaultFS:
         return changed
 
     def close(self, timeout: float | None = None) -> list[str]:
-        """Stop the poller, upload files still open for writing, close everything. Returns what
-        could not be uploaded, with the reason. The provider stays open (the caller owns it)."""
+        """Stop the poller, close files still open, upload every new file now (waiting up to
+        `timeout` seconds). Returns what could not be uploaded, with the reason: it stays staged and
+        the next mount with vault_writes uploads it. The provider stays open (the caller owns it)."""
         self.stopping.set()
         if self._poller is not None:
             self._poller.join(timeout=10)
@@ -198,7 +209,12 @@ class VaultFS:
                 self.release(fh)
             except StoreError as exc:
                 left.append(f"{handle.path} ({exc})")
-        return left
+        return left + self._uploads.drain(timeout)
+
+    def pending_uploads(self) -> list[str]:
+        """Mount paths of new files not uploaded yet (after close(): what stays staged for the next
+        mount with vault_writes; the unmount command reports them, as for buckets)."""
+        return [up.path for up in self._uploads.not_uploaded()]
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -233,8 +249,21 @@ class VaultFS:
             view = self._view(name)
             rel = "/" + rest
         if activate or rel != "/":
-            view.activate()
+            self._ready(view)
         return view, rel.rstrip("/") or "/"
+
+    def _ready(self, view: VaultView) -> None:
+        """Load the view's tree; with vault_writes, own its staging area (once: it recovers the new
+        files an earlier run left staged)."""
+        view.activate()
+        if self.options.vault_writes:
+            self._uploads.attach(view, lambda rel: self._mount_path(view, rel))
+        elif view.name not in self._warned:
+            self._warned.add(view.name)
+            staged = [p for p in (view.state.root / "staging").iterdir() if len(p.name) == 32]
+            if staged:
+                log.warning("vault %s: %d new file(s) staged by an earlier mount wait for a mount with "
+                            "-o vault_writes, which uploads them", view.name, len(staged))
 
     def _mount_path(self, view: VaultView, rel: str) -> str:
         if self.vault_name:
@@ -243,23 +272,29 @@ class VaultFS:
 
     # -- attributes ------------------------------------------------------------------------------
 
-    def _dir_attrs(self, mtime: float) -> Attrs:
+    def _dir_attrs(self, mtime: float, view: VaultView | None = None, rel: str = "/",
+                   mtime_ns: int | None = None) -> Attrs:
         writable = self.options.vault_writes or self.options.vault_deletes  # entries come or go
         perm = (0o755 if writable else 0o555) & ~self.options.umask
-        mtime_ns = _ns(mtime) if mtime else self._mounted_ns
+        mtime_ns = mtime_ns or (_ns(mtime) if mtime else self._mounted_ns)
+        if view is not None:  # a mode or mtime set here (chmod, utimens: localattrs.py)
+            mode, set_mtime = self._uploads.local_attrs(view).dir_attrs(rel)
+            perm = perm if mode is None else mode
+            mtime_ns = mtime_ns if set_mtime is None else set_mtime
         return Attrs(mode=stat.S_IFDIR | perm, size=0, uid=self.options.uid, gid=self.options.gid,
                      mtime_ns=mtime_ns, ctime_ns=mtime_ns)
 
-    def _file_attrs(self, node: FileNode) -> Attrs:
-        return Attrs(mode=stat.S_IFREG | (0o444 & ~self.options.umask), size=node.archive.size,
-                     uid=self.options.uid, gid=self.options.gid, mtime_ns=_ns(node.mtime),
-                     ctime_ns=_ns(node.archive.creation_date or node.mtime))
+    def _file_attrs(self, node: FileNode, view: VaultView) -> Attrs:
+        mode = self._uploads.local_attrs(view).file_mode(node.archive.archive_id)  # uploaded here: its mode
+        return Attrs(mode=stat.S_IFREG | (0o444 & ~self.options.umask if mode is None else mode),
+                     size=node.archive.size, uid=self.options.uid, gid=self.options.gid,
+                     mtime_ns=_ns(node.mtime), ctime_ns=_ns(node.archive.creation_date or node.mtime))
 
     def getattr(self, path: str, fh: int | None = None) -> Attrs:
         if fh is not None:
             with self._lock:
                 handle = self._handles.get(fh)
-            if handle is not None and handle.upload is not None and handle.upload.state == "open":
+            if handle is not None and handle.upload is not None and handle.upload.archive is None:
                 return handle.upload.attrs()
         view, rel = self._route(path, activate=False)
         if view is None:
@@ -271,9 +306,11 @@ class VaultFS:
             return self._dir_attrs(0.0)
         found = view.lookup(rel)
         if found == "dir":
-            return self._dir_attrs(view.dir_mtime(rel))
+            return self._dir_attrs(view.dir_mtime(rel), view, rel)
         if isinstance(found, FileNode):
-            return self._file_attrs(found)
+            return self._file_attrs(found, view)
+        if self._uploads.is_dir(view, rel):  # made by mkdir here, or implied by new files below it
+            return self._dir_attrs(0.0, view, rel, self._uploads.dir_created(view, rel))
         raise NotFound(path)
 
     def readdir(self, path: str) -> list[str]:
@@ -284,7 +321,7 @@ class VaultFS:
         found = view.lookup(rel)
         if isinstance(found, FileNode):
             raise NotADirectory(path)
-        if found is None:
+        if found is None and not self._uploads.is_dir(view, rel):
             raise NotFound(path)
         return sorted(set(view.listdir(rel)) | self._uploads.names_in(view, rel))
 
@@ -336,8 +373,11 @@ class VaultFS:
         view, rel = self._route(path)
         if view is not None:
             up = self._uploads.pending(view, rel)
-            if up is not None:  # a file still being written here: read what is staged
-                return self._add_handle(_Handle(os.open(up.staged, os.O_RDONLY), path))
+            if up is not None:  # a new file not uploaded yet: read what is staged
+                try:
+                    return self._add_handle(_Handle(os.open(up.staged, os.O_RDONLY), path))
+                except FileNotFoundError:
+                    pass  # uploaded (or unlinked) just now: the tree has the archive (or nothing)
         view, rel, node = self._node(path)
         archive, where, retrievals = node.archive, self._mount_path(view, rel), view.retrievals
         ranged = (self.options.ranges_min is not None and archive.size >= self.options.ranges_min
@@ -385,9 +425,15 @@ class VaultFS:
 
     # -- writing (vault_writes) ------------------------------------------------------------------
 
-    def create(self, path: str, mode: int, uid: int, gid: int, flags: int) -> int:
+    def _writes(self, path: str) -> None:
         if not self.options.vault_writes:
             raise ReadOnly(f"{path}: the vault is mounted read-only (-o vault_writes adds new files)")
+
+    def _is_dir(self, view: VaultView, rel: str) -> bool:
+        return view.lookup(rel) == "dir" or self._uploads.is_dir(view, rel)
+
+    def _new_name(self, path: str) -> tuple[VaultView, str]:
+        """The vault and vault-relative path of a new name, its parent checked: a directory."""
         check_path(path)
         parent = path.rstrip("/").rpartition("/")[0]
         if not self.vault_name and not parent:
@@ -396,17 +442,23 @@ class VaultFS:
         if view is None or rel == "/":
             raise AlreadyExists(path)
         parent_rel = rel.rsplit("/", 1)[0] or "/"
-        found = view.lookup(parent_rel)
-        if found is None:
-            raise NotFound(f"{path}: no such directory (directories cannot be created in a vault)")
-        if found != "dir":
-            raise NotADirectory(path)
+        if not self._is_dir(view, parent_rel):
+            if view.lookup(parent_rel) is not None or self._uploads.pending(view, parent_rel) is not None:
+                raise NotADirectory(path)
+            raise NotFound(f"{path}: no such directory")
+        return view, rel
+
+    def create(self, path: str, mode: int, uid: int, gid: int, flags: int) -> int:
+        self._writes(path)
+        view, rel = self._new_name(path)
         if self._uploads.pending(view, rel) is not None or view.lookup(rel) is not None:
             if flags & os.O_EXCL:
                 raise AlreadyExists(path)
             raise ReadOnly(f"{path}: archives are immutable; only new files can be written")
+        if self._uploads.is_dir(view, rel):
+            raise IsADirectory(path)
         up = self._uploads.start(view, rel, path, mode, uid, gid)
-        return self._add_handle(_Handle(up.fd, path, up, writable=True))
+        return self._add_handle(_Handle(os.dup(up.fd), path, up, writable=True))
 
     def _writable_upload(self, fh: int) -> Upload:
         handle = self._handle(fh)
@@ -433,12 +485,12 @@ class VaultFS:
     def flush(self, fh: int) -> None:
         handle = self._handle(fh)
         if handle.writable and handle.upload is not None:
-            self._uploads.finish(handle.upload)
+            self._uploads.flush(handle.upload)
 
     def fsync(self, fh: int) -> None:
         handle = self._handle(fh)
-        if handle.writable and handle.upload is not None and handle.upload.state == "open":
-            os.fsync(handle.fd)  # durable here; the upload happens at close (it cannot be redone)
+        if handle.writable and handle.upload is not None and handle.upload.archive is None:
+            os.fsync(handle.fd)  # durable here; the upload follows close (it cannot be redone)
 
     def release(self, fh: int) -> None:
         with self._lock:
@@ -446,25 +498,29 @@ class VaultFS:
         if handle is None:
             return
         try:
-            up = handle.upload
-            if handle.writable and up is not None and up.state == "open":
-                try:
-                    self._uploads.finish(up)
-                except InvalidArgument:
-                    self._uploads.drop(up)  # an empty file: nothing to keep
-                    raise
+            if handle.writable and handle.upload is not None:
+                self._uploads.release(handle.upload)
         finally:
             if handle.reader is not None:
                 handle.reader.close()
             if handle.fd >= 0:
                 os.close(handle.fd)
 
-    # -- refusals --------------------------------------------------------------------------------
+    # -- changes of new files not uploaded yet (and of directories, remembered here) -------------
 
-    def _refuse(self, path: str) -> None:
-        raise ReadOnly(f"{path}: archive vaults are read-only")
+    def _staged(self, path: str) -> tuple[VaultView | None, str, Upload | None]:
+        view, rel = self._route(path)
+        return view, rel, (self._uploads.pending(view, rel) if view is not None else None)
+
+    def _dir_here(self, view: VaultView | None, rel: str) -> bool:
+        """A directory whose mode and mtime this mount may set (vault_writes: they are remembered)."""
+        return self.options.vault_writes and view is not None and self._is_dir(view, rel)
 
     def unlink(self, path: str) -> None:
+        view, rel, up = self._staged(path)
+        if up is not None:  # a new file not uploaded yet: dropped, nothing reaches the vault
+            self._uploads.unlink(up)
+            return
         # -o vault_deletes: an archive the tree shows is deleted on the service (view.delete).
         if not self.options.vault_deletes:
             raise ReadOnly(f"{path}: archive vaults are read-only (-o vault_deletes lets rm delete archives)")
@@ -472,12 +528,16 @@ class VaultFS:
         view.delete(node.archive, self._mount_path(view, rel))
 
     def rmdir(self, path: str) -> None:
-        """Directories exist only as the paths of archives, so there is never an empty one to remove:
-        with -o vault_deletes, one whose last archive was just deleted is already gone (what `rm -r`
-        asks for last), and one that still holds files is ENOTEMPTY."""
+        """A directory made here (vault_writes) goes while empty. Other directories exist only as the
+        paths of archives: with -o vault_deletes, one whose last archive was just deleted is already
+        gone (what `rm -r` asks for last), and one that still holds files is ENOTEMPTY."""
+        view, rel = self._route(path)
+        if self.options.vault_writes and view is not None and view.lookup(rel) is None:
+            if self._uploads.rmdir(view, rel):
+                self._uploads.local_attrs(view).forget_dir(rel)
+                return
         if not self.options.vault_deletes:
             self._refuse(path)
-        view, rel = self._route(path)
         if view is None or (rel == "/" and not self.vault_name):
             raise NotPermitted(f"{path}: vaults are deleted with `storefs vault delete`, not through the mount")
         found = view.lookup(rel)
@@ -487,20 +547,71 @@ class VaultFS:
             raise NotEmpty(path)
 
     def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
-        self._refuse(path)
+        self._writes(path)
+        view, rel = self._new_name(path)
+        if (view.lookup(rel) is not None or self._uploads.pending(view, rel) is not None
+                or self._uploads.is_dir(view, rel)):
+            raise AlreadyExists(path)
+        self._uploads.mkdir(view, rel, path)
+        self._uploads.local_attrs(view).set_dir(rel, mode=stat.S_IMODE(mode))  # the kernel applied the umask
 
     def rename(self, old: str, new: str) -> None:
-        self._refuse(old)
+        view, rel, up = self._staged(old)
+        if up is None:
+            self._refuse(old)
+        self._writes(new)
+        new_view, new_rel = self._new_name(new)
+        if new_view is not view:
+            raise CrossDevice(f"{old} -> {new}: archives cannot move between vaults")
+        if new_rel == rel:
+            return
+        if view.lookup(new_rel) == "dir" or self._uploads.is_dir(view, new_rel):
+            raise IsADirectory(new)
+        if view.lookup(new_rel) is not None:
+            raise ReadOnly(f"{new}: an archive is there; archives are immutable")
+        check_name(view, new_rel, new)
+        target = self._uploads.pending(view, new_rel)
+        if target is not None:  # another new file: replaced, as rename(2) does
+            self._uploads.unlink(target)
+        self._uploads.rename(up, new_rel, new)
 
     def chmod(self, path: str | None, mode: int, fh: int | None = None) -> None:
-        self._refuse(path)
+        view, rel, up = self._staged(path)
+        if up is not None:
+            self._uploads.set_attrs(up, mode=mode)
+        elif self._dir_here(view, rel):
+            self._uploads.local_attrs(view).set_dir(rel, mode=stat.S_IMODE(mode))
+        else:
+            self._refuse(path)
 
     def chown(self, path: str | None, uid: int, gid: int, fh: int | None = None) -> None:
+        view, rel, up = self._staged(path)
+        keep = (-1, 0xFFFFFFFF)   # "leave it", as chown(2) spells it
+        if up is not None:
+            self._uploads.set_attrs(up, uid=None if uid in keep else uid, gid=None if gid in keep else gid)
+            return
+        current = self.getattr(path)
+        if uid in keep + (current.uid,) and gid in keep + (current.gid,):
+            return  # no change: nothing to refuse (cp -p and duplicity chown what they copy)
         self._refuse(path)
 
     def utimens(self, path: str | None, mtime_ns: int | None, atime_ns: int | None = None,
                 fh: int | None = None) -> None:
-        self._refuse(path)
+        """Only the mtime is kept (mt2 descriptions carry no atime)."""
+        view, rel, up = self._staged(path)
+        if up is not None:
+            if mtime_ns is not None:
+                self._uploads.set_attrs(up, mtime_ns=mtime_ns)
+        elif self._dir_here(view, rel):
+            if mtime_ns is not None:
+                self._uploads.local_attrs(view).set_dir(rel, mtime_ns=mtime_ns)
+        else:
+            self._refuse(path)
+
+    # -- refusals --------------------------------------------------------------------------------
+
+    def _refuse(self, path: str) -> None:
+        raise ReadOnly(f"{path}: archive vaults are read-only")
 
     def symlink(self, path: str, target: str, uid: int, gid: int) -> None:
         self._refuse(path)

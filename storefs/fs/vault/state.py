@@ -17,7 +17,7 @@ Layout under the vault's state directory (`<state_dir>/<vault>/`):
     jobs/<key>.json             the retrieval job of one archive: id, tier, status, dates, failure
     jobs/<key>.r<S>-<E>.json    a ranged retrieval job of bytes [S, E) of one archive (same fields)
     uploads/<key>.json          an archive uploaded through storefs, shown before an inventory has it
-    staging/                    files being written (vault_writes), uploaded at close
+    staging/                    new files (vault_writes) and their journal entries, until uploaded
     locks/<name>.lock           flock files (below)
 and under the data directory (`<data_dir>/<vault>/data/`, the state directory unless cache_dir says):
     <key>                       an archive's bytes, whole, tree hash verified before it got here
@@ -420,6 +420,7 @@ class VaultState:
         (self.root / "uploads" / f"{archive_key(archive_id)}.json").unlink(missing_ok=True)
 
     def staging_file(self) -> Path:
+        """A name for a file being written (`-o vault_writes` names its own: uploads.py journals them)."""
         return self.root / "staging" / f"{os.getpid()}-{secrets.token_hex(8)}"
 
     # -- downloaded data -------------------------------------------------------------------------
@@ -496,9 +497,11 @@ class VaultState:
                    if not p.name.startswith(".") and not p.name.endswith(".json"))
 
     def remove_stale_temporaries(self, older_than: float = 24 * 3600.0) -> None:
-        """Downloads and staged files a crashed process left behind."""
+        """Downloads and staged files a crashed process left behind. Staged files with a journal entry
+        (uploads.py: 32 hex digits, an xattr or a `.json` sidecar, the `.lock`) are never touched here:
+        they are closed files waiting for their upload, and the next mount with vault_writes sends them."""
         cutoff = time.time() - older_than
-        for folder, pattern in ((self.data_dir, ".tmp-*"), (self.root / "staging", "*")):
+        for folder, pattern in ((self.data_dir, ".tmp-*"), (self.root / "staging", "*-*")):
             for path in folder.glob(pattern):
                 try:
                     if path.stat().st_mtime < cutoff:
