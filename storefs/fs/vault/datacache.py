@@ -20,6 +20,7 @@ import fcntl
 import logging
 import os
 import shutil
+import threading
 from pathlib import Path
 
 from ...errors import CacheFull
@@ -64,6 +65,10 @@ class DataCache:
         self.data_dir = Path(data_dir)
         self.limit = limit
         self.headroom = headroom
+        # Bytes promised to downloads in flight in this process: counted as used, so two downloads
+        # that start together cannot both take the same free room (each calls release() when done).
+        self._reserved = 0
+        self._lock = threading.Lock()
 
     def _entries(self) -> list[_Entry]:
         entries = []
@@ -88,11 +93,21 @@ class DataCache:
         return max(short, need + self.headroom - free)
 
     def make_room(self, need: int, what: str) -> None:
-        """Evict least recently used data until `need` bytes fit; CacheFull if they cannot."""
+        """Evict least recently used data until `need` bytes fit, and reserve them until release(need)
+        (call it when the download is committed or has failed); CacheFull if they cannot fit."""
+        with self._lock:
+            self._make_room(need, what)
+            self._reserved += need
+
+    def release(self, need: int) -> None:
+        with self._lock:
+            self._reserved -= need
+
+    def _make_room(self, need: int, what: str) -> None:
         if self.limit is not None and need > self.limit:
             raise CacheFull(f"{what} needs {need} bytes; vault_cache_size is {self.limit}")
         entries = sorted(self._entries(), key=lambda e: e.used)
-        used = sum(e.size for e in entries)
+        used = sum(e.size for e in entries) + self._reserved
         short = self._short(need, used)
         for entry in entries:
             if short <= 0:

@@ -308,6 +308,8 @@ class RangeJobs:
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
+            finally:
+                self.r.cache.release(size)
         log.info("vault %s: downloaded bytes %s of %s (%d bytes%s)", self.r.name, fmt_range(byte_range),
                  self.r.path_of(archive.archive_id) or short_id(archive.archive_id), size,
                  ", tree hash verified" if info.sha256_tree_hash else "")

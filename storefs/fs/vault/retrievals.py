@@ -203,6 +203,8 @@ class Retrievals:
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
+            finally:
+                self.cache.release(archive.size)
         log.info("vault %s: downloaded %s (%d bytes, tree hash verified)", self.name,
                  self.path_of(archive.archive_id) or short_id(archive.archive_id), archive.size)
         return path
