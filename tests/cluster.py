@@ -97,6 +97,17 @@ class SeaweedCluster:
         assert self.gateway.process is not None
         _wait_writable(self.s3, self.gateway.process, time.monotonic() + timeout)
 
+    def kill_gateway(self) -> None:
+        """The S3 gateway dies (SIGKILL): every request is refused until start_gateway()."""
+        self.gateway.kill()
+
+    def start_gateway(self, timeout: float = 60) -> None:
+        self.gateway.start()
+        assert self.gateway.process is not None
+        self.s3.process = self.gateway.process
+        _wait_http(self.s3.endpoint + "/", self.gateway.process, timeout, self.gateway.log_path)
+        _wait_writable(self.s3, self.gateway.process, time.monotonic() + timeout)
+
     def _wait_registered(self, timeout: float) -> None:
         """Until the master lists every running volume server (it learns of one by its heartbeat)."""
         import urllib.request
