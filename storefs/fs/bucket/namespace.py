@@ -115,13 +115,18 @@ class Namespace:
             # The store is unreachable: answer from the parent's last known listing, as listdir()
             # does, or a directory listed a minute ago (with staged files in it) turns EIO as soon as
             # its attributes expire (found by tests/fuse/test_faults.py, backend gone mid-copy).
+            # A name that listing does not have is answered "does not exist" from it too, so a copy
+            # goes on creating new files through a short outage (a filer restart); if another client
+            # made the name meanwhile, the upload's conflict check keeps both versions.
             with self._lock:
                 last = self._last_listings.get(parent(path))
                 known = last.entries.get(basename(path)) if last is not None else None
-            if known is None:
+            if last is None:
                 raise
-            log.warning("looking up %s failed (%s); using the listing from %.0fs ago", path, exc,
+            log.warning("looking up %s failed (%s); answering from the listing of %.0fs ago", path, exc,
                         time.monotonic() - last.at)
+            if known is None:
+                raise NotFound(path) from None
             return known
         with self._lock:
             self._entries[path] = found
