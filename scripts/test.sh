@@ -11,7 +11,8 @@ bash scripts/install.sh test || exit 1
 # Three workers (pytest-xdist): most tests wait on servers, retries and mounts rather than on the CPU,
 # so on 2 cores three at a time halve the wall time (~7 min instead of ~16). STOREFS_TEST_WORKERS=0
 # runs everything in one process.
-.venv/bin/python -m pytest -p no:cacheprovider -n "${STOREFS_TEST_WORKERS:-3}" "$@"
+# --dist loadgroup: tests marked with one xdist_group share a worker (the SeaweedFS cluster starts once).
+.venv/bin/python -m pytest -p no:cacheprovider -n "${STOREFS_TEST_WORKERS:-3}" --dist loadgroup "$@"
 rc=$?
 if [ $rc -eq 5 ]; then
     echo "pytest collected no tests: that is a failure" >&2

@@ -18,6 +18,8 @@ from tests.fuse.harness import Env, Mount
 from tests.servers import weed_binary
 
 TTLS = "attr_ttl=1,dir_ttl=1,neg_ttl=1"
+# One cluster for the whole module, on one xdist worker (scripts/test.sh runs --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("seaweed-cluster")
 
 
 @pytest.fixture(scope="module")
