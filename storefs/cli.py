@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 from . import __version__
@@ -281,7 +282,6 @@ def _take_command_options(args: argparse.Namespace) -> None:
 
 
 def _load_config(args: argparse.Namespace) -> Config:
-    from pathlib import Path
     return Config.load(Path(args.config) if args.config else None)
 
 
@@ -404,7 +404,7 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
             log.warning("%d upload(s) left by an earlier run are queued again: %s", len(recovered),
                         ", ".join(recovered[:10]))
     record = MountRecord(pid=os.getpid(), mountpoint=mountpoint, remote=str(spec),
-                         log_file=args.log_file, started=time.time())
+                         log_file=args.log_file, started=time.time(), cache_dir=str(options.cache_dir))
 
     def on_ready() -> None:
         nonlocal ready_fd
@@ -565,8 +565,8 @@ def cmd_vault_refresh(args: argparse.Namespace) -> int:
     return code
 
 
-def _mounted_paths(paths: list[str]) -> tuple[RemoteSpec, list[str]]:
-    """(the mount's remote, paths inside it) for paths under one storefs mount."""
+def _mounted_paths(paths: list[str]) -> tuple[RemoteSpec, list[str], str | None]:
+    """(the mount's remote, paths inside it, its cache_dir) for paths under one storefs mount."""
     records = []
     for record_file in runtime_dir().glob("mount-*.json"):
         try:
@@ -586,7 +586,7 @@ def _mounted_paths(paths: list[str]) -> tuple[RemoteSpec, list[str]]:
         spec = this
         inner.append("/" + os.path.relpath(real, owner["mountpoint"]).lstrip(".").lstrip("/"))
     assert spec is not None
-    return spec, ["/" if p == "/" else p.rstrip("/") for p in inner]
+    return spec, ["/" if p == "/" else p.rstrip("/") for p in inner], owner.get("cache_dir")
 
 
 def _byte_range(text: str) -> tuple[int, int]:
@@ -599,7 +599,7 @@ def _byte_range(text: str) -> tuple[int, int]:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    spec, inner = _mounted_paths(args.paths)
+    spec, inner, cache_dir = _mounted_paths(args.paths)
     config = _load_config(args)
     if not is_vault_remote(config, spec):
         if args.byte_range is not None:
@@ -607,6 +607,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return _restore_in_bucket(args, config, spec, inner)
     options = MountOptions()
     options.vault["vault_tier"] = args.tier
+    if cache_dir:   # the mount's own state (-o cache_dir), so it sees the job at once and never a second one
+        options.cache_dir = Path(cache_dir)
     fs = open_vault_fs(config, spec, options, poll=False)
     try:
         report = fs.restore(inner, wait=args.wait, timeout=args.timeout, progress=_restore_progress(args),

@@ -301,6 +301,9 @@ class MountRecord:
     remote: str
     log_file: str | None
     started: float
+    # where the mount keeps its staging and vault state (-o cache_dir), for commands run beside it
+    # (`storefs restore` of a path inside it); None in records of older versions: the default
+    cache_dir: str | None = None
 
     @staticmethod
     def path_for(mountpoint: str) -> Path:

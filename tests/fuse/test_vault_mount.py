@@ -129,3 +129,24 @@ def test_vault_writes_round_trip_40_mib(vault_env, tmp_path):
     finally:
         waiter.cancel()
     assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
+
+
+def test_restore_uses_the_state_of_a_mount_with_its_own_cache_dir(vault_env, tmp_path):
+    """`storefs restore PATH` inside a mount made with -o cache_dir records its job where that mount
+    keeps its state: the mount sees it at once, and nothing lands in the default cache directory."""
+    vault, clock = vault_env.vault, vault_env.clock
+    vault.upload_archive(b"x" * 1000, 1000, "f.bin")
+    vault.start_inventory()
+    clock.advance(6 * 3600)
+    own = tmp_path / "own-cache"
+    mount = vault_env.mount(f"c:{vault_env.name}", options=(f"cache_dir={own}",))
+    result = vault_env.run("restore", str(mount.path / "f.bin"))
+    assert result.returncode == 75, result.stdout + result.stderr   # started, still running
+    assert len(retrievals(vault)) == 1
+    state = os.getxattr(mount.path / "f.bin", "user.storefs.retrieval").decode()
+    assert state.startswith("in-progress since"), state
+    assert list(own.rglob("jobs/*.json")), "the job is not in the mount's own state"
+    default = vault_env.tmp / "cache" / "storefs"
+    assert not list(default.rglob("jobs/*.json")), "the job went to the default cache directory"
+    assert errno_of(lambda: open(mount.path / "f.bin", "rb")) == errno.EAGAIN
+    assert len(retrievals(vault)) == 1
