@@ -187,9 +187,11 @@ class ArchiveVault(Protocol):
 
     # -- uploads ---------------------------------------------------------------------------------
 
-    def upload_archive(self, body: BinaryIO | bytes, size: int, description: str = "") -> ArchiveInfo:
+    def upload_archive(self, body: BinaryIO | bytes, size: int, description: str = "", *,
+                       on_initiated: Callable[[ArchiveUpload], None] | None = None) -> ArchiveInfo:
         """Store `size` bytes as a new archive: one request up to `single_upload_max`, multipart above
-        (when supported). The tree hash is computed here and checked against the server's answer."""
+        (when supported). The tree hash is computed here and checked against the server's answer.
+        `on_initiated` hears of a multipart upload as soon as it exists (upload_in_parts)."""
 
     def initiate_multipart(self, part_size: int, description: str = "") -> ArchiveUpload:
         ...

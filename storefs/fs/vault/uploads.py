@@ -45,6 +45,7 @@ from ...options import VaultOptions
 from ...vaults.base import ArchiveInfo, short_id
 from ..bucket.journal import Journal, JournalEntry
 from ..bucket.writeback import Busy, Item, WriteBack
+from . import resumable
 from .localattrs import LocalAttrs
 from .names import clean_path, upload_description
 from .view import VaultView
@@ -78,6 +79,7 @@ class Upload:
     dirty: bool = True              # data changed since the journal entry was written
     journaled: bool = False
     archive: ArchiveInfo | None = None
+    resume: dict | None = None      # a multipart upload in progress (resumable.py), as journaled
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     @property
@@ -102,7 +104,7 @@ class Upload:
     def entry(self, size: int) -> JournalEntry:
         meta = {"mode": str(self.mode), "uid": str(self.uid), "gid": str(self.gid), "mtime_ns": str(self.mtime_ns)}
         return JournalEntry(id=self.id, path=self.path, key=self.rel, meta=meta, base_etag=None, size=size,
-                            closed_at=time.time())
+                            closed_at=time.time(), upload=self.resume)
 
 
 def _description_limit(view: VaultView) -> int:
@@ -185,6 +187,10 @@ class VaultUploads:
 
     def _recover(self, view: VaultView, journal: Journal, mount_path: Callable[[str], str]) -> None:
         entries = journal.load()
+        try:
+            resumable.sweep_orphans(view.vault, journal, entries)
+        except StoreError as exc:   # tried again at the next mount; nothing depends on it now
+            log.warning("vault %s: cannot look for unfinished uploads to abort: %s", view.name, exc)
         journaled = {entry.id for entry in entries}
         for path in journal.directory.iterdir():
             if len(path.name) == 32 and path.name not in journaled and path.is_file():
@@ -214,7 +220,8 @@ class VaultUploads:
                 continue
             fd = os.open(staged, os.O_RDWR)
             up = Upload(view, rel, mount_path(rel), staged, fd, stat.S_IFREG | stat.S_IMODE(mode), uid, gid,
-                        mtime_ns, state="staged", dirty=False, journaled=True)
+                        mtime_ns, state="staged", dirty=False, journaled=True,
+                        resume=entry.upload if isinstance(entry.upload, dict) else None)
             with self._lock:
                 if (view.name, rel) in self._pending:  # two entries for one path: keep both, the later one wins the name
                     log.warning("vault %s: two staged files for %s; uploading both", view.name, rel)
@@ -427,8 +434,14 @@ class VaultUploads:
             description = upload_description(rel[1:], mtime_ns // SECOND, _description_limit(view))
             if description is None:
                 raise NameTooLong(f"{rel}: the path does not fit in an archive description")
+            journal = self._journal(view)
+
+            def save(record: dict | None) -> None:
+                up.resume = record
+                journal.write(up.entry(size))
+
             with open(up.staged, "rb") as f:
-                archive = view.vault.upload_archive(f, size, description)
+                archive = resumable.send(view.vault, journal, f, size, description, rel, up.resume, save)
         except BaseException:
             with up.lock:
                 if up.state == "uploading":

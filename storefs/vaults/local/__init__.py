@@ -246,10 +246,11 @@ class LocalVault(LocalJobs):
                                     "created": now, "tree_hash": tree_hash, "sha256": sha256})
         return ArchiveInfo(archive_id, description, size, now, tree_hash)
 
-    def upload_archive(self, body: BinaryIO | bytes, size: int, description: str = "") -> ArchiveInfo:
+    def upload_archive(self, body: BinaryIO | bytes, size: int, description: str = "", *,
+                       on_initiated: Callable[[ArchiveUpload], None] | None = None) -> ArchiveInfo:
         if size > self.capabilities.single_upload_max:
             part = treehash.part_size_for(size, 16 * MiB, self.capabilities.max_parts)
-            return upload_in_parts(self, body, size, description, part)
+            return upload_in_parts(self, body, size, description, part, on_initiated=on_initiated)
         if isinstance(body, (bytes, bytearray, memoryview)):
             if len(body) != size:
                 raise InvalidArgument(f"body holds {len(body)} bytes, not {size}")

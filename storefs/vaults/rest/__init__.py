@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, BinaryIO
 
 from ...errors import InvalidArgument, NotSupported, ProtocolError
@@ -176,14 +176,16 @@ class RestVault:
 
     # -- uploads ---------------------------------------------------------------------------------
 
-    def upload_archive(self, body: BinaryIO | bytes, size: int, description: str = "") -> ArchiveInfo:
+    def upload_archive(self, body: BinaryIO | bytes, size: int, description: str = "", *,
+                       on_initiated: Callable[[ArchiveUpload], None] | None = None) -> ArchiveInfo:
         check_description(description, self.capabilities.max_description_bytes)
         if size <= 0:
             raise InvalidArgument("an archive must hold at least one byte")
         if size > self.capabilities.single_upload_max and self.capabilities.supports_multipart:
             tuning = self.provider.tuning
             part = treehash.part_size_for(size, tuning.part_size, self.capabilities.max_parts)
-            return upload_in_parts(self, body, size, description, part, concurrency=tuning.upload_concurrency)
+            return upload_in_parts(self, body, size, description, part, concurrency=tuning.upload_concurrency,
+                                   on_initiated=on_initiated)
         return self.upload_single(body, size, description)
 
     def upload_single(self, body: BinaryIO | bytes, size: int, description: str = "") -> ArchiveInfo:
