@@ -18,44 +18,24 @@ unreadable record counts as absent. Thread-safe (one lock); only the mount proce
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
 import threading
 from pathlib import Path
 
-from .state import archive_key
+from .state import FORMAT as STATE_FORMAT, archive_key, read_record, write_record
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = STATE_FORMAT   # records are read back by state.read_record, which checks it
 
 
 def _write(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"format": FORMAT, **record}, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_record(path, {"format": FORMAT, **record})
 
 
 def _read(path: Path) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable attribute record %s (%s)", path, exc.__class__.__name__)
-        return None
-    return record if isinstance(record, dict) and record.get("format") == FORMAT else None
+    return read_record(path)
 
 
 class LocalAttrs:

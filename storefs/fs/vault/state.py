@@ -88,12 +88,13 @@ def mark_identity(state_dir: Path, identity: str) -> None:
     looking for the state of running mounts). Written once."""
     path = Path(state_dir) / "identity.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = _read_json(path) if path.exists() else None
+    record = read_record(path) if path.exists() else None
     if record is None or record.get("identity") != identity:
-        _write_json(path, {"format": FORMAT, "identity": identity})
+        write_record(path, {"format": FORMAT, "identity": identity})
 
 
-def _write_json(path: Path, record: dict) -> None:
+def write_record(path: Path, record: dict) -> None:
+    """Write a JSON record atomically and durably (a temporary file fsynced, then renamed over)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
@@ -107,7 +108,8 @@ def _write_json(path: Path, record: dict) -> None:
         raise
 
 
-def _read_json(path: Path) -> dict | None:
+def read_record(path: Path) -> dict | None:
+    """A record written by write_record, None if it is missing, unreadable or of another format."""
     try:
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
@@ -126,7 +128,7 @@ def _read_records(folder: Path, parse: Callable[[dict], T]) -> list[T]:
     """Every readable record in `folder`, parsed; malformed ones count as absent."""
     found = []
     for path in sorted(folder.glob("*.json")):
-        record = _read_json(path)
+        record = read_record(path)
         if record is None:
             continue
         try:
@@ -261,7 +263,7 @@ class VaultState:
     # -- inventory -------------------------------------------------------------------------------
 
     def load_inventory(self) -> Inventory | None:
-        record = _read_json(self.root / "inventory.json")
+        record = read_record(self.root / "inventory.json")
         if record is None:
             return None
         try:
@@ -280,7 +282,7 @@ class VaultState:
         return (st.st_ino, st.st_mtime_ns)
 
     def save_inventory(self, inventory: Inventory) -> None:
-        _write_json(self.root / "inventory.json", {
+        write_record(self.root / "inventory.json", {
             "format": FORMAT, "date": inventory.date, "job_id": inventory.job_id,
             "archives": [_archive_to_dict(a) for a in inventory.archives]})
         self.note_change()
@@ -326,7 +328,7 @@ class VaultState:
 
     def add_tombstone(self, tombstone: Tombstone) -> int:
         """Record a deletion; the change counter's new value."""
-        _write_json(self.root / "deleted" / f"{archive_key(tombstone.archive_id)}.json",
+        write_record(self.root / "deleted" / f"{archive_key(tombstone.archive_id)}.json",
                     {"format": FORMAT, "archive_id": tombstone.archive_id, "deleted": tombstone.deleted})
         return self.note_change()
 
@@ -338,7 +340,7 @@ class VaultState:
         (self.root / "deleted" / f"{archive_key(archive_id)}.json").unlink(missing_ok=True)
 
     def pending_inventory(self) -> PendingInventory | None:
-        record = _read_json(self.root / "inventory-job.json")
+        record = read_record(self.root / "inventory-job.json")
         if record is None:
             return None
         try:
@@ -347,7 +349,7 @@ class VaultState:
             return None
 
     def set_pending_inventory(self, pending: PendingInventory) -> None:
-        _write_json(self.root / "inventory-job.json",
+        write_record(self.root / "inventory-job.json",
                     {"format": FORMAT, "job_id": pending.job_id, "started": pending.started})
 
     def clear_pending_inventory(self, job_id: str) -> None:
@@ -363,7 +365,7 @@ class VaultState:
 
     def job(self, archive_id: str, byte_range: tuple[int, int] | None = None) -> JobRecord | None:
         """The whole-archive job of `archive_id`, or its job of exactly `byte_range`."""
-        record = _read_json(self._job_path(archive_id, byte_range))
+        record = read_record(self._job_path(archive_id, byte_range))
         if record is None:
             return None
         try:
@@ -376,7 +378,7 @@ class VaultState:
         """Every ranged job recorded for `archive_id`, by start."""
         found = []
         for path in (self.root / "jobs").glob(f"{archive_key(archive_id)}.r*.json"):
-            record = _read_json(path)
+            record = read_record(path)
             try:
                 job = JobRecord.from_dict(record) if record is not None else None
             except (KeyError, TypeError, ValueError):
@@ -386,7 +388,7 @@ class VaultState:
         return sorted(found, key=lambda j: j.byte_range or (0, 0))
 
     def save_job(self, job: JobRecord) -> None:
-        _write_json(self._job_path(job.archive_id, job.byte_range), job.to_dict())
+        write_record(self._job_path(job.archive_id, job.byte_range), job.to_dict())
 
     def update_job(self, job: JobRecord, **changes: Any) -> JobRecord:
         """Save `job` with `changes` unless its record now names another job (then return that one)."""
@@ -409,7 +411,7 @@ class VaultState:
     # -- uploads ---------------------------------------------------------------------------------
 
     def add_upload(self, upload: UploadRecord) -> None:
-        _write_json(self.root / "uploads" / f"{archive_key(upload.archive.archive_id)}.json",
+        write_record(self.root / "uploads" / f"{archive_key(upload.archive.archive_id)}.json",
                     {"format": FORMAT, "archive": _archive_to_dict(upload.archive), "path": upload.path})
 
     def uploads(self) -> list[UploadRecord]:
@@ -433,7 +435,7 @@ class VaultState:
         """The verified bytes of `archive` (or of its `byte_range`), if they are here and are the
         archive's (same id, size, and — whole archives — tree hash where both sides know one)."""
         data_path, meta_path = self._data_paths(archive.archive_id, byte_range)
-        record = _read_json(meta_path)
+        record = read_record(meta_path)
         if record is None:
             return None
         try:
@@ -463,7 +465,7 @@ class VaultState:
         """Every verified range of `archive` that is here, by start."""
         found = []
         for meta in self.data_dir.glob(f"{archive_key(archive.archive_id)}.r*.json"):
-            record = _read_json(meta)
+            record = read_record(meta)
             try:
                 byte_range = _range_of(record.get("byte_range")) if record is not None else None
             except (TypeError, ValueError):
@@ -481,7 +483,7 @@ class VaultState:
         size = os.stat(tmp).st_size
         meta_path.unlink(missing_ok=True)
         os.replace(tmp, data_path)
-        _write_json(meta_path, {"format": FORMAT, "archive_id": archive.archive_id, "size": size,
+        write_record(meta_path, {"format": FORMAT, "archive_id": archive.archive_id, "size": size,
                                 "tree_hash": tree_hash, "job_id": job_id, "stored": time.time(),
                                 "byte_range": list(byte_range) if byte_range is not None else None})
         return data_path
