@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "storefs"
 
 # Top floor first. A module belongs to the first entry its dotted name starts with.
 FLOORS: list[tuple[str, ...]] = [
-    ("storefs.cli", "storefs.__main__"),
+    ("storefs.cli", "storefs.__main__", "storefs.statuscmd"),
     ("storefs.mounting", "storefs.vaultadmin"),
     ("storefs.fuse", "storefs.status"),
     ("storefs.fs",),
