@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from .mounting import MountError, MountRecord, is_mounted, runtime_dir
+from .mounting import MountError, MountRecord, is_mounted, pid_alive, runtime_dir
 from .status import flush_request_path, human_size, read_status
 
 
@@ -21,9 +21,16 @@ def _running_mounts(mountpoint: str | None) -> list[str]:
     found = []
     for record_file in sorted(runtime_dir().glob("mount-*.json")):
         try:
-            found.append(json.loads(record_file.read_text())["mountpoint"])
-        except (OSError, ValueError, KeyError):
+            record = json.loads(record_file.read_text())
+            mountpoint, pid = record["mountpoint"], int(record["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
             continue
+        if not pid_alive(pid):
+            # Left by a daemon that was killed (kill -9, a power cut): not a mount any more. Its
+            # staged files wait for the next mount, which reports them.
+            record_file.unlink(missing_ok=True)
+            continue
+        found.append(mountpoint)
     return found
 
 

@@ -8,6 +8,7 @@ on the standard PATH (install.sh links /usr/local/bin/storefs) and needs no vari
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shlex
@@ -74,9 +75,19 @@ def _cleanup(mountpoint: Path):
         if is_mounted(str(mountpoint)):
             subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
         for pid in pids:
+            # Unmounted: the daemon finishes by itself (and removes its records); killed only if it hangs.
+            deadline = time.monotonic() + 30
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
                 _wait(lambda: not pid_alive(pid), 10, f"pid {pid} to die")
+        # mount(8) runs the daemon without our XDG_RUNTIME_DIR: its records are in root's /run/storefs.
+        # Whatever of this test's mount is left there (an exit report, a killed daemon's record) goes.
+        digest = hashlib.sha1(os.path.abspath(os.path.realpath(mountpoint)).encode()).hexdigest()[:16]
+        for kind in ("mount", "status", "exit", "flush"):
+            for leftover in SYSTEM_RUNTIME.glob(f"{kind}-{digest}.*"):
+                leftover.unlink(missing_ok=True)
 
 
 def _local_config(tmp_path: Path) -> tuple[Path, Path]:
@@ -382,3 +393,17 @@ def test_status_json_for_scripts(local_env):
     assert report["staging_bytes"] >= 12345
     assert report["read_cache_limit"] == 2 << 30 and report["read_cache_bytes"] >= 0
     assert mount.unmount().returncode == 0
+
+
+def test_status_forgets_mounts_whose_daemon_died(tmp_path):
+    """A record left by a killed daemon is not shown as a mount (and is removed)."""
+    env = Env(tmp_path, {})
+    runtime = tmp_path / "run" / "storefs"
+    runtime.mkdir(parents=True, exist_ok=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    record = runtime / "mount-0123456789abcdef.json"
+    record.write_text(json.dumps({"pid": dead.pid, "mountpoint": str(tmp_path / "gone"), "remote": "r:b",
+                                  "log_file": None, "started": 0}))
+    result = env.run("status", "--json", check=True)
+    assert json.loads(result.stdout) == [] and not record.exists()
