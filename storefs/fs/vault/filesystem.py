@@ -8,7 +8,7 @@ written are uploads.py's, the modes and directory times a vault cannot keep loca
 routes mount paths to views, answers attributes, serves open archives with pread, polls inventories
 in a thread (every `inventory_poll` seconds: it swaps a finished job's tree in, and picks up
 inventories and jobs that `storefs vault refresh` swapped in from another process) and runs the
-commands (`storefs vault refresh`, `storefs restore`, `storefs jobs`).
+commands (`storefs vault refresh`, `storefs restore`, `storefs jobs`: commands.py).
 
 Without a cached inventory the mount still comes up at once: the view adopts or starts an inventory
 job, shows what it knows (its uploads), and says so in the `user.storefs.inventory` xattr of the
@@ -38,7 +38,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from ...attrs import Attrs
@@ -57,15 +57,15 @@ from ...errors import (
 )
 from ...options import VaultOptions
 from ...paths import check_path
-from ...retrieval.poll import JobPoll, follow_restores
-from ...retrieval.report import RestoreItem, RestoreReport
-from ...vaults.base import ArchiveInfo, JobInfo, VaultProvider
+from ...retrieval.poll import JobPoll
+from ...vaults.base import VaultProvider
+from .commands import VaultCommands
 from .datacache import open_pinned
 from .names import FileNode
 from .rangedread import RangedReader
 from .state import VaultState, state_dir_for
 from .uploads import Upload, VaultUploads, check_name
-from .view import RefreshReport, VaultView
+from .view import VaultView
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _ns(seconds: float) -> int:
 # The filesystem
 
 
-class VaultFS:
+class VaultFS(VaultCommands):
     """The path-level filesystem over vault `vault_name` of `provider` (None: every vault).
     `state_dir` holds this remote's vault state (state.state_dir_for gives the usual place);
     `clock` is the vault service's clock: job dates are compared with it. Real services and a local
@@ -658,96 +658,6 @@ class VaultFS:
             if name == XATTR_RETRIEVAL:
                 return view.retrievals.status(archive).encode("utf-8")  # type: ignore[union-attr]
         raise NoAttribute(f"{path}: no attribute {name}")
-
-    # -- commands (storefs vault refresh / restore / jobs) ---------------------------------------
-
-    def _started_views(self) -> list[VaultView]:
-        if self.vault_name:
-            return [self._view(self.vault_name)]
-        with self._lock:
-            names = list(self._vault_names)
-        views = [self._view(n) for n in names]
-        for view in views:
-            view.activate()
-        return views
-
-    def refresh(self, wait: bool = False, timeout: float | None = None) -> list[RefreshReport]:
-        """Start an inventory job per vault (adopting one still pending) and, with `wait`, swap the
-        tree in when it is done (up to `timeout` seconds in all)."""
-        if not self.vault_name:
-            self.reload_vaults()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        reports = []
-        for view in self._started_views():
-            view.activate()
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            reports.append(view.refresh(wait, left))
-        return reports
-
-    def restore(self, paths: Iterable[str], wait: bool = False, timeout: float | None = None,
-                progress: Callable[[int, int], None] | None = None,
-                byte_range: tuple[int, int] | None = None) -> RestoreReport:
-        """Start retrieval jobs for the archives at `paths` (a directory: every archive below it);
-        with `wait`, poll until every job is done (or `timeout` seconds pass), calling
-        `progress(done, total)` after each round. Never downloads: a later open does.
-        `byte_range` ([start, end)): one ranged job per archive for those bytes (rangejobs.py)."""
-        targets: dict[tuple[str, str], tuple[VaultView, str, ArchiveInfo]] = {}
-        for path in paths:
-            view, rel = self._route(path)
-            views = [(view, rel)] if view is not None else [(v, "/") for v in self._started_views()]
-            for one_view, one_rel in views:
-                found = one_view.lookup(one_rel)
-                if found is None:
-                    raise NotFound(path)
-                for file_rel, node in one_view.files_below(one_rel):
-                    key = (one_view.name, node.archive.archive_id)
-                    targets.setdefault(key, (one_view, self._mount_path(one_view, file_rel), node.archive))
-        items: list[RestoreItem] = []
-        by_view: dict[str, list[RestoreItem]] = {}
-        views: dict[str, VaultView] = {}
-        listings: dict[str, dict[str, JobInfo]] = {}
-        for (vault, _), (view, mpath, archive) in targets.items():
-            if vault not in listings:
-                listings[vault] = {j.job_id: j for jobs in view.retrievals.jobs_by_archive(fresh=True).values()
-                                   for j in jobs}
-            if byte_range is not None:
-                item = view.retrievals.ranges.request(archive, byte_range, mpath)
-            else:
-                item = view.retrievals.request(archive, mpath, listings[vault])
-            items.append(item)
-            by_view.setdefault(vault, []).append(item)
-            views[vault] = view
-        def update() -> None:
-            for vault, vault_items in by_view.items():
-                try:
-                    views[vault].retrievals.poll_items(vault_items)
-                except StoreError as exc:
-                    log.warning("vault %s: polling jobs: %s", vault, exc)
-
-        poll = JobPoll(self.options.poll_min, self.options.poll_max, timeout, self.stopping) if wait else None
-        return follow_restores(RestoreReport(items), poll, update, progress)
-
-    def jobs(self) -> list[JobInfo]:
-        """Every job the server knows, of this vault (or of every vault)."""
-        if self.vault_name:
-            return self._view(self.vault_name).vault.list_jobs()
-        self.reload_vaults()
-        with self._lock:
-            names = list(self._vault_names)
-        found: list[JobInfo] = []
-        for name in names:
-            found.extend(self.provider.vault(name).list_jobs())
-        return found
-
-    def path_of(self, archive_id: str, vault: str | None = None) -> str | None:
-        """The mount path showing `archive_id`, if the tree has it."""
-        with self._lock:
-            views = [self._views[vault]] if vault in self._views else list(self._views.values())
-        for view in views:
-            rel = view.path_of(archive_id)
-            if rel is not None:
-                return self._mount_path(view, rel)
-        return None
 
     def drop_cached(self, path: str) -> None:
         """Forget the downloaded bytes of the archive at `path` (the next open retrieves again)."""
