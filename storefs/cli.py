@@ -66,7 +66,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see: {self.prog} --help)")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
+    """The command line's parser and its command names (mount(8)'s form is told apart by them)."""
     parser = _Parser(prog="storefs", description="Cloud buckets and archive vaults as a local filesystem.")
     parser.add_argument("--version", action="version", version=f"storefs {__version__}")
     # Commands without -v or --log-file log at the default level to the default place.
@@ -163,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", help="list the jobs of REMOTE:VAULT",
                           description="List the retrieval and inventory jobs the vault service knows.")
     jobs.add_argument("remote", metavar="REMOTE:VAULT")
+    jobs.add_argument("--cache-dir", action="append", default=[], metavar="DIR",
+                      help="the cache_dir of the mount whose paths to show for archive ids (default: a "
+                           "running mount's, else the default cache directory)")
     common(jobs)
 
     conf = sub.add_parser("config", help="create, show, check and delete remotes (path: where the file is)",
@@ -201,20 +205,13 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("remote", metavar="REMOTE:BUCKET[/PATH]")
     ls.add_argument("-l", "--long", action="store_true", help="sizes and dates too")
     common(ls)
-    return parser
-
-
-def _commands(parser: argparse.ArgumentParser) -> set[str]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return set(action.choices)
-    return set()
+    return parser, set(sub.choices)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
-    argv = mounthelper.from_mount8(argv, _commands(parser)) or argv
+    parser, commands = _parser()
+    argv = mounthelper.from_mount8(argv, commands) or argv
     try:
         args = parser.parse_args(argv)
         if args.command in ("mount", "systemd-unit"):
@@ -456,13 +453,6 @@ def _mount_foreground(args: argparse.Namespace, options: MountOptions, spec: Rem
 EX_TEMPFAIL = 75  # sysexits.h: try again later (a job is still running), as glacier-cli answers
 
 
-def _vault_fs(args: argparse.Namespace, spec: RemoteSpec):
-    config = _load_config(args)
-    if not is_vault_remote(config, spec):
-        raise MountError(f"{spec.remote} is not an archive vault remote")
-    return open_vault_fs(config, spec, MountOptions(), poll=False)
-
-
 def cmd_vault_refresh(args: argparse.Namespace) -> int:
     spec = RemoteSpec.parse(args.remote)
     config = _load_config(args)
@@ -586,7 +576,11 @@ def _print_restore_report(args: argparse.Namespace, report: RestoreReport) -> in
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    fs = _vault_fs(args, RemoteSpec.parse(args.remote))
+    spec = RemoteSpec.parse(args.remote)
+    config = _load_config(args)
+    if not is_vault_remote(config, spec):
+        raise MountError(f"{spec.remote} is not an archive vault remote")
+    fs = vaultadmin.open_for_commands(config, spec, args.cache_dir)
     try:
         jobs = fs.jobs()
         for job in sorted(jobs, key=lambda j: j.creation_date):

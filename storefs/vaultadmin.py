@@ -1,5 +1,5 @@
 """Managing the vaults of an archive remote without mounting them: `storefs vault ls|create|delete`,
-and `storefs vault refresh`.
+and `storefs vault refresh`; the state `storefs jobs` reads (open_for_commands).
 
 ls, create and delete open the remote's vault provider, prove the credentials work, and make one
 call. The service's own refusals (a vault that is not empty, a name it does not accept) reach the user
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import Config, RemoteSpec
 from .errors import ConfigError
+from .fs.vault.filesystem import VaultFS
 from .fs.vault.state import VaultState, state_dir_for
 from .fs.vault.view import RefreshReport
 from .mounting import open_vault_fs, vault_identity, vault_mount_state_dirs
@@ -95,6 +96,14 @@ def refresh_state_dirs(identity: str, cache_dirs: list[str] | list[Path]) -> lis
         if path not in unique:
             unique.append(path)
     return unique
+
+
+def open_for_commands(config: Config, spec: RemoteSpec, cache_dirs: list[str] | list[Path]) -> VaultFS:
+    """The vault filesystem `storefs jobs` reads: on the state of a `--cache-dir`, else of a running
+    mount, else the default one (refresh_state_dirs), so archive ids are shown as the paths that
+    mount shows. The caller closes it and its provider."""
+    state_dir = refresh_state_dirs(vault_identity(config, spec), cache_dirs)[0]
+    return open_vault_fs(config, spec, MountOptions(), poll=False, state_dir=state_dir)
 
 
 def refresh(config: Config, spec: RemoteSpec, cache_dirs: list[str] | list[Path], wait: bool,
