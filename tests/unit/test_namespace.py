@@ -94,3 +94,53 @@ def test_a_failing_batched_stat_falls_back_to_one_request_per_entry(store):
     assert calls == [50, 50]
     assert len(names) == 49 and "f01" not in names   # gone since the listing
     assert store.counts["stat"] == 1 and names["f00"].exact   # the lost one, retried alone
+
+
+class HeldListing(Counting):
+    """Its listing of `d/` waits until the test says go, so the test can change things meanwhile."""
+
+    def __init__(self, store) -> None:
+        super().__init__(store)
+        self.listing = threading.Event()
+        self.go = threading.Event()
+
+    def list(self, prefix, **kwargs):
+        page = super().list(prefix, **kwargs)
+        self.listing.set()
+        assert self.go.wait(10)
+        return page
+
+
+def test_changes_made_while_a_listing_is_in_flight_are_not_lost(store):
+    """An upload that finishes (remember) and a delete (forget gone) while the directory's listing is
+    in flight: the listing, fetched before, lands without them; both are applied to it, and what is
+    cached for dir_ttl is right too (seen through a mount under load: a file uploaded during `ls`
+    vanished from the listings for dir_ttl)."""
+    held = HeldListing(store.store)
+    ns = Namespace(held, KeyMap(), Defaults(0, 0), CacheSettings(stat_ahead=0))
+    result: dict = {}
+    lister = threading.Thread(target=lambda: result.update(ns.listdir("/d")))
+    lister.start()
+    assert held.listing.wait(10)
+    store.store.put("d/new", io.BytesIO(b"y"), 1, {})          # the upload lands on the server...
+    ns.remember("/d/new", ns.lookup("/d/new"))                  # ...and is remembered, after the LIST
+    store.store.delete("d/f00")
+    ns.forget("/d/f00", gone=True)
+    held.go.set()
+    lister.join(10)
+    assert "new" in result and "f00" not in result
+    cached = ns.listdir("/d")   # from the cache, no request
+    assert "new" in cached and "f00" not in cached and held.counts["list"] == 1
+
+
+def test_a_listing_whose_directory_was_forgotten_meanwhile_is_not_cached(store):
+    held = HeldListing(store.store)
+    ns = Namespace(held, KeyMap(), Defaults(0, 0), CacheSettings(stat_ahead=0))
+    lister = threading.Thread(target=ns.listdir, args=("/d",))
+    lister.start()
+    assert held.listing.wait(10)
+    ns.forget("/d/f01")          # not known any more (e.g. renamed over elsewhere)
+    held.go.set()
+    lister.join(10)
+    ns.listdir("/d")
+    assert held.counts["list"] == 2   # listed again: the first result was not cached

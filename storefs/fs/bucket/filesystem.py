@@ -197,9 +197,13 @@ class StoreFS:
         they are exact (None: ask getattr)."""
         check_path(path)
         self._require_dir(path)
+        before = self._staged_in(path)
         entries = self.ns.listdir(path)
-        with self.table.lock:
-            staged = {basename(o.path): o for o in self.table.by_path.values() if parent(o.path) == path}
+        staged = self._staged_in(path)
+        if any(name not in staged and name not in entries and not opened.unlinked and opened.path == join(path, name)
+               for name, opened in before.items()):
+            # Uploaded after its listing was fetched and forgotten here since: the cached listing has it now.
+            entries = self.ns.listdir(path)
         listed: list[tuple[str, Attrs | None]] = []
         for name in sorted(entries.keys() | staged.keys()):
             opened = staged.get(name)
@@ -212,6 +216,11 @@ class StoreFS:
             else:
                 listed.append((name, None))   # directories: their link count comes from getattr
         return listed
+
+    def _staged_in(self, path: str) -> dict[str, OpenFile]:
+        """The open or not yet uploaded files directly in directory `path`, by name."""
+        with self.table.lock:
+            return {basename(o.path): o for o in self.table.by_path.values() if parent(o.path) == path}
 
     def readlink(self, path: str) -> str:
         entry = self._entry(path)

@@ -9,7 +9,9 @@ Cache rules:
   such an entry costs one stat, after which it is exact for `attr_ttl`.
 
 Locking: one lock around the caches (cachetools is not thread-safe); no request is ever made while it
-is held.
+is held. A listing in flight while this mount changes a child of that directory (an upload finished,
+a file deleted) would land without the change, and be cached so for dir_ttl: the changes made during
+a listing are kept aside (`_OwnChanges`) and applied to its result before it is used.
 """
 from __future__ import annotations
 
@@ -66,6 +68,52 @@ class CacheSettings:
     stat_ahead_parallel: int = 64   # HEADs in flight (S3: on as many connections, from one thread)
 
 
+_UNKNOWN = object()   # an own change that makes a listing in flight unusable for the cache (see forget)
+
+
+class _OwnChanges:
+    """This mount's changes to the children of directories that are being listed, each with a sequence
+    number, so that a listing which started before a change can have it applied when it lands.
+    Kept only while a listing of that directory is in flight. Not locked: Namespace's lock covers it."""
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self._in_flight: dict[str, int] = {}                       # directory -> listings in flight
+        self._changes: dict[str, dict[str, tuple[int, object]]] = {}   # directory -> name -> (seq, change)
+
+    def listing_started(self, path: str) -> int:
+        self._in_flight[path] = self._in_flight.get(path, 0) + 1
+        return self._seq
+
+    def note(self, path: str, name: str, change: object) -> None:
+        """`change`: the child's new Entry, None (deleted) or _UNKNOWN. Only where a listing is in flight."""
+        if path in self._in_flight:
+            self._seq += 1
+            self._changes.setdefault(path, {})[name] = (self._seq, change)
+
+    def listing_landed(self, path: str, since: int, entries: dict[str, Entry]) -> bool:
+        """Apply to `entries` the changes made since `since`; False if one leaves the listing unknown."""
+        usable = True
+        for name, (seq, change) in self._changes.get(path, {}).items():
+            if seq <= since:
+                continue
+            if change is _UNKNOWN:
+                usable = False
+            elif change is None:
+                entries.pop(name, None)
+            else:
+                entries[name] = change  # type: ignore[assignment]
+        return usable
+
+    def listing_ended(self, path: str) -> None:
+        left = self._in_flight.get(path, 1) - 1
+        if left > 0:
+            self._in_flight[path] = left
+        else:
+            self._in_flight.pop(path, None)
+            self._changes.pop(path, None)
+
+
 # Directories, and stores without stat_many: a thread per request in flight.
 _stat_pool = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="stat-ahead")
 
@@ -84,6 +132,7 @@ class Namespace:
         # The last listing of each directory, kept past its TTL: shown (with a log line) when the
         # server cannot be reached, so a mount with an unreachable backend still lists what it knew.
         self._last_listings: cachetools.LRUCache = cachetools.LRUCache(settings.max_listings)
+        self._own = _OwnChanges()
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -171,18 +220,28 @@ class Namespace:
             listing = self._listings.get(path)
             if listing is not None:
                 return dict(listing.entries)
+            since = self._own.listing_started(path)
         try:
             entries = self._list_remote(path)
             self._complete(path, entries)
         except Transient as exc:
             with self._lock:
+                self._own.listing_ended(path)
                 last = self._last_listings.get(path)
             if last is None:
                 raise
             log.warning("listing %s failed (%s); showing the listing from %.0fs ago", path, exc,
                         time.monotonic() - last.at)
             return dict(last.entries)
+        except BaseException:
+            with self._lock:
+                self._own.listing_ended(path)
+            raise
         with self._lock:
+            usable = self._own.listing_landed(path, since, entries)
+            self._own.listing_ended(path)
+            if not usable:
+                return dict(entries)
             listing = Listing(entries, time.monotonic())
             self._listings[path] = listing
             self._last_listings[path] = listing
@@ -264,6 +323,7 @@ class Namespace:
 
     def remember(self, path: str, entry: Entry) -> None:
         with self._lock:
+            self._own.note(parent(path), basename(path), entry)
             self._entries[path] = entry
             self._missing.pop(path, None)
             listing = self._listings.get(parent(path))
@@ -295,6 +355,8 @@ class Namespace:
     def forget(self, path: str, *, gone: bool = False) -> None:
         """Drop what we know of `path` (and its listing). `gone`: we just deleted it."""
         with self._lock:
+            self._own.note(parent(path), basename(path), None if gone else _UNKNOWN)
+            self._own.note(path, "", _UNKNOWN)   # a listing of `path` itself in flight is stale too
             self._entries.pop(path, None)
             self._listings.pop(path, None)
             if gone:
