@@ -1,11 +1,14 @@
-"""Fixtures for real mounts. `backend` runs a test once per provider; `env` gives an isolated storefs."""
+"""Fixtures for real mounts. `backend` runs a test once per provider; `env` gives an isolated storefs;
+`own_cas` a CAS emulator per test module (vault tests that move its clock)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
 from storefs.providers.local import open_provider as open_local
+from tests.emulators.cas import CasEmulator
 from tests.fuse.harness import Env, make_backend
 
 BACKENDS = ["local", "s3_moto", "s3_seaweed", "cos", "wcs", "ufile"]
@@ -50,3 +53,11 @@ def local_env(tmp_path):
     environment.store = open_local("t", {"root": str(root)}).bucket("b")
     yield environment
     environment.close()
+
+
+@pytest.fixture(scope="module")
+def own_cas() -> Iterator[CasEmulator]:
+    """A CAS emulator of each test module that uses it: its tests move the job clock by hours or days,
+    which must not age the session emulator's jobs that other modules compare with real time."""
+    with CasEmulator() as emulator:
+        yield emulator

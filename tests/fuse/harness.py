@@ -14,7 +14,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from storefs.mounting import is_mounted, pid_alive  # the same checks storefs makes
 
@@ -141,3 +144,22 @@ def _wait_gone(pid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def errno_of(fn: Callable[[], object]) -> int:
+    """The errno of the OSError `fn()` raises (the test fails if it raises none)."""
+    with pytest.raises(OSError) as info:
+        fn()
+    return info.value.errno
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, step: float = 0.1) -> object:
+    """Poll `condition` every `step` seconds until it is truthy, at most `timeout` seconds; its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(step)

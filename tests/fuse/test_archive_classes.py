@@ -9,16 +9,10 @@ import time
 import pytest
 import requests
 
-from tests.fuse.harness import Env
+from tests.fuse.harness import Env, errno_of
 
 MiB = 1 << 20
 TRANSITIONS = "/moto-api/state-manager"
-
-
-def errno_of(fn) -> int:
-    with pytest.raises(OSError) as info:
-        fn()
-    return info.value.errno
 
 
 def read(path) -> bytes:

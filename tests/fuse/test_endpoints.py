@@ -13,13 +13,7 @@ import pytest
 from tests.emulators.cos import CosEmulator
 from tests.emulators.ufile import UfileEmulator
 from tests.emulators.wcs import WcsEmulator
-from tests.fuse.harness import Env
-
-
-def errno_of(fn) -> int:
-    with pytest.raises(OSError) as info:
-        fn()
-    return info.value.errno
+from tests.fuse.harness import Env, errno_of
 
 
 def read(path) -> bytes:

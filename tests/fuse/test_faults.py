@@ -39,7 +39,7 @@ import pytest
 
 from storefs.store.registry import provider_module
 from tests.faultproxy import FaultProxy
-from tests.fuse.harness import Backend, Env, make_backend
+from tests.fuse.harness import Backend, Env, make_backend, wait_until
 
 MiB = 1 << 20
 FILES = int(os.environ.get("STOREFS_FAULT_FILES", "500"))
@@ -307,14 +307,6 @@ class _Lines:
         self._thread.join(timeout)
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
 def test_backend_gone_for_a_minute_mid_copy(request, tmp_path):
     started = time.monotonic()
     src = tmp_path / "src"
@@ -356,7 +348,7 @@ def test_backend_gone_for_a_minute_mid_copy(request, tmp_path):
         during = {"list_seconds": round(listed["seconds"], 2), "read_seconds": round(read["seconds"], 2),
                   "pending": len(status["pending"])}
 
-        wait_until(lambda: not proxy.is_down, OUTAGE_SECONDS + 10, "the end of the outage", interval=1)
+        wait_until(lambda: not proxy.is_down, OUTAGE_SECONDS + 10, "the end of the outage", step=1)
         outage = time.monotonic() - outage_started
         copier.wait(timeout=OUTAGE_SECONDS + 240)
         lines.join(10)

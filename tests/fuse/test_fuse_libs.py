@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from storefs.mounting import is_mounted, pid_alive
-from tests.fuse.harness import Env
+from tests.fuse.harness import Env, wait_until
 
 LIBS = {"mfusepy": "libfuse3.so", "fusepy": "libfuse.so.2"}   # binding -> the library it must load
 MIB = 1 << 20
@@ -37,14 +37,6 @@ def lib(request) -> str:
 
 def mount(env: Env, lib: str, *options: str):
     return env.mount("r:b", options=(f"fuse={lib}", *options))
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def errno_of(fn) -> int | None:

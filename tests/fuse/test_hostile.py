@@ -21,7 +21,7 @@ import pytest
 
 from storefs.store.registry import provider_module
 from storefs.store.contract import ObjectStore, iter_list
-from tests.fuse.harness import Backend, Env, make_backend
+from tests.fuse.harness import Backend, Env, errno_of, make_backend
 
 NAME_MAX = 255
 KEY_MAX = 1024
@@ -48,12 +48,6 @@ LONG_UTF8 = "名" * (NAME_MAX // 3)               # 85 three-byte characters: ex
 TOO_LONG_ASCII = "n" * (NAME_MAX + 1)
 TOO_LONG_UTF8 = "名" * (NAME_MAX // 3) + "x"       # 256 bytes
 assert len(LONG_UTF8.encode()) == NAME_MAX and len(TOO_LONG_UTF8.encode()) == NAME_MAX + 1
-
-
-def errno_of(fn) -> int:
-    with pytest.raises(OSError) as info:
-        fn()
-    return info.value.errno
 
 
 def content(name: str) -> bytes:

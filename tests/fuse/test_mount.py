@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tests.fuse.harness import errno_of
 
 BIG = 40 * 1024 * 1024
 # SeaweedFS turns a `dir/` marker into a real directory and drops its user metadata (boto3 sees the
@@ -170,12 +171,6 @@ def test_large_file_in_and_out(mounted, tmp_path):
     with open(mounted.path / "big", "rb") as f:  # random access reads a range, not the object
         f.seek(10_000_000)
         assert f.read(4096) == data[10_000_000:10_004_096]
-
-
-def errno_of(fn) -> int:
-    with pytest.raises(OSError) as info:
-        fn()
-    return info.value.errno
 
 
 def test_refusals(mounted):

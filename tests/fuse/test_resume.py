@@ -192,8 +192,9 @@ def _crash_and_resume(tmp_path, section: dict, direct, relay: CountingRelay, siz
         assert _sha256_of(direct, "big.bin", size) == expected
         missing = size - held_bytes
         # What went up after the restart: the missing parts, plus the requests' heads and the
-        # listing/complete calls (well under 1 MiB), never a held part again.
-        assert missing <= after <= missing + MiB, (after, missing)
+        # listing/complete calls (well under 1 MiB), never a held part again. Under heavy load a part
+        # cut off by a timeout is sent again (seen once: 2.3 MB more on moto): less than a part more.
+        assert missing <= after < missing + part_size, (after, missing)
         print(f"\n{section['type']}: file {size} B; sent before kill {before} B; held {held_bytes} B "
               f"({held_parts} parts); sent after restart {after} B (missing {missing} B); "
               f"remount to complete {elapsed:.1f} s")

@@ -11,13 +11,7 @@ import pytest
 
 from storefs.providers.local import open_provider as open_local
 from tests.emulators.base import Fault
-from tests.fuse.harness import Env
-
-
-def errno_of(fn) -> int:
-    with pytest.raises(OSError) as info:
-        fn()
-    return info.value.errno
+from tests.fuse.harness import Env, errno_of
 
 
 @pytest.fixture

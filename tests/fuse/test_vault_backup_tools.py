@@ -19,20 +19,16 @@ import shutil
 import stat
 import subprocess
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from storefs.fs.vault.names import decode_mt
-from storefs.vaults import cas
 from storefs.vaults.base import ArchiveInfo, ArchiveVault
-from storefs.vaults.local import open_vault_provider
 from storefs.vaults.treehash import tree_hash
-from tests.emulators.cas import CasEmulator
-from tests.fuse.harness import Env, Mount
+from tests.fuse.harness import Env, Mount, errno_of, wait_until
+from tests.fuse.vaultcases import cas_vault, local_vault
 
 LOCAL_EXPEDITED_DELAY = 2.0
 KiB = 1 << 10
@@ -79,53 +75,25 @@ class Case:
                 ticker.join()
 
 
-@pytest.fixture(scope="module")
-def own_cas() -> Iterator[CasEmulator]:
-    """A CAS emulator of these tests alone: they move its clock by days (jobs, inventories), which
-    would age the session emulator's archives past the other vault tests' assumptions."""
-    with CasEmulator() as emulator:
-        yield emulator
-
-
 @pytest.fixture(params=["cas", "local"])
 def case(request, tmp_path) -> Iterator[Case]:
-    name = f"v{uuid.uuid4().hex[:10]}"
     if request.param == "cas":
         emulator = request.getfixturevalue("own_cas")
-        emulator.create_bucket(name)
-        section = {k: str(v) for k, v in emulator.config().items()}
-        provider = cas.open_provider("t", {k: v for k, v in section.items() if k != "type"})
-        vault = provider.vault(name)
-        vault.start_inventory()
-        emulator.clock.advance(6 * 3600)  # an empty inventory, done: the mount adopts it
-        env = Env(tmp_path, {"c": section})
-        yield Case("cas", env, section, f"c:{name}", vault, emulator.clock.advance, ())
+        with cas_vault(emulator) as new:
+            new.vault.start_inventory()
+            emulator.clock.advance(6 * 3600)  # an empty inventory, done: the mount adopts it
+            env = Env(tmp_path, {"c": new.section})
+            yield Case("cas", env, new.section, f"c:{new.name}", new.vault, emulator.clock.advance, ())
+            env.close()
     else:
-        root = tmp_path / "vaults"
-        root.mkdir()
-        section = {"type": "local-vault", "root": str(root), "expedited_delay": str(LOCAL_EXPEDITED_DELAY),
-                   "standard_delay": "3600", "bulk_delay": "3600", "inventory_delay": "1"}
-        provider = open_vault_provider("t", {k: v for k, v in section.items() if k != "type"})
-        provider.create_vault(name)
-        env = Env(tmp_path, {"lv": section})
-        yield Case("local", env, section, f"lv:{name}", provider.vault(name), None, ("vault_tier=Expedited",))
-    env.close()
-    provider.close()
+        with local_vault(tmp_path / "vaults", expedited=LOCAL_EXPEDITED_DELAY) as new:
+            env = Env(tmp_path, {"lv": new.section})
+            yield Case("local", env, new.section, f"lv:{new.name}", new.vault, None, ("vault_tier=Expedited",))
+            env.close()
 
 
 # ------------------------------------------------------------------------------------------------
 # Helpers
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.1)
 
 
 def uploaded(path: Path) -> bool:
@@ -139,12 +107,6 @@ def uploaded(path: Path) -> bool:
 
 def wait_uploaded(root: Path, rels: list[str], timeout: float = 60) -> None:
     wait_until(lambda: all(uploaded(root / rel) for rel in rels), timeout, f"uploads of {rels}")
-
-
-def errno_of(fn: Callable[[], object]) -> int:
-    with pytest.raises(OSError) as info:
-        fn()
-    return info.value.errno
 
 
 def make_tree(src: Path) -> dict[str, bytes]:

@@ -22,8 +22,7 @@ import os
 import subprocess
 import threading
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,11 +30,10 @@ import pytest
 from storefs.errors import NotFound
 from storefs.fs.vault.names import encode_mt2
 from storefs.fs.vault.state import VaultState, legacy_state_dir, state_dir_for
-from storefs.vaults import cas, glacier
 from storefs.vaults.base import ArchiveVault
 from storefs.vaults.local import open_vault_provider
-from tests.emulators.cas import CasEmulator
-from tests.fuse.harness import Env, Mount, write_config
+from tests.fuse.harness import Env, Mount, errno_of, write_config
+from tests.fuse.vaultcases import NewVault, cas_vault, glacier_vault, local_vault, local_vault_section
 
 HOURS = 3600.0
 
@@ -81,12 +79,6 @@ class Case:
         return self.env.mount(self.remote, mountpoint=mountpoint, options=options)
 
 
-def errno_of(fn: Callable[[], object]) -> int:
-    with pytest.raises(OSError) as info:
-        fn()
-    return info.value.errno
-
-
 def seconds_until(condition: Callable[[], bool], since: float, timeout: float = 30) -> float:
     """Seconds from `since` (monotonic) until `condition()` holds (polled every 10 ms, bounded)."""
     while not condition():
@@ -104,58 +96,35 @@ def listing(path: Path) -> list[str]:
 # Backends
 
 
+LOCAL_DELAYS = {"expedited": 2, "standard": 2, "bulk": 2, "inventory": 1}
+
+
 def local_section(root: Path) -> dict[str, str]:
-    return {"type": "local-vault", "root": str(root), "expedited_delay": "2", "standard_delay": "2",
-            "bulk_delay": "2", "inventory_delay": "1"}
+    return local_vault_section(root, **LOCAL_DELAYS)
+
+
+def _case(kind: str, tmp_path: Path, remote: str, new: NewVault, tick: Callable[[], None]) -> Iterator[Case]:
+    env = Env(tmp_path, {remote: new.section})
+    yield Case(kind, env, f"{remote}:{new.name}", new.vault, new.provider.identity, tick)
+    env.close()
 
 
 @pytest.fixture
 def local_case(tmp_path):
-    root = tmp_path / "vaults"
-    root.mkdir()
-    section = local_section(root)
-    provider = open_vault_provider("t", {k: v for k, v in section.items() if k != "type"})
-    name = f"v{uuid.uuid4().hex[:10]}"
-    provider.create_vault(name)
-    env = Env(tmp_path, {"lv": section})
-    yield Case("local", env, f"lv:{name}", provider.vault(name), provider.identity, lambda: None)
-    env.close()
-    provider.close()
-
-
-@pytest.fixture(scope="module")
-def cas_emulator():
-    """This module's own CAS emulator: the flow moves its clock days ahead, which other modules
-    sharing the session's emulator need not see."""
-    with CasEmulator() as emulator:
-        yield emulator
+    with local_vault(tmp_path / "vaults", **LOCAL_DELAYS) as new:
+        yield from _case("local", tmp_path, "lv", new, lambda: None)
 
 
 @pytest.fixture
-def cas_case(tmp_path, cas_emulator):
-    name = f"v{uuid.uuid4().hex[:10]}"
-    cas_emulator.create_bucket(name)
-    config = {k: str(v) for k, v in cas_emulator.config().items()}
-    provider = cas.open_provider("t", {k: v for k, v in config.items() if k != "type"})
-    env = Env(tmp_path, {"c": config})
-    yield Case("cas", env, f"c:{name}", provider.vault(name), provider.identity,
-               lambda: cas_emulator.clock.advance(HOURS))
-    env.close()
-    provider.close()
+def cas_case(tmp_path, own_cas):
+    with cas_vault(own_cas) as new:
+        yield from _case("cas", tmp_path, "c", new, lambda: own_cas.clock.advance(HOURS))
 
 
 @pytest.fixture
 def moto_case(tmp_path, moto_glacier):
-    section = {"type": "glacier", "endpoint": moto_glacier.endpoint, "access_key": moto_glacier.access_key,
-               "secret_key": moto_glacier.secret_key, "region": moto_glacier.region, "profile": "moto",
-               "retries": "2"}
-    provider = glacier.open_provider("t", {k: v for k, v in section.items() if k != "type"})
-    name = f"v{uuid.uuid4().hex[:10]}"
-    provider.create_vault(name)
-    env = Env(tmp_path, {"g": section})
-    yield Case("moto", env, f"g:{name}", provider.vault(name), provider.identity, lambda: None)
-    env.close()
-    provider.close()
+    with glacier_vault(moto_glacier) as new:
+        yield from _case("moto", tmp_path, "g", new, lambda: None)
 
 
 @pytest.fixture(params=["local", "cas", "moto"])
@@ -245,6 +214,13 @@ def test_refresh_reaches_mounts_with_their_own_cache_dir(local_case, tmp_path):
     put(case.vault, "c", b"3")
     _, done_at = case.refresh("--cache-dir", str(elsewhere))
     assert seconds_until(lambda: listing(mount.path) == ["a", "b", "c"], done_at) < 1.0
+
+    # `storefs jobs` names an archive by the path this mount shows (its state, not the default one's).
+    assert errno_of(lambda: open(mount.path / "a", "rb")) == errno.EAGAIN   # starts a retrieval job
+    jobs = case.env.run("jobs", case.remote)
+    assert jobs.returncode == 0, jobs.stderr
+    assert any(line.split()[-2:-1] == ["/a"] for line in jobs.stdout.splitlines()
+               if "ArchiveRetrieval" in line), jobs.stdout
     mount.unmount().check_returncode()
     assert not list((tmp_path / "run" / "storefs").glob("vault-mount-*.json"))  # its record went with it
 

@@ -24,14 +24,11 @@ import os
 import re
 import subprocess
 import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from storefs.fs.vault.names import decode_mt, encode_mt2
-from storefs.vaults import glacier
 from storefs.vaults.base import (
     ArchiveInfo,
     ArchiveVault,
@@ -40,9 +37,9 @@ from storefs.vaults.base import (
     Tier,
     iso8601,
 )
-from storefs.vaults.local import open_vault_provider
 from storefs.vaults.treehash import tree_hash
-from tests.fuse.harness import STOREFS, Env, Mount
+from tests.fuse.harness import Env, Mount, STOREFS, errno_of, wait_until
+from tests.fuse.vaultcases import glacier_vault, local_vault
 
 MiB = 1 << 20
 FAST = ("vault_tier=Expedited",)
@@ -53,24 +50,6 @@ LOCAL_INVENTORY_DELAY = 1.0
 
 # ------------------------------------------------------------------------------------------------
 # Helpers
-
-
-def errno_of(fn: Callable[[], object]) -> int:
-    with pytest.raises(OSError) as info:
-        fn()
-    return info.value.errno
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str, step: float = 0.1):
-    """Poll `condition` until it is truthy (bounded); its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(step)
 
 
 def open_close(path: Path, mode: str) -> None:
@@ -128,35 +107,21 @@ def open_while_pending(path: Path, job_started: float, delay: float) -> bytes | 
 
 @pytest.fixture
 def moto_case(tmp_path, moto_glacier):
-    section = {"type": "glacier", "endpoint": moto_glacier.endpoint, "access_key": moto_glacier.access_key,
-               "secret_key": moto_glacier.secret_key, "region": moto_glacier.region, "profile": "moto",
-               "retries": "2"}
-    provider = glacier.open_provider("t", {k: v for k, v in section.items() if k != "type"})
-    name = f"v{uuid.uuid4().hex[:10]}"
-    provider.create_vault(name)
-    env = Env(tmp_path, {"g": section})
-    yield VaultCase("moto", env, f"g:{name}", provider.vault(name), 2.0, False)
-    env.close()
-    provider.close()
+    with glacier_vault(moto_glacier) as new:
+        env = Env(tmp_path, {"g": new.section})
+        yield VaultCase("moto", env, f"g:{new.name}", new.vault, 2.0, False)
+        env.close()
 
 
-def local_section(root: Path) -> dict[str, str]:
-    return {"type": "local-vault", "root": str(root), "expedited_delay": str(LOCAL_EXPEDITED_DELAY),
-            "standard_delay": "3600", "bulk_delay": "3600", "inventory_delay": str(LOCAL_INVENTORY_DELAY)}
+LOCAL_DELAYS = {"expedited": LOCAL_EXPEDITED_DELAY, "inventory": LOCAL_INVENTORY_DELAY}
 
 
 @pytest.fixture
 def local_case(tmp_path):
-    root = tmp_path / "vaults"
-    root.mkdir()
-    section = local_section(root)
-    provider = open_vault_provider("t", {k: v for k, v in section.items() if k != "type"})
-    name = f"v{uuid.uuid4().hex[:10]}"
-    provider.create_vault(name)
-    env = Env(tmp_path, {"lv": section})
-    yield VaultCase("local", env, f"lv:{name}", provider.vault(name), LOCAL_EXPEDITED_DELAY, True)
-    env.close()
-    provider.close()
+    with local_vault(tmp_path / "vaults", **LOCAL_DELAYS) as new:
+        env = Env(tmp_path, {"lv": new.section})
+        yield VaultCase("local", env, f"lv:{new.name}", new.vault, LOCAL_EXPEDITED_DELAY, True)
+        env.close()
 
 
 # ------------------------------------------------------------------------------------------------

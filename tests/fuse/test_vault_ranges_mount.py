@@ -4,48 +4,29 @@ counted at the emulator); `storefs restore --range` then reads inside and outsid
 `storefs jobs` and `user.storefs.retrieval` report ranged jobs. Issue #13 item 1."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import errno
 import os
 import subprocess
-import uuid
 
 import pytest
 
-from storefs.vaults import cas
 from storefs.vaults.treehash import tree_window
-from tests.emulators.cas import CasEmulator
-from tests.fuse.harness import Env
+from tests.fuse.harness import Env, errno_of
+from tests.fuse.vaultcases import cas_vault, retrievals
 
 MiB = 1 << 20
 SIZE = 40 * MiB
 HOURS = 3600.0
 
 
-@pytest.fixture(scope="module")
-def cas_emulator() -> Iterator[CasEmulator]:
-    """This module's own emulator: its tests move the job clock by days, which must not skew the
-    clock of the session's emulator that other modules compare with real time."""
-    with CasEmulator() as emulator:
-        yield emulator
-
-
 @pytest.fixture
-def vault_env(tmp_path, cas_emulator):
-    name = f"v{uuid.uuid4().hex[:10]}"
-    cas_emulator.create_bucket(name)
-    config = {k: str(v) for k, v in cas_emulator.config().items()}
-    provider = cas.open_provider("t", {k: v for k, v in config.items() if k != "type"})
-    env = Env(tmp_path, {"c": config})
-    env.name, env.vault, env.emulator = name, provider.vault(name), cas_emulator
-    yield env
-    env.close()
-    provider.close()
-
-
-def retrievals(vault) -> list:
-    return [j for j in vault.list_jobs() if j.action.value == "ArchiveRetrieval"]
+def vault_env(tmp_path, own_cas):
+    with cas_vault(own_cas) as new:
+        env = Env(tmp_path, {"c": new.section})
+        env.name, env.vault, env.emulator = new.name, new.vault, own_cas
+        yield env
+        env.close()
 
 
 def tail(path, count: int = 100) -> subprocess.CompletedProcess:
@@ -56,12 +37,6 @@ def read_at(path, offset: int, size: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(size)
-
-
-def errno_of(fn) -> int:
-    with pytest.raises(OSError) as info:
-        fn()
-    return info.value.errno
 
 
 def test_tail_of_a_large_archive_costs_one_window(vault_env):

@@ -8,26 +8,17 @@ import os
 import shutil
 import time
 import uuid
-from typing import Iterator
 
 import pytest
 
 from storefs.vaults import cas
 from storefs.vaults.treehash import tree_hash
-from tests.emulators.cas import CasEmulator
 from tests.fuse.harness import Env
 from tests.fuse.test_resume import CountingRelay
 
 MiB = 1 << 20
 SIZE = 24 * MiB
 PART = MiB
-
-
-@pytest.fixture(scope="module")
-def own_cas() -> Iterator[CasEmulator]:
-    """This test moves the job clock by hours: an emulator of its own."""
-    with CasEmulator() as emulator:
-        yield emulator
 
 
 def _wait(predicate, timeout: float, what: str, env: Env) -> None:

@@ -190,7 +190,7 @@ def _raw(emu: CosEmulator, method: str, path: str, sign: str | None, *, bucket: 
         headers["Authorization"] = sign
     if "form" in kwargs:
         kwargs["data"], headers["Content-Type"] = encode_form(kwargs.pop("form"))
-    resp = requests.request(method, url, headers=headers, timeout=10, **kwargs)
+    resp = requests.request(method, url, headers=headers, timeout=60, **kwargs)   # a loaded machine is slow
     return resp.status_code, resp.json()
 
 
