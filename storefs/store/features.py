@@ -58,3 +58,4 @@ class Capabilities:
     batched_stat: bool = False
     # S3 sends a part from a file descriptor without holding it in memory: upload_part_from_file().
     parts_from_files: bool = False
+
