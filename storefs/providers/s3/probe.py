@@ -19,14 +19,10 @@ import io
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING
 
 from ...errors import PreconditionFailed, StoreError, Transient
-from ...store.contract import MultipartUpload
 from ...store.conditions import NO_CONDITIONAL_WRITES, ConditionalWrites, WriteCondition
-
-if TYPE_CHECKING:
-    from .store import S3Store
+from ...store.contract import MultipartUpload, ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +49,10 @@ def _refused(write) -> bool:
     return False
 
 
-def probe_conditional_writes(store: S3Store) -> ConditionalWrites:
-    """What the store's endpoint enforces (see the module's comment). Transient errors propagate, so
-    that the next upload probes again; any other error means nothing is enforced."""
+def probe_conditional_writes(store: ObjectStore, remote: str) -> ConditionalWrites:
+    """What the endpoint of `store` (an S3Store of `remote`) enforces (see the module's comment).
+    Transient errors propagate, so that the next upload probes again; any other error means nothing
+    is enforced."""
     key = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
     started = time.monotonic()
     try:
@@ -64,7 +61,7 @@ def probe_conditional_writes(store: S3Store) -> ConditionalWrites:
         raise
     except StoreError as exc:
         log.warning("[%s] cannot probe conditional writes in bucket %r (%s): uploads check the server with a "
-                    "HEAD first, which leaves a window for another host's write", store.client.remote,
+                    "HEAD first, which leaves a window for another host's write", remote,
                     store.name, exc)
         found = NO_CONDITIONAL_WRITES
     finally:
@@ -72,12 +69,12 @@ def probe_conditional_writes(store: S3Store) -> ConditionalWrites:
             store.delete(key)
         except StoreError as exc:
             log.warning("could not remove the probe object %r: %s", key, exc)
-    log.info("[%s] conditional writes: %s (probed in %.0f ms)", store.client.remote, found.how,
+    log.info("[%s] conditional writes: %s (probed in %.0f ms)", remote, found.how,
              (time.monotonic() - started) * 1000)
     return found
 
 
-def _probe(store: S3Store, key: str) -> ConditionalWrites:
+def _probe(store: ObjectStore, key: str) -> ConditionalWrites:
     def put(condition: WriteCondition) -> None:
         store.put(key, io.BytesIO(b"probe"), 5, {}, condition=condition)
 

@@ -266,7 +266,7 @@ class S3Store:
 
     def conditional_writes(self, key: str) -> ConditionalWrites:
         """Probed once per remote (probe.py), in the first bucket that needs it."""
-        return self.client.conditional.get(lambda: probe_conditional_writes(self))
+        return self.client.conditional.get(lambda: probe_conditional_writes(self, self.client.remote))
 
     def abort_multipart(self, upload: MultipartUpload) -> None:
         try:
