@@ -19,7 +19,7 @@ import pytest
 
 from storefs.store.conditions import WriteCondition
 from storefs.store.registry import provider_module
-from tests.fuse.harness import Backend, Env, Mount
+from tests.fuse.harness import Backend, Env, Mount, make_backend
 
 TTLS = "attr_ttl=1,dir_ttl=1,neg_ttl=1"
 
@@ -46,7 +46,7 @@ class TwoHosts:
         return sorted(o.key for o in self.store.list("", delimiter="").objects)
 
     def read(self, key: str) -> bytes:
-        return self.store.read_range(key, 0, 1 << 20)
+        return self.store.read_range(key, 0, 1 << 26)
 
     def conflicts_reported(self) -> list[bool]:
         return ["conflict" in env.run("status", str(mount.path), check=True).stdout
@@ -123,3 +123,47 @@ def test_two_hosts_changing_one_file_keep_both_versions(hosts, backend):
     check_both_kept(hosts, "doc.txt", datas)
     print(f"\n{backend.name}: two hosts changing one file settled in {settled * 1000:.0f} ms "
           f"({'racing, server-enforced' if enforced else 'one after the other, HEAD check'})")
+
+
+def test_a_file_saved_by_renaming_a_temp_file_over_it_is_no_conflict(hosts, backend):
+    """Editors and rsync write a temp file and rename it over the old one: the upload replaces the
+    object the rename replaced (its ETag is the condition), so there is no conflict copy."""
+    hosts.store.put("notes.txt", io.BytesIO(b"old notes"), 9, {})
+    temp = hosts.a.path / ".notes.txt.swp"
+    temp.write_bytes(b"new notes, saved through a rename")
+    assert (hosts.a.path / "notes.txt").read_bytes() == b"old notes"
+    os.rename(temp, hosts.a.path / "notes.txt")
+    assert hosts.envs[0].run("flush", str(hosts.a.path), timeout=120).returncode == 0
+    assert hosts.keys() == ["notes.txt"]
+    assert hosts.read("notes.txt") == b"new notes, saved through a rename"
+    assert hosts.conflicts_reported() == [False, False]
+
+
+@pytest.mark.parametrize("server", ["s3_moto", "s3_seaweed"])
+def test_multipart_uploads_of_two_hosts_keep_both_versions(tmp_path, request, server):
+    """Files over the single-PUT size: the condition goes on CompleteMultipartUpload; a refused one is
+    aborted and the file uploaded again as the conflict copy."""
+    backend = make_backend(server, request, tmp_path)
+    backend.section["single_put_max"] = str(1 << 20)
+    pair = TwoHosts(tmp_path, backend)
+    try:
+        size = 6 << 20   # two parts
+        new = (os.urandom(size), os.urandom(size))
+        conditions = pair.store.conditional_writes("big.bin")
+        at_once = conditions.enforces(WriteCondition(), multipart=True)
+        settled = write_and_fsync_both(pair, "big.bin", os.O_WRONLY | os.O_CREAT, new, at_once=at_once)
+        check_both_kept(pair, "big.bin", new)
+        print(f"\n{server}: two hosts creating one 6 MiB file settled in {settled * 1000:.0f} ms "
+              f"({'racing' if at_once else 'one after the other'})")
+        pair.store.put("changed.bin", io.BytesIO(b"v0" * 1000), 2000, {})
+        changed = (os.urandom(size), os.urandom(size))
+        seen = pair.store.stat("changed.bin").etag
+        at_once = conditions.enforces(WriteCondition(seen), multipart=True)
+        settled = write_and_fsync_both(pair, "changed.bin", os.O_RDWR, changed, at_once=at_once)
+        copies = [key for key in pair.keys() if key.startswith("changed.bin.storefs-conflict-")]
+        assert len(copies) == 1 and sorted([pair.read("changed.bin"), pair.read(copies[0])]) == sorted(changed)
+        assert pair.store.list_multipart() == []   # the refused upload was aborted
+        print(f"{server}: two hosts changing one 6 MiB file settled in {settled * 1000:.0f} ms "
+              f"({'racing' if at_once else 'one after the other, HEAD check'})")
+    finally:
+        pair.close()
