@@ -3,6 +3,9 @@
 The contract (`contract.py`) says what every store does; this record says how each one differs: its
 size limits, its quirks and its fast paths. Upload code, the reader and the namespace read it;
 nothing above the providers checks a store's type or looks for a method on it.
+
+Which conditional writes the server enforces is not here: for S3 only the endpoint can say (a probe,
+once per remote), so it is the store's `conditional_writes()` and its record (conditions.py).
 """
 from __future__ import annotations
 
@@ -58,4 +61,3 @@ class Capabilities:
     batched_stat: bool = False
     # S3 sends a part from a file descriptor without holding it in memory: upload_part_from_file().
     parts_from_files: bool = False
-
