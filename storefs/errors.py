@@ -82,6 +82,12 @@ class RemoteChanged(StoreError):
     errno = errno.ESTALE
 
 
+class PreconditionFailed(RemoteChanged):
+    """A conditional upload refused (S3 412, COS v4 -177 with insertOnly, WCS 614 with overwrite=0):
+    another writer created or replaced the object. The committer keeps our version as a conflict copy,
+    so this never reaches a FUSE caller."""
+
+
 class ArchiveNotReady(StoreError):
     """An archived object or vault archive whose retrieval is pending. The errno is configurable."""
 
@@ -132,7 +138,7 @@ ERRNO_TABLE: dict[type[StoreError], int] = {
     cls: cls.errno
     for cls in (
         NotFound, AlreadyExists, NotEmpty, IsADirectory, NotADirectory, AccessDenied, ReadOnly,
-        NotSupported, NotPermitted, InvalidArgument, NameTooLong, CrossDevice, RemoteChanged,
+        NotSupported, NotPermitted, InvalidArgument, NameTooLong, CrossDevice, RemoteChanged, PreconditionFailed,
         ArchiveNotReady, CacheFull, NoAttribute, Transient, Throttled, ProtocolError, StoreError,
     )
 }

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -32,10 +34,12 @@ from ..errors import (
     InvalidArgument,
     NotADirectory,
     NotFound,
+    PreconditionFailed,
     RemoteChanged,
 )
 from ..store.registry import ProviderSpec
 from ..store.contract import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
+from ..store.conditions import ConditionalWrites, WriteCondition
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,9 @@ SPEC = ProviderSpec(
 )
 
 META_DIR = ".storefs-meta"
+# Exact: checked and written under a lock every process writing the bucket with a condition takes.
+LOCAL_CONDITIONAL_WRITES = ConditionalWrites(absent=True, match=True, absent_multipart=True, match_multipart=True,
+                                             how="exact (checked under the bucket's write lock)")
 COPY_CHUNK = 4 * 1024 * 1024
 
 
@@ -80,6 +87,8 @@ class LocalStore:
         # Temp files live here, not beside their target: a long name plus a suffix would pass 255 bytes,
         # and a listing would show them. Same filesystem as the bucket, so os.replace stays atomic.
         self.tmp_dir = root / META_DIR / bucket / "tmp"
+        # flock()ed by conditional writes: two mounts of one local bucket are two processes.
+        self.lock_path = root / META_DIR / bucket / "write.lock"
         self._lock = threading.Lock()
         self._names: collections.OrderedDict = collections.OrderedDict()  # see _sorted_keys
 
@@ -288,7 +297,41 @@ class LocalStore:
         except (FileExistsError, NotADirectoryError):
             raise NotADirectory(f"a parent of {key!r} is a file in this local bucket") from None
 
-    def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str]) -> ObjectInfo:
+    def conditional_writes(self, key: str) -> ConditionalWrites:
+        return LOCAL_CONDITIONAL_WRITES
+
+    @contextlib.contextmanager
+    def _write_lock(self, condition: WriteCondition | None) -> Iterator[None]:
+        """The bucket's write lock, shared with other processes, when there is a condition to check."""
+        if condition is None:
+            yield
+            return
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)   # releases the lock
+
+    def _install(self, tmp: Path, path: Path, key: str, meta: Mapping[str, str],
+                 condition: WriteCondition | None) -> os.stat_result:
+        """Move a finished temp file to `key`, if `condition` holds (PreconditionFailed if not)."""
+        with self._write_lock(condition):
+            if condition is not None:
+                try:
+                    current: str | None = self._info(key, path.stat(), {}).etag
+                except (FileNotFoundError, NotADirectoryError):
+                    current = None
+                if current != condition.etag:
+                    raise PreconditionFailed(f"{key!r}: " + ("exists" if condition.absent else
+                                                             f"its ETag is {current}, not {condition.etag}"))
+            self._write_meta(key, meta)
+            os.replace(tmp, path)
+            return path.stat()
+
+    def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str], *,
+            condition: WriteCondition | None = None) -> ObjectInfo:
         path = self._path(key)
         if key.endswith("/"):
             self._ensure_parent(path, key)
@@ -311,11 +354,10 @@ class LocalStore:
                         raise InvalidArgument(f"{key!r}: body ended {remaining} bytes short")
                     out.write(chunk)
                     remaining -= len(chunk)
-            self._write_meta(key, meta)
-            os.replace(tmp, path)
+            st = self._install(tmp, path, key, meta, condition)
         finally:
             tmp.unlink(missing_ok=True)
-        return self._info(key, path.stat(), dict(meta))
+        return self._info(key, st, dict(meta))
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -368,7 +410,8 @@ class LocalStore:
 
     # -- multipart -------------------------------------------------------------------------------
 
-    def create_multipart(self, key: str, size: int, part_size: int, meta: Mapping[str, str]) -> MultipartUpload:
+    def create_multipart(self, key: str, size: int, part_size: int, meta: Mapping[str, str], *,
+                         condition: WriteCondition | None = None) -> MultipartUpload:
         check_key(key)
         upload = MultipartUpload(key=key, upload_id=uuid.uuid4().hex,
                                  part_size=max(part_size, self.capabilities.min_part_size))
@@ -391,7 +434,8 @@ class LocalStore:
         os.replace(tmp, folder / f"{number:05d}.part")
         return UploadedPart(number=number, etag=hashlib.md5(data).hexdigest(), size=len(data))
 
-    def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart]) -> ObjectInfo:
+    def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart], *,
+                           condition: WriteCondition | None = None) -> ObjectInfo:
         folder = self._upload_folder(upload)
         with open(folder / "upload.json", encoding="utf-8") as f:
             record = json.load(f)
@@ -409,12 +453,11 @@ class LocalStore:
                 for part in files:
                     with open(part, "rb") as src:
                         shutil.copyfileobj(src, out, COPY_CHUNK)
-            self._write_meta(upload.key, record.get("meta", {}))
-            os.replace(tmp, path)
+            st = self._install(tmp, path, upload.key, record.get("meta", {}), condition)
         finally:
             tmp.unlink(missing_ok=True)
         shutil.rmtree(folder, ignore_errors=True)
-        return self.stat(upload.key)
+        return self._info(upload.key, st, dict(record.get("meta", {})))
 
     def abort_multipart(self, upload: MultipartUpload) -> None:
         shutil.rmtree(self.upload_dir / upload.upload_id, ignore_errors=True)

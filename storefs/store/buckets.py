@@ -11,6 +11,7 @@ import threading
 from typing import BinaryIO, Mapping, Sequence
 
 from ..errors import CrossDevice, NotFound, NotPermitted
+from .conditions import ConditionalWrites, WriteCondition
 from .contract import (
     ListPage,
     MultipartUpload,
@@ -86,9 +87,14 @@ class AllBuckets:
         store, _, rest = self._split(key, writing=True)
         return store.restore(rest, days=days, tier=tier)  # type: ignore[attr-defined]
 
-    def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str]) -> ObjectInfo:
+    def conditional_writes(self, key: str) -> ConditionalWrites:
+        store, _, rest = self._split(key, writing=True)
+        return store.conditional_writes(rest)
+
+    def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str], *,
+            condition: WriteCondition | None = None) -> ObjectInfo:
         store, bucket, rest = self._split(key, writing=True)
-        return self._outer(bucket, store.put(rest, body, size, meta))
+        return self._outer(bucket, store.put(rest, body, size, meta, condition=condition))
 
     def delete(self, key: str) -> None:
         store, _, rest = self._split(key, writing=True)
@@ -114,9 +120,10 @@ class AllBuckets:
         return self._outer(bucket, store.set_meta(rest, meta))
 
     # multipart: the inner upload carries the inner key; we hand out a copy with the outer key.
-    def create_multipart(self, key: str, size: int, part_size: int, meta: Mapping[str, str]) -> MultipartUpload:
+    def create_multipart(self, key: str, size: int, part_size: int, meta: Mapping[str, str], *,
+                         condition: WriteCondition | None = None) -> MultipartUpload:
         store, _, rest = self._split(key, writing=True)
-        inner = store.create_multipart(rest, size, part_size, meta)
+        inner = store.create_multipart(rest, size, part_size, meta, condition=condition)
         return dataclasses.replace(inner, key=key)
 
     def _inner(self, upload: MultipartUpload) -> tuple[ObjectStore, str, MultipartUpload]:
@@ -136,9 +143,10 @@ class AllBuckets:
         upload.state = inner.state
         return part
 
-    def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart]) -> ObjectInfo:
+    def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart], *,
+                           condition: WriteCondition | None = None) -> ObjectInfo:
         store, bucket, inner = self._inner(upload)
-        return self._outer(bucket, store.complete_multipart(inner, parts))
+        return self._outer(bucket, store.complete_multipart(inner, parts, condition=condition))
 
     def abort_multipart(self, upload: MultipartUpload) -> None:
         store, _, inner = self._inner(upload)

@@ -16,6 +16,7 @@ from typing import BinaryIO, Iterator, Mapping, Protocol, Sequence, runtime_chec
 
 from ..errors import StoreError
 # Re-exported for providers/s3.py, which imports them from here until it takes them from localfiles.
+from .conditions import ConditionalWrites, WriteCondition
 from .features import Capabilities
 
 
@@ -80,18 +81,23 @@ class ObjectStore(Protocol):
     def read_range(self, key: str, start: int, end: int, *, if_match: str | None = None) -> bytes:
         """Bytes [start, end) of an object (end is exclusive). RemoteChanged if `if_match` fails."""
 
-    def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str]) -> ObjectInfo:
-        """Create or replace an object in one request. `body` is read for exactly `size` bytes."""
+    def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str], *,
+            condition: WriteCondition | None = None) -> ObjectInfo:
+        """Create or replace an object in one request. `body` is read for exactly `size` bytes.
+        `condition` (given only where conditional_writes() enforces it): PreconditionFailed, and
+        nothing written, when the object exists (condition.absent) or has another ETag."""
 
-    def create_multipart(self, key: str, size: int, part_size: int,
-                         meta: Mapping[str, str]) -> MultipartUpload:
-        """Start a multipart upload; the returned part_size is the one to use."""
+    def create_multipart(self, key: str, size: int, part_size: int, meta: Mapping[str, str], *,
+                         condition: WriteCondition | None = None) -> MultipartUpload:
+        """Start a multipart upload; the returned part_size is the one to use. `condition` is the one
+        complete_multipart() will be given (COS v4 sends it here already)."""
 
     def upload_part(self, upload: MultipartUpload, number: int, offset: int, data: bytes) -> UploadedPart:
         """Upload part `number` (1-based) that starts at byte `offset` of the object."""
 
-    def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart]) -> ObjectInfo:
-        ...
+    def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart], *,
+                           condition: WriteCondition | None = None) -> ObjectInfo:
+        """PreconditionFailed when `condition` does not hold; the upload is then still to be aborted."""
 
     def abort_multipart(self, upload: MultipartUpload) -> None:
         ...
@@ -113,6 +119,10 @@ class ObjectStore(Protocol):
 
     def move(self, src: str, dst: str) -> ObjectInfo:
         """Server-side move (WCS, COS v4). NotSupported where the protocol has none."""
+
+    def conditional_writes(self, key: str) -> ConditionalWrites:
+        """The write conditions the server enforces for `key` (its bucket): declared, or probed once per
+        remote on first need (S3). Never raises: a probe that fails says NO_CONDITIONAL_WRITES."""
 
     def set_meta(self, key: str, meta: Mapping[str, str]) -> ObjectInfo:
         """Replace an object's user metadata (S3: copy onto itself). NotSupported if impossible."""

@@ -3,6 +3,9 @@
 The contract (`contract.py`) says what every store does; this record says how each one differs: its
 size limits, its quirks and its fast paths. Upload code, the reader and the namespace read it;
 nothing above the providers checks a store's type or looks for a method on it.
+
+Which conditional writes the server enforces is not here: for S3 only the endpoint can say (a probe,
+once per remote), so it is the store's `conditional_writes()` and its record (conditions.py).
 """
 from __future__ import annotations
 

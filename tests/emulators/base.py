@@ -126,6 +126,11 @@ class Blob:
     storage_class: str = "STANDARD"
 
 
+class KeyExists(Exception):
+    """A put with `if_absent` found the key taken (checked atomically with the write, as a service
+    that refuses to overwrite must)."""
+
+
 class BlobStore:
     """Buckets of objects on disk: data under root/<bucket>/data/<sha1(key)>, an index in memory.
 
@@ -164,8 +169,9 @@ class BlobStore:
 
     def put(self, bucket: str, key: str, data: bytes | Iterator[bytes], *, meta: dict | None = None,
             content_type: str = "application/octet-stream", etag: str | None = None,
-            mtime: float | None = None, storage_class: str = "STANDARD") -> Blob:
-        """Store an object. `etag` defaults to the MD5 hex of the data."""
+            mtime: float | None = None, storage_class: str = "STANDARD", if_absent: bool = False) -> Blob:
+        """Store an object. `etag` defaults to the MD5 hex of the data. `if_absent`: KeyExists, and
+        nothing stored, if the key exists when the object would be stored."""
         path = self.path_of(bucket, key)
         tmp = path.with_name(path.name + f".tmp{threading.get_ident()}")
         md5 = hashlib.md5()
@@ -181,6 +187,9 @@ class BlobStore:
             if bucket not in self._buckets:
                 tmp.unlink()
                 raise KeyError(bucket)
+            if if_absent and key in self._buckets[bucket]:
+                tmp.unlink()
+                raise KeyExists(key)
             os.replace(tmp, path)
             self._buckets[bucket][key] = blob
         return blob

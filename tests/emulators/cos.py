@@ -21,6 +21,10 @@ What it implements (wire facts: /work/shared/PROTOCOLS.md §2 and tencentyun/cos
   serial session (-5999), missing slices or wrong filesize at finish (-175), sha / uploadparts mismatch
   (-4016, verified with the SHA-1 internal-state quirk), sha omitted at finish (-29094), unknown or
   expired session (-4017, an emulator choice: the vendor's code for this is not documented).
+- insertOnly ("1", the default, = don't overwrite; PROTOCOLS.md §2.2) on upload and upload_slice_init:
+  an existing file → -177 "file already exists" (HTTP 409; documented, §2.6). A slice session started
+  with insertOnly=1 is checked again at its finish (a file made meanwhile → -177): UNVERIFIED, the
+  docs say nothing about when the check happens; storefs treats a refusal at either point alike.
 - Errors as the vendor shapes them: JSON `{"code": <negative>, "message", "request_id"}` with the HTTP
   statuses of PROTOCOLS.md §2.6. Faults (tests.emulators.base.Fault) by op name: upload,
   upload_slice_init, upload_slice_data, upload_slice_finish, upload_slice_list, stat, update, delete,
@@ -45,7 +49,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from storefs.wire.auth.cos import fileid, quote_path
-from tests.emulators.base import Blob, BlobStore, Emulator, EmulatorHandler, Fault
+from tests.emulators.base import Blob, BlobStore, Emulator, EmulatorHandler, Fault, KeyExists
 from tests.emulators.cos_auth_check import Sha1State, parse_sign, verify_hmac
 
 # code -> HTTP status (PROTOCOLS.md §2.6; the ones marked * are this emulator's choice)
@@ -613,11 +617,13 @@ class _CosBlobStore(BlobStore):
     """BlobStore that can take over a finished slice session's file instead of copying it."""
 
     def adopt(self, bucket: str, key: str, path: Path, size: int, *, meta: dict, etag: str,
-              mtime: float) -> Blob:
+              mtime: float, if_absent: bool = False) -> Blob:
         blob = Blob(key=key, size=size, etag=etag, mtime=mtime, meta=dict(meta))
         with self._lock:
             if bucket not in self._buckets:
                 raise CosError(-133, "bucket not exist")
+            if if_absent and key in self._buckets[bucket]:
+                raise KeyExists(key)
             os.replace(path, self.path_of(bucket, key))  # sessions live on the same filesystem
             self._buckets[bucket][key] = blob
         return blob
@@ -760,10 +766,15 @@ class CosEmulator(Emulator):
         now = self.clock.now()
         meta = {"biz_attr": biz_attr, "authority": "eInvalid", "custom_headers": {},
                 "ctime": old.meta.get("ctime", now) if old else now}
-        if adopt is not None:
-            self.blobs.adopt(bucket, key, adopt[0], adopt[1], meta=meta, etag=sha, mtime=now)
-        else:
-            self.blobs.put(bucket, key, chunks or iter(()), meta=meta, etag=sha, mtime=now)
+        try:   # insertOnly is checked again atomically with the write: two uploads may race
+            if adopt is not None:
+                self.blobs.adopt(bucket, key, adopt[0], adopt[1], meta=meta, etag=sha, mtime=now,
+                                 if_absent=insert_only)
+            else:
+                self.blobs.put(bucket, key, chunks or iter(()), meta=meta, etag=sha, mtime=now,
+                               if_absent=insert_only)
+        except KeyExists:
+            raise CosError(-177, "file already exists") from None
 
     def blob_chunks(self, bucket: str, key: str) -> Iterator[bytes]:
         with open(self.blobs.path_of(bucket, key), "rb") as f:

@@ -9,7 +9,9 @@ bucket and serves `/<key>`; the provider replaces `{bucket}` in get_url).
 What it implements, and where each fact comes from (shared/PROTOCOLS.md §3, vendor SDKs and docs):
 - Upload token (`AK:b64(hex hmac):policy`) checked on `/file/upload` (form field `token`) and on
   mkblk/bput/mkfile (`Authorization`); deadline in ms against the emulator clock; `fsizeLimit` → 401 (docs);
-  `overwrite` absent/0 and the key exists → 614 (Qiniu heritage code: UNVERIFIED).
+  `overwrite` absent/0 and the key exists → 614 (the policy key and its "0 = don't overwrite, the
+  default" are documented, PROTOCOLS.md §3.5; the code 614 is Qiniu heritage: UNVERIFIED), on the form
+  upload and on mkfile (the multipart upload's merge; where the real service checks it: UNVERIFIED).
 - Management token over `path?query\\n body` exactly as received; bad or missing → 401.
 - mkblk/bput replies `{ctx, checksum, crc32, offset, host}` with `offset` cumulative inside the block
   (the SDK reads its next chunk there). A ctx is valid for the next chunk only.
@@ -47,7 +49,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote
 
-from tests.emulators.base import Emulator, EmulatorHandler, Fault
+from tests.emulators.base import Emulator, EmulatorHandler, Fault, KeyExists
 
 BLOCK_UNIT = 4 * 1024 * 1024
 
@@ -62,6 +64,11 @@ class WcsError(Exception):
 # ----------------------------------------------------------------------------------------------
 # Encoding helpers (written independently of storefs.wire.auth.wcs on purpose: the SDK tests then
 # check both against the vendor's code).
+
+
+def _overwrites(policy: dict) -> bool:
+    """The put policy's `overwrite`: 1 replaces an existing key; absent or 0 (the default) does not."""
+    return str(policy.get("overwrite", 0)) == "1"
 
 
 def _b64(data: bytes | str) -> str:
@@ -244,7 +251,7 @@ class WcsHandler(EmulatorHandler):
         limit = int(policy.get("fsizeLimit") or 0)
         if limit and size > limit:
             raise WcsError(401, "file size exceeds fsizeLimit")
-        if str(policy.get("overwrite", 0)) != "1" and self.wcs.lookup(bucket, key) is not None:
+        if not _overwrites(policy) and self.wcs.lookup(bucket, key) is not None:
             raise WcsError(614, "file exists")
 
     # -- upload domain
@@ -259,7 +266,7 @@ class WcsHandler(EmulatorHandler):
         self._may_write(policy, bucket, key, len(data))
         mime = fields["mimeType"][0].decode("utf-8") if "mimeType" in fields else "application/octet-stream"
         etag = wcs_etag(iter([data]))
-        self.wcs.store(bucket, key, iter([data]), etag, mime)
+        self.wcs.store(bucket, key, iter([data]), etag, mime, overwrite=_overwrites(policy))
         self._set_deadline_days(bucket, key, fields.get("deadline", (b"", None))[0].decode() or None)
         self.reply(200, {"hash": etag, "key": key})
 
@@ -317,7 +324,7 @@ class WcsHandler(EmulatorHandler):
         self._check_blocks(blocks, size)
         self._may_write(policy, bucket, key, size)
         etag = wcs_etag(_block_chunks(blocks))
-        self.wcs.store(bucket, key, _block_chunks(blocks), etag, mime)
+        self.wcs.store(bucket, key, _block_chunks(blocks), etag, mime, overwrite=_overwrites(policy))
         self._set_deadline_days(bucket, key, self.headers.get("Deadline"))
         self.wcs.drop_blocks(blocks)
         self.reply(200, {"hash": etag, "key": key})
@@ -555,8 +562,14 @@ class WcsEmulator(Emulator):
                 return None
         return self.blobs.get(bucket, key)
 
-    def store(self, bucket: str, key: str, chunks: Iterator[bytes], etag: str, mime: str) -> None:
-        self.blobs.put(bucket, key, chunks, etag=etag, content_type=mime, mtime=self.clock.now())
+    def store(self, bucket: str, key: str, chunks: Iterator[bytes], etag: str, mime: str, *,
+              overwrite: bool = True) -> None:
+        """overwrite=False (the policy's): 614 if the key is taken when the object would be stored."""
+        try:
+            self.blobs.put(bucket, key, chunks, etag=etag, content_type=mime, mtime=self.clock.now(),
+                           if_absent=not overwrite)
+        except KeyExists:
+            raise WcsError(614, "file exists") from None
         with self._lock:
             self._expiry.pop((bucket, key), None)
 

@@ -27,6 +27,7 @@ from storefs.errors import (
     NameTooLong,
     NotFound,
     NotSupported,
+    PreconditionFailed,
     ProtocolError,
     RemoteChanged,
     StoreError,
@@ -113,10 +114,11 @@ def _error(code: str, status: int, message: str = "msg") -> StoreError:
     ("SignatureDoesNotMatch", 403, AccessDenied), ("RequestTimeTooSkewed", 403, AccessDenied),
     ("SlowDown", 503, Throttled), ("ServiceUnavailable", 503, Throttled),
     ("InternalError", 500, Transient), ("RequestTimeout", 400, Transient),
-    ("InvalidObjectState", 403, ArchiveNotReady), ("PreconditionFailed", 412, RemoteChanged),
+    ("InvalidObjectState", 403, ArchiveNotReady), ("PreconditionFailed", 412, PreconditionFailed),
+    ("ConditionalRequestConflict", 409, Transient),
     ("NotImplemented", 501, NotSupported), ("KeyTooLongError", 400, NameTooLong),
     ("EntityTooSmall", 400, InvalidArgument), ("SomethingNew", 502, Transient), ("", 504, Transient),
-    ("", 404, NotFound), ("", 403, AccessDenied), ("", 412, RemoteChanged), ("", 503, Throttled),
+    ("", 404, NotFound), ("", 403, AccessDenied), ("", 412, PreconditionFailed), ("", 503, Throttled),
 ])
 def test_error_table(code, status, cls):
     err = _error(code, status) if code else error_from_response(_answer(status, b""), "op")

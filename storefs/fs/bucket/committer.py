@@ -4,9 +4,13 @@ detection and crash recovery, in one place.
 - `closed(file)`: a written file was closed. Its data and journal entry are fsynced, then it is queued
   (or, with write_back=0, uploaded before close returns).
 - `upload_now(file)`: fsync and unmount use it; the queue's workers too.
-- A file whose remote object changed since we staged it (ETag differs from the one we started from)
-  is a conflict: our version goes up under `<name>.storefs-conflict-<time>`, the other writer's stays,
-  the log and `storefs status` say so. No write is lost.
+- A file whose remote object changed since we staged it (ETag differs from the one we started from),
+  or a new file whose name another writer took meanwhile, is a conflict: our version goes up under
+  `<name>.storefs-conflict-<host>-<time>`, the other writer's stays, the log and `storefs status` say
+  so. No write is lost. Where the server enforces conditional writes (store.conditional_writes()), the
+  upload itself carries the condition (If-None-Match: * / If-Match: <base ETag>, COS insertOnly, the WCS
+  overwrite policy) and the server's refusal is the conflict; elsewhere a HEAD just before the upload
+  decides, which leaves a window.
 - `recover()`: at mount, every journal entry left by an earlier run becomes a pending upload again,
   visible in the mount; a multipart upload it had started is resumed from the parts the server holds
   (resume.py), and the earlier run's uploads that nothing references any more are aborted.
@@ -19,21 +23,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
+import socket
 import threading
 import time
 from typing import Callable
 
 from ...attrs import carried_meta, meta_from_attrs
-from ...errors import NotFound, StoreError
+from ...errors import NotFound, PreconditionFailed, StoreError
+from ...store.conditions import WriteCondition
 from .journal import Journal, JournalEntry
 from .resume import UploadRecord, UploadTracker, sweep_orphans
 from .namespace import Entry, Namespace
 from .openfiles import OpenFile, OpenFiles, Staging
 from ...store.contract import MultipartUpload, ObjectStore
-from .uploader import UploadSettings, upload_file
+from .uploader import UploadSettings, is_multipart, upload_file
 from .writeback import Busy, Item, WriteBack
 
 log = logging.getLogger(__name__)
+
+# The short host name in conflict copies' names, so that each host's copy is told apart (and two
+# hosts' copies of one file in one second do not collide): letters, digits, `-` and `_` only.
+HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0])[:40] or "host"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +178,7 @@ class Committer:
             meta = self._meta(opened)
             data_dirty = opened.data_dirty or opened.info is None
             staged_path, staged_id, base_etag = opened.staged_path, opened.staged_id, opened.base_etag
-        conflict = data_dirty and base_etag is not None and self._changed_remotely(key, base_etag)
+        condition, conflict = self._guard(key, base_etag, attrs.size) if data_dirty else (None, False)
         target = self._conflict_key(path, key) if conflict else key
         if data_dirty:
             assert staged_path is not None
@@ -182,8 +193,16 @@ class Committer:
                     id=staged_id, path=path, key=key, meta=meta, base_etag=base_etag, size=attrs.size,
                     closed_at=time.time(), upload=record.to_json()))
             tracker = UploadTracker(self.journal, self._uploads.get(staged_id), save) if staged_id else None
-            info = upload_file(self.store, target, staged_path, meta, self.upload_settings,
-                               tracker=tracker, progress=progress)
+            try:
+                info = upload_file(self.store, target, staged_path, meta, self.upload_settings,
+                                   tracker=tracker, progress=progress, condition=condition)
+            except PreconditionFailed as refused:
+                # Another writer created or replaced the object since we looked: the server kept
+                # theirs (a refused multipart upload was aborted), ours goes up beside it.
+                log.info("upload of %s refused by the server's condition: %s", path, refused)
+                conflict, target = True, self._conflict_key(path, key)
+                info = upload_file(self.store, target, staged_path, meta, self.upload_settings,
+                                   tracker=tracker, progress=progress)
         else:
             info = self.store.set_meta(target, meta)
         with opened.lock:
@@ -201,7 +220,16 @@ class Committer:
             self.ns.remember(path, Entry(attrs, info))
         self.table.discard_if_clean(opened)
 
-    def _changed_remotely(self, key: str, base_etag: str) -> bool:
+    def _guard(self, key: str, base_etag: str | None, size: int) -> tuple[WriteCondition | None, bool]:
+        """How this upload keeps another writer's version: (the condition the server enforces, False),
+        or, where it enforces none, (None, whether a HEAD now finds the object changed or taken)."""
+        condition = WriteCondition(base_etag)
+        if self.store.conditional_writes(key).enforces(condition, is_multipart(self.store.capabilities, size)):
+            return condition, False
+        return None, self._changed_remotely(key, base_etag)
+
+    def _changed_remotely(self, key: str, base_etag: str | None) -> bool:
+        """Whether the object is no longer the one we started from (None: there was none)."""
         try:
             return self.store.stat(key).etag != base_etag
         except NotFound:
@@ -209,7 +237,7 @@ class Committer:
 
     def _conflict_key(self, path: str, key: str) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        conflict_key = f"{key}.storefs-conflict-{stamp}"
+        conflict_key = f"{key}.storefs-conflict-{HOST}-{stamp}"
         log.error("conflict: %s changed on the server while it was being written here; this version is "
                   "saved as %s and the server's version is kept", path, conflict_key)
         self.conflicts.append(Conflict(path, conflict_key, time.time()))

@@ -13,7 +13,7 @@ from ...paths import KeyMap, check_key_length, is_within
 from ...store.contract import ObjectInfo, ObjectStore, iter_list
 from .committer import Committer
 from .namespace import Namespace
-from .openfiles import OpenFiles
+from .openfiles import OpenFile, OpenFiles
 
 
 class Renames:
@@ -41,6 +41,7 @@ class Renames:
         if opened is None:
             self._move_object(self.keys.key(old), self.keys.key(new))
         else:
+            replacing = self._etag_at(new, replaced)
             # A staged file is renamed locally; its upload goes to the new name. A remote copy under
             # the old name moves along if it is current, or goes if the staged data will replace it.
             with opened.lock:
@@ -54,6 +55,10 @@ class Renames:
                         opened.set_remote(self.store.stat(new_key))
                 else:
                     opened.set_remote(None)
+                if opened.data_dirty:
+                    # Its upload replaces the object it was renamed over (write a temp file, rename it
+                    # over the old one): that object's version is the one it may replace (committer.py).
+                    opened.base_etag = replacing
                 opened.moved(new, new_key)
                 pending = opened.dirty and opened.writers == 0
             with self.table.lock:
@@ -62,6 +67,16 @@ class Renames:
                 self.committer.closed(opened)  # the journal must name the new path
         self.ns.forget(old, gone=True)
         self.ns.forget(new)
+
+    def _etag_at(self, path: str, replaced: OpenFile | None) -> str | None:
+        """The ETag of the remote object a rename to `path` replaces (None: there is none)."""
+        if replaced is not None:
+            return replaced.base_etag
+        try:
+            info = self.ns.lookup(path).info   # just looked up by the rename: from the cache
+        except NotFound:
+            return None
+        return info.etag if info is not None and not info.is_dir_marker else None
 
     def move_dir(self, old: str, new: str, old_attrs: Attrs) -> None:
         """Rename a directory with everything below it (`new` is free, or an empty directory gone)."""

@@ -20,6 +20,7 @@ from typing import Callable, Mapping
 
 from ...errors import NotFound, StoreError, Transient
 from ...wire.body import FileSlice
+from ...store.conditions import WriteCondition
 from ...store.contract import Capabilities, MultipartUpload, ObjectInfo, ObjectStore, UploadedPart
 from .resume import UploadTracker, verified_parts
 
@@ -37,25 +38,32 @@ def part_size_for(size: int, caps: Capabilities, wanted: int) -> int:
     return min(max(caps.min_part_size, wanted, size_needed), caps.max_part_size)
 
 
+def is_multipart(caps: Capabilities, size: int) -> bool:
+    """Whether a file of `size` bytes goes up as a multipart upload rather than one PUT."""
+    return size > caps.single_put_max
+
+
 def upload_file(store: ObjectStore, key: str, path: str, meta: Mapping[str, str], settings: UploadSettings,
                 *, tracker: UploadTracker | None = None,
-                progress: Callable[[int], None] | None = None) -> ObjectInfo:
+                progress: Callable[[int], None] | None = None,
+                condition: WriteCondition | None = None) -> ObjectInfo:
     """Upload the local file at `path` as `key`. `tracker` (the journal's side) hears of a multipart
     upload as soon as it exists and holds the one to resume (resume.py); `progress` gets the bytes
-    done so far (parts found on the server count as done)."""
+    done so far (parts found on the server count as done). `condition` goes with the PUT or the
+    multipart completion: PreconditionFailed (a multipart upload aborted) if it does not hold."""
     fd = os.open(path, os.O_RDONLY)
     try:
         st = os.fstat(fd)
         size = st.st_size
         caps = store.capabilities
-        if size <= caps.single_put_max:
+        if not is_multipart(caps, size):
             if tracker is not None and tracker.record is not None:
                 _abandon(store, tracker, "the file is now small enough for one PUT")
-            info = store.put(key, FileSlice(fd, 0, size), size, meta)
+            info = store.put(key, FileSlice(fd, 0, size), size, meta, condition=condition)
             if progress:
                 progress(size)
             return info
-        return _multipart(store, key, fd, size, st.st_mtime_ns, meta, settings, tracker, progress)
+        return _multipart(store, key, fd, size, st.st_mtime_ns, meta, settings, tracker, progress, condition)
     finally:
         os.close(fd)
 
@@ -106,12 +114,13 @@ def _resumed(store: ObjectStore, key: str, fd: int, size: int, mtime_ns: int,
 
 def _multipart(store: ObjectStore, key: str, fd: int, size: int, mtime_ns: int, meta: Mapping[str, str],
                settings: UploadSettings, tracker: UploadTracker | None,
-               progress: Callable[[int], None] | None) -> ObjectInfo:
+               progress: Callable[[int], None] | None, condition: WriteCondition | None) -> ObjectInfo:
     caps = store.capabilities
     upload, reused = _resumed(store, key, fd, size, mtime_ns, tracker)
     if upload is None:
         token = tracker.intent(key) if tracker is not None else ""
-        upload = store.create_multipart(key, size, part_size_for(size, caps, settings.part_size), meta)
+        upload = store.create_multipart(key, size, part_size_for(size, caps, settings.part_size), meta,
+                                        condition=condition)
         if tracker is not None:
             tracker.started(token, upload, size, mtime_ns)
     part_size = upload.part_size
@@ -159,7 +168,7 @@ def _multipart(store: ObjectStore, key: str, fd: int, size: int, mtime_ns: int, 
                 for future in concurrent.futures.as_completed(pending):
                     parts.append(future.result())
         parts.sort(key=lambda p: p.number)
-        info = store.complete_multipart(upload, parts)
+        info = store.complete_multipart(upload, parts, condition=condition)
     except BaseException as exc:
         if tracker is not None and caps.resume and isinstance(exc, Transient):
             # The server keeps the parts sent: the next try (or the next mount) resumes from them.

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import BinaryIO
 
 from ...errors import AlreadyExists, InvalidArgument, NotFound, NotSupported, ProtocolError, RemoteChanged, StoreError
+from ...store.conditions import ConditionalWrites, WriteCondition, create_only, exists_refusal
 from ...store.contract import Capabilities, ListPage, MultipartUpload, ObjectInfo, UploadedPart
 from ...wire.answer import strip_etag
 from ...wire.body import read_exactly
@@ -65,6 +66,11 @@ class SerialGates:
     def close(self, session: str) -> None:
         with self._lock:
             self._gates.pop(session, None)
+
+
+# insertOnly=1 on upload and slice init ("don't overwrite", PROTOCOLS.md §2.2; -177 when the file
+# exists). COS v4 has no form of If-Match: a changed file falls back to the HEAD check.
+COS_CONDITIONAL_WRITES = ConditionalWrites(absent=True, absent_multipart=True, how="COS v4 insertOnly=1 (create only)")
 
 
 class CosStore:
@@ -132,7 +138,12 @@ class CosStore:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str]) -> ObjectInfo:
+    def conditional_writes(self, key: str) -> ConditionalWrites:
+        return COS_CONDITIONAL_WRITES
+
+    def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str], *,
+            condition: WriteCondition | None = None) -> ObjectInfo:
+        insert_only = create_only(condition, "COS v4")
         if key.endswith("/"):
             if size:
                 raise InvalidArgument(f"{key!r} is a folder: it cannot hold data")
@@ -140,12 +151,13 @@ class CosStore:
         if not key:
             raise InvalidArgument("empty key")
         if size > SINGLE_UPLOAD_MAX:
-            return self._put_sliced(key, body, size, meta)
+            return self._put_sliced(key, body, size, meta, condition)
         data = read_exactly(body, size)
         sha = hashlib.sha1(data).hexdigest()
         form = [("op", "upload"), ("filecontent", data), ("sha", sha), ("biz_attr", meta_to_biz_attr(meta)),
-                ("insertOnly", "0")]
-        self._call("POST", key, f"upload {key!r}", form=form)
+                ("insertOnly", "1" if insert_only else "0")]
+        with exists_refusal(condition):
+            self._call("POST", key, f"upload {key!r}", form=form)
         self._set_content_type(key)
         return ObjectInfo(key=key, size=size, etag=sha, mtime=time.time(), meta=dict(meta))
 
@@ -159,9 +171,10 @@ class CosStore:
                        json_body={"op": "update", "biz_attr": biz_attr})
         return ObjectInfo(key=key, size=0, etag="", mtime=time.time(), meta=dict(meta))
 
-    def _put_sliced(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str]) -> ObjectInfo:
+    def _put_sliced(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str],
+                    condition: WriteCondition | None) -> ObjectInfo:
         """A large put: slices read in order, uploaded by a few threads, memory bounded."""
-        upload = self.create_multipart(key, size, self._cfg.slice_size, meta)
+        upload = self.create_multipart(key, size, self._cfg.slice_size, meta, condition=condition)
         window = self._cfg.upload_concurrency
         parts: list[UploadedPart] = []
         pending: deque[concurrent.futures.Future] = deque()
@@ -181,14 +194,17 @@ class CosStore:
                 raise
         return self.complete_multipart(upload, parts)
 
-    def create_multipart(self, key: str, size: int, part_size: int,
-                         meta: Mapping[str, str]) -> MultipartUpload:
+    def create_multipart(self, key: str, size: int, part_size: int, meta: Mapping[str, str], *,
+                         condition: WriteCondition | None = None) -> MultipartUpload:
+        """insertOnly goes with the init: the server checks it there and again at the finish."""
+        insert_only = create_only(condition, "COS v4")
         if key.endswith("/") or not key:
             raise InvalidArgument(f"{key!r} is not a file key")
         slice_size = pick_slice(max(part_size, self._cfg.slice_size))
         form = [("op", "upload_slice_init"), ("filesize", str(size)), ("slice_size", str(slice_size)),
-                ("biz_attr", meta_to_biz_attr(meta)), ("insertOnly", "0")]
-        data = self._call("POST", key, f"upload_slice_init {key!r}", form=form)
+                ("biz_attr", meta_to_biz_attr(meta)), ("insertOnly", "1" if insert_only else "0")]
+        with exists_refusal(condition):
+            data = self._call("POST", key, f"upload_slice_init {key!r}", form=form)
         if "access_url" in data and "session" not in data:  # instant upload: the file is already there
             return MultipartUpload(key=key, upload_id="", part_size=slice_size,
                                    state={"done": True, "size": size})
@@ -222,7 +238,9 @@ class CosStore:
             gate.done(offset, len(data))
         return UploadedPart(number=number, etag=f"slice-{offset}", size=len(data))
 
-    def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart]) -> ObjectInfo:
+    def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart], *,
+                           condition: WriteCondition | None = None) -> ObjectInfo:
+        """`condition` was sent with the init (insertOnly); a finish refused by it is PreconditionFailed."""
         size = int(upload.state.get("size", 0))
         self._gates.close(upload.upload_id)
         if upload.state.get("done"):
@@ -242,7 +260,9 @@ class CosStore:
             return None
 
         form = [("op", "upload_slice_finish"), ("session", upload.upload_id), ("filesize", str(size))]
-        self._call("POST", upload.key, f"upload_slice_finish {upload.key!r}", form=form, recover=finished_before)
+        with exists_refusal(condition):
+            self._call("POST", upload.key, f"upload_slice_finish {upload.key!r}", form=form,
+                       recover=finished_before)
         self._set_content_type(upload.key)
         return self.stat(upload.key)
 

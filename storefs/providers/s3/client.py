@@ -13,6 +13,7 @@ from typing import Callable, Mapping, Sequence
 from ... import __version__
 from ...errors import InvalidArgument
 from ...wire.answer import Answer
+from ...store.conditions import ProbedOnce
 from ...wire.auth.sigv4 import SigV4Signer, build_query, encode_path
 from ...wire.body import EMPTY, Body
 from ...wire.client import Request, WireClient
@@ -34,6 +35,8 @@ class S3Client:
                                   session_token=opts.session_token or None)
         self.wire = WireClient(remote, opts.settings, opts.retry, error_from_response,
                                sign=self.signer.sign_request, user_agent=f"storefs/{__version__}", fast=True)
+        # Which conditional writes the endpoint enforces: probed once, shared by the remote's buckets.
+        self.conditional = ProbedOnce()
 
     def __repr__(self) -> str:
         return f"S3Client({self.remote!r}, {self.options.endpoint}, addressing={self.options.addressing})"

@@ -3,7 +3,7 @@ S3 request. The S3 error code decides first (it is kept in StoreError.code), the
 from __future__ import annotations
 
 from ...errors import (AccessDenied, ArchiveNotReady, InvalidArgument, NameTooLong, NotFound, NotSupported,
-                      ProtocolError, RemoteChanged, StoreError, Throttled, Transient)
+                      PreconditionFailed, ProtocolError, StoreError, Throttled, Transient)
 from ...wire.answer import Answer
 from .xml import child_text, parse_xml
 
@@ -20,7 +20,9 @@ _CODE_ERRORS: dict[str, type[StoreError]] = {
     "BadGateway": Transient, "GatewayTimeout": Transient,
     "InvalidObjectState": ArchiveNotReady,
     "ObjectNotInActiveTierError": ArchiveNotReady,  # CopyObject of an archived, unrestored source
-    "PreconditionFailed": RemoteChanged,
+    "PreconditionFailed": PreconditionFailed,
+    # A conditional write met another in flight on the same key: AWS says to send it again.
+    "ConditionalRequestConflict": Transient,
     "NotImplemented": NotSupported, "MethodNotAllowed": NotSupported,
     "KeyTooLongError": NameTooLong,
     "InvalidArgument": InvalidArgument, "InvalidRequest": InvalidArgument, "EntityTooSmall": InvalidArgument,
@@ -32,7 +34,7 @@ _CODE_ERRORS: dict[str, type[StoreError]] = {
 
 _STATUS_ERRORS: dict[int, type[StoreError]] = {
     400: InvalidArgument, 403: AccessDenied, 404: NotFound, 405: NotSupported, 408: Transient,
-    412: RemoteChanged, 429: Throttled, 500: Transient, 501: NotSupported, 502: Transient, 503: Throttled,
+    412: PreconditionFailed, 429: Throttled, 500: Transient, 501: NotSupported, 502: Transient, 503: Throttled,
     504: Transient,
 }
 

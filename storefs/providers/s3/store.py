@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from ...errors import InvalidArgument, NotFound, NotSupported, ProtocolError, StoreError, Throttled, Transient
 from ...store.contract import ListPage, MultipartUpload, ObjectInfo, UploadedPart
+from ...store.conditions import ConditionalWrites, WriteCondition
 from ...store.features import Capabilities
 from ...wire.answer import Answer, strip_etag
 from ...wire.body import EMPTY, Body, FileRegion
@@ -27,6 +28,7 @@ from .client import S3Client
 from .config import (INLINE_BODY_MAX, MAX_LIST_PAGES, S3_ARCHIVE_CLASSES, S3_MAX_PART, S3_MAX_PARTS, S3_MAX_PUT,
                      S3_MIN_PART)
 from .errors import error_from_response
+from .probe import condition_headers, probe_conditional_writes
 from .meta import info_from_head, meta_headers, parse_http_date, user_meta
 from .xml import (child_text, complete_multipart_xml, parse_iso8601, parse_list_buckets, parse_list_parts,
                   parse_list_uploads, parse_list_v2, parse_upload_id, parse_xml, required_text, restore_xml)
@@ -183,18 +185,20 @@ class S3Store:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str]) -> ObjectInfo:
+    def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str], *,
+            condition: WriteCondition | None = None) -> ObjectInfo:
         """PutObject. A staged file (FileSlice) is sent from the file, a small body from memory, both
         signed with their SHA-256; a larger file object streams, UNSIGNED-PAYLOAD."""
         if size > S3_MAX_PUT:
             raise InvalidArgument(f"put {key!r}: {size} bytes is over S3's 5 GiB single-PUT limit")
-        answer = self._call("PUT", key, what=f"put {key!r}", headers=self._new_object_headers(key, meta),
+        headers = self._new_object_headers(key, meta) | condition_headers(condition)
+        answer = self._call("PUT", key, what=f"put {key!r}", headers=headers,
                             body=Body.upload(body, size, in_memory_max=INLINE_BODY_MAX))
         return self._new_info(key, size, strip_etag(answer.headers.get("ETag")), answer, meta)
 
-    def create_multipart(self, key: str, size: int, part_size: int,
-                         meta: Mapping[str, str]) -> MultipartUpload:
-        # The configured part_size is a floor: the caller may ask for more, never for less.
+    def create_multipart(self, key: str, size: int, part_size: int, meta: Mapping[str, str], *,
+                         condition: WriteCondition | None = None) -> MultipartUpload:
+        # `condition` belongs on CompleteMultipartUpload (S3 checks it there). The configured part_size is a floor: the caller may ask for more, never for less.
         part_size = max(part_size, self.client.options.part_size, S3_MIN_PART,
                         math.ceil(size / S3_MAX_PARTS) if size > 0 else 0)
         if part_size > S3_MAX_PART:
@@ -229,12 +233,13 @@ class S3Store:
             raise ProtocolError(f"{what}: no ETag in the answer")
         return UploadedPart(number=number, etag=etag, size=body.size)
 
-    def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart]) -> ObjectInfo:
+    def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart], *,
+                           condition: WriteCondition | None = None) -> ObjectInfo:
         ordered = sorted(parts, key=lambda p: p.number)
         what = f"complete multipart {upload.key!r}"
         request = self.client.request("POST", self.name, upload.key, what=what,
                                       params=[("uploadId", upload.upload_id)],
-                                      headers={"Content-Type": "application/xml"},
+                                      headers={"Content-Type": "application/xml"} | condition_headers(condition),
                                       body=Body(data=complete_multipart_xml(ordered)))
         attempt = self.client.checked_attempt(request)
         tries = 0
@@ -248,6 +253,8 @@ class S3Store:
             answer = self.client.wire.retried(complete, what)
         except NotFound as exc:
             # A retry after a lost answer finds the upload gone because the first try completed it.
+            # (A conditional one may instead be refused with PreconditionFailed: that is left to the
+            # caller as a conflict, since another writer's object cannot be told from ours here.)
             if tries > 1 and exc.code == "NoSuchUpload":
                 done = self.stat(upload.key)
                 if done.etag.endswith(f"-{len(ordered)}"):
@@ -256,6 +263,10 @@ class S3Store:
         etag = strip_etag(child_text(parse_xml(answer.content, what), "ETag", "") or "")
         return self._new_info(upload.key, sum(p.size for p in ordered), etag, answer,
                               upload.state.get("meta") or {})
+
+    def conditional_writes(self, key: str) -> ConditionalWrites:
+        """Probed once per remote (probe.py), in the first bucket that needs it."""
+        return self.client.conditional.get(lambda: probe_conditional_writes(self, self.client.remote))
 
     def abort_multipart(self, upload: MultipartUpload) -> None:
         try:

@@ -36,6 +36,7 @@ from typing import BinaryIO
 from urllib.parse import quote
 
 from ...errors import InvalidArgument, NotSupported, ProtocolError, RemoteChanged, StoreError, Transient
+from ...store.conditions import NO_CONDITIONAL_WRITES, ConditionalWrites, WriteCondition, no_condition
 from ...store.contract import Capabilities, ListPage, ObjectInfo, UploadedPart
 from ...wire.auth import ufile as auth
 from ...wire.auth.ufile import meta_from_listing, meta_headers, strip_etag
@@ -216,7 +217,14 @@ class UfileStore(UfileMultipart):
             raise RemoteChanged(f"ufile read {key}: ETag is {etag}, expected {want}")
         return got.data
 
-    def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str]) -> ObjectInfo:
+    def conditional_writes(self, key: str) -> ConditionalWrites:
+        # Neither PROTOCOLS.md nor the UFile SDKs describe a conditional or no-overwrite upload (the old
+        # rename's force=false is the only such form): the committer's HEAD check stands in.
+        return NO_CONDITIONAL_WRITES
+
+    def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str], *,
+            condition: WriteCondition | None = None) -> ObjectInfo:
+        no_condition(condition, "UFile")
         if size < 0:
             raise InvalidArgument("ufile: negative size")
         payload = UploadBody(body, size, hash_md5=self._cfg.verify_upload_md5)

@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import Mapping
 
 from ...errors import InvalidArgument, NotFound, ProtocolError
+from ...store.conditions import WriteCondition, no_condition
 from ...store.contract import MultipartUpload, ObjectInfo, UploadedPart
 from ...wire.auth.ufile import meta_headers
 from ...wire.body import Body
@@ -17,7 +18,9 @@ from .wire import DEFAULT_CONTENT_TYPE, UfileBucketWire, decode_error, parse_jso
 class UfileMultipart(UfileBucketWire):
     """The multipart calls of one bucket."""
 
-    def create_multipart(self, key: str, size: int, part_size: int, meta: Mapping[str, str]) -> MultipartUpload:
+    def create_multipart(self, key: str, size: int, part_size: int, meta: Mapping[str, str], *,
+                         condition: WriteCondition | None = None) -> MultipartUpload:
+        no_condition(condition, "UFile")
         headers = dict(meta_headers(meta), **{"Content-Length": "0"})
         answer = self._call("POST", key, f"init multipart {key}", query="uploads", headers=headers,
                             content_type=DEFAULT_CONTENT_TYPE)
@@ -48,7 +51,9 @@ class UfileMultipart(UfileBucketWire):
         # Kept verbatim: the finish body must echo what the server sent.
         return UploadedPart(number=number, etag=etag.strip(), size=len(data))
 
-    def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart]) -> ObjectInfo:
+    def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart], *,
+                           condition: WriteCondition | None = None) -> ObjectInfo:
+        no_condition(condition, "UFile")
         ordered = sorted(parts, key=lambda p: p.number)
         if not ordered or [p.number for p in ordered] != list(range(1, len(ordered) + 1)):
             raise InvalidArgument(f"ufile: parts of {upload.key} must be 1..n without gaps")

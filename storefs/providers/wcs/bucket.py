@@ -3,6 +3,7 @@ mimeType (meta.py); replacing it re-uploads the object (`_rewrite`)."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import time
 from collections.abc import Mapping
@@ -10,6 +11,7 @@ from typing import BinaryIO
 from urllib.parse import quote
 
 from ...errors import InvalidArgument, NotFound, NotSupported, ProtocolError, RemoteChanged, StoreError, Transient
+from ...store.conditions import ConditionalWrites, WriteCondition, create_only, exists_refusal
 from ...store.contract import ListPage, MultipartUpload, ObjectInfo, UploadedPart
 from ...wire.answer import strip_etag
 from ...wire.auth import wcs as wcs_auth
@@ -18,6 +20,12 @@ from .config import BLOCK_UNIT, CAPABILITIES
 from .meta import decode_meta_mime, encode_meta_mime, parse_put_time
 from .upload import WcsUploads
 from .wire import WcsApi, map_error, to_int
+
+
+# The upload policy's `overwrite: 0` (don't overwrite) on the form upload and on mkfile (PROTOCOLS.md
+# §3.5; the docs' default). WCS has no form of If-Match: a changed file falls back to the HEAD check.
+WCS_CONDITIONAL_WRITES = ConditionalWrites(absent=True, absent_multipart=True,
+                                           how="WCS upload policy overwrite=0 (create only)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,26 +155,37 @@ class WcsBucket:
         return read.data
 
     # -- writing
-    def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str]) -> ObjectInfo:
-        return self._uploads.put_bytes(key, read_exactly(body, size), encode_meta_mime(meta), meta)
+    def conditional_writes(self, key: str) -> ConditionalWrites:
+        return WCS_CONDITIONAL_WRITES
 
-    def create_multipart(self, key: str, size: int, part_size: int,
-                         meta: Mapping[str, str]) -> MultipartUpload:
+    def put(self, key: str, body: BinaryIO, size: int, meta: Mapping[str, str], *,
+            condition: WriteCondition | None = None) -> ObjectInfo:
+        create = create_only(condition, "WCS")
+        with exists_refusal(condition):
+            return self._uploads.put_bytes(key, read_exactly(body, size), encode_meta_mime(meta), meta,
+                                           overwrite=not create)
+
+    def create_multipart(self, key: str, size: int, part_size: int, meta: Mapping[str, str], *,
+                         condition: WriteCondition | None = None) -> MultipartUpload:
+        # The condition goes with mkfile (complete_multipart), whose upload token carries the policy.
         return self._uploads.create(key, size, part_size, meta)
 
     def upload_part(self, upload: MultipartUpload, number: int, offset: int, data: bytes) -> UploadedPart:
         return self._uploads.upload_part(upload, number, offset, data)
 
-    def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart]) -> ObjectInfo:
+    def complete_multipart(self, upload: MultipartUpload, parts: list[UploadedPart], *,
+                           condition: WriteCondition | None = None) -> ObjectInfo:
+        create = create_only(condition, "WCS")
         ordered = sorted(parts, key=lambda p: p.number)
         meta = dict(upload.state.get("meta") or {})
         mime = str(upload.state.get("mime") or encode_meta_mime(meta))
         if [p.number for p in ordered] != list(range(1, len(ordered) + 1)):
             raise InvalidArgument(f"complete {upload.key}: parts {[p.number for p in ordered]} are not 1..n")
         if not ordered:
-            return self._uploads.put_bytes(upload.key, b"", mime, meta)
+            return self.put(upload.key, io.BytesIO(), 0, meta, condition=condition)
         size = sum(p.size for p in ordered)
-        etag = self._uploads.mkfile(upload, ordered, mime)
+        with exists_refusal(condition):
+            etag = self._uploads.mkfile(upload, ordered, mime, overwrite=not create)
         if not etag:
             info = self.stat(upload.key)
             if info.size != size:

@@ -34,12 +34,14 @@ class WcsUploads:
         self._api = api
         self._bucket = bucket
 
-    def put_bytes(self, key: str, data: bytes, mime: str, meta: Mapping[str, str]) -> ObjectInfo:
-        """One form post (`POST /file/upload`: token, mimeType, file), retried as one."""
+    def put_bytes(self, key: str, data: bytes, mime: str, meta: Mapping[str, str], *,
+                  overwrite: bool = True) -> ObjectInfo:
+        """One form post (`POST /file/upload`: token, mimeType, file), retried as one. overwrite=False:
+        refused (614, AlreadyExists) if the key exists."""
         boundary = secrets.token_hex(16)
 
         def sign(request: Request) -> None:   # the upload token goes in the form: a fresh one per try
-            fields = [("token", self._api.upload_token(self._bucket, key)), ("mimeType", mime)]
+            fields = [("token", self._api.upload_token(self._bucket, key, overwrite=overwrite)), ("mimeType", mime)]
             request.body = Body(data=_form(boundary, fields, quote(key, safe=""), data))
 
         answer = self._api.upload_form("/file/upload", {"Content-Type": f"multipart/form-data; boundary={boundary}"},
@@ -89,9 +91,10 @@ class WcsUploads:
             raise Transient(f"{what}: block context lost ({exc}); uploading the block again") from None
         return ctx
 
-    def mkfile(self, upload: MultipartUpload, parts: list[UploadedPart], mime: str) -> str:
+    def mkfile(self, upload: MultipartUpload, parts: list[UploadedPart], mime: str, *,
+               overwrite: bool = True) -> str:
         """Merge the blocks of `parts` (in order, at least one) into the object: the hash the reply
-        names, "" when it names none."""
+        names, "" when it names none. overwrite=False: refused (AlreadyExists) if the key exists."""
         size = sum(p.size for p in parts)
         body = ",".join(p.etag for p in parts).encode("ascii")
         what = f"mkfile {upload.key}"
@@ -101,7 +104,8 @@ class WcsUploads:
         def attempt() -> dict | None:
             nonlocal tried
             try:
-                return self._api.upload_once(self._bucket, upload.key, f"/mkfile/{size}", headers, body, what)
+                return self._api.upload_once(self._bucket, upload.key, f"/mkfile/{size}", headers, body, what,
+                                             overwrite=overwrite)
             except Transient:
                 tried = True
                 raise

@@ -119,18 +119,20 @@ class WcsApi:
 
     # -- tokens
 
-    def upload_token(self, bucket: str, key: str) -> str:
+    def upload_token(self, bucket: str, key: str, *, overwrite: bool = True) -> str:
+        """overwrite=False: the policy says `overwrite: 0` (don't overwrite), the server's create-only form."""
         deadline_ms = int(time.time() * 1000) + self.config.token_deadline * 1000
-        policy = wcs_auth.upload_policy(bucket, key, deadline_ms, overwrite=True)
+        policy = wcs_auth.upload_policy(bucket, key, deadline_ms, overwrite=overwrite,
+                                        extra=None if overwrite else {"overwrite": 0})
         return wcs_auth.upload_token(self.config.access_key, self.config.secret_key, policy)
 
     def _sign_management(self, request: Request) -> None:
         request.headers["Authorization"] = wcs_auth.management_token(
             self.config.access_key, self.config.secret_key, request.target, request.body.data)
 
-    def _upload_token_header(self, bucket: str, key: str) -> Signer:
+    def _upload_token_header(self, bucket: str, key: str, overwrite: bool) -> Signer:
         def sign(request: Request) -> None:
-            request.headers["Authorization"] = self.upload_token(bucket, key)
+            request.headers["Authorization"] = self.upload_token(bucket, key, overwrite=overwrite)
         return sign
 
     # -- requests
@@ -148,12 +150,12 @@ class WcsApi:
         return self.client.call(Request("POST", origin, prefix + path, headers=headers, what=what), sign=sign)
 
     def upload_once(self, bucket: str, key: str, path: str, headers: dict[str, str], data: bytes,
-                    what: str) -> dict:
+                    what: str, *, overwrite: bool = True) -> dict:
         """One try of an upload-domain POST with the upload token in `Authorization`: the block calls
         chain (a ctx from each reply), so the caller retries the whole chain."""
         origin, prefix = self._put
         request = Request("POST", origin, prefix + path, headers=headers, body=Body(data=data), what=what)
-        return json_object(self.client.attempt(request, sign=self._upload_token_header(bucket, key))(), what)
+        return json_object(self.client.attempt(request, sign=self._upload_token_header(bucket, key, overwrite))(), what)
 
     def download(self, bucket: str, key: str, start: int, end: int, if_match: str | None) -> RangeRead:
         """Bytes [start, end) of an object from the download domain (unsigned)."""
