@@ -27,7 +27,8 @@ from ...errors import LocalWriteError
 from ...localfiles import write_file
 from ...store.contract import ObjectStore
 from .blockcache import BLOCK, BlockCache
-from .ranges import piece_sizes, read_all_pieces, read_to_files
+from .flights import FLIGHTS
+from .ranges import piece_sizes, read_all_pieces, read_to_files, stretches
 
 RUN_BLOCKS = 8          # blocks per background GET (8 MiB)
 MAX_RUNS_IN_FLIGHT = 4  # background GETs per handle
@@ -39,6 +40,7 @@ FILL_MAX = 1 << 30      # largest object read whole in the background
 LARGE_READ = 256 * 1024 # a first read this large is taken as the start of a sequential run
 COPY_CHUNK = 8 * 1024 * 1024  # bytes per read of copy_to_file
 NEAR_BLOCKS = 4         # a read this close to where the last one ended is still sequential
+FLIGHT_WAIT = 30.0      # seconds a read waits for another handle's GET of its block before its own
 
 _pool = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="readahead")
 
@@ -149,15 +151,40 @@ class RangeReader:
             number += count
 
     def _fetch_uncached(self, first: int, count: int) -> dict[int, bytes]:
-        """Blocks [first, first+count) that the disk cache does not have yet: those from the first
-        missing one on, with one GET (a run that starts cached is mostly cached)."""
-        number = first
-        while number < first + count and self.cache is not None \
-                and self.cache.contains(self.location, self.key, self.etag or "", number):
-            number += 1
-        if number == first + count:
+        """Blocks [first, first+count) that the disk cache does not have and no other handle is
+        fetching (flights.py): each stretch of them with one GET."""
+        if not self._into_files:   # into memory: from the first block the cache lacks, with one GET
+            number = first
+            while number < first + count and self.cache is not None and self.cache.contains(*self._block(number)):
+                number += 1
+            return {} if number == first + count else self._fetch_run(number, first + count - number)
+        flight, claimed = FLIGHTS.claim(self._block(n) for n in range(first, first + count))
+        try:
+            assert self.cache is not None
+            missing = [block[3] for block in claimed if not self.cache.contains(*block)]
+            for start, length in stretches(missing):
+                self._fetch_run(start, length)
+        finally:
+            FLIGHTS.land(flight, claimed)
+        return {}
+
+    def _block(self, number: int) -> tuple[str, str, str, int]:
+        """Block `number`'s key in the cache and in FLIGHTS."""
+        return (self.location, self.key, self.etag or "", number)
+
+    def _fetch_block(self, number: int) -> dict[int, bytes]:
+        """Block `number` for a read that waits for it: from another handle's GET in flight, or with
+        a GET of its own (claimed, so that a background run of another handle leaves it out)."""
+        if not self._into_files:
+            return self._fetch_run(number, 1)
+        block = self._block(number)
+        if FLIGHTS.wait(block, FLIGHT_WAIT):
             return {}
-        return self._fetch_run(number, first + count - number)
+        flight, claimed = FLIGHTS.claim([block])
+        try:
+            return self._fetch_run(number, 1)
+        finally:
+            FLIGHTS.land(flight, claimed)
 
     def _wait(self, future: concurrent.futures.Future) -> None:
         """Wait for a background GET; its blocks (if it read into memory) join the LRU."""
@@ -204,7 +231,7 @@ class RangeReader:
                 return
         if self._from_disk(number, start, into):
             return
-        blocks = self._fetch_run(number, 1)
+        blocks = self._fetch_block(number)
         if not blocks and self._from_disk(number, start, into):
             return
         if not blocks:   # fetched into the cache and evicted at once (a cache smaller than a block run)
