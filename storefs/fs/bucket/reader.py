@@ -8,11 +8,15 @@ Python) and reads copy from those files into the FUSE reply buffer (read_into), 
 read holds no object bytes in memory. Without a cache, or when the cache cannot take a run (a full
 disk), blocks are kept in a small in-memory LRU per handle instead.
 On a sequential run the read-ahead window doubles from 1 block up to `max_window`, and the runs ahead
-are fetched in parallel in the background. A random read fetches just the block it touches (1 MiB),
-never the whole object in the foreground; a handle that keeps reading at random has the whole object
-read in the background through the mount (objects up to FILL_MAX and a quarter of the cache,
-pagecache.py), so that later random reads cost a disk read of the piece asked for, and soon only the
-kernel's page cache.
+are fetched in parallel in the background: up to MAX_RUNS_IN_FLIGHT GETs under way, the next started
+as soon as one ends (not at the next read, which may be waiting for a slower run). A random read
+fetches just the block it touches (1 MiB), never the whole object in the foreground; a handle that
+keeps reading at random has the whole object read in the background through the mount (objects up to
+FILL_MAX and a quarter of the cache, pagecache.py), so that later random reads cost a disk read of the
+piece asked for, and soon only the kernel's page cache. Objects larger than that keep block-wise reads.
+Handles share a record of the blocks being fetched (flights.py): a random read of a block that the
+background read has under way waits for it, and a background run leaves out blocks already cached or
+fetched on demand, so that every block crosses the wire once (a random reader's traffic is the object).
 Every GET carries the ETag seen at open (If-Match), so a remote overwrite mid-read fails with ESTALE
 instead of mixing two versions.
 """
