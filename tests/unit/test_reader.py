@@ -111,3 +111,30 @@ def test_handles_of_one_object_fetch_each_block_once(store, tmp_path, monkeypatc
         warmer.close()
         randoms.close()
         cache.close()
+
+
+def test_random_reads_have_the_object_read_whole_again_when_they_keep_coming(store, tmp_path, monkeypatch):
+    """FILL_AFTER random reads ask for the object to be read whole (the page-cache warmer); random
+    reads that still reach the reader REFILL_AFTER reads later mean the kernel lost those pages
+    (evicted, dropped): the object is read whole again. An object large for the cache never is."""
+    monkeypatch.setattr(reader_module, "REFILL_AFTER", 10)
+    data = os.urandom(24 * BLOCK)
+    info = store.put("rnd", io.BytesIO(data), len(data), {})
+    cache = BlockCache(tmp_path / "cache", 128 * BLOCK)
+    asked: list[int] = []
+    reader = RangeReader(store, "rnd", len(data), info.etag, 4 * BLOCK, cache, "loc",
+                         on_random_access=lambda: asked.append(len(asked)))
+    small = BlockCache(tmp_path / "small", 64 * BLOCK)   # a quarter of it is less than the object
+    never = RangeReader(store, "rnd", len(data), info.etag, 4 * BLOCK, small, "loc",
+                        on_random_access=lambda: pytest.fail("an object large for the cache read whole"))
+    try:
+        for n in range(25):
+            offset = (20 * BLOCK if n % 2 == 0 else 0) + n
+            assert reader.read(offset, 4096) == data[offset:offset + 4096]
+            assert never.read(offset, 4096) == data[offset:offset + 4096]
+            assert len(asked) == (n + 1 >= 4) + (n + 1) // 10, f"after {n + 1} random reads"
+    finally:
+        reader.close()
+        never.close()
+        cache.close()
+        small.close()

@@ -40,6 +40,7 @@ MEMORY_BLOCKS = 16      # blocks kept in memory per handle (without a usable cac
 KNOWN_FILES = 1024      # cache files of blocks this handle fetched, remembered by path
 FILES_MIN_WINDOWS = 4   # read-ahead windows a cache must hold to be filled in place (see __init__)
 FILL_AFTER = 4          # random (non-sequential) reads on one handle before the whole object is read
+REFILL_AFTER = 4096     # further random reads that reach us (page cache lost: evicted, dropped) before it is read again
 FILL_MAX = 1 << 30      # largest object read whole in the background
 LARGE_READ = 256 * 1024 # a first read this large is taken as the start of a sequential run
 COPY_CHUNK = 8 * 1024 * 1024  # bytes per read of copy_to_file
@@ -70,7 +71,6 @@ class RangeReader:
         self._blocks = (size + BLOCK - 1) // BLOCK
         self._random_reads = 0
         self._on_random_access = on_random_access  # see _random_access_locked
-        self._warming = False
         self._prefetched_after = 0   # the block after which the last read-ahead window starts
         self._closed = False
 
@@ -120,11 +120,14 @@ class RangeReader:
     def _random_access_locked(self) -> None:
         """The FUSE edge's page-cache warmer (pagecache.py) reads the whole object through the mount,
         sequentially: that fills the disk cache on the way (read-ahead, parallel GETs) and the kernel's
-        page cache at once. Once per handle, for objects the cache can reasonably hold."""
-        if self._warming or self._on_random_access is None or self.cache is None \
+        page cache at once. For objects the cache can reasonably hold; after FILL_AFTER random reads,
+        and again after each REFILL_AFTER more: once the kernel holds the object, random reads no
+        longer reach us, so that many mean its pages were lost (memory pressure, drop_caches; seen
+        in benchmarks as 1-2k IOPS instead of 60k+ for the rest of a run). Filling again costs no
+        GET: the blocks are in the disk cache (the warmer skips a path it is reading already)."""
+        if self._on_random_access is None or self.cache is None \
                 or self.size > min(FILL_MAX, self.cache.size_limit // 4):
             return
-        self._warming = True
         self._on_random_access()
 
     def _remember_locked(self, blocks: dict[int, bytes]) -> None:
@@ -285,7 +288,7 @@ class RangeReader:
             else:
                 self._window = 1
                 self._random_reads += 1
-                if self._random_reads == FILL_AFTER:
+                if self._random_reads == FILL_AFTER or self._random_reads % REFILL_AFTER == 0:
                     self._random_access_locked()
                 self._next_offset = offset + length
         done = 0
