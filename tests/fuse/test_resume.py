@@ -28,7 +28,8 @@ MiB = 1024 * 1024
 
 
 class CountingRelay:
-    """A TCP relay 127.0.0.1:port -> upstream that counts the bytes clients send upstream."""
+    """A TCP relay 127.0.0.1:port -> upstream that counts the bytes clients send upstream (and the
+    bytes the upstream sends back, bytes_down)."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
@@ -36,6 +37,7 @@ class CountingRelay:
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self.bytes_up = 0
+        self.bytes_down = 0
         self._socks: set[socket.socket] = set()
         self._stopping = False
         self._thread = threading.Thread(target=self._accept, name="relay", daemon=True)
@@ -69,9 +71,11 @@ class CountingRelay:
                 if not data:
                     break
                 dst.sendall(data)
-                if counted:
-                    with self._lock:
+                with self._lock:
+                    if counted:
                         self.bytes_up += len(data)
+                    else:
+                        self.bytes_down += len(data)
         except OSError:
             pass
         finally:

@@ -112,3 +112,27 @@ def test_sqlite_connections_are_kept_per_os_thread(tmp_path):
     cache.close()
     assert cache._cache._con is not first  # closed and forgotten, a new one on demand
     cache.close()
+
+
+def test_a_run_is_adopted_whole_or_not_at_all(tmp_path, monkeypatch):
+    """adopt() enters a run's blocks in one transaction: an index failure on its third block leaves
+    neither the first two in the index nor any of its files on disk."""
+    cache = BlockCache(tmp_path / "c", 64 * BLOCK)
+    new = cache.reserve([BLOCK] * 4)
+    assert new is not None
+    for fd in new.fds:
+        os.pwrite(fd, os.urandom(BLOCK), 0)
+    original, calls = cache._cache.set, []
+
+    def failing(key, value, *args, **kwargs):
+        calls.append(key)
+        if len(calls) == 3:
+            raise OSError("disk I/O error")
+        return original(key, value, *args, **kwargs)
+
+    monkeypatch.setattr(cache._cache, "set", failing)
+    assert cache.adopt(new, "loc", "key", "etag", 0) is None
+    monkeypatch.undo()
+    assert len(calls) == 3 and _block_files(tmp_path / "c") == []
+    assert not any(cache.contains("loc", "key", "etag", n) for n in range(4))
+    cache.close()

@@ -2,12 +2,17 @@
 fetched blocks (files written in place), cannot take them (memory instead), or is absent."""
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import os
+import threading
+import time
 
 import pytest
 
+from storefs.fs.bucket import reader as reader_module
 from storefs.fs.bucket.blockcache import BLOCK, BlockCache
+from storefs.fs.bucket.ranges import read_to_files, stretches
 from storefs.fs.bucket.reader import RangeReader
 from storefs.providers.local import open_provider
 
@@ -59,3 +64,77 @@ def test_every_read_returns_the_objects_bytes(store, tmp_path, cache_kind, monke
     finally:
         if cache is not None:
             cache.close()
+
+
+def test_stretches_are_runs_of_consecutive_blocks():
+    assert stretches([]) == []
+    assert stretches([1, 2, 3, 7, 9, 10]) == [(1, 3), (7, 1), (9, 2)]
+
+
+def test_handles_of_one_object_fetch_each_block_once(store, tmp_path, monkeypatch):
+    """A random read of a block that another handle's background run is fetching waits for that GET
+    (flights.py) rather than making its own; a background run leaves out blocks cached or being
+    fetched by another handle. Every block of the object crosses the wire once."""
+    data = os.urandom(12 * BLOCK + 99)
+    info = store.put("big", io.BytesIO(data), len(data), {})
+    cache = BlockCache(tmp_path / "cache", 64 * BLOCK)
+    fetched: list[tuple[int, int]] = []
+    release = threading.Event()
+
+    def counted(store_, key, start, end, piece, files, **kwargs):
+        fetched.append((start // BLOCK, -(-end // BLOCK)))
+        if start == 0:
+            assert release.wait(10)   # the background run over blocks 0-5 is slow
+        return read_to_files(store_, key, start, end, piece, files, **kwargs)
+
+    monkeypatch.setattr(reader_module, "read_to_files", counted)
+    warmer = RangeReader(store, "big", len(data), info.etag, 4 * BLOCK, cache, "loc")
+    randoms = RangeReader(store, "big", len(data), info.etag, 4 * BLOCK, cache, "loc")
+    try:
+        assert randoms.read(7 * BLOCK + 5, 100) == data[7 * BLOCK + 5:7 * BLOCK + 105]   # fetched on demand
+        run = concurrent.futures.ThreadPoolExecutor(2)
+        background = run.submit(warmer._fetch_uncached, 0, 6)
+        deadline = time.monotonic() + 10
+        while not fetched[1:] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        waiting = run.submit(randoms.read, 2 * BLOCK + 10, 4096)   # block 2: in the slow run's flight
+        time.sleep(0.3)
+        assert not waiting.done() and fetched == [(7, 8), (0, 6)]
+        release.set()
+        assert waiting.result(10) == data[2 * BLOCK + 10:2 * BLOCK + 10 + 4096]
+        background.result(10)
+        warmer._fetch_uncached(0, 13)   # blocks 0-5 and 7 are cached: 6 and 8-12 are fetched
+        assert fetched == [(7, 8), (0, 6), (6, 7), (8, 13)]
+        assert warmer.read(0, len(data)) == data and len(fetched) == 4
+        run.shutdown()
+    finally:
+        warmer.close()
+        randoms.close()
+        cache.close()
+
+
+def test_random_reads_have_the_object_read_whole_again_when_they_keep_coming(store, tmp_path, monkeypatch):
+    """FILL_AFTER random reads ask for the object to be read whole (the page-cache warmer); random
+    reads that still reach the reader REFILL_AFTER reads later mean the kernel lost those pages
+    (evicted, dropped): the object is read whole again. An object large for the cache never is."""
+    monkeypatch.setattr(reader_module, "REFILL_AFTER", 10)
+    data = os.urandom(24 * BLOCK)
+    info = store.put("rnd", io.BytesIO(data), len(data), {})
+    cache = BlockCache(tmp_path / "cache", 128 * BLOCK)
+    asked: list[int] = []
+    reader = RangeReader(store, "rnd", len(data), info.etag, 4 * BLOCK, cache, "loc",
+                         on_random_access=lambda: asked.append(len(asked)))
+    small = BlockCache(tmp_path / "small", 64 * BLOCK)   # a quarter of it is less than the object
+    never = RangeReader(store, "rnd", len(data), info.etag, 4 * BLOCK, small, "loc",
+                        on_random_access=lambda: pytest.fail("an object large for the cache read whole"))
+    try:
+        for n in range(25):
+            offset = (20 * BLOCK if n % 2 == 0 else 0) + n
+            assert reader.read(offset, 4096) == data[offset:offset + 4096]
+            assert never.read(offset, 4096) == data[offset:offset + 4096]
+            assert len(asked) == (n + 1 >= 4) + (n + 1) // 10, f"after {n + 1} random reads"
+    finally:
+        reader.close()
+        never.close()
+        cache.close()
+        small.close()

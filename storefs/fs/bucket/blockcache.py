@@ -213,14 +213,14 @@ class BlockCache:
         for fd in blocks.fds:
             os.close(fd)
         blocks.fds.clear()
-        adopted = 0
         try:
-            for filename, size in zip(blocks.filenames, blocks.sizes):
-                self._cache.set((location, key, etag, first + adopted), _Written(filename, size))
-                adopted += 1
+            # One SQLite transaction for the run, not one per block: 8 commits per 8 MiB run cost a
+            # cold sequential read tens of ms per run on a busy machine. A failure rolls back all.
+            with self._cache.transact():
+                for number, (filename, size) in enumerate(zip(blocks.filenames, blocks.sizes), start=first):
+                    self._cache.set((location, key, etag, number), _Written(filename, size))
         except Exception as exc:
             self._warn("write", exc)
-            del blocks.paths[:adopted]
             self.abandon(blocks)
             return None
         return blocks.paths

@@ -58,3 +58,14 @@ def piece_sizes(start: int, end: int, piece: int) -> list[int]:
 def cut_pieces(data: bytes, piece: int) -> list[bytes]:
     """`data` as consecutive pieces of `piece` bytes (the last may be shorter; none for no data)."""
     return [data[i:i + piece] for i in range(0, len(data), piece)]
+
+
+def stretches(numbers: list[int]) -> list[tuple[int, int]]:
+    """Ascending `numbers` as (first, count) runs of consecutive ones: [1, 2, 3, 7] -> [(1, 3), (7, 1)]."""
+    runs: list[tuple[int, int]] = []
+    for number in numbers:
+        if runs and runs[-1][0] + runs[-1][1] == number:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((number, 1))
+    return runs

@@ -8,11 +8,15 @@ Python) and reads copy from those files into the FUSE reply buffer (read_into), 
 read holds no object bytes in memory. Without a cache, or when the cache cannot take a run (a full
 disk), blocks are kept in a small in-memory LRU per handle instead.
 On a sequential run the read-ahead window doubles from 1 block up to `max_window`, and the runs ahead
-are fetched in parallel in the background. A random read fetches just the block it touches (1 MiB),
-never the whole object in the foreground; a handle that keeps reading at random has the whole object
-read in the background through the mount (objects up to FILL_MAX and a quarter of the cache,
-pagecache.py), so that later random reads cost a disk read of the piece asked for, and soon only the
-kernel's page cache.
+are fetched in parallel in the background: up to MAX_RUNS_IN_FLIGHT GETs under way, the next started
+as soon as one ends (not at the next read, which may be waiting for a slower run). A random read
+fetches just the block it touches (1 MiB), never the whole object in the foreground; a handle that
+keeps reading at random has the whole object read in the background through the mount (objects up to
+FILL_MAX and a quarter of the cache, pagecache.py), so that later random reads cost a disk read of the
+piece asked for, and soon only the kernel's page cache. Objects larger than that keep block-wise reads.
+Handles share a record of the blocks being fetched (flights.py): a random read of a block that the
+background read has under way waits for it, and a background run leaves out blocks already cached or
+fetched on demand, so that every block crosses the wire once (a random reader's traffic is the object).
 Every GET carries the ETag seen at open (If-Match), so a remote overwrite mid-read fails with ESTALE
 instead of mixing two versions.
 """
@@ -27,7 +31,8 @@ from ...errors import LocalWriteError
 from ...localfiles import write_file
 from ...store.contract import ObjectStore
 from .blockcache import BLOCK, BlockCache
-from .ranges import piece_sizes, read_all_pieces, read_to_files
+from .flights import FLIGHTS
+from .ranges import piece_sizes, read_all_pieces, read_to_files, stretches
 
 RUN_BLOCKS = 8          # blocks per background GET (8 MiB)
 MAX_RUNS_IN_FLIGHT = 4  # background GETs per handle
@@ -35,10 +40,12 @@ MEMORY_BLOCKS = 16      # blocks kept in memory per handle (without a usable cac
 KNOWN_FILES = 1024      # cache files of blocks this handle fetched, remembered by path
 FILES_MIN_WINDOWS = 4   # read-ahead windows a cache must hold to be filled in place (see __init__)
 FILL_AFTER = 4          # random (non-sequential) reads on one handle before the whole object is read
+REFILL_AFTER = 4096     # further random reads that reach us (page cache lost: evicted, dropped) before it is read again
 FILL_MAX = 1 << 30      # largest object read whole in the background
 LARGE_READ = 256 * 1024 # a first read this large is taken as the start of a sequential run
 COPY_CHUNK = 8 * 1024 * 1024  # bytes per read of copy_to_file
 NEAR_BLOCKS = 4         # a read this close to where the last one ended is still sequential
+FLIGHT_WAIT = 30.0      # seconds a read waits for another handle's GET of its block before its own
 
 _pool = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="readahead")
 
@@ -55,7 +62,7 @@ class RangeReader:
         # read (and they would be fetched again): such a cache is filled the old way, from memory.
         self._into_files = self.cache is not None \
             and self.cache.size_limit >= FILES_MIN_WINDOWS * max(max_window, RUN_BLOCKS * BLOCK)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # re-entered: a run already done calls _run_done at once
         self._memory: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self._files: collections.OrderedDict[int, str] = collections.OrderedDict()  # block -> cache file
         self._inflight: dict[int, concurrent.futures.Future] = {}
@@ -64,7 +71,8 @@ class RangeReader:
         self._blocks = (size + BLOCK - 1) // BLOCK
         self._random_reads = 0
         self._on_random_access = on_random_access  # see _random_access_locked
-        self._warming = False
+        self._prefetched_after = 0   # the block after which the last read-ahead window starts
+        self._closed = False
 
     # -- fetching ------------------------------------------------------------------------------------
 
@@ -112,11 +120,14 @@ class RangeReader:
     def _random_access_locked(self) -> None:
         """The FUSE edge's page-cache warmer (pagecache.py) reads the whole object through the mount,
         sequentially: that fills the disk cache on the way (read-ahead, parallel GETs) and the kernel's
-        page cache at once. Once per handle, for objects the cache can reasonably hold."""
-        if self._warming or self._on_random_access is None or self.cache is None \
+        page cache at once. For objects the cache can reasonably hold; after FILL_AFTER random reads,
+        and again after each REFILL_AFTER more: once the kernel holds the object, random reads no
+        longer reach us, so that many mean its pages were lost (memory pressure, drop_caches; seen
+        in benchmarks as 1-2k IOPS instead of 60k+ for the rest of a run). Filling again costs no
+        GET: the blocks are in the disk cache (the warmer skips a path it is reading already)."""
+        if self._on_random_access is None or self.cache is None \
                 or self.size > min(FILL_MAX, self.cache.size_limit // 4):
             return
-        self._warming = True
         self._on_random_access()
 
     def _remember_locked(self, blocks: dict[int, bytes]) -> None:
@@ -133,7 +144,11 @@ class RangeReader:
         """Start background GETs for the window of blocks after `after`."""
         number = after + 1
         limit = min(self._blocks, after + 1 + self._window)
-        runs = len({id(f) for f in self._inflight.values()})
+        # A run into cache files that has finished (its blocks wait in the cache to be read) no longer
+        # counts: counted until read, finished runs held the GETs under way to about 2 of the 4
+        # allowed (a cold sequential read at ~0.6x the raw client). Runs into memory count until read:
+        # their blocks are held in memory until then.
+        runs = len({id(f) for f in self._inflight.values() if not (self._into_files and f.done())})
         while number < limit and runs < MAX_RUNS_IN_FLIGHT:
             if self._have_locked(number):
                 number += 1
@@ -145,19 +160,54 @@ class RangeReader:
             future = _pool.submit(self._fetch_uncached, number, count)
             for n in range(number, number + count):
                 self._inflight[n] = future
+            if self._into_files:
+                future.add_done_callback(self._run_done)
             runs += 1
             number += count
+        self._prefetched_after = after
+
+    def _run_done(self, future: concurrent.futures.Future) -> None:
+        """A run into cache files ended: start the next one of the window at once. Left to the next
+        read, the GETs under way dwindled while the reader waited for a slow run (head-of-line)."""
+        with self._lock:
+            if not self._closed:
+                self._prefetch_locked(self._prefetched_after)
 
     def _fetch_uncached(self, first: int, count: int) -> dict[int, bytes]:
-        """Blocks [first, first+count) that the disk cache does not have yet: those from the first
-        missing one on, with one GET (a run that starts cached is mostly cached)."""
-        number = first
-        while number < first + count and self.cache is not None \
-                and self.cache.contains(self.location, self.key, self.etag or "", number):
-            number += 1
-        if number == first + count:
+        """Blocks [first, first+count) that the disk cache does not have and no other handle is
+        fetching (flights.py): each stretch of them with one GET."""
+        if not self._into_files:   # into memory: from the first block the cache lacks, with one GET
+            number = first
+            while number < first + count and self.cache is not None and self.cache.contains(*self._block(number)):
+                number += 1
+            return {} if number == first + count else self._fetch_run(number, first + count - number)
+        flight, claimed = FLIGHTS.claim(self._block(n) for n in range(first, first + count))
+        try:
+            assert self.cache is not None
+            missing = [block[3] for block in claimed if not self.cache.contains(*block)]
+            for start, length in stretches(missing):
+                self._fetch_run(start, length)
+        finally:
+            FLIGHTS.land(flight, claimed)
+        return {}
+
+    def _block(self, number: int) -> tuple[str, str, str, int]:
+        """Block `number`'s key in the cache and in FLIGHTS."""
+        return (self.location, self.key, self.etag or "", number)
+
+    def _fetch_block(self, number: int) -> dict[int, bytes]:
+        """Block `number` for a read that waits for it: from another handle's GET in flight, or with
+        a GET of its own (claimed, so that a background run of another handle leaves it out)."""
+        if not self._into_files:
+            return self._fetch_run(number, 1)
+        block = self._block(number)
+        if FLIGHTS.wait(block, FLIGHT_WAIT):
             return {}
-        return self._fetch_run(number, first + count - number)
+        flight, claimed = FLIGHTS.claim([block])
+        try:
+            return self._fetch_run(number, 1)
+        finally:
+            FLIGHTS.land(flight, claimed)
 
     def _wait(self, future: concurrent.futures.Future) -> None:
         """Wait for a background GET; its blocks (if it read into memory) join the LRU."""
@@ -204,7 +254,7 @@ class RangeReader:
                 return
         if self._from_disk(number, start, into):
             return
-        blocks = self._fetch_run(number, 1)
+        blocks = self._fetch_block(number)
         if not blocks and self._from_disk(number, start, into):
             return
         if not blocks:   # fetched into the cache and evicted at once (a cache smaller than a block run)
@@ -238,7 +288,7 @@ class RangeReader:
             else:
                 self._window = 1
                 self._random_reads += 1
-                if self._random_reads == FILL_AFTER:
+                if self._random_reads == FILL_AFTER or self._random_reads % REFILL_AFTER == 0:
                     self._random_access_locked()
                 self._next_offset = offset + length
         done = 0
@@ -271,6 +321,7 @@ class RangeReader:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             for future in set(self._inflight.values()):
                 future.cancel()
             self._inflight.clear()
