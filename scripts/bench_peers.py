@@ -552,20 +552,21 @@ def build_report(bench: Bench, args: argparse.Namespace, started: float, netns: 
               f"wall time {wall // 60:.0f} min {wall % 60:.0f} s" + (" · --quick" if args.quick else ""),
               " · ".join(versions[k] for k in ("storefs", "rclone", "s3fs", "fio"))]
     flags0, flags_default = delay_flags("0"), delay_flags("default")
-    settings = [
-        "Each workload group runs on a fresh mount with a fresh cache directory. Cold: fresh mount, page cache "
+    every = set(GROUPS)
+    tagged: list[tuple[set[str], str]] = [
+        (every, "Each workload group runs on a fresh mount with a fresh cache directory. Cold: fresh mount, page cache "
         "dropped (/proc/sys/vm/drop_caches); warm: the same again on that mount." +
-        ("" if bench.cold_ok else " **The page cache could NOT be dropped: cold rows are not cold.**"),
-        "storefs mount -o fuse=BINDING" + "".join(f",{o}" for o in bench.extra[STOREFS_DEFAULT])
+        ("" if bench.cold_ok else " **The page cache could NOT be dropped: cold rows are not cold.**")),
+        (every, "storefs mount -o fuse=BINDING" + "".join(f",{o}" for o in bench.extra[STOREFS_DEFAULT])
         + f"; other options default. storefs-mfusepy: mfusepy on libfuse 3 (1 MiB read/write requests); "
-          f"storefs-fusepy: fusepy on libfuse 2 (128 KiB). Default binding: {STOREFS_DEFAULT}.",
-        f"rclone mount {' '.join(bench.extra['rclone'])} --cache-dir DIR; other flags default.",
-        f"s3fs -o {','.join(S3FS_FLAGS + ['use_cache=DIR'] + args.s3fs_opt)}; other options default.",
-        ("Rows other than small files: write-back delays left at their defaults (rclone 5 s; storefs write_back)."
+          f"storefs-fusepy: fusepy on libfuse 2 (128 KiB). Default binding: {STOREFS_DEFAULT}."),
+        (every, f"rclone mount {' '.join(bench.extra['rclone'])} --cache-dir DIR; other flags default."),
+        (every, f"s3fs -o {','.join(S3FS_FLAGS + ['use_cache=DIR'] + args.s3fs_opt)}; other options default."),
+        (every - {"small-files"}, ("Rows other than small files: write-back delays left at their defaults (rclone 5 s; storefs write_back)."
          if args.keep_write_back_delays else
          "Rows other than small files: write-back delays set to 0 (rclone --vfs-write-back 0s; storefs "
-         "write_back=0) so that 'until durable' measures transfers, not timers."),
-        f"Small files: {s.files:,} files of {s.file_size:,} bytes per condition, made by a bash loop (`for i in "
+         "write_back=0) so that 'until durable' measures transfers, not timers.")),
+        ({"small-files"}, f"Small files: {s.files:,} files of {s.file_size:,} bytes per condition, made by a bash loop (`for i in "
         f"$(seq 1 N); do printf '%{s.file_size}s' x > f$i; done`, one shell process) or a Python process "
         "(open/write/close, unbuffered). Durable = the raw client's listing (ListObjectsV2) shows them all with "
         "their size: with 'another client listing', a separate process lists the prefix in a loop from before "
@@ -577,24 +578,25 @@ def build_report(bench: Bench, args: argparse.Namespace, started: float, netns: 
         f"{' '.join(flags_default['rclone'])} (5 s). s3fs uploads at close and has no such delay: one mount per "
         "run serves both, so its cells in the two write-back conditions are the same runs. raw: PUTs one at a "
         "time, durable when each returns; measured once per run with and once without the listing client, and "
-        "that value stands in each shell/write-back condition.",
-        "Sequential: 1 MiB write()/read() calls from Python; durable = the object is in the backend with its "
+        "that value stands in each shell/write-back condition."),
+        ({"write", "seq-reads"}, "Sequential: 1 MiB write()/read() calls from Python; durable = the object is in the backend with its "
         f"size (polled with the raw client). Cold reads: {s.cold_reads} fresh mount(s) per run and condition, "
         "median (min–max) shown. 'another client writing': a separate process PUTs 4 KiB objects elsewhere in "
-        "the bucket in a loop; 'another client reading': a separate process reads the 256 MiB object in 1 MiB "
-        "ranged GETs in a loop.",
-        f"Random: fio --rw=randread --bs=4k --ioengine=psync --direct=0 --numjobs=1 --time_based --runtime=T on "
+        f"the bucket in a loop; 'another client reading': a separate process reads the {_size(s.seq)} object in "
+        "1 MiB ranged GETs in a loop."),
+        ({"random-reads"}, f"Random: fio --rw=randread --bs=4k --ioengine=psync --direct=0 --numjobs=1 --time_based --runtime=T on "
         f"the {_size(s.seq)} object, cold (fresh mount, page cache dropped) for T = {s.fio_short:g} s and T = "
         f"{s.fio_long:g} s, each on its own mount, then warm: {s.fio_warm:g} s more on that mount (same offsets, "
         "randrepeat). These mounts (and the raw client) reach the server through a counting TCP relay on "
         "127.0.0.1; the traffic row is the bytes the server sent during the cold run (HTTP headers and bodies) "
-        "divided by the object size. raw: 4 KiB ranged GETs one at a time.",
-        "ls: the listed objects were made by the raw client (no user metadata); raw = LIST pages. Copy-in = `cp` "
+        "divided by the object size. raw: 4 KiB ranged GETs one at a time."),
+        ({"ls", "copy-in"}, "ls: the listed objects were made by the raw client (no user metadata); raw = LIST pages. Copy-in = `cp` "
         "of a local file (in page cache), once per mount alone (in the listed order) and once while another "
-        "client reads the bucket (in the reverse order); RSS = VmHWM of a fresh mount process.",
-        "Network: " + ("a private network namespace with only loopback; nothing but 127.0.0.1 was reachable."
-                       if netns else "the host's network; every endpoint was 127.0.0.1."),
+        "client reads the bucket (in the reverse order); RSS = VmHWM of a fresh mount process."),
+        (every, "Network: " + ("a private network namespace with only loopback; nothing but 127.0.0.1 was reachable."
+                       if netns else "the host's network; every endpoint was 127.0.0.1.")),
     ]
+    settings = [text for groups, text in tagged if groups & set(bench.groups)]
     return render(bench.results, header, settings, columns, storefs=main_kind, versus=versus, chart=chart)
 
 

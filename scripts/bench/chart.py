@@ -21,6 +21,8 @@ def write_chart(path: Path, results: Results, columns: tuple[str, ...], storefs:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    matplotlib.rcParams["svg.fonttype"] = "none"   # text stays text: smaller, searchable, diffable
+    matplotlib.rcParams["svg.hashsalt"] = "storefs-bench"   # stable ids: the same results, the same file
 
     rows = summary(results, columns, storefs)
     ncols = 2
@@ -52,6 +54,6 @@ def write_chart(path: Path, results: Results, columns: tuple[str, ...], storefs:
     fig.suptitle(title, fontsize=8, x=0.01, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="svg")
+    fig.savefig(path, format="svg", metadata={"Date": None})   # no time stamp: same results, same file
     plt.close(fig)
     return path
