@@ -42,9 +42,9 @@ def write_chart(path: Path, results: Results, columns: tuple[str, ...], storefs:
         ax.barh(positions, medians, xerr=[lows, highs], color=colors, capsize=2, error_kw={"linewidth": 0.8})
         ax.set_yticks(positions, labels=list(columns), fontsize=7)
         ax.invert_yaxis()
-        for y, value in zip(positions, medians):
-            if value:
-                ax.text(value, y, f" {value:,.{row.decimals}f}", va="center", fontsize=6)
+        for y, value, high in zip(positions, medians, highs):
+            if value:   # the number right of the whisker, so that the two do not overlap
+                ax.text(value + high, y, f" {value:,.{row.decimals}f}", va="center", fontsize=6)
         better = "higher is better" if row.higher_better else "lower is better"
         ax.set_title(f"{row.label}\nworst: {condition} ({better})", fontsize=7, loc="left")
         ax.tick_params(axis="x", labelsize=6)
