@@ -30,7 +30,7 @@ never ends the run.
 
 Needs root (FUSE mounts, dropping the page cache), fio, s3fs (Debian packages), rclone and matplotlib
 (`bash scripts/install.sh bench`). As root it re-runs itself in a private network namespace where only
-loopback exists, so no mount can reach anything but 127.0.0.1. About 25 minutes at default settings on 2
+loopback exists, so no mount can reach anything but 127.0.0.1. About 25 minutes at default settings (2 runs) on 2
 cores; --quick (smaller sizes, shorter runs, one run) about 4 minutes.
 """
 from __future__ import annotations
@@ -477,11 +477,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mounts", default=",".join(MOUNTS),
                    help=f"comma-separated subset of {','.join(MOUNTS)} (storefs = both storefs bindings)")
     p.add_argument("--rows", default=",".join(GROUPS), help=f"comma-separated subset of {','.join(GROUPS)}")
-    p.add_argument("--runs", type=int, help="runs per workload, median shown (default 3; --quick: 1)")
+    p.add_argument("--runs", type=int, help="runs per workload, median shown (default 2; --quick: 1)")
     p.add_argument("--output", metavar="FILE",
                    help="also write the tables to FILE, and the chart (SVG) next to it as FILE's stem + .svg")
     p.add_argument("--seq-mib", type=int, help="sequential/random file size (default 256; --quick: 64)")
-    p.add_argument("--files", type=int, help="small files created per condition (default 1000; --quick: 200)")
+    p.add_argument("--files", type=int, help="small files created per condition (default 1000; --quick: 100)")
     p.add_argument("--ls-objects", type=int, help="objects in the listed directory (default 5000; --quick: 1000)")
     p.add_argument("--big-mib", type=int, help="file copied in for the RSS row (default 2048; --quick: 256)")
     p.add_argument("--fio-runtime", type=float, nargs=2, metavar=("SHORT", "LONG"),
@@ -515,8 +515,8 @@ def settings_of(args: argparse.Namespace) -> Settings:
     def pick(value, default, quick):
         return value if value is not None else (quick if q else default)
     short, long = pick(args.fio_runtime, (8.0, 15.0), (3.0, 6.0))
-    return Settings(runs=pick(args.runs, 3, 1), seq=pick(args.seq_mib, 256, 64) * MIB,
-                    files=pick(args.files, 1000, 200), file_size=4096,
+    return Settings(runs=pick(args.runs, 2, 1), seq=pick(args.seq_mib, 256, 64) * MIB,
+                    files=pick(args.files, 1000, 100), file_size=4096,
                     ls_objects=pick(args.ls_objects, 5000, 1000), big=pick(args.big_mib, 2048, 256) * MIB,
                     fio_short=short, fio_long=long, fio_warm=3.0 if q else 5.0,
                     cold_reads=pick(args.cold_reads, 2, 1))
