@@ -222,3 +222,19 @@ def test_cpu_seconds_come_from_utime_and_stime_whatever_the_command_name():
     fields = ["S"] + ["0"] * 10 + [str(3 * TICKS), str(2 * TICKS)] + ["0"] * 30
     stat = "4242 (storefs (b) x) " + " ".join(fields)
     assert parse_stat_cpu(stat) == pytest.approx(5.0)
+
+
+def test_rows_and_mounts_can_be_picked_and_every_small_file_condition_is_measured():
+    import bench_peers as bp
+    args = bp.parse_args(["--rows", "small-files,random-reads", "--mounts", "storefs,rclone"])
+    assert args.rows == ["small-files", "random-reads"]
+    assert args.mounts == [*bp.STOREFS_KINDS, "rclone"]
+    with pytest.raises(SystemExit):
+        bp.parse_args(["--rows", "small-files,everything"])
+    settings = bp.settings_of(args)
+    rows = bp.rows_for(settings)
+    # bash and Python loops x another client listing or not x write-back 0 or default
+    assert len(set(rows["small-files"][0].conditions)) == 8
+    assert rows["random-reads"][0].conditions == ("fio 8 s", "fio 15 s")
+    quick = bp.settings_of(bp.parse_args(["--quick"]))
+    assert (quick.runs, quick.fio_short, quick.fio_long) == (1, 3.0, 6.0)
