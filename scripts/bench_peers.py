@@ -71,6 +71,7 @@ from bench.mounts import (  # noqa: E402
     missing_tool,
     start_backend,
     tool_versions,
+    unmount_under,
     via,
     watchdog,
 )
@@ -674,18 +675,22 @@ def main(argv: list[str] | None = None) -> int:
     chart = chart_path(args.output)
     code = 0
     try:
-        with tempfile.TemporaryDirectory(prefix="storefs-peers-") as tmp, \
+        with tempfile.TemporaryDirectory(prefix="storefs-peers-", ignore_cleanup_errors=True) as tmp, \
                 start_backend(args.backend, Path(tmp)) as backend:
-            bench = Bench(args, settings, backend, Path(tmp))
-            log(f"backend {backend.version}, bucket {backend.bucket}; mounts {', '.join(args.mounts)}; "
-                f"rows {', '.join(bench.groups)}")
             try:
-                run_all(bench, args, settings)
-            except KeyboardInterrupt:
-                # What was measured so far is still worth its table (marked as partial).
-                log("interrupted: writing the tables of what was measured")
-                code = 130
-            report = finish(bench, args, started, netns, chart, partial=code != 0)
+                bench = Bench(args, settings, backend, Path(tmp))
+                log(f"backend {backend.version}, bucket {backend.bucket}; mounts {', '.join(args.mounts)}; "
+                    f"rows {', '.join(bench.groups)}")
+                try:
+                    run_all(bench, args, settings)
+                except KeyboardInterrupt:
+                    # What was measured so far is still worth its table (marked as partial).
+                    log("interrupted: writing the tables of what was measured")
+                    code = 130
+                report = finish(bench, args, started, netns, chart, partial=code != 0)
+            finally:
+                close_all()
+                unmount_under(Path(tmp))
     except KeyboardInterrupt:
         log("interrupted")
         return 130

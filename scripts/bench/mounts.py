@@ -397,6 +397,19 @@ def close_all() -> None:
             mount.close()
 
 
+def unmount_under(root: Path) -> None:
+    """Lazily detach every FUSE mount below `root`: one a mount interrupted half-way may have left (the
+    daemon came up after its starter gave up). Never remove a directory tree with a live mount in it."""
+    prefix = str(root.resolve()) + "/"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 2 and fields[2].startswith("fuse"):
+                point = fields[1].replace("\\040", " ")
+                if point.startswith(prefix):
+                    subprocess.run(["fusermount", "-uz", point], capture_output=True, timeout=30)
+
+
 @contextlib.contextmanager
 def watchdog(seconds: float, mount: ActiveMount, what: str) -> Iterator[None]:
     """Bound a workload on `mount`: past `seconds`, kill the mount so that blocked I/O returns."""
