@@ -561,7 +561,8 @@ def build_report(bench: Bench, args: argparse.Namespace, started: float, netns: 
     versions = tool_versions()
     columns, main_kind, versus = columns_of(args)
     wall = time.monotonic() - started
-    title = f"storefs (mfusepy, fusepy) vs rclone mount vs s3fs-fuse on {bench.backend.version} (127.0.0.1)"
+    bindings = ", ".join(STOREFS_KINDS[k] for k in STOREFS_KINDS if k in columns)
+    title = f"storefs ({bindings}) vs rclone mount vs s3fs-fuse on {bench.backend.version} (127.0.0.1)"
     header = [f"## {title}", "",
               f"{stamp} · {machine()} · median of {s.runs} run(s) · "
               f"wall time {wall // 60:.0f} min {wall % 60:.0f} s" + (" · --quick" if args.quick else ""),
