@@ -275,19 +275,19 @@ class Bench:
             for row in ("create_close", "create_cpu"):
                 self.results.na_all(row, "raw", "no mount: the raw client's PUT returns when durable")
         if "seq-reads" in self.groups:
-            for condition in self.conditions("read_cold"):
-                with self.load(condition):
-                    self.drop()
-                    self.measure("read_cold", condition, "raw", lambda: wl.raw_read(st, "data/seq.bin", s.seq))
-                    self.measure("read_warm", condition, "raw", lambda: wl.raw_read(st, "data/seq.bin", s.seq))
+            self._raw_cold_warm("read_cold", "read_warm", lambda: wl.raw_read(st, "data/seq.bin", s.seq))
         if "random-reads" in self.groups:
             self.raw_random()
         if "ls" in self.groups:
-            for condition in self.conditions("ls_cold"):
-                with self.load(condition):
-                    self.drop()
-                    self.measure("ls_cold", condition, "raw", lambda: wl.raw_list(st, "lsdir/", s.ls_objects))
-                    self.measure("ls_warm", condition, "raw", lambda: wl.raw_list(st, "lsdir/", s.ls_objects))
+            self._raw_cold_warm("ls_cold", "ls_warm", lambda: wl.raw_list(st, "lsdir/", s.ls_objects))
+
+    def _raw_cold_warm(self, cold: str, warm: str, fn: Callable[[], float]) -> None:
+        """The raw client's cold then warm run of `fn`, in each condition of the `cold` row."""
+        for condition in self.conditions(cold):
+            with self.load(condition):
+                self.drop()
+                self.measure(cold, condition, "raw", fn)
+                self.measure(warm, condition, "raw", fn)
 
     def raw_random(self) -> None:
         s = self.s
