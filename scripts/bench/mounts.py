@@ -300,9 +300,30 @@ def storefs_has(option: str) -> bool:
 
 def default_flags(keep_delays: bool) -> dict[str, list[str]]:
     """Per mount kind: the flags this benchmark adds by default (user extras come after them)."""
-    storefs = [] if keep_delays or not storefs_has("write_back") else ["write_back=0"]
-    rclone = RCLONE_BASE + ([] if keep_delays else ["--vfs-write-back", "0s"])
+    return delay_flags("default" if keep_delays else "0")
+
+
+def delay_flags(delays: str) -> dict[str, list[str]]:
+    """Per mount kind, the flags for write-back delays "0" (storefs write_back=0, rclone --vfs-write-back
+    0s) or "default" (storefs's write_back, rclone's 5 s). s3fs uploads at close: it has no such delay."""
+    zero = delays == "0"
+    storefs = ["write_back=0"] if zero and storefs_has("write_back") else []
+    rclone = RCLONE_BASE + (["--vfs-write-back", "0s"] if zero else [])
     return {**{kind: list(storefs) for kind in STOREFS_KINDS}, "rclone": rclone, "s3fs": []}
+
+
+def endpoint_address(backend: Backend) -> tuple[str, int] | None:
+    """(host, port) of the backend's HTTP endpoint, or None when its config has no plain http endpoint."""
+    endpoint = backend.section.get("endpoint", "")
+    match = re.fullmatch(r"http://([\w.\-]+):(\d+)/?", endpoint)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def via(backend: Backend, endpoint: str) -> Backend:
+    """The same bucket reached through another endpoint (the counting relay): mounts and raw client."""
+    section = {**backend.section, "endpoint": endpoint}
+    s3 = {**backend.s3, "endpoint": endpoint} if backend.s3 is not None else None
+    return dataclasses.replace(backend, section=section, s3=s3, store=_raw_store(section, backend.bucket))
 
 
 def _mount_rclone(backend: Backend, workdir: Path, mnt: Path, extra: list[str]) -> ActiveMount:
@@ -374,6 +395,19 @@ def close_all() -> None:
     for mount in list(reversed(_live)):
         with contextlib.suppress(Exception):
             mount.close()
+
+
+def unmount_under(root: Path) -> None:
+    """Lazily detach every FUSE mount below `root`: one a mount interrupted half-way may have left (the
+    daemon came up after its starter gave up). Never remove a directory tree with a live mount in it."""
+    prefix = str(root.resolve()) + "/"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 2 and fields[2].startswith("fuse"):
+                point = fields[1].replace("\\040", " ")
+                if point.startswith(prefix):
+                    subprocess.run(["fusermount", "-uz", point], capture_output=True, timeout=30)
 
 
 @contextlib.contextmanager

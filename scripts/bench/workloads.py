@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import io
 import json
 import os
 import random
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from storefs.errors import NotFound
 from storefs.store.contract import ObjectStore, iter_list
 from storefs.fs.bucket.uploader import UploadSettings, upload_file
+
+from bench.others import OtherClient, cpu_seconds
 
 MIB = 1 << 20
 CHUNK = MIB                 # write/read size of the sequential workloads
@@ -135,16 +140,63 @@ def fio_randread(path: Path, size: int, runtime: float, workdir: Path) -> float:
     return float(job["read"]["iops"])
 
 
-def create_files(directory: Path, count: int, size: int, store: ObjectStore, prefix: str, bound: float) -> float:
-    """Create `count` files of `size` bytes one after the other, wait until all are durable: files/s."""
-    data = os.urandom(size)
-    started = time.perf_counter()
+@dataclasses.dataclass(frozen=True)
+class SmallFiles:
+    durable: float      # files/s until another client sees them all
+    closed: float       # files/s until the creating process ended (every file closed)
+    cpu_ms: float       # CPU milliseconds of the mount process per file
+
+
+# The creators: a real shell process (what a user's script does: bash forks printf's redirection per file,
+# one open/write/close each) and a Python process (open/write/close, unbuffered).
+BASH_CREATE = 'cd "$1" && for i in $(seq 1 "$2"); do printf "%${3}s" x > f$i; done'
+PYTHON_CREATE = ("import os, sys\n"
+                 "d, n, s = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])\n"
+                 "data = b'x' * s\n"
+                 "for i in range(n):\n"
+                 "    with open(os.path.join(d, f'f{i}'), 'wb', buffering=0) as f:\n"
+                 "        f.write(data)\n")
+
+
+def creator(how: str, directory: Path, count: int, size: int) -> list[str]:
+    if how == "bash":
+        return ["bash", "-c", BASH_CREATE, "bash", str(directory), str(count), str(size)]
+    if how == "python":
+        return [sys.executable, "-c", PYTHON_CREATE, str(directory), str(count), str(size)]
+    raise ValueError(how)
+
+
+def small_files(directory: Path, how: str, count: int, size: int, pid: int, store: ObjectStore, prefix: str,
+                lister: Callable[[], OtherClient] | None, bound: float) -> SmallFiles:
+    """Create `count` files of `size` bytes with a bash or Python loop in `directory` (a mount), until
+    durable: seen by another client's listing. With `lister`, that client lists the bucket from before the
+    first file until all are there (a concurrent ListObjectsV2 loop); without, the bucket is listed from
+    here after the last close. CPU: the mount process's utime+stime from the start to the durable point."""
     directory.mkdir()
-    for i in range(count):
-        with open(directory / f"f{i:05d}", "wb", buffering=0) as f:
-            f.write(data)
-    wait_listed(store, prefix, count, size, time.monotonic() + bound)
-    return count / (time.perf_counter() - started)
+    other = lister() if lister else None
+    try:
+        cpu_before = cpu_seconds(pid)
+        started = time.monotonic()
+        result = subprocess.run(creator(how, directory, count, size), capture_output=True, text=True,
+                                timeout=bound, stdin=subprocess.DEVNULL)
+        closed = time.monotonic()
+        if result.returncode != 0:
+            raise RuntimeError(f"{how} loop exited {result.returncode}: {result.stderr.strip()[:200]}")
+        if other is not None:
+            seen_at = other.finish(max(1.0, started + bound - time.monotonic())).get("seen_at")
+            if seen_at is None:
+                raise TimeoutError(f"the other client did not see {count} files under {prefix} in time: "
+                                   f"{other.result}")
+            durable = float(seen_at)
+        else:
+            wait_listed(store, prefix, count, size, started + bound)
+            durable = time.monotonic()
+        cpu = cpu_seconds(pid) - cpu_before
+    finally:
+        if other is not None:
+            other.stop()
+    return SmallFiles(durable=count / (durable - started), closed=count / (closed - started),
+                      cpu_ms=cpu * 1000 / count)
 
 
 def ls_long(directory: Path, count: int, timeout: float) -> float:
