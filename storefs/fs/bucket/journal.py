@@ -68,11 +68,13 @@ class JournalEntry:
 
 
 class Journal:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, named: set[str] | None = None) -> None:
+        """`named`: ids whose data file's directory entry is already durable, shared with the staging
+        area that made them so (openfiles.Staging.named); the journal adds the ones it fsyncs."""
         self.directory = directory
         self._xattrs = True                 # until the staging filesystem refuses them
         self._sidecars: set[str] = set()    # ids whose entry is a sidecar now
-        self._named: set[str] = set()       # ids whose data file's directory entry was fsynced
+        self._named: set[str] = named if named is not None else set()
 
     def _path(self, entry_id: str) -> Path:
         return self.directory / f"{entry_id}.json"
