@@ -194,7 +194,7 @@ class Committer:
             if not opened.uploaded(generation, None if conflict else info):
                 return  # written again meanwhile: still dirty, uploaded again later
             if staged_id:
-                self.journal.remove(staged_id)
+                self.journal.remove(staged_id, opened.fd)
         if conflict:
             self.ns.forget(path)
         else:

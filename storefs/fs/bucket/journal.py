@@ -123,19 +123,23 @@ class Journal:
         self._named.add(entry_id)
         self._sidecars.add(entry_id)   # beside an older entry in the xattr, if any: load() takes the newer
 
-    def remove(self, entry_id: str) -> None:
-        """The entry's upload is done: drop it durably (a replay would upload the file again)."""
+    def remove(self, entry_id: str, data_fd: int | None = None) -> None:
+        """The entry's upload is done: drop it durably (a replay would upload the file again).
+        `data_fd`: the data file, open (spares opening it again)."""
         if self._xattrs:
-            self._remove_xattr(entry_id)
+            self._remove_xattr(entry_id, data_fd)
         if entry_id in self._sidecars:
             self._remove_sidecar(entry_id)
         self._named.discard(entry_id)
 
-    def _remove_xattr(self, entry_id: str) -> None:
-        try:
-            fd = os.open(self.directory / entry_id, os.O_RDONLY)
-        except FileNotFoundError:
-            return
+    def _remove_xattr(self, entry_id: str, data_fd: int | None) -> None:
+        if data_fd is None:
+            try:
+                fd = os.open(self.directory / entry_id, os.O_RDONLY)
+            except FileNotFoundError:
+                return
+        else:
+            fd = data_fd
         try:
             os.removexattr(fd, XATTR)
             os.fsync(fd)
@@ -143,7 +147,8 @@ class Journal:
             if exc.errno not in _NO_SUCH_XATTR:
                 raise
         finally:
-            os.close(fd)
+            if fd != data_fd:
+                os.close(fd)
 
     def _remove_sidecar(self, entry_id: str) -> None:
         self._sidecars.discard(entry_id)
