@@ -52,8 +52,6 @@ FUSE_LIBRARIES = {"mfusepy": Binding(module="mfusepy", libfuse=3), "fusepy": Bin
 DEFAULT_FUSE = next(iter(FUSE_LIBRARIES))
 # libfuse 3 on a kernel with max_pages (4.20+) takes requests up to 1 MiB (its own ceiling: 256 pages).
 BIG_REQUEST = 1 << 20
-# sys.setswitchinterval while the mount serves (see run()): CPython's default is 5 ms.
-FUSE_SWITCH_INTERVAL = 0.001
 FUSE_READDIR_PLUS = 1 << 0     # libfuse 3: readdir's flags
 FUSE_FILL_DIR_PLUS = 1 << 1    # libfuse 3: filler's flags
 
@@ -301,11 +299,6 @@ def run(fs: MountedFS, mountpoint: str, *, fsname: str, on_ready: Callable[[], N
         options["ro"] = True
     if debug:
         options["debug"] = True
-    # A FUSE request waits for the GIL while an upload worker runs Python (HTTP, JSON): CPython makes
-    # a running thread give the GIL up after 5 ms by default, a wait that each of the five synchronous
-    # requests of a small file's create (lookup, create, write, flush, flush) could pay. 1 ms keeps
-    # requests quick while uploads run; the extra switches cost little next to a FUSE round trip.
-    sys.setswitchinterval(FUSE_SWITCH_INTERVAL)
     ops_class = type("FuseOps", (FuseOps, lib.Operations), {})
     ops = ops_class(fs, on_ready, context=lib.fuse_get_context, drain_timeout=drain_timeout,
                     blksize=BIG_REQUEST if fuse3 else 128 * 1024, on_unmount=on_unmount)

@@ -57,7 +57,9 @@ class JournalEntry:
     upload: dict | None = None    # a multipart upload in progress, resumed (resume.UploadRecord)
 
     def to_json(self) -> str:
-        return json.dumps({"version": VERSION, **dataclasses.asdict(self)})
+        # Not dataclasses.asdict: it deep-copies every value (28 deepcopy calls an entry), and an
+        # entry is written twice on the way of every small file's close.
+        return json.dumps({"version": VERSION, **{name: getattr(self, name) for name in _FIELDS}})
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "JournalEntry":
@@ -65,6 +67,9 @@ class JournalEntry:
         data.pop("version", None)
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+_FIELDS = tuple(field.name for field in dataclasses.fields(JournalEntry))
 
 
 class Journal:
