@@ -61,14 +61,14 @@ def test_a_file_due_sooner_than_a_nap_wakes_a_worker():
     recorder = Recorder()
     queue = WriteBack(recorder, delay=0.05, workers=2)
     try:
-        time.sleep(0.2)
+        time.sleep(0.05)   # the workers have just begun a nap of WORKER_NAP (the queue is empty)
         closed = time.monotonic()
         queue.schedule(File("/soon"))
         deadline = time.monotonic() + 10
         while "/soon" not in recorder.uploaded and time.monotonic() < deadline:
             time.sleep(0.01)
-        # Woken, not found at the next nap (a second later): well before WORKER_NAP on an idle queue.
-        assert recorder.uploaded["/soon"] - closed < WORKER_NAP * 0.9
+        # Woken at once, not found at the end of the nap (about WORKER_NAP after the close).
+        assert recorder.uploaded["/soon"] - closed < WORKER_NAP / 2
     finally:
         queue.stop()
 
