@@ -132,7 +132,7 @@ class StatusReporter:
                 log.warning("flush requested: uploading everything queued now")
                 self.committer.queue.flush_soon()
                 self._changed.set()
-            busy = bool(self.committer.queue.pending())
+            busy = self.committer.queue.count() > 0   # not pending(): that copies every queued item
             # Retries made by reads alone change nothing else: without this the "retries" a status
             # shows on a read-only workload were up to 10 s old (found by tests/fuse/test_faults.py).
             counts = (STATS.retries, STATS.gave_up)

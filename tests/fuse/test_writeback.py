@@ -224,3 +224,26 @@ def test_unmount_reports_what_it_could_not_upload(tmp_path, wcs_emulator):
     finally:
         wcs_emulator.faults.clear()
         env.close()
+
+
+def _staged_files(env: Env) -> list[Path]:
+    """The staging area's data files (32 hex digits), of every remote this environment mounted."""
+    return [p for p in (env.tmp / "cache").rglob("*") if p.is_file() and len(p.name) == 32]
+
+
+def test_a_bash_loop_killed_right_after_its_last_close_loses_nothing(local_env):
+    # `printf … > file` closes twice (bash's dup2 dance: two FLUSHes, the first of an empty file);
+    # staged files are made ahead in batches (openfiles.Staging): each close must still be journaled
+    # before it returns. write_back=30: nothing is uploaded before the kill.
+    mount = local_env.mount("r:b", options=("write_back=30",))
+    script = f'cd {mount.path} && for i in $(seq 1 70); do printf "%05d" $i > f$i; done'
+    subprocess.run(["bash", "-c", script], check=True, timeout=120)
+    mount.kill()   # SIGKILL right after the last close returned
+    assert local_env.store.list("").objects == []
+    again = local_env.mount("r:b")   # replays the journal
+    assert local_env.run("flush", str(again.path), timeout=120).returncode == 0
+    for i in range(1, 71):
+        assert local_env.store.read_range(f"f{i}", 0, 100) == b"%05d" % i, i
+    again.unmount()
+    # The spares made ahead are gone after a clean unmount, and so is every uploaded file's copy.
+    assert _staged_files(local_env) == []

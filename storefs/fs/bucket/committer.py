@@ -71,7 +71,7 @@ class Committer:
         self.ns = ns
         self.staging = staging
         self.table = table
-        self.journal = Journal(staging.directory)
+        self.journal = Journal(staging.directory, named=staging.named)
         self.upload_settings = upload_settings
         self.settings = settings
         self.conflicts: list[Conflict] = []
@@ -213,7 +213,7 @@ class Committer:
             if not opened.uploaded(generation, None if conflict else info):
                 return  # written again meanwhile: still dirty, uploaded again later
             if staged_id:
-                self.journal.remove(staged_id)
+                self.journal.remove(staged_id, opened.fd)
         if conflict:
             self.ns.forget(path)
         else:
@@ -261,7 +261,9 @@ class Committer:
         journaled = {entry.id for entry in entries}
         for path in self.staging.directory.iterdir():
             if len(path.name) == 32 and path.name not in journaled and path.is_file():
-                log.warning("removing %s: staged by an earlier run but never closed", path)
+                # Empty ones are mostly spares made ahead (openfiles.Staging): not worth a warning.
+                level = logging.WARNING if path.stat().st_size else logging.DEBUG
+                log.log(level, "removing %s: staged by an earlier run but never closed", path)
                 path.unlink()
         for entry in entries:
             if entry.upload:

@@ -648,6 +648,7 @@ class StoreFS:
         left = self.committer.drain(timeout)
         self.committer.stop()
         self.dir_times.close()   # the directory times not written yet
+        self.staging.close()     # its spare files
         # Still open for writing (a lazy unmount): not queued, but staged and journaled; say so.
         still_open = [f"{f.path} (still open for writing; staged, the next mount uploads it)" for f in files
                       if f.dirty and not f.unlinked and f.writers > 0 and not self.committer.queue.is_queued(f)]

@@ -57,7 +57,9 @@ class JournalEntry:
     upload: dict | None = None    # a multipart upload in progress, resumed (resume.UploadRecord)
 
     def to_json(self) -> str:
-        return json.dumps({"version": VERSION, **dataclasses.asdict(self)})
+        # Not dataclasses.asdict: it deep-copies every value (28 deepcopy calls an entry), and an
+        # entry is written twice on the way of every small file's close.
+        return json.dumps({"version": VERSION, **{name: getattr(self, name) for name in _FIELDS}})
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "JournalEntry":
@@ -67,12 +69,17 @@ class JournalEntry:
         return cls(**{k: v for k, v in data.items() if k in fields})
 
 
+_FIELDS = tuple(field.name for field in dataclasses.fields(JournalEntry))
+
+
 class Journal:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, named: set[str] | None = None) -> None:
+        """`named`: ids whose data file's directory entry is already durable, shared with the staging
+        area that made them so (openfiles.Staging.named); the journal adds the ones it fsyncs."""
         self.directory = directory
         self._xattrs = True                 # until the staging filesystem refuses them
         self._sidecars: set[str] = set()    # ids whose entry is a sidecar now
-        self._named: set[str] = set()       # ids whose data file's directory entry was fsynced
+        self._named: set[str] = named if named is not None else set()
 
     def _path(self, entry_id: str) -> Path:
         return self.directory / f"{entry_id}.json"
@@ -121,19 +128,23 @@ class Journal:
         self._named.add(entry_id)
         self._sidecars.add(entry_id)   # beside an older entry in the xattr, if any: load() takes the newer
 
-    def remove(self, entry_id: str) -> None:
-        """The entry's upload is done: drop it durably (a replay would upload the file again)."""
+    def remove(self, entry_id: str, data_fd: int | None = None) -> None:
+        """The entry's upload is done: drop it durably (a replay would upload the file again).
+        `data_fd`: the data file, open (spares opening it again)."""
         if self._xattrs:
-            self._remove_xattr(entry_id)
+            self._remove_xattr(entry_id, data_fd)
         if entry_id in self._sidecars:
             self._remove_sidecar(entry_id)
         self._named.discard(entry_id)
 
-    def _remove_xattr(self, entry_id: str) -> None:
-        try:
-            fd = os.open(self.directory / entry_id, os.O_RDONLY)
-        except FileNotFoundError:
-            return
+    def _remove_xattr(self, entry_id: str, data_fd: int | None) -> None:
+        if data_fd is None:
+            try:
+                fd = os.open(self.directory / entry_id, os.O_RDONLY)
+            except FileNotFoundError:
+                return
+        else:
+            fd = data_fd
         try:
             os.removexattr(fd, XATTR)
             os.fsync(fd)
@@ -141,7 +152,8 @@ class Journal:
             if exc.errno not in _NO_SUCH_XATTR:
                 raise
         finally:
-            os.close(fd)
+            if fd != data_fd:
+                os.close(fd)
 
     def _remove_sidecar(self, entry_id: str) -> None:
         self._sidecars.discard(entry_id)

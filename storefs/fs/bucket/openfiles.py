@@ -31,11 +31,22 @@ from ...store.contract import ObjectInfo
 log = logging.getLogger(__name__)
 
 
+# Empty staged files made ahead, together, with one fsync of the directory for all of them: a close
+# then journals a file whose name is already durable (one fsync instead of two), and a create makes
+# no file. Measured on ext4 with a bash loop of 4 KiB files: the directory fsync was a third of the
+# fsyncs on the way of every close.
+SPARE_BATCH = 32
+
+
 class Staging:
     """The directory holding staged file data, with an optional cap on its size.
 
     Sizes are accounted per staged file as they grow, so checking the cap costs no directory scan;
     a write that would pass the cap fails with ENOSPC (CacheFull) and staged data is never evicted.
+
+    `named` holds the ids (file names) whose directory entry is known durable (the journal then
+    needs no directory fsync for them). Spare files left by a crash have no journal entry: the next
+    mount removes them as files that were never closed.
     """
 
     def __init__(self, directory: Path, max_bytes: int | None = None) -> None:
@@ -43,14 +54,49 @@ class Staging:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._sizes: dict[str, int] = {}
+        self._spares: list[tuple[str, int]] = []   # (path, open fd) of empty files, names durable
+        self.named: set[str] = set()
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def new_file(self) -> tuple[str, int]:
-        path = str(self.directory / uuid.uuid4().hex)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        """An empty staged file (path, fd open for reading and writing), its name already durable."""
         with self._lock:
+            if not self._spares:
+                self._spares = self._make_spares(SPARE_BATCH)
+            path, fd = self._spares.pop()
             self._sizes[path] = 0
         return path, fd
+
+    def _make_spares(self, count: int) -> list[tuple[str, int]]:
+        made = []
+        try:
+            for _ in range(count):
+                path = str(self.directory / uuid.uuid4().hex)
+                made.append((path, os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)))
+            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except BaseException:
+            for path, fd in made:
+                os.close(fd)
+                os.unlink(path)
+            raise
+        self.named.update(os.path.basename(path) for path, _fd in made)
+        return made
+
+    def close(self) -> None:
+        """Remove the spare files (unmount): nothing was ever written to them."""
+        with self._lock:
+            spares, self._spares = self._spares, []
+        for path, fd in spares:
+            os.close(fd)
+            self.named.discard(os.path.basename(path))
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def used_bytes(self) -> int:
         with self._lock:
@@ -73,6 +119,7 @@ class Staging:
     def forget(self, path: str) -> None:
         with self._lock:
             self._sizes.pop(path, None)
+        self.named.discard(os.path.basename(path))
 
     def check_room(self, extra: int) -> None:
         if self.max_bytes is not None and self.used_bytes() + extra > self.max_bytes:

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 # A failed upload waits 1, 2, 4 … 60 s (each drawn from the upper half) and is never given up.
 UPLOAD_RETRY = RetryPolicy(base_delay=1.0, max_delay=60.0, jitter="half")
+# The longest an idle worker sleeps before it looks at the queue again. A file due later than that
+# needs no wake-up: with the default delay (2 s), a close costs no worker a wake-up and a walk of the
+# queue (each close woke all of them, three times per `printf > file` in a bash loop).
+WORKER_NAP = 1.0
 
 
 class Queued(Protocol):
@@ -54,7 +58,11 @@ class WriteBack:
         self._upload = upload
         self.delay = delay
         self._on_change = on_change
-        self._cond = threading.Condition()
+        # Two conditions on one lock: workers wait for due items on `_cond`; drain() waits on
+        # `_settled` for the queue to empty, so a finished upload wakes no idle worker.
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        self._settled = threading.Condition(lock)
         self._items: dict[int, Item] = {}     # insertion order = FIFO order of first close
         self._draining = False
         self._stopping = False
@@ -74,9 +82,13 @@ class WriteBack:
                 self._items[id(file)] = Item(file, due)
             elif item.in_flight:
                 item.again = True
+                due = None   # the worker uploading it goes again when done
             elif item.attempts == 0:
                 item.due = due
-            self._cond.notify_all()
+            else:
+                due = None   # failing: its backoff stands
+            if due is not None and due - time.monotonic() < WORKER_NAP:
+                self._cond.notify()
         self._on_change()
 
     def discard(self, file: Queued) -> None:
@@ -84,6 +96,7 @@ class WriteBack:
             item = self._items.get(id(file))
             if item is not None and not item.in_flight:
                 del self._items[id(file)]
+                self._settled.notify_all()
         self._on_change()
 
     def is_queued(self, file: Queued) -> bool:
@@ -118,7 +131,7 @@ class WriteBack:
                 if all(item.permanent and not item.in_flight for item in self._items.values()):
                     break  # only uploads the server refuses for good are left: report them now
                 # Items that failed since draining began have a later due time; keep them retrying.
-                self._cond.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+                self._settled.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
             self._draining = False
             return [dataclasses.replace(item) for item in self._items.values()]
 
@@ -160,7 +173,7 @@ class WriteBack:
                     item = self._next_due()
                     if item is not None:
                         break
-                    self._cond.wait(timeout=min(1.0, self._wait_time()))
+                    self._cond.wait(timeout=min(WORKER_NAP, self._wait_time()))
                 if self._stopping:
                     return
                 item.in_flight = True
@@ -175,7 +188,7 @@ class WriteBack:
                         item.due = time.monotonic() + max(self.delay, 1.0)
                     else:  # still open for writing: the last close queues it again
                         self._items.pop(id(item.file), None)
-                    self._cond.notify_all()
+                    self._settled.notify_all()
                 self._on_change()
                 continue
             except Exception as exc:  # keep the data, report, retry later
@@ -185,7 +198,7 @@ class WriteBack:
                     item.last_error = f"{exc.__class__.__name__}: {exc}"
                     item.permanent = not isinstance(exc, Transient)
                     item.due = time.monotonic() + UPLOAD_RETRY.delay(item.attempts)
-                    self._cond.notify_all()
+                    self._settled.notify_all()
                 log.error("upload of %s failed (attempt %d): %s; it stays staged and is retried",
                           item.file.path, item.attempts, exc)
                 self._on_change()
@@ -196,5 +209,5 @@ class WriteBack:
                     item.due = time.monotonic() + (0 if self._draining else self.delay)
                 else:
                     self._items.pop(id(item.file), None)
-                self._cond.notify_all()
+                self._settled.notify_all()
             self._on_change()

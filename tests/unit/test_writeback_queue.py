@@ -1,0 +1,89 @@
+"""The write-back queue's hand-offs: a close (schedule) of a file due later than a worker's nap wakes
+no worker, a file due soon wakes one, and drain() returns as soon as the last upload is done."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+from storefs.fs.bucket.writeback import WORKER_NAP, WriteBack
+
+
+@dataclasses.dataclass(eq=False)
+class File:
+    path: str
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.uploaded: dict[str, float] = {}
+
+    def __call__(self, item) -> None:
+        with self.lock:
+            self.uploaded[item.file.path] = time.monotonic()
+
+
+def _counting_walks(queue: WriteBack) -> list[int]:
+    """Counts the workers' walks of the queue (one per wake-up)."""
+    walks = [0]
+    real = queue._next_due
+
+    def counted():
+        walks[0] += 1
+        return real()
+    queue._next_due = counted
+    return walks
+
+
+def test_closes_due_after_a_nap_wake_no_worker_and_are_uploaded_on_time():
+    recorder = Recorder()
+    queue = WriteBack(recorder, delay=2 * WORKER_NAP, workers=4)
+    try:
+        time.sleep(0.2)   # the workers are asleep
+        walks = _counting_walks(queue)
+        files = [File(f"/f{i}") for i in range(200)]
+        started = time.monotonic()
+        for file in files:
+            queue.schedule(file)   # three closes per file, as a bash loop's `printf > f` makes
+            queue.schedule(file)
+            queue.schedule(file)
+        scheduled = time.monotonic() - started
+        # Every worker wakes at most once per nap by itself: far fewer walks than the 600 closes.
+        assert walks[0] <= 4 * (1 + scheduled / WORKER_NAP) + 4, walks[0]
+        left = queue.drain(timeout=30)   # makes everything due now
+        assert left == [] and len(recorder.uploaded) == 200
+    finally:
+        queue.stop()
+
+
+def test_a_file_due_sooner_than_a_nap_wakes_a_worker():
+    recorder = Recorder()
+    queue = WriteBack(recorder, delay=0.05, workers=2)
+    try:
+        time.sleep(0.05)   # the workers have just begun a nap of WORKER_NAP (the queue is empty)
+        closed = time.monotonic()
+        queue.schedule(File("/soon"))
+        deadline = time.monotonic() + 10
+        while "/soon" not in recorder.uploaded and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Woken at once, not found at the end of the nap (about WORKER_NAP after the close).
+        assert recorder.uploaded["/soon"] - closed < WORKER_NAP / 2
+    finally:
+        queue.stop()
+
+
+def test_drain_returns_when_the_last_upload_is_done():
+    done = threading.Event()
+
+    def slow(item) -> None:
+        time.sleep(0.3)
+        done.set()
+    queue = WriteBack(slow, delay=60, workers=1)
+    try:
+        queue.schedule(File("/a"))
+        started = time.monotonic()
+        assert queue.drain(timeout=30) == []
+        assert done.is_set() and time.monotonic() - started < 2.0
+    finally:
+        queue.stop()
