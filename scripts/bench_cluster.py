@@ -2,7 +2,7 @@
 """Many hosts, one bucket, measured (issue #17): storefs mounts over a SeaweedFS cluster.
 
     .venv/bin/python scripts/bench_cluster.py [--quick] [--hosts 1,2,4] [--mib N]
-                                              [--objects N] [--skip-throughput] [--skip-listing]
+                                              [--objects N[,N...]] [--skip-throughput] [--skip-listing]
                                               [--output FILE]
 
 Starts the test cluster of tests/cluster.py (one master, two volume servers with replication 001, a
@@ -55,6 +55,7 @@ from tests.cluster import SeaweedCluster, seaweed_cluster  # noqa: E402
 from tests.fuse.harness import Env, Mount  # noqa: E402
 
 BOUND = 1800.0          # seconds any one step may take before the run gives up
+LISTING_TTL = 3600       # dir_ttl of the listing mount
 POPULATE_BATCH = 50_000  # objects per curl run (each run's rate is reported: is the curve linear?)
 
 
@@ -133,15 +134,15 @@ def throughput(cluster: SeaweedCluster, counts: list[int], size: int, workdir: P
     return rows
 
 
-def populate(cluster: SeaweedCluster, bucket: str, prefix: str, count: int, workdir: Path) -> list[str]:
-    """`count` empty objects under `prefix`, PUT to the filer's HTTP API by curl, in batches: one line per
-    batch with its rate (a rate that falls as the directory grows would show in them)."""
+def populate(cluster: SeaweedCluster, bucket: str, prefix: str, first: int, end: int, workdir: Path) -> list[str]:
+    """Empty objects number `first` to `end` under `prefix`, PUT to the filer's HTTP API by curl, in
+    batches: one line per batch with its rate (a rate that falls as the directory grows shows there)."""
     base = f"http://127.0.0.1:{cluster.filer.http_port}/buckets/{bucket}/{prefix}"
     config = workdir / "curl.cfg"
     lines = []
-    for start in range(0, count, POPULATE_BATCH):
-        end = min(count, start + POPULATE_BATCH)
-        config.write_text("".join(f'url = "{base}o{i:07d}"\noutput = "/dev/null"\n' for i in range(start, end)))
+    for start in range(first, end, POPULATE_BATCH):
+        stop = min(end, start + POPULATE_BATCH)
+        config.write_text("".join(f'url = "{base}o{i:07d}"\noutput = "/dev/null"\n' for i in range(start, stop)))
         began = time.perf_counter()
         done = subprocess.run(["curl", "-sS", "--fail", "-Z", "--parallel-max", "32", "-X", "PUT",
                                "-H", "Content-Type: application/octet-stream", "--data-binary", "",
@@ -149,23 +150,16 @@ def populate(cluster: SeaweedCluster, bucket: str, prefix: str, count: int, work
                               capture_output=True, text=True, timeout=BOUND, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             raise RuntimeError(f"curl exited {done.returncode}: {done.stderr[-500:]}")
-        seconds = time.perf_counter() - began
-        lines.append(f"{start:,}-{end:,}: {(end - start) / seconds:,.0f} objects/s")
-        log(f"populated {end:,} of {count:,} ({lines[-1]})")
+        lines.append(f"{start:,}-{stop:,}: {(stop - start) / (time.perf_counter() - began):,.0f} objects/s")
+        log(f"populated {stop:,} ({lines[-1]})")
     config.unlink()
     return lines
 
 
-def listing(cluster: SeaweedCluster, count: int, workdir: Path) -> tuple[list[str], list[str]]:
-    """Populate, then list the prefix cold and warm through a fresh mount (peak RSS), and raw."""
-    bucket = cluster.s3.create_bucket()
-    store = _raw_store({"type": "s3", **cluster.s3.options()}, bucket)
-    began = time.perf_counter()
-    batches = populate(cluster, bucket, "many/", count, workdir)
-    populate_seconds = time.perf_counter() - began
-    raw_seconds = raw_list(store, "many/", count)
-    log(f"raw ListObjectsV2 of {count:,}: {raw_seconds:.1f}s")
-    with hosts(cluster, bucket, 1, workdir) as (mount,):
+def list_through_mount(cluster: SeaweedCluster, bucket: str, count: int, workdir: Path) -> tuple[float, float, int, int]:
+    """A fresh mount lists many/ cold, then warm: (cold s, warm s, RSS before KiB, peak RSS KiB)."""
+    # The warm listing must come within dir_ttl of the cold one, which alone may take minutes.
+    with hosts(cluster, bucket, 1, workdir, (f"dir_ttl={LISTING_TTL}",)) as (mount,):
         drop_caches()
         idle_kib = RssSampler(mount.pid)._status("VmRSS")
 
@@ -179,14 +173,31 @@ def listing(cluster: SeaweedCluster, count: int, workdir: Path) -> tuple[list[st
 
         with RssSampler(mount.pid) as sampler:
             cold = scan()
-            log(f"cold listing through the mount: {cold:.1f}s")
+            log(f"{count:,}: cold listing through the mount {cold:.1f}s")
             warm = scan()
-            log(f"warm listing through the mount: {warm:.1f}s")
-    rows = ["| objects | populate (s) | raw ListObjectsV2 (s) | mount, cold (s) | storefs/raw | "
+            log(f"{count:,}: warm listing through the mount {warm:.1f}s")
+    return cold, warm, idle_kib, sampler.peak_kib
+
+
+def listing(cluster: SeaweedCluster, counts: list[int], workdir: Path) -> tuple[list[str], list[str]]:
+    """Grow one directory to each count in turn; at each, list it raw and through a fresh mount."""
+    bucket = cluster.s3.create_bucket()
+    store = _raw_store({"type": "s3", **cluster.s3.options()}, bucket)
+    rows = ["| objects | populate, cumulated (s) | raw ListObjectsV2 (s) | mount, cold (s) | storefs/raw | "
             "mount, warm (s) | mount RSS before (MiB) | mount peak RSS (MiB) |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {count:,} | {populate_seconds:.0f} | {raw_seconds:.1f} | {cold:.1f} | {cold / raw_seconds:.2f} | "
-            f"{warm:.1f} | {idle_kib / 1024:.0f} | {sampler.peak_kib / 1024:.0f} |"]
+            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    batches: list[str] = []
+    populated, populate_seconds = 0, 0.0
+    for count in sorted(counts):
+        began = time.perf_counter()
+        batches += populate(cluster, bucket, "many/", populated, count, workdir)
+        populate_seconds += time.perf_counter() - began
+        populated = count
+        raw_seconds = raw_list(store, "many/", count)
+        log(f"{count:,}: raw ListObjectsV2 {raw_seconds:.1f}s")
+        cold, warm, idle_kib, peak_kib = list_through_mount(cluster, bucket, count, workdir)
+        rows.append(f"| {count:,} | {populate_seconds:.0f} | {raw_seconds:.1f} | {cold:.1f} | "
+                    f"{cold / raw_seconds:.2f} | {warm:.1f} | {idle_kib / 1024:.0f} | {peak_kib / 1024:.0f} |")
     return rows, batches
 
 
@@ -201,7 +212,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="32 MiB per host, 100,000 objects (development)")
     p.add_argument("--hosts", default="1,2,4", help="mount counts for the throughput rows (default 1,2,4)")
     p.add_argument("--mib", type=int, help="MiB each host copies in and reads (default 256; --quick: 32)")
-    p.add_argument("--objects", type=int, help="objects in the listed directory (default 1000000; --quick: 100000)")
+    p.add_argument("--objects", help="objects in the listed directory, or several counts the directory grows "
+                                     "through, each listed (default 1000000; --quick: 100000)")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-listing", action="store_true")
     p.add_argument("--output", metavar="FILE", help="also write the report to FILE")
@@ -214,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_cluster.py needs root (FUSE mounts, dropping the page cache)", file=sys.stderr)
         return 2
     size = (args.mib or (32 if args.quick else 256)) * MIB
-    objects = args.objects or (100_000 if args.quick else 1_000_000)
+    objects = [int(n) for n in args.objects.split(",")] if args.objects else [100_000 if args.quick else 1_000_000]
     counts = [int(n) for n in args.hosts.split(",")]
     started = time.perf_counter()
     report = [f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}; "
@@ -229,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                            *throughput(cluster, counts, size, workdir)]
             if not args.skip_listing:
                 rows, batches = listing(cluster, objects, workdir)
-                report += ["", f"Listing one directory of {objects:,} empty objects (default options):", "",
+                report += ["", f"Listing one directory of {' then '.join(f'{n:,}' for n in sorted(objects))} empty objects (`-o dir_ttl={LISTING_TTL}`, "
+                           "else default options):", "",
                            *rows, "", "Populate rate per batch: " + "; ".join(batches)]
     report.append(f"\nTotal {time.perf_counter() - started:.0f}s.")
     text = "\n".join(report)

@@ -254,7 +254,8 @@ def test_a_filer_restart_under_write_load_loses_nothing(tmp_path, cluster):
             folder = mount.env.tmp.name
             for name, digest in writer.written.items():
                 assert hashlib.sha256(pair.object(f"{folder}/{name}")).hexdigest() == digest, name
-            eventually(lambda: sorted(os.listdir(other.path / folder)) == sorted(writer.written), 10,
+            names = sorted(writer.written)
+            eventually(lambda o=other.path / folder, n=names: sorted(os.listdir(o)) == n, 10,
                        f"the other host lists {folder}")
             last = max(writer.written)
             assert _sha(other.path / folder / last) == writer.written[last]
