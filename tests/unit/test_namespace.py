@@ -91,6 +91,8 @@ def test_a_failing_batched_stat_falls_back_to_one_request_per_entry(store):
     assert len(names) == 50 and all(entry.exact for entry in names.values())
     assert store.counts["stat"] == 50            # all 50 through stat() after the batch failed
     store.counts.update(stat=0, list=0)
+    for i in range(50):   # all changed: a listing again keeps only unchanged objects' attributes
+        store.store.put(f"d/f{i:02d}", io.BytesIO(b"z"), 1, {})
     names = ns.listdir("/d")
     assert calls == [50, 50]
     assert len(names) == 49 and "f01" not in names   # gone since the listing
@@ -179,3 +181,46 @@ def test_a_listing_refreshes_exact_entries_and_keeps_lookups_request_free(store)
     plain = Namespace(store, KeyMap(), Defaults(0, 0), CacheSettings(stat_ahead=0))
     plain.listdir("/d")
     assert len(plain._entries) == 0   # a million listed children cost no cache entry each
+
+
+def test_a_listing_again_keeps_the_attributes_of_unchanged_objects(store):
+    """After dir_ttl, `ls -l` lists again: only the objects that changed are stat'ed again."""
+    ns = Namespace(store, KeyMap(), Defaults(0, 0), CacheSettings(dir_ttl=0.05, attr_ttl=0.05))
+    assert len(ns.listdir("/d")) == 50 and store.counts == {"list": 1, "stat": 50}
+    time.sleep(0.1)
+    store.store.put("d/f07", io.BytesIO(b"changed"), 7, {"mtime": "1700000000", "mode": "33152"})
+    entries = ns.listdir("/d")
+    assert store.counts == {"list": 2, "stat": 51}          # the changed one only
+    assert entries["f07"].attrs.mtime_ns == 1_700_000_000 * 10**9 and entries["f07"].attrs.size == 7
+    assert entries["f08"].exact and entries["f08"].attrs.mtime_ns == 1_600_000_000 * 10**9
+
+
+def test_new_names_in_a_small_directory_cost_one_listing_per_dir_ttl(store):
+    """A loop creating files looks each new name up: after the listing expired, one LIST answers them
+    all, not a HEAD and a LIST per name."""
+    ns = Namespace(store, KeyMap(), Defaults(0, 0), CacheSettings(dir_ttl=0.2, attr_ttl=0.2))
+    ns.listdir("/d")
+    time.sleep(0.3)
+    before = dict(store.counts)
+    for i in range(20):
+        with pytest.raises(NotFound):
+            ns.lookup(f"/d/new{i}")
+    assert store.counts["list"] - before["list"] == 1 and store.counts["stat"] == before["stat"]
+    assert ns.lookup("/d/f03").attrs.size == 1   # an existing name is still found, from that listing
+
+
+def test_a_large_directory_is_not_listed_again_for_one_name(tmp_path):
+    provider = open_provider("t", {"root": str(tmp_path), "create_buckets": "yes"})
+    provider.check("b")
+    inner = provider.bucket("b")
+    small_pages = Counting(inner)
+    small_pages.capabilities = dataclasses.replace(small_pages.capabilities, list_page_size=10)
+    for i in range(12):
+        inner.put(f"d/f{i:02d}", io.BytesIO(b"x"), 1, {})
+    ns = Namespace(small_pages, KeyMap(), Defaults(0, 0), CacheSettings(dir_ttl=0.05, attr_ttl=0.05))
+    ns.listdir("/d")
+    time.sleep(0.1)
+    lists = small_pages.counts["list"]
+    with pytest.raises(NotFound):
+        ns.lookup("/d/nope")
+    assert small_pages.counts["list"] - lists == 1   # the name's own LIST (directory check), no relisting

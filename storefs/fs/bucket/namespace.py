@@ -6,7 +6,13 @@ Cache rules:
 - an entry is trusted for `attr_ttl` seconds, a listing for `dir_ttl`, a "does not exist" for `neg_ttl`;
 - a child missing from a fresh listing of its parent is a negative answer without another request;
 - listing entries carry no user metadata on most providers (`exact=False`), so the first `lookup` of
-  such an entry costs one stat, after which it is exact for `attr_ttl`.
+  such an entry costs one stat, after which it is exact for `attr_ttl`;
+- listing a directory again (its listing expired) keeps the exact attributes of every entry whose
+  object is unchanged (same ETag, size and second of modification), so a warm `ls -l` costs the LIST
+  only, not a stat per entry again;
+- looking up a name in a directory whose listing expired, where that listing fit in one page, lists
+  the directory again (one request) instead of a stat and a LIST for that name: a loop creating files
+  costs one LIST per `dir_ttl`, not two requests per new name.
 
 Locking: one lock around the caches (cachetools is not thread-safe); no request is ever made while it
 is held. A listing in flight while this mount changes a child of that directory (an upload finished,
@@ -147,10 +153,24 @@ class Namespace:
             if entry is None and path in self._missing:
                 raise NotFound(path)
             listing = self._listings.get(parent(path))
-            if entry is None and listing is not None:
-                entry = listing.entries.get(basename(path))
-                if entry is None:
-                    raise NotFound(path)
+            relist = entry is None and listing is None and self._small_when_last_listed(parent(path))
+        if relist:
+            try:
+                listing_entries: dict[str, Entry] | None = self.listdir(parent(path))
+            except StoreError:
+                listing_entries = None   # asked by name below, with its own error handling
+            with self._lock:
+                entry = self._entries.get(path)
+                if entry is not None and entry.exact:
+                    return entry
+        else:
+            listing_entries = listing.entries if listing is not None else None
+        if entry is None and listing_entries is not None:
+            entry = listing_entries.get(basename(path))
+            if entry is None:
+                with self._lock:
+                    self._missing[path] = True
+                raise NotFound(path)
         if entry is not None and not entry.exact and self.store.capabilities.list_has_metadata:
             return entry
         try:
@@ -214,6 +234,24 @@ class Namespace:
             return Entry(attrs_from_object(marker, self.defaults, is_dir=True), marker)
         return Entry(implicit_dir_attrs(self.defaults, _newest_ns(page.objects)), None)
 
+    def _small_when_last_listed(self, path: str) -> bool:
+        """Whether `path` was listed before (lock held) and that listing fit in one page."""
+        last = self._last_listings.get(path)
+        return last is not None and len(last.entries) < self.store.capabilities.list_page_size
+
+    def _keep_known(self, path: str, entries: dict[str, Entry]) -> None:
+        """Give listed entries whose object is unchanged since the last listing the exact attributes
+        fetched then (see the module's docstring)."""
+        with self._lock:
+            last = self._last_listings.get(path)
+        if last is None:
+            return
+        for name, entry in entries.items():
+            known = last.entries.get(name)
+            if (not entry.exact and known is not None and known.exact and not entry.is_dir
+                    and _same_object(known.info, entry.info)):
+                entries[name] = known
+
     def listdir(self, path: str) -> dict[str, Entry]:
         """name -> entry of a directory's children, from one paged listing (cached for dir_ttl)."""
         with self._lock:
@@ -223,6 +261,7 @@ class Namespace:
             since = self._own.listing_started(path)
         try:
             entries = self._list_remote(path)
+            self._keep_known(path, entries)
             self._complete(path, entries)
         except Transient as exc:
             with self._lock:
@@ -404,6 +443,14 @@ class Namespace:
             for cache in (self._entries, self._missing, self._listings):
                 for known in [p for p in list(cache.keys()) if p == path or p.startswith(prefix)]:
                     cache.pop(known, None)
+
+
+def _same_object(known: ObjectInfo | None, listed: ObjectInfo | None) -> bool:
+    """The same object version: ETag, size and the second of its last change (a HEAD gives whole
+    seconds, a listing may give milliseconds; a metadata change by copy keeps an S3 ETag but not
+    the time)."""
+    return (known is not None and listed is not None and known.etag == listed.etag
+            and known.size == listed.size and int(known.mtime) == int(listed.mtime))
 
 
 def _newest_ns(objects: list[ObjectInfo]) -> int:
