@@ -36,7 +36,7 @@ from .journal import Journal, JournalEntry
 from .resume import UploadRecord, UploadTracker, sweep_orphans
 from .namespace import Entry, Namespace
 from .openfiles import OpenFile, OpenFiles, Staging
-from ...store.contract import MultipartUpload, ObjectStore
+from ...store.contract import MultipartUpload, ObjectInfo, ObjectStore
 from .uploader import UploadSettings, is_multipart, upload_file
 from .writeback import Busy, Item, WriteBack
 
@@ -44,6 +44,12 @@ log = logging.getLogger(__name__)
 
 # The short host name in conflict copies' names, so that each host's copy is told apart (and two
 # hosts' copies of one file in one second do not collide): letters, digits, `-` and `_` only.
+# User metadata naming the staged file an object's bytes came from. A refused conditional upload, or a
+# HEAD that finds the name taken, is no conflict when the object there carries our own token: an
+# earlier try of this very upload succeeded (its answer was lost, or the mount died before its journal
+# entry went), and the retry must not turn our own bytes into a conflict copy.
+UPLOAD_TOKEN = "storefs-upload"
+
 HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0])[:40] or "host"
 
 
@@ -178,7 +184,10 @@ class Committer:
             meta = self._meta(opened)
             data_dirty = opened.data_dirty or opened.info is None
             staged_path, staged_id, base_etag = opened.staged_path, opened.staged_id, opened.base_etag
-        condition, conflict = self._guard(key, base_etag, attrs.size) if data_dirty else (None, False)
+        if data_dirty and staged_id:
+            meta[UPLOAD_TOKEN] = staged_id
+        condition, conflict = (self._guard(key, base_etag, attrs.size, staged_id) if data_dirty
+                               else (None, False))
         target = self._conflict_key(path, key) if conflict else key
         if data_dirty:
             assert staged_path is not None
@@ -197,12 +206,17 @@ class Committer:
                 info = upload_file(self.store, target, staged_path, meta, self.upload_settings,
                                    tracker=tracker, progress=progress, condition=condition)
             except PreconditionFailed as refused:
-                # Another writer created or replaced the object since we looked: the server kept
-                # theirs (a refused multipart upload was aborted), ours goes up beside it.
-                log.info("upload of %s refused by the server's condition: %s", path, refused)
-                conflict, target = True, self._conflict_key(path, key)
-                info = upload_file(self.store, target, staged_path, meta, self.upload_settings,
-                                   tracker=tracker, progress=progress)
+                ours = self._our_earlier_upload(key, staged_id, attrs.size)
+                if ours is not None:
+                    log.info("upload of %s: an earlier try already stored it (%s)", path, refused)
+                    info = ours
+                else:
+                    # Another writer created or replaced the object since we looked: the server kept
+                    # theirs (a refused multipart upload was aborted), ours goes up beside it.
+                    log.info("upload of %s refused by the server's condition: %s", path, refused)
+                    conflict, target = True, self._conflict_key(path, key)
+                    info = upload_file(self.store, target, staged_path, meta, self.upload_settings,
+                                       tracker=tracker, progress=progress)
         else:
             info = self.store.set_meta(target, meta)
         with opened.lock:
@@ -220,20 +234,33 @@ class Committer:
             self.ns.remember(path, Entry(attrs, info))
         self.table.discard_if_clean(opened)
 
-    def _guard(self, key: str, base_etag: str | None, size: int) -> tuple[WriteCondition | None, bool]:
+    def _guard(self, key: str, base_etag: str | None, size: int,
+               staged_id: str | None) -> tuple[WriteCondition | None, bool]:
         """How this upload keeps another writer's version: (the condition the server enforces, False),
         or, where it enforces none, (None, whether a HEAD now finds the object changed or taken)."""
         condition = WriteCondition(base_etag)
         if self.store.conditional_writes(key).enforces(condition, is_multipart(self.store.capabilities, size)):
             return condition, False
-        return None, self._changed_remotely(key, base_etag)
+        return None, self._changed_remotely(key, base_etag, staged_id)
 
-    def _changed_remotely(self, key: str, base_etag: str | None) -> bool:
-        """Whether the object is no longer the one we started from (None: there was none)."""
+    def _changed_remotely(self, key: str, base_etag: str | None, staged_id: str | None) -> bool:
+        """Whether the object is no longer the one we started from (None: there was none), nor one
+        an earlier try of this upload stored."""
         try:
-            return self.store.stat(key).etag != base_etag
+            info = self.store.stat(key)
+            return info.etag != base_etag and not (staged_id and info.meta.get(UPLOAD_TOKEN) == staged_id)
         except NotFound:
             return False  # deleted by someone else: our version simply comes back
+
+    def _our_earlier_upload(self, key: str, staged_id: str | None, size: int) -> ObjectInfo | None:
+        """The object at `key` if an earlier try of this upload stored it (see UPLOAD_TOKEN)."""
+        if not staged_id:
+            return None
+        try:
+            info = self.store.stat(key)
+        except NotFound:
+            return None
+        return info if info.meta.get(UPLOAD_TOKEN) == staged_id and info.size == size else None
 
     def _conflict_key(self, path: str, key: str) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S")

@@ -184,6 +184,9 @@ class OpenFile:
                 self.staged_path, self.fd = staging.new_file()
                 self.staging = staging
                 self.data_dirty = True
+                # Truncated, it still replaces the object it was opened on: that version is the one
+                # its upload may replace (committer.py), not "none" (which would make it a conflict).
+                self.base_etag = self.info.etag if self.info else None
 
     def stage_from_remote(self, staging: Staging, reader: Callable[[], RangeReader]) -> None:
         """Copy the remote object into a staged file through a reader of it (`reader()` makes one):
