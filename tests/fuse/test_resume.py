@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -147,16 +148,17 @@ def _held_bytes(env: Env, direct, key: str, quiet: bool = False) -> tuple[int, i
     return sum(int(p[2]) for p in records[0]["parts"]), len(records[0]["parts"])
 
 
-def _settled_held_bytes(env: Env, direct, key: str) -> tuple[int, int]:
-    """`_held_bytes` once the server has finished what it was given before the kill: a part whose
-    body the relay had already forwarded may still be stored after the client died (seen once under
-    load: the resume then found a part more than was counted). Stable for a second, at most 20 s."""
-    deadline = time.monotonic() + 20
-    last = _held_bytes(env, direct, key)
+def settled(measure: Callable[[], object], quiet: float = 1.0, limit: float = 20.0) -> object:
+    """`measure()` once it stays the same for `quiet` seconds (at most `limit` s): what a server holds
+    once it has finished what it was sent before a kill. A part whose body a relay had already
+    forwarded may still be stored after the client died (seen once under load: the resume then found
+    a part more than was counted)."""
+    deadline = time.monotonic() + limit
+    last = measure()
     stable_since = time.monotonic()
-    while time.monotonic() - stable_since < 1.0 and time.monotonic() < deadline:
+    while time.monotonic() - stable_since < quiet and time.monotonic() < deadline:
         time.sleep(0.1)
-        now = _held_bytes(env, direct, key)
+        now = measure()
         if now != last:
             last, stable_since = now, time.monotonic()
     return last
@@ -180,7 +182,7 @@ def _crash_and_resume(tmp_path, section: dict, direct, relay: CountingRelay, siz
         mount.kill()
         before = relay.reset()
         assert not _exists(direct, "big.bin")   # not completed before the kill
-        held_bytes, held_parts = _settled_held_bytes(env, direct, "big.bin")
+        held_bytes, held_parts = settled(lambda: _held_bytes(env, direct, "big.bin"))
         assert 0 < held_bytes < size
 
         started = time.monotonic()

@@ -14,7 +14,7 @@ import pytest
 from storefs.vaults import cas
 from storefs.vaults.treehash import tree_hash
 from tests.fuse.harness import Env
-from tests.fuse.test_resume import CountingRelay
+from tests.fuse.test_resume import CountingRelay, settled
 
 MiB = 1 << 20
 SIZE = 24 * MiB
@@ -57,14 +57,7 @@ def test_kill_9_mid_upload_resumes_from_the_parts_the_service_holds(tmp_path, ow
         _wait(lambda: relay.bytes_up >= 0.4 * SIZE and held() > 0, 120, "the upload to get under way", env)
         mount.kill()
         relay.reset()
-        # A part the relay forwarded before the kill may still be stored after it: count once the
-        # service's listing stays the same for a second (at most 20 s).
-        held_bytes, stable_since, deadline = held(), time.monotonic(), time.monotonic() + 20
-        while time.monotonic() - stable_since < 1.0 and time.monotonic() < deadline:
-            time.sleep(0.1)
-            now = held()
-            if now != held_bytes:
-                held_bytes, stable_since = now, time.monotonic()
+        held_bytes = settled(held)   # a part forwarded before the kill may be stored after it
         assert 0 < held_bytes < SIZE, held_bytes
 
         again = env.mount(f"c:{name}", options=options)

@@ -241,14 +241,14 @@ class Committer:
         condition = WriteCondition(base_etag)
         if self.store.conditional_writes(key).enforces(condition, is_multipart(self.store.capabilities, size)):
             return condition, False
-        return None, self._changed_remotely(key, base_etag, staged_id)
+        return None, self._changed_remotely(key, base_etag, staged_id, size)
 
-    def _changed_remotely(self, key: str, base_etag: str | None, staged_id: str | None) -> bool:
+    def _changed_remotely(self, key: str, base_etag: str | None, staged_id: str | None, size: int) -> bool:
         """Whether the object is no longer the one we started from (None: there was none), nor one
         an earlier try of this upload stored."""
         try:
             info = self.store.stat(key)
-            return info.etag != base_etag and not (staged_id and info.meta.get(UPLOAD_TOKEN) == staged_id)
+            return info.etag != base_etag and not _stored_by(info, staged_id, size)
         except NotFound:
             return False  # deleted by someone else: our version simply comes back
 
@@ -260,7 +260,7 @@ class Committer:
             info = self.store.stat(key)
         except NotFound:
             return None
-        return info if info.meta.get(UPLOAD_TOKEN) == staged_id and info.size == size else None
+        return info if _stored_by(info, staged_id, size) else None
 
     def _conflict_key(self, path: str, key: str) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -321,3 +321,9 @@ class Committer:
             sweep_orphans(self.store, self.journal, referenced, records=ledger)
         except Exception as exc:  # never fatal: the ledger keeps the records for the next mount
             log.warning("could not look for unfinished multipart uploads of an earlier run: %s", exc)
+
+
+def _stored_by(info: ObjectInfo, staged_id: str | None, size: int) -> bool:
+    """Whether `info` is the object an earlier try of the upload of staged file `staged_id` (of `size`
+    bytes) stored (see UPLOAD_TOKEN)."""
+    return bool(staged_id) and info.meta.get(UPLOAD_TOKEN) == staged_id and info.size == size
