@@ -87,6 +87,36 @@ def test_creating_files_in_a_listed_directory_keeps_its_listing(fs_and_store):
     assert sorted(fs.readdir("/old")) == sorted(["a"] + [f"n{i}" for i in range(10)])
 
 
+def test_a_shell_redirect_costs_one_put(fs_and_store):
+    """bash's `printf … > f`: open, a close of the first descriptor (after dup2) before the write, the
+    write, the close of stdout. Only the close after the write uploads; also over an existing file."""
+    fs, store = fs_and_store
+    store.counts.clear()
+    for path, flags in (("/n", os.O_WRONLY | os.O_CREAT | os.O_TRUNC), ("/old/a", os.O_WRONLY | os.O_TRUNC)):
+        fh = fs.create(path, 0o644, 0, 0, flags) if flags & os.O_CREAT else fs.open(path, flags)
+        fs.flush(fh)
+        fs.write(fh, b"new bytes", 0)
+        fs.flush(fh)
+        fs.release(fh)
+    assert store.counts["put"] == 2, store.counts
+    assert store.read_range("old/a", 0, 100) == b"new bytes" and store.read_range("n", 0, 100) == b"new bytes"
+
+
+def test_a_close_without_writes_uploads_at_release(fs_and_store):
+    """`touch new` and `: > old`: nothing written through the handle; the last close uploads it."""
+    fs, store = fs_and_store
+    store.counts.clear()
+    fh = fs.create("/t", 0o644, 0, 0, os.O_WRONLY | os.O_CREAT)
+    fs.flush(fh)
+    assert store.counts["put"] == 0
+    fs.release(fh)
+    fh = fs.open("/old/a", os.O_WRONLY | os.O_TRUNC)
+    fs.flush(fh)
+    fs.release(fh)
+    assert store.counts["put"] == 2
+    assert store.stat("t").size == 0 and store.stat("old/a").size == 0
+
+
 def test_readdir_attrs_gives_exact_attributes_and_staged_files(fs_and_store):
     fs, store = fs_and_store
     fh = fs.create("/old/open", 0o600, 0, 0, os.O_WRONLY | os.O_CREAT)

@@ -415,11 +415,16 @@ class StoreFS:
         opened = handle.file
         if not opened.staged:
             self._stage(opened)
+        handle.changed = True
         return opened.write(data, offset, handle.append)
 
     def flush(self, fh: int) -> None:
         handle = self._handle(fh)
-        if handle.writable:
+        # A close of a descriptor through which nothing was written leaves the upload to the release
+        # (the last close): a shell's `printf … > f` opens f, dup2()s it to stdout and closes the
+        # first descriptor before writing, which otherwise uploaded (or journaled) an empty file
+        # first: two PUTs per file with write_back=0. `touch f` is uploaded at its release.
+        if handle.writable and handle.changed:
             self.committer.closed(handle.file)
 
     def fsync(self, fh: int) -> None:
@@ -465,9 +470,11 @@ class StoreFS:
         if length < 0:
             raise InvalidArgument("negative length")
         if fh is not None:
-            opened = self._handle(fh).file
+            handle = self._handle(fh)
+            opened = handle.file
             if not opened.staged:
                 self._stage(opened)
+            handle.changed = True
             opened.truncate(length)
             return
         opened = self._open_file(path)
@@ -479,7 +486,7 @@ class StoreFS:
         # truncate(2) on a path nobody has open: stage, truncate, upload, done.
         fh = self.open(path, os.O_WRONLY | (os.O_TRUNC if length == 0 else 0))
         try:
-            self._handle(fh).file.truncate(length)
+            self.truncate(path, length, fh)
             self.flush(fh)
         finally:
             self.release(fh)

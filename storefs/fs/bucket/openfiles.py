@@ -318,6 +318,7 @@ class Handle:
     writable: bool
     append: bool
     reader: RangeReader | None = None
+    changed: bool = False     # written or truncated through this handle (see filesystem.flush)
 
 
 class OpenFiles:
