@@ -54,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from bench import workloads as wl  # noqa: E402
+from storefs.options import MountOptions  # noqa: E402
 from bench.mounts import (  # noqa: E402
     MOUNTS,
     PEERS,
@@ -590,7 +591,7 @@ def build_report(bench: Bench, args: argparse.Namespace, started: float, netns: 
         "client', the listing starts after the last close. Close rate: until the loop's process ended. CPU: "
         "utime+stime of the mount process (/proc/PID/stat) from the start to the durable point, per file. "
         f"'write-back 0' = storefs {' '.join(flags0[STOREFS_DEFAULT]) or '(no write_back option)'}, rclone "
-        f"{' '.join(flags0['rclone'])}; 'write-back default' = storefs without write_back (default 2 s), rclone "
+        f"{' '.join(flags0['rclone'])}; 'write-back default' = storefs without write_back (default {MountOptions.write_back:g} s), rclone "
         f"{' '.join(flags_default['rclone'])} (5 s). s3fs uploads at close and has no such delay: one mount per "
         "run serves both, so its cells in the two write-back conditions are the same runs. raw: PUTs one at a "
         "time, durable when each returns; measured once per run with and once without the listing client, and "

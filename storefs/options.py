@@ -80,7 +80,7 @@ class MountOptions:
     read_ahead: int = 64 << 20
     # write-back: seconds between close and upload (0: upload inside close), files uploaded at once,
     # what fsync promises, and how long unmount waits for the queue
-    write_back: float = 2.0
+    write_back: float = 0.5
     transfers: int = 4
     fsync: str = "upload"
     drain_timeout: float = 3600.0
@@ -113,7 +113,7 @@ class MountOptions:
         "upload_workers": "parts uploaded in parallel (default 4)",
         "read_ahead": "largest read-ahead window per open file (default 64M; at most 4 GETs of 8 MiB in flight)",
         "total_size": "size statfs reports, e.g. 1T (default: the cache disk's size)",
-        "write_back": "seconds from close to upload, buckets and vault_writes (default 2; 0 = upload before "
+        "write_back": "seconds from close to upload, buckets and vault_writes (default 0.5; 0 = upload before "
                       "close returns)",
         "transfers": "files uploaded at once (default 4)",
         "fsync": "upload (default: fsync uploads the file) or local (fsync only makes it durable on disk)",
@@ -295,7 +295,7 @@ class VaultOptions(RetrievalOptions):
     RANGES_MIN_DEFAULT: ClassVar[int] = 64 << 20   # what a bare `-o vault_ranges` means
     # vault_writes: seconds a closed new file stays staged (chmod, utimens, rename, unlink are still
     # possible) before its upload; 0 uploads inside close. A mount passes its `-o write_back` (default
-    # 2, as for buckets) and `-o transfers` (uploads at once).
+    # 0.5, as for buckets) and `-o transfers` (uploads at once).
     write_back: float = 0.0
     transfers: int = 4
 
