@@ -19,6 +19,7 @@ from typing import Callable
 from .fs.bucket.blockcache import BlockCache
 from .fs.bucket.committer import Committer
 from .fs.bucket.openfiles import Staging
+from .fuse.requests import REQUESTS
 from .wire.retry import STATS
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def snapshot(committer: Committer, staging: Staging, mountpoint: str, remote: st
         "staging_dir": str(staging.directory), "staging_bytes": staging.used_bytes(),
         "staging_limit": staging.max_bytes, "retries": STATS.retries, "gave_up": STATS.gave_up,
         "read_cache_bytes": cache.volume() if cache is not None else 0, "read_cache_limit": cache_limit,
+        "requests": REQUESTS.snapshot(),
     }
 
 
@@ -121,7 +123,7 @@ class StatusReporter:
 
     def _run(self) -> None:
         last_write = 0.0
-        last_counts = (-1, -1)
+        last_counts = (-1, -1, -1)
         while not self._stop.is_set():
             # Wake on a change (written within ~50 ms, or 0.5 s while thousands of small files are
             # queued: each snapshot walks the queue) or every half second to look for a flush request.
@@ -135,7 +137,8 @@ class StatusReporter:
             busy = self.committer.queue.count() > 0   # not pending(): that copies every queued item
             # Retries made by reads alone change nothing else: without this the "retries" a status
             # shows on a read-only workload were up to 10 s old (found by tests/fuse/test_faults.py).
-            counts = (STATS.retries, STATS.gave_up)
+            # Likewise the kernel's requests: at most one rewrite per wake-up while they come.
+            counts = (STATS.retries, STATS.gave_up, REQUESTS.total())
             if self._changed.is_set() or busy or counts != last_counts or time.monotonic() - last_write > 10:
                 last_counts = counts
                 self._changed.clear()

@@ -22,6 +22,7 @@ import ctypes.util
 import dataclasses
 import errno
 import importlib
+import itertools
 import logging
 import os
 import signal
@@ -54,6 +55,7 @@ DEFAULT_FUSE = next(iter(FUSE_LIBRARIES))
 BIG_REQUEST = 1 << 20
 FUSE_READDIR_PLUS = 1 << 0     # libfuse 3: readdir's flags
 FUSE_FILL_DIR_PLUS = 1 << 1    # libfuse 3: filler's flags
+FUSE_CAP_READDIRPLUS_AUTO = 1 << 14   # libfuse 3: fuse_conn_info.want
 
 
 def load_binding(name: str) -> ModuleType:
@@ -171,6 +173,8 @@ def _binding_class(lib: ModuleType, fuse3: bool) -> type:
     class Fuse(lib.FUSE):  # type: ignore[name-defined]
         def __init__(self, operations: Any, mountpoint: str, *args: Any, **kwargs: Any) -> None:
             self._mountpoint = mountpoint
+            self._dir_handles = itertools.count(1)          # opendir's handles (libfuse 3)
+            self._listings: dict[int, list[Any]] = {}        # open directory handle -> its listing
             # Both bindings build the struct from the module-level name inside __init__, which only
             # returns at unmount; one mount per process, so swapping the name for that time is safe.
             original = lib.fuse_operations
@@ -237,29 +241,54 @@ def _binding_class(lib: ModuleType, fuse3: bool) -> type:
             if conn:
                 conn.contents.max_write = BIG_REQUEST
                 conn.contents.max_readahead = BIG_REQUEST
+                # READDIRPLUS for every chunk of a listing, not only the first (the kernel's "auto"
+                # mode asks with plain READDIR from the second ~4 KiB request on).
+                conn.contents.want &= ~FUSE_CAP_READDIRPLUS_AUTO
             return lib.FUSE.init_fuse_3(self, conn, config)
+        def opendir(self: Any, path: bytes | None, fip: Any) -> int:
+            # A handle per open directory: its listing is kept from the first READDIRPLUS to the
+            # release, so that the chunks after the first are cut from the same list.
+            fip.contents.fh = next(self._dir_handles)
+            return 0
+
+        def releasedir(self: Any, path: bytes | None, fip: Any) -> int:
+            self._listings.pop(fip.contents.fh, None)
+            return 0
+
         def readdir_fuse_3(self: Any, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any,
                            flags: int) -> int:
             # READDIRPLUS (mfusepy leaves it out): each entry goes to the kernel with its attributes,
             # so `ls -l` or `find -ls` of a listed directory costs no LOOKUP per entry (5,000 fewer
-            # Python calls for 5,000 files). Entries without exact attributes go without (the kernel
-            # looks those up as before).
+            # round trips for 5,000 files). Entries without exact attributes go without (the kernel
+            # looks those up as before). Every entry carries its offset (its index + 1): only then
+            # does libfuse 3.14 hand the attributes on (with offset 0 it buffers the listing itself
+            # and sends each entry with node id 0, which the kernel ignores), and the kernel asks
+            # for the next chunk from where the last one ended.
             if not flags & FUSE_READDIR_PLUS:
                 return lib.FUSE.readdir_fuse_3(self, path, buf, filler, offset, fip, flags)
+            handle = fip.contents.fh
+            listing = self._listings.get(handle) if offset else None
+            if listing is None:
+                listing = self.operations.readdir_plus(self._path(path))
+                self._listings[handle] = listing
             st = lib.c_stat()
-            for name, attrs in self.operations.readdir_plus(self._path(path)):
+            for index in range(offset, len(listing)):
+                name, attrs = listing[index]
                 encoded = name.encode(self.encoding, self.errors)
                 if attrs is None:
-                    full = filler(buf, encoded, None, 0, 0)
+                    full = filler(buf, encoded, None, index + 1, 0)
                 else:
                     ctypes.memset(ctypes.byref(st), 0, ctypes.sizeof(st))
-                    lib.set_st_attrs(st, attrs, use_ns=self.use_ns)
-                    full = filler(buf, encoded, ctypes.byref(st), 0, FUSE_FILL_DIR_PLUS)
+                    lib.set_st_attrs(st, self.operations.stat_of(attrs), use_ns=self.use_ns)
+                    full = filler(buf, encoded, ctypes.byref(st), index + 1, FUSE_FILL_DIR_PLUS)
                 if full:
+                    # The entry that did not fit leaves one lookup count in libfuse's node table
+                    # (filled entries are looked up before the buffer check): one per chunk, until
+                    # unmount. The kernel asks for it again in the next chunk.
                     break
             return 0
         methods.update(truncate_fuse_3=truncate_fuse_3, rename_fuse_3=rename_fuse_3, init_fuse_3=init_fuse_3,
-                       readdir_fuse_3=readdir_fuse_3, chmod_fuse_3=chmod_fuse_3, chown_fuse_3=chown_fuse_3,
+                       readdir_fuse_3=readdir_fuse_3, opendir=opendir, releasedir=releasedir, chmod_fuse_3=chmod_fuse_3, chown_fuse_3=chown_fuse_3,
                        utimens_fuse_3=utimens_fuse_3)
     return type("StorefsFuse", (Fuse,), methods)
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from ..attrs import Attrs
 from ..errors import StoreError, errno_for
 from ..fs.api import MountedFS
+from .requests import REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class FuseError(OSError):
 
 
 def _call(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    REQUESTS.note(what)
     try:
         return fn(*args)
     except FuseError:
@@ -104,11 +106,13 @@ class FuseOps:
     def readdir(self, path: str, fh: int) -> list[str]:
         return [".", ".."] + _call("readdir", self.fs.readdir, path)
 
-    def readdir_plus(self, path: str) -> list[tuple[str, dict[str, int] | None]]:
-        """readdir with attributes where known exactly (libfuse 3's READDIRPLUS, bindings._binding_class)."""
-        listed = _call("readdir", self.fs.readdir_attrs, path)
-        return [(".", None), ("..", None)] + [
-            (name, None if attrs is None else _stat_dict(attrs, self._blksize)) for name, attrs in listed]
+    def readdir_plus(self, path: str) -> list[tuple[str, Attrs | None]]:
+        """readdir with attributes where known exactly (libfuse 3's READDIRPLUS, bindings._binding_class);
+        stat_of() turns them into what the binding fills in, one chunk of the listing at a time."""
+        return [(".", None), ("..", None)] + _call("readdir", self.fs.readdir_attrs, path)
+
+    def stat_of(self, attrs: Attrs) -> dict[str, int]:
+        return _stat_dict(attrs, self._blksize)
 
     def readlink(self, path: str) -> str:
         return _call("readlink", self.fs.readlink, path)
