@@ -179,3 +179,20 @@ def test_a_run_is_adopted_whole_or_not_at_all(tmp_path, monkeypatch):
     assert len(calls) == 3 and _block_files(tmp_path / "c") == []
     assert not any(cache.contains("loc", "key", "etag", n) for n in range(4))
     cache.close()
+
+
+def test_block_keys_are_indexed_as_diskcache_indexes_them(tmp_path):
+    """_BlockDisk.put makes a key's index form without pickletools.optimize, but the same bytes, so that
+    a cache written by diskcache's own put stays readable."""
+    import pickle
+    import pickletools
+    cache = BlockCache(tmp_path / "c", 64 * BLOCK)
+    disk = cache._cache.disk
+    empty = ""
+    keys = [("s3://bucket", "dir/obj.bin", '"0123456789abcdef-3"', 5), ("loc", "ключ/файл", "e", 2**40),
+            ("l", "x" * 70000, "etag", 0), ("", "k", "", 0), (empty, empty, "e", 1), ("l", "k", "e", -1)]
+    for key in keys:
+        want = pickletools.optimize(pickle.dumps(key, protocol=disk.pickle_protocol))
+        made, raw = disk.put(key)
+        assert bytes(made) == want and raw is False, key
+    cache.close()
