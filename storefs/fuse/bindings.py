@@ -26,7 +26,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from types import ModuleType
 from typing import Any, Callable
@@ -155,25 +154,6 @@ def _buffer(buf: Any, size: int) -> memoryview:
     return memoryview((ctypes.c_char * size).from_address(address)).cast("B")
 
 
-_kept_states: set[int] = set()   # OS threads whose Python thread state _keep_thread_state() kept
-MAX_KEPT_STATES = 64              # a bound on what ended threads can leave behind (~20 KiB each)
-
-
-def _keep_thread_state() -> None:
-    """Keep the calling libfuse thread's Python thread state for its later callbacks.
-
-    ctypes enters a callback from a foreign thread with PyGILState_Ensure and leaves with
-    PyGILState_Release, which deletes a thread state it created: every read and write request made
-    and destroyed one (malloc, a 16 KiB data-stack mmap and its page faults, munmap; ~256 mmap/munmap
-    pairs per 256 MiB read). One more Ensure, never released, keeps it: the next callback on this
-    thread finds it. For libfuse 3 only, which keeps its worker threads (libfuse 2 ends idle ones
-    beyond 10, and each would leave its state behind); MAX_KEPT_STATES bounds that all the same."""
-    ident = threading.get_ident()
-    if ident not in _kept_states and len(_kept_states) < MAX_KEPT_STATES:
-        _kept_states.add(ident)
-        ctypes.pythonapi.PyGILState_Ensure()
-
-
 def _binding_class(lib: ModuleType, fuse3: bool) -> type:
     """The binding's FUSE class with storefs's fixes (see the module docstring); `fuse3`: it drives
     libfuse 3."""
@@ -209,15 +189,11 @@ def _binding_class(lib: ModuleType, fuse3: bool) -> type:
         # Both bindings take read()'s bytes and copy them into libfuse's buffer; here the filesystem
         # writes into that buffer itself (a preadv from a cache or staged file), so a 1 MiB read makes
         # no Python bytes object, no page faults on a fresh allocation and no extra copy.
-        if fuse3:
-            _keep_thread_state()
         return self.operations.read_into(self._path(path), _buffer(buf, size), offset, fip.contents)
 
     def write(self: Any, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
         # Likewise, both bindings copy each write request into a new bytes object; the filesystem
         # writes straight from libfuse's buffer instead (the view lives for this call only).
-        if fuse3:
-            _keep_thread_state()
         return self.operations.write(self._path(path), _buffer(buf, size), offset, fip.contents)
     methods.update(read=read, write=write)
     if lib.__name__ == "fuse":   # fusepy dispatches through Operations.__call__
