@@ -1,6 +1,6 @@
 """The block cache's own file storage (_BlockDisk): blocks written straight from their buffers into one
 level of directories, private, readable whole or in pieces, and surviving their directory's removal
-by eviction; and blocks whose files a store wrote in place (reserve, adopt)."""
+by eviction; and runs of blocks whose file a store wrote in place (reserve, adopt), evicted whole."""
 from __future__ import annotations
 
 import os
@@ -56,26 +56,70 @@ def _block_files(directory):
     return sorted(p for p in directory.rglob("*.val"))
 
 
-def test_reserved_files_written_in_place_are_adopted(tmp_path):
-    # The cold read path: the reader has the store write each block's file itself (reserve, adopt).
+def test_a_run_written_in_place_is_adopted_as_one_file(tmp_path):
+    # The cold read path: the reader has the store write a fetched run into one new file (reserve,
+    # adopt), its blocks back to back: one file created per run, not per block.
     cache = BlockCache(tmp_path / "c", 64 * BLOCK)
     blocks = [os.urandom(BLOCK), os.urandom(BLOCK), b"tail of the object"]
 
     new = cache.reserve([len(b) for b in blocks])
-    assert new is not None and len(new.fds) == 3
-    for fd, data in zip(new.fds, blocks):
-        os.pwrite(fd, data, 0)
+    assert new is not None
+    os.pwrite(new.fd, b"".join(blocks), 0)
 
-    paths = cache.adopt(new, "loc", "key", "etag", 5)
-    assert paths is not None and len(_block_files(tmp_path / "c")) == 3
+    places = cache.adopt(new, "loc", "key", "etag", 5)
+    assert places is not None and len(_block_files(tmp_path / "c")) == 1
     into = memoryview(bytearray(100))
-    assert cache.read_file_into(paths[1], 4096, into) == 100 and bytes(into) == blocks[1][4096:4196]
+    assert cache.read_file_into(places[1], 4096, into) == 100 and bytes(into) == blocks[1][4096:4196]
+    # A read never runs past its block into the next one of the run.
+    assert cache.read_file_into(places[0], BLOCK - 10, into) == 10 and bytes(into[:10]) == blocks[0][-10:]
     assert cache.read_into("loc", "key", "etag", 7, 0, into) == len(blocks[2])
     assert bytes(into[:len(blocks[2])]) == blocks[2]
+    assert cache.read_into("loc", "key", "etag", 5, BLOCK - 10, into) == 10
     assert cache.contains("loc", "key", "etag", 6) and not cache.contains("loc", "key", "etag", 8)
     cache.close()
     cache = BlockCache(tmp_path / "c", 64 * BLOCK)   # kept across remounts, as put() blocks are
-    assert cache.get("loc", "key", "etag", 5) == blocks[0]
+    assert [cache.get("loc", "key", "etag", n) for n in (5, 6, 7)] == blocks
+    cache.close()
+
+
+def test_evicting_a_block_of_a_run_evicts_the_run(tmp_path):
+    """A run file is removed whole: once any of its blocks is evicted (or replaced), its other blocks
+    leave the index and its file goes, so that the disk holds what the index counts and a place the
+    reader remembers is either the block's bytes or gone, never a hole read as zeros."""
+    cache = BlockCache(tmp_path / "c", 64 * BLOCK)
+    runs = []
+    for first in (0, 4):
+        new = cache.reserve([BLOCK] * 4)
+        assert new is not None
+        os.pwrite(new.fd, bytes([first]) * (4 * BLOCK), 0)
+        runs.append(cache.adopt(new, "loc", "key", "etag", first))
+    before = cache.volume()
+    cache._cache.delete(("loc", "key", "etag", 2))   # as diskcache's eviction does: one entry
+    assert not any(cache.contains("loc", "key", "etag", n) for n in range(4))
+    assert all(cache.contains("loc", "key", "etag", n) for n in range(4, 8))
+    assert len(_block_files(tmp_path / "c")) == 1 and before - cache.volume() == 4 * BLOCK
+    into = memoryview(bytearray(10))
+    assert cache.read_file_into(runs[0][1], 0, into) is None
+    assert cache.read_file_into(runs[1][1], 0, into) == 10 and bytes(into) == bytes([4]) * 10
+    new = cache.reserve([BLOCK])   # a block adopted again replaces its entry: the old run goes
+    assert new is not None
+    os.pwrite(new.fd, bytes([9]) * BLOCK, 0)
+    cache.adopt(new, "loc", "key", "etag", 5)
+    assert [cache.contains("loc", "key", "etag", n) for n in range(4, 8)] == [False, True, False, False]
+    assert len(_block_files(tmp_path / "c")) == 1 and cache.get("loc", "key", "etag", 5) == bytes([9]) * BLOCK
+    cache.close()
+
+
+def test_the_size_limit_evicts_whole_runs(tmp_path):
+    cache = BlockCache(tmp_path / "c", 16 * BLOCK)
+    for first in range(0, 64, 4):
+        new = cache.reserve([BLOCK] * 4)
+        assert new is not None
+        os.pwrite(new.fd, os.urandom(4 * BLOCK), 0)
+        cache.adopt(new, "loc", "key", "etag", first)
+    on_disk = sum(p.stat().st_size for p in _block_files(tmp_path / "c"))
+    assert on_disk <= 16 * BLOCK and cache.volume() <= 16 * BLOCK + (4 << 20)
+    assert cache.contains("loc", "key", "etag", 63)
     cache.close()
 
 
@@ -84,8 +128,8 @@ def test_an_abandoned_fill_leaves_no_block_behind(tmp_path):
 
     new = cache.reserve([BLOCK, BLOCK])
     assert new is not None
-    os.pwrite(new.fds[0], b"half a block", 0)
-    cache.abandon(new)   # the answer was cut short: the reader gives the files back
+    os.pwrite(new.fd, b"half a block", 0)
+    cache.abandon(new)   # the answer was cut short: the reader gives the file back
 
     # A local write error (a full cache disk): given back too, with the cause logged; the reader
     # then reads into memory.
@@ -120,8 +164,7 @@ def test_a_run_is_adopted_whole_or_not_at_all(tmp_path, monkeypatch):
     cache = BlockCache(tmp_path / "c", 64 * BLOCK)
     new = cache.reserve([BLOCK] * 4)
     assert new is not None
-    for fd in new.fds:
-        os.pwrite(fd, os.urandom(BLOCK), 0)
+    os.pwrite(new.fd, os.urandom(4 * BLOCK), 0)
     original, calls = cache._cache.set, []
 
     def failing(key, value, *args, **kwargs):
@@ -135,4 +178,21 @@ def test_a_run_is_adopted_whole_or_not_at_all(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert len(calls) == 3 and _block_files(tmp_path / "c") == []
     assert not any(cache.contains("loc", "key", "etag", n) for n in range(4))
+    cache.close()
+
+
+def test_block_keys_are_indexed_as_diskcache_indexes_them(tmp_path):
+    """_BlockDisk.put makes a key's index form without pickletools.optimize, but the same bytes, so that
+    a cache written by diskcache's own put stays readable."""
+    import pickle
+    import pickletools
+    cache = BlockCache(tmp_path / "c", 64 * BLOCK)
+    disk = cache._cache.disk
+    empty = ""
+    keys = [("s3://bucket", "dir/obj.bin", '"0123456789abcdef-3"', 5), ("loc", "ключ/файл", "e", 2**40),
+            ("l", "x" * 70000, "etag", 0), ("", "k", "", 0), (empty, empty, "e", 1), ("l", "k", "e", -1)]
+    for key in keys:
+        want = pickletools.optimize(pickle.dumps(key, protocol=disk.pickle_protocol))
+        made, raw = disk.put(key)
+        assert bytes(made) == want and raw is False, key
     cache.close()

@@ -5,16 +5,26 @@ A block's key is (location, object key, ETag, block number). Because the ETag is
 remote overwrite can never be answered from stale blocks: the new ETag simply misses. Dirty data never
 lives here (staged files do, see openfiles.py), so evicting a block never loses anything.
 
-Blocks arrive two ways: the reader writes a fetched run into new block files (`reserve()`, then
-`adopt()`; from the socket on S3), or `put()` queues bytes already in memory for a writer thread. The
-cache knows no network: the reader fetches, the cache keeps and serves.
+Blocks arrive two ways: the reader writes a fetched run of blocks into one new file (`reserve()`, then
+`adopt()`; from the socket on S3), or `put()` queues bytes already in memory for a writer thread (a
+file per block). The cache knows no network: the reader fetches, the cache keeps and serves.
+
+A run's blocks share one file (RUN_MARK in their index entries names their place in it): creating a
+file is the dearest step of caching a block on a busy ext4 (0.5-0.7 ms of CPU each on the benchmark
+machine, where inode allocation searches past recently deleted inodes; a fifth of a cold sequential
+read's CPU with a file per 1 MiB block). A run file is never modified once adopted, only removed:
+evicting any of its blocks evicts the whole run (its other index entries go too), so a path known to
+the reader either holds the run's bytes or is gone, and the cache's size accounting stays exact.
 """
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
+import pickle
 import queue
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -23,22 +33,45 @@ import diskcache
 log = logging.getLogger(__name__)
 
 BLOCK = 1024 * 1024
+CULL_LIMIT = 4   # entries evicted at most per set() over the size limit (diskcache's cull_limit)
+RUN_MARK = "#"   # index filename "RUNFILE#N": block N of a run file, at N * BLOCK (see the module docstring)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Written:
     """A block whose file is written already: diskcache adopts the file instead of writing one."""
-    filename: str   # relative to the cache directory, as _BlockDisk.filename() names it
+    filename: str   # relative to the cache directory, as _BlockDisk.filename() names it, + RUN_MARK + N
     size: int
 
 
 @dataclasses.dataclass
 class NewBlocks:
-    """Block files made by BlockCache.reserve, not yet in the index: the reader writes them."""
-    fds: list[int]          # open for writing, each from offset 0
-    filenames: list[str]    # relative to the cache directory (diskcache's names)
-    paths: list[str]
-    sizes: list[int]
+    """A run file made by BlockCache.reserve, not yet in the index: the reader writes its blocks into
+    it, back to back from offset 0 (block i at i * BLOCK)."""
+    fd: int                 # open for writing; -1 once closed
+    filename: str           # relative to the cache directory (diskcache's name)
+    path: str
+    sizes: list[int]        # the blocks' sizes: all BLOCK but the last, which may be shorter
+
+
+class _Opened:
+    """A cached block's bytes in an open file: a block file (offset 0) or its place in a run file."""
+
+    def __init__(self, path: str, offset: int) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        self.offset = offset
+
+    def __enter__(self) -> "_Opened":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+def _run_place(filename: str) -> tuple[str, int]:
+    """(file, offset) of an index filename: a run file's block, or a block file (offset 0)."""
+    name, mark, number = filename.partition(RUN_MARK)
+    return (name, int(number) * BLOCK) if mark else (filename, 0)
 
 
 def _create(path: str) -> int:
@@ -61,13 +94,50 @@ class _BlockDisk(diskcache.Disk):
         filename = os.path.join(name[:2], name[2:] + ".val")
         return filename, os.path.join(self._directory, filename)
 
+    index: diskcache.Cache | None = None   # set by BlockCache: a run's other entries go with it
+
+    def put(self, key):
+        """A block key's index form, as diskcache makes it (the same bytes, so that a cache written
+        before stays readable) without its pickletools.optimize: that pure-Python pass cost ~170 us
+        per key, on every contains(), hit and set() (16 per 8 MiB run of a cold read, ~0.09 s of CPU
+        per 256 MiB). A pickle made without a memo has no memo entries to strip, so it is optimize's
+        output, as long as no object occurs twice in the key (a memo would then refer to it)."""
+        if type(key) is tuple and all(type(part) in (str, int) for part in key) \
+                and len({id(part) for part in key}) == len(key):
+            out = io.BytesIO()
+            pickler = pickle.Pickler(out, protocol=self.pickle_protocol)
+            pickler.fast = True   # no memo
+            pickler.dump(key)
+            return sqlite3.Binary(out.getvalue()), False
+        return super().put(key)
+
     def remove(self, file_path: str) -> None:
         # diskcache also removes the emptied directory, which the next block in it then makes again:
         # a mkdir on the read path (as costly as creating the block's file). The 256 stay.
+        name, mark, _number = file_path.partition(RUN_MARK)
+        if mark and self.index is not None:
+            # One block of a run evicted (or replaced): the whole run goes, so that its file is
+            # removed at once and the space it holds is the space the index counts. The size and
+            # count triggers of diskcache's table keep its accounting right for these rows.
+            try:
+                self.index._sql("DELETE FROM Cache WHERE filename >= ? AND filename < ?",
+                                (name + RUN_MARK, name + chr(ord(RUN_MARK) + 1)))
+            except Exception as exc:   # the run's other entries then point to a missing file: misses
+                log.debug("block cache: the rest of run %s stays indexed: %s", name, exc)
         try:
-            os.remove(os.path.join(self._directory, file_path))
+            os.remove(os.path.join(self._directory, name))
         except OSError:
             pass
+
+    def fetch(self, mode, filename, value, read):
+        if mode != diskcache.core.MODE_BINARY or not filename:
+            return super().fetch(mode, filename, value, read)
+        name, offset = _run_place(filename)
+        opened = _Opened(os.path.join(self._directory, name), offset)
+        if read:
+            return opened
+        with opened:
+            return os.pread(opened.fd, BLOCK, offset)
 
     def store(self, value, read, key=diskcache.core.UNKNOWN):
         if isinstance(value, _Written):   # written already (BlockCache.reserve/adopt)
@@ -115,11 +185,20 @@ class BlockCache:
     def __init__(self, directory: Path, size_limit: int, pending_limit: int = 32) -> None:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Blocks above 32 KiB are stored as files by diskcache, the index in SQLite; LRU updates an
-        # access time per hit, which costs little at one hit per MiB.
+        # access time per hit, which costs little at one hit per MiB. Each set() over the limit evicts
+        # up to cull_limit entries, and each takes its run along (up to 8 MiB): a few at a time.
         self._cache = diskcache.Cache(str(directory), size_limit=size_limit,
-                                      eviction_policy="least-recently-used", cull_limit=16,
+                                      eviction_policy="least-recently-used", cull_limit=CULL_LIMIT,
                                       disk=_BlockDisk)
         self._cache._local = _ByThreadId()
+        # Index writes one thread at a time: every run's adopt() and every LRU hit (diskcache updates
+        # an access time in a write transaction) take SQLite's write lock, and a thread that finds it
+        # taken sleeps in SQLite's busy handler (1, 2, 5, 10 … 100 ms). With 4 read-ahead threads that
+        # was ~250 sleeps per 256 MiB of a cold sequential read; a lock wakes the next thread at once.
+        self._index_lock = threading.Lock()
+        # Evicting a run's block removes its siblings by filename (_BlockDisk.remove): indexed.
+        self._cache._sql("CREATE INDEX IF NOT EXISTS Cache_filename ON Cache(filename)")
+        self._cache.disk.index = self._cache
         self.size_limit = size_limit
         for number in range(256):   # _BlockDisk's directories, made once rather than on the read path
             (directory / f"{number:02x}").mkdir(mode=0o700, exist_ok=True)
@@ -143,7 +222,8 @@ class BlockCache:
 
     def get(self, location: str, key: str, etag: str, block: int) -> bytes | None:
         try:
-            return self._cache.get((location, key, etag, block))
+            with self._index_lock:
+                return self._cache.get((location, key, etag, block))
         except Exception as exc:  # a damaged cache is a miss, never an error for the reader
             self._warn("read", exc)
             return None
@@ -154,7 +234,8 @@ class BlockCache:
         reading the whole block (a random 4 KiB read should not cost a 1 MiB file read): the bytes
         read, None if the block is not cached."""
         try:
-            value = self._cache.get((location, key, etag, block), read=True)
+            with self._index_lock:
+                value = self._cache.get((location, key, etag, block), read=True)
             if value is None:
                 return None
             if isinstance(value, bytes):  # small blocks (an object's tail) live in SQLite
@@ -162,21 +243,23 @@ class BlockCache:
                 into[:len(piece)] = piece
                 return len(piece)
             with value:
-                return os.preadv(value.fileno(), [into], start)
+                return os.preadv(value.fd, [into[:BLOCK - start]], value.offset + start)
         except Exception as exc:
             self._warn("read", exc)
             return None
 
     @staticmethod
-    def read_file_into(path: str, start: int, into: memoryview) -> int | None:
-        """Bytes of a block file that adopt() returned, without asking the index (a SQLite query and
-        an access-time update per read); None if it has been evicted since."""
+    def read_file_into(place: tuple[str, int], start: int, into: memoryview) -> int | None:
+        """Bytes [start, …) of a block whose place (run file, offset) adopt() returned, without asking
+        the index (a SQLite query and an access-time update per read); None if it has been evicted
+        since (a run file is removed whole, never changed)."""
+        path, offset = place
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
             return None
         try:
-            return os.preadv(fd, [into], start)
+            return os.preadv(fd, [into[:BLOCK - start]], offset + start)
         except OSError:
             return None
         finally:
@@ -190,54 +273,60 @@ class BlockCache:
             return False
 
     def reserve(self, sizes: list[int]) -> NewBlocks | None:
-        """New block files, one per size, for the reader to write a fetched run into directly (on
-        plain HTTP the bytes go from the socket to the files without passing through Python); then
-        adopt() or abandon() them. None when the cache cannot make them (a full disk, a removed
-        directory): the reader reads into memory instead."""
-        blocks = NewBlocks([], [], [], list(sizes))
+        """A new run file for blocks of `sizes` (all BLOCK but the last), for the reader to write a
+        fetched run into directly (on plain HTTP the bytes go from the socket to the file without
+        passing through Python); then adopt() or abandon() it. None when the cache cannot make it (a
+        full disk, a removed directory): the reader reads into memory instead."""
+        if not sizes or any(size != BLOCK for size in sizes[:-1]) or not 0 < sizes[-1] <= BLOCK:
+            raise ValueError(f"a run of blocks cannot have the sizes {sizes}")
+        filename, path = self._cache.disk.filename()
         try:
-            for _ in sizes:
-                filename, path = self._cache.disk.filename()
-                blocks.fds.append(_create(path))
-                blocks.filenames.append(filename)
-                blocks.paths.append(path)
+            fd = _create(path)
         except OSError as exc:
-            self.abandon(blocks, exc)
+            self._warn("write", exc)
             return None
-        return blocks
+        return NewBlocks(fd, filename, path, list(sizes))
 
-    def adopt(self, blocks: NewBlocks, location: str, key: str, etag: str, first: int) -> list[str] | None:
-        """Enter fully written `blocks` as blocks first, first+1, … of the object: their paths for
-        read_file_into, or None when the index refuses them (they are removed; no partly written or
-        unindexed block stays behind)."""
-        for fd in blocks.fds:
-            os.close(fd)
-        blocks.fds.clear()
+    def adopt(self, blocks: NewBlocks, location: str, key: str, etag: str,
+              first: int) -> list[tuple[str, int]] | None:
+        """Enter a fully written run as blocks first, first+1, … of the object: each block's place
+        (run file, offset) for read_file_into, or None when the index refuses them (the file is
+        removed; no partly written or unindexed block stays behind)."""
+        self._close(blocks)
         try:
             # One SQLite transaction for the run, not one per block: 8 commits per 8 MiB run cost a
             # cold sequential read tens of ms per run on a busy machine. A failure rolls back all.
-            with self._cache.transact():
-                for number, (filename, size) in enumerate(zip(blocks.filenames, blocks.sizes), start=first):
-                    self._cache.set((location, key, etag, number), _Written(filename, size))
+            with self._index_lock, self._cache.transact():
+                for index, size in enumerate(blocks.sizes):
+                    self._cache.set((location, key, etag, first + index),
+                                    _Written(f"{blocks.filename}{RUN_MARK}{index}", size))
         except Exception as exc:
             self._warn("write", exc)
             self.abandon(blocks)
             return None
-        return blocks.paths
+        if not os.path.exists(blocks.path):
+            # Evicted while it was entered (a cache not much larger than a run): its entries that came
+            # after the eviction would point to nothing.
+            with self._index_lock:
+                self._cache.disk.remove(f"{blocks.filename}{RUN_MARK}0")
+            return None
+        return [(blocks.path, index * BLOCK) for index in range(len(blocks.sizes))]
 
     def abandon(self, blocks: NewBlocks, cause: OSError | None = None) -> None:
-        """Remove block files not (all) written: the fetch failed, or `cause`, a local write error."""
+        """Remove a run file not (all) written: the fetch failed, or `cause`, a local write error."""
         if cause is not None:
             self._warn("write", cause)
-        for fd in blocks.fds:
-            os.close(fd)
-        for path in blocks.paths:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        blocks.fds.clear()
-        blocks.paths.clear()
+        self._close(blocks)
+        try:
+            os.unlink(blocks.path)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _close(blocks: NewBlocks) -> None:
+        if blocks.fd >= 0:
+            os.close(blocks.fd)
+            blocks.fd = -1
 
     def put(self, location: str, key: str, etag: str, block: int, data: bytes) -> None:
         try:
@@ -251,7 +340,8 @@ class BlockCache:
             if item is None:
                 return
             try:
-                self._cache.set(*item)
+                with self._index_lock:
+                    self._cache.set(*item)
             except Exception as exc:  # e.g. the cache disk is full: reading goes on uncached
                 self._warn("write", exc)
             finally:

@@ -3,9 +3,9 @@ the missing ones, and read-ahead on sequential access.
 
 The kernel asks for at most 128 KiB per read on libfuse 2 (1 MiB on libfuse 3), so a read must not cost a request:
 blocks are fetched in runs (one GET for several blocks). With a block cache (the usual case) a run is
-written straight into new cache files (blockcache.reserve; on plain HTTP the bytes never pass through
-Python) and reads copy from those files into the FUSE reply buffer (read_into), so a cold sequential
-read holds no object bytes in memory. Without a cache, or when the cache cannot take a run (a full
+written straight into a new cache file (blockcache.reserve: one file per run; on plain HTTP the bytes
+never pass through Python) and reads copy from it into the FUSE reply buffer (read_into), so a cold
+sequential read holds no object bytes in memory. Without a cache, or when the cache cannot take a run (a full
 disk), blocks are kept in a small in-memory LRU per handle instead.
 On a sequential run the read-ahead window doubles from 1 block up to `max_window`, and the runs ahead
 are fetched in parallel in the background: up to MAX_RUNS_IN_FLIGHT GETs under way, the next started
@@ -37,7 +37,7 @@ from .ranges import piece_sizes, read_all_pieces, read_to_files, stretches
 RUN_BLOCKS = 8          # blocks per background GET (8 MiB)
 MAX_RUNS_IN_FLIGHT = 4  # background GETs per handle
 MEMORY_BLOCKS = 16      # blocks kept in memory per handle (without a usable cache)
-KNOWN_FILES = 1024      # cache files of blocks this handle fetched, remembered by path
+KNOWN_FILES = 1024      # blocks this handle fetched, remembered by their place in a cache file
 FILES_MIN_WINDOWS = 4   # read-ahead windows a cache must hold to be filled in place (see __init__)
 FILL_AFTER = 4          # random (non-sequential) reads on one handle before the whole object is read
 REFILL_AFTER = 4096     # further random reads that reach us (page cache lost: evicted, dropped) before it is read again
@@ -64,7 +64,8 @@ class RangeReader:
             and self.cache.size_limit >= FILES_MIN_WINDOWS * max(max_window, RUN_BLOCKS * BLOCK)
         self._lock = threading.RLock()   # re-entered: a run already done calls _run_done at once
         self._memory: collections.OrderedDict[int, bytes] = collections.OrderedDict()
-        self._files: collections.OrderedDict[int, str] = collections.OrderedDict()  # block -> cache file
+        # block -> (run file, offset) in the cache
+        self._files: collections.OrderedDict[int, tuple[str, int]] = collections.OrderedDict()
         self._inflight: dict[int, concurrent.futures.Future] = {}
         self._window = 1
         self._next_offset = 0
@@ -77,8 +78,8 @@ class RangeReader:
     # -- fetching ------------------------------------------------------------------------------------
 
     def _fetch_run(self, first: int, count: int) -> dict[int, bytes]:
-        """Blocks [first, first+count) with one GET: into cache files (nothing returned; the paths are
-        remembered), or into memory when there is no cache or it cannot take them."""
+        """Blocks [first, first+count) with one GET: into a cache file (nothing returned; the blocks'
+        places are remembered), or into memory when there is no cache or it cannot take them."""
         if not self._into_files:
             return self._fetch_to_memory(first, count)
         assert self.cache is not None
@@ -87,19 +88,19 @@ class RangeReader:
         if blocks is None:
             return self._fetch_to_memory(first, count)
         try:
-            read_to_files(self.store, self.key, start, end, BLOCK, blocks.fds, if_match=self.etag)
+            read_to_files(self.store, self.key, start, end, end - start, [blocks.fd], if_match=self.etag)
         except LocalWriteError as exc:   # the cache disk, not the remote: read into memory instead
             self.cache.abandon(blocks, exc.cause)
             return self._fetch_to_memory(first, count)
         except BaseException:
             self.cache.abandon(blocks)
             raise
-        paths = self.cache.adopt(blocks, self.location, self.key, self.etag or "", first)
-        if paths is None:
+        places = self.cache.adopt(blocks, self.location, self.key, self.etag or "", first)
+        if places is None:
             return self._fetch_to_memory(first, count)
         with self._lock:
-            for number, path in enumerate(paths, start=first):
-                self._files[number] = path
+            for number, place in enumerate(places, start=first):
+                self._files[number] = place
                 self._files.move_to_end(number)
             while len(self._files) > KNOWN_FILES:
                 self._files.popitem(last=False)
@@ -235,8 +236,8 @@ class RangeReader:
         if self.cache is None:
             return False
         with self._lock:
-            path = self._files.get(number)
-        if path is not None and self.cache.read_file_into(path, start, into) == len(into):
+            place = self._files.get(number)
+        if place is not None and self.cache.read_file_into(place, start, into) == len(into):
             return True
         got = self.cache.read_into(self.location, self.key, self.etag or "", number, start, into)
         return got == len(into)

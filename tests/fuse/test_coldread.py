@@ -1,0 +1,71 @@
+"""A cold sequential read through a real mount on SeaweedFS (S3, plain HTTP: the runs are spliced
+from the socket into the block cache), every byte from the server counted by a relay on 127.0.0.1:
+the reader gets the object's bytes, the traffic is the object once, each fetched run of blocks lands
+in one cache file (not a file per 1 MiB block), the daemon's memory does not grow with the object,
+and a second mount on the same cache reads it all from disk."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+from storefs.providers.s3 import open_provider as open_s3
+from tests.fuse.harness import Env
+from tests.fuse.test_resume import CountingRelay
+
+MiB = 1 << 20
+HEADS = 64 * 1024   # allowance for the HTTP heads of the GETs of a run each (a run is up to 8 MiB)
+
+
+def _rss_kib(pid: int, field: str) -> int:
+    for line in open(f"/proc/{pid}/status", encoding="ascii"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def _read_in_mib(path) -> str:
+    """sha256 of the file read in 1 MiB read() calls, as the benchmark's sequential reader does."""
+    digest = hashlib.sha256()
+    buffer = bytearray(MiB)
+    with open(path, "rb", buffering=0) as f:
+        while got := f.readinto(buffer):
+            digest.update(memoryview(buffer)[:got])
+    return digest.hexdigest()
+
+
+def test_a_cold_sequential_read_fetches_runs_into_one_file_each(tmp_path, seaweed_server):
+    size = 96 * MiB + 4321   # a short last block
+    bucket = seaweed_server.create_bucket()
+    section = seaweed_server.options()
+    data = os.urandom(size)
+    open_s3("t", section).bucket(bucket).put("obj.bin", io.BytesIO(data), size, {})
+    relay = CountingRelay(int(section["endpoint"].rsplit(":", 1)[1]))
+    env = Env(tmp_path, {"s": {"type": "s3", **section, "endpoint": relay.url}})
+    try:
+        mount = env.mount(f"s:{bucket}")
+        path = mount.path / "obj.bin"
+        os.stat(path)
+        rss_before = _rss_kib(mount.pid, "VmRSS")
+        before = relay.bytes_down
+        assert _read_in_mib(path) == hashlib.sha256(data).hexdigest()
+        down = relay.bytes_down - before
+        blocks = (size + MiB - 1) // MiB
+        assert size <= down <= size + blocks * HEADS, f"{down} bytes fetched for a {size}-byte object"
+        # The object went through the disk cache, not through the daemon's memory.
+        grown = _rss_kib(mount.pid, "VmHWM") - rss_before
+        assert grown < 48 * 1024, f"the daemon grew by {grown} KiB reading a {size}-byte object"
+        cache = tmp_path / "cache" / "storefs" / "blocks"
+        files = [p for p in cache.rglob("*.val")]
+        assert sum(p.stat().st_size for p in files) == size   # every block once, in its run's file
+        # Runs of up to 8 blocks (fewer while the read-ahead window opens): far fewer files than blocks.
+        assert blocks // 8 <= len(files) <= blocks // 3, f"{len(files)} cache files for {blocks} blocks"
+        mount.unmount().check_returncode()
+
+        again = env.mount(f"s:{bucket}")   # the same cache directory: a second reader
+        before = relay.bytes_down
+        assert _read_in_mib(again.path / "obj.bin") == hashlib.sha256(data).hexdigest()
+        assert relay.bytes_down - before < HEADS, "blocks cached by the first mount were fetched again"
+    finally:
+        env.close()
+        relay.stop()
