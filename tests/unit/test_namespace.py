@@ -195,6 +195,22 @@ def test_a_listing_again_keeps_the_attributes_of_unchanged_objects(store):
     assert entries["f08"].exact and entries["f08"].attrs.mtime_ns == 1_600_000_000 * 10**9
 
 
+def test_a_listing_again_keeps_a_change_made_here_after_the_listing_expired(store):
+    """chmod of an object changes its metadata, not its ETag or size: a listing made after the
+    previous one expired must show the new mode, not the one that previous listing fetched (with
+    READDIRPLUS the kernel takes a listing's attributes as they are)."""
+    from storefs.fs.bucket.namespace import Entry
+    ns = Namespace(store, KeyMap(), Defaults(0, 0), CacheSettings(dir_ttl=0.05, attr_ttl=0.05))
+    old = ns.listdir("/d")["f07"]
+    time.sleep(0.1)   # the listing expires; the last one is kept for _keep_known
+    info = store.store.set_meta("d/f07", {**old.info.meta, "mode": "33184"})
+    changed = old.attrs.copy()
+    changed.mode = 0o100640
+    ns.remember("/d/f07", Entry(changed, info))
+    assert ns.listdir("/d")["f07"].attrs.mode == 0o100640
+    assert ns.lookup("/d/f07").attrs.mode == 0o100640
+
+
 def test_new_names_in_a_small_directory_cost_one_listing_per_dir_ttl(store):
     """A loop creating files looks each new name up: after the listing expired, one LIST answers them
     all, not a HEAD and a LIST per name."""

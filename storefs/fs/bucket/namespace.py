@@ -391,8 +391,9 @@ class Namespace:
             self._own.note(parent(path), basename(path), entry)
             self._entries[path] = entry
             self._missing.pop(path, None)
-            listing = self._listings.get(parent(path))
-            if listing is not None:
+            # The last listing too, once expired: a relist keeps its exact attributes for objects it
+            # finds unchanged (_keep_known), and a metadata change (chmod) keeps the ETag and size.
+            for listing in self._listings_of(parent(path)):
                 listing.entries[basename(path)] = entry
                 listing.subdirs = None
 
@@ -428,13 +429,20 @@ class Namespace:
                 self._missing[path] = True
             else:
                 self._missing.pop(path, None)
-            listing = self._listings.get(parent(path))
-            if listing is not None:
-                if gone:
-                    listing.entries.pop(basename(path), None)
-                    listing.subdirs = None
-                else:
-                    self._listings.pop(parent(path), None)
+            if not gone:
+                self._listings.pop(parent(path), None)
+                return
+            for listing in self._listings_of(parent(path)):   # the last one too: see remember()
+                listing.entries.pop(basename(path), None)
+                listing.subdirs = None
+
+    def _listings_of(self, path: str) -> list[Listing]:
+        """The cached and the last listing of `path`, each once (lock held)."""
+        found: list[Listing] = []
+        for listing in (self._listings.get(path), self._last_listings.get(path)):
+            if listing is not None and all(listing is not other for other in found):
+                found.append(listing)
+        return found
 
     def forget_tree(self, path: str) -> None:
         """Drop everything cached at or below `path` (its parent's listing is the caller's: `forget`)."""
