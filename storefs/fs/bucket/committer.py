@@ -113,11 +113,13 @@ class Committer:
                 return
             st = os.fstat(opened.fd)
             record = self._uploads.get(opened.staged_id)
-            if record is None and isinstance(opened.stream, FileStream):
+            if (record is None or record.streamed) and isinstance(opened.stream, FileStream):
                 # Its parts sent while written: a crash from now on resumes from them (resume.py).
                 record = opened.stream.record(st.st_size, st.st_mtime_ns)
                 if record is not None:
                     self._uploads[opened.staged_id] = record
+                else:
+                    self._uploads.pop(opened.staged_id, None)
             entry = JournalEntry(id=opened.staged_id, path=opened.path, key=opened.key,
                                  meta=self._meta(opened), base_etag=opened.base_etag,
                                  size=st.st_size, closed_at=time.time(),

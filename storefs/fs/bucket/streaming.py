@@ -77,8 +77,13 @@ class Streams:
         if self.enabled and opened.staged_path is not None and (opened.stream is None or opened.stream.dead):
             opened.stream = FileStream(self, opened.staged_path)
 
-    def submit(self, task: Callable[..., None], *args: object) -> None:
-        self._pool.submit(task, *args)
+    def submit(self, task: Callable[..., None], *args: object) -> bool:
+        """Run `task(*args)` in the pool; False once the mount is closing (nothing runs any more)."""
+        try:
+            self._pool.submit(task, *args)
+        except RuntimeError:   # shut down: the ledger has any upload left for the next mount
+            return False
+        return True
 
     def send_part(self, upload: MultipartUpload, fd: int, number: int, offset: int, length: int) -> UploadedPart:
         if self.from_file:
@@ -140,22 +145,29 @@ class FileStream:
         with self._cond:
             if self.dead is not None:
                 return
-            end = offset + length
-            if offset > self.seq_end:   # a hole: no longer written in sequence
-                self._die("written out of sequence", quiet=not self._began)
+            try:
+                self._wrote(opened, offset, length)
+            except Exception as exc:   # never fails the write(2): the file goes up whole when due
+                self._die(f"{exc.__class__.__name__}: {exc}")
+
+    def _wrote(self, opened: OpenFile, offset: int, length: int) -> None:
+        """Follow a write of [offset, offset+length) (the condition held)."""
+        end = offset + length
+        if offset > self.seq_end:   # a hole: no longer written in sequence
+            self._die("written out of sequence", quiet=not self._began)
+            return
+        if offset < self.seq_end:
+            self._rewritten(offset, end)
+            if self.dead is not None:
                 return
-            if offset < self.seq_end:
-                self._rewritten(offset, end)
-                if self.dead is not None:
-                    return
-            self.seq_end = max(self.seq_end, end)
-            self.write_mtime_ns = opened.attrs.mtime_ns
-            if self.seq_end > self._owner.max_parts * self._part_size:
-                self._die("it outgrew the provider's part count")
-            elif not self._began and self.seq_end >= self._owner.start_at:
-                self._start(opened)
-            else:
-                self._pump()
+        self.seq_end = max(self.seq_end, end)
+        self.write_mtime_ns = opened.attrs.mtime_ns
+        if self.seq_end > self._owner.max_parts * self._part_size:
+            self._die("it outgrew the provider's part count")
+        elif not self._began and self.seq_end >= self._owner.start_at:
+            self._start(opened)
+        else:
+            self._pump()
 
     def truncated(self, opened: OpenFile, length: int) -> None:
         with self._cond:
@@ -250,7 +262,9 @@ class FileStream:
         self._starting = True
         self.key = opened.key
         self.meta = untimed(self._owner.meta_of(opened))
-        self._owner.submit(self._create, opened.base_etag)
+        if not self._owner.submit(self._create, opened.base_etag):
+            self._starting = False
+            self._die("the mount is closing", quiet=True)
 
     def _create(self, base_etag: str | None) -> None:
         """Create the multipart upload (the ledger first), then send what is ready."""
@@ -274,7 +288,7 @@ class FileStream:
                 self._die(f"could not start: {exc}")
                 self._cond.notify_all()
             return
-        log.debug("streaming the upload of %r (%s)", self.key, upload.upload_id)
+        log.info("streaming the upload of %r while it is written (%s)", self.key, upload.upload_id)
         with self._cond:
             self._starting = False
             self.upload, self._tracker, self._fd, self.condition = upload, tracker, fd, condition
@@ -297,7 +311,10 @@ class FileStream:
             self._next = max(self._next, number + 1)
             offset = (number - 1) * self.upload.part_size
             length = self.upload.part_size if number != self._last else self._size - offset
-            self._owner.submit(self._send, number, offset, length)
+            if not self._owner.submit(self._send, number, offset, length):
+                self._in_flight.discard(number)
+                self._die("the mount is closing")
+                return
 
     def _ready(self) -> int | None:
         """The next part to send: a full one while writing; when finishing, parts written again,
@@ -341,8 +358,7 @@ class FileStream:
             return
         if self.upload is None:
             return
-        self._aborting = True
-        self._owner.submit(self._abort_upload)
+        self._aborting = self._owner.submit(self._abort_upload)
 
     def _abort_upload(self) -> None:
         assert self.upload is not None
