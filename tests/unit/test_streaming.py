@@ -90,6 +90,14 @@ def _wait_no_uploads(store: Lowered, journal: Journal) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.parametrize("name, streams", [("big", True), (".big.bin.Xa3kQ9", False), (".big.bin", True),
+                                           ("big.bin.tmp", True)])
+def test_rsync_temporary_names_never_stream(setup, name, streams):
+    store, staging, journal, streams_ = setup
+    opened = _new_file(staging, streams_, key=name)
+    assert (opened.stream is not None) is streams
+
+
 def test_a_small_file_never_streams(setup):
     store, staging, journal, streams = setup
     opened = _new_file(staging, streams)

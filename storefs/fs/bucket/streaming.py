@@ -28,10 +28,12 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import threading
 from typing import Callable, Mapping
 
 from ...errors import PreconditionFailed, StoreError
+from ...paths import basename
 from ...store.conditions import WriteCondition
 from ...store.contract import MultipartUpload, ObjectInfo, ObjectStore, UploadedPart
 from .journal import Journal
@@ -43,6 +45,11 @@ log = logging.getLogger(__name__)
 
 # Metadata a streamed object is created without: its times are the server's (see the module's docstring).
 TIME_KEYS = frozenset({"mtime", "ctime", "storefs-mtime-ns", "storefs-ctime-ns"})
+
+
+# rsync's temporary names (`.NAME.XXXXXX`, mkstemp's six characters): rsync renames such a file once it is
+# written, which would abort its stream, so its parts would go up twice. They never stream.
+RSYNC_TEMP = re.compile(r"\..+\.[A-Za-z0-9]{6}")
 
 
 def untimed(meta: Mapping[str, str]) -> dict[str, str]:
@@ -74,7 +81,9 @@ class Streams:
 
     def watch(self, opened: OpenFile) -> None:
         """`opened` begins empty (created, or opened with O_TRUNC): its writes may stream."""
-        if self.enabled and opened.staged_path is not None and (opened.stream is None or opened.stream.dead):
+        if not self.enabled or opened.staged_path is None or RSYNC_TEMP.fullmatch(basename(opened.path)):
+            return
+        if opened.stream is None or opened.stream.dead:
             opened.stream = FileStream(self, opened.staged_path)
 
     def submit(self, task: Callable[..., None], *args: object) -> bool:
