@@ -10,34 +10,23 @@ import time
 import pytest
 
 from storefs.attrs import Attrs, meta_from_attrs
-from storefs.errors import Transient
 from storefs.fs.bucket.journal import Journal
 from storefs.fs.bucket.openfiles import OpenFile, Staging
 from storefs.fs.bucket.streaming import Streams, untimed
 from storefs.fs.bucket.uploader import UploadSettings
 from storefs.providers.local import open_provider
+from tests.unit.test_resume_committer import Interrupting
 
 MiB = 1024 * 1024
 PART = 5 * MiB
 
 
-class Lowered:
-    """The local store with a 1 MiB single-PUT size, counting parts; parts fail while `failing`."""
+class Lowered(Interrupting):
+    """The local store with a 1 MiB single-PUT size, counting parts (failing from `fail_after` on)."""
 
     def __init__(self, store) -> None:
-        self._store = store
+        super().__init__(store)
         self.capabilities = dataclasses.replace(store.capabilities, single_put_max=1 * MiB)
-        self.parts: list[int] = []
-        self.failing = False
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-    def upload_part(self, upload, number, offset, data):
-        if self.failing:
-            raise Transient("injected")
-        self.parts.append(number)
-        return self._store.upload_part(upload, number, offset, data)
 
 
 @pytest.fixture
@@ -159,7 +148,7 @@ def test_a_change_the_stream_cannot_follow_aborts_it(setup, change):
     elif change == "unlink":
         opened.mark_unlinked()
     else:
-        store.failing = True
+        store.fail_after = len(store.parts)
         _write(opened, os.urandom(PART), start=2 * PART)
     if change in ("hole", "truncate", "rename", "unlink"):
         assert opened.stream is not None and opened.stream.dead   # known at once
