@@ -55,7 +55,8 @@ def _stored_sha(direct, key: str) -> str:
 def test_a_big_sequential_write_goes_up_while_written(tmp_path, request, server):
     env, backend, direct, part = _setup(tmp_path, request, server)
     try:
-        mount = env.mount(f"r:{backend.bucket}", options=("write_back=0", f"part_size={part // MiB}M"))
+        mount = env.mount(f"r:{backend.bucket}", options=("stream_uploads", "write_back=0",
+                                                          f"part_size={part // MiB}M"))
         data = os.urandom(6 * part + 12345)
         fd = os.open(mount.path / "big.bin", os.O_WRONLY | os.O_CREAT, 0o640)
         try:
@@ -86,7 +87,8 @@ def test_a_big_sequential_write_goes_up_while_written(tmp_path, request, server)
 def test_set_metadata_or_a_rename_aborts_the_stream_and_the_object_is_exact(tmp_path, request, change):
     env, backend, direct, part = _setup(tmp_path, request, "s3_moto")
     try:
-        mount = env.mount(f"r:{backend.bucket}", options=("write_back=5", f"part_size={part // MiB}M"))
+        mount = env.mount(f"r:{backend.bucket}", options=("stream_uploads", "write_back=5",
+                                                          f"part_size={part // MiB}M"))
         source = tmp_path / "source.bin"
         data = os.urandom(5 * part + 777)
         source.write_bytes(data)
@@ -124,7 +126,8 @@ def test_set_metadata_or_a_rename_aborts_the_stream_and_the_object_is_exact(tmp_
 def test_rsync_twice_sends_nothing_the_second_time(tmp_path, request):
     env, backend, direct, part = _setup(tmp_path, request, "s3_moto")
     try:
-        mount = env.mount(f"r:{backend.bucket}", options=("write_back=0", f"part_size={part // MiB}M"))
+        mount = env.mount(f"r:{backend.bucket}", options=("stream_uploads", "write_back=0",
+                                                          f"part_size={part // MiB}M"))
         tree = tmp_path / "tree"
         tree.mkdir()
         data = os.urandom(5 * part + 99)
@@ -147,7 +150,8 @@ def test_rsync_twice_sends_nothing_the_second_time(tmp_path, request):
 def test_rewrites_into_sent_parts_and_truncates_end_with_the_right_bytes(tmp_path, request):
     env, backend, direct, part = _setup(tmp_path, request, "s3_moto")
     try:
-        mount = env.mount(f"r:{backend.bucket}", options=("write_back=0", f"part_size={part // MiB}M"))
+        mount = env.mount(f"r:{backend.bucket}", options=("stream_uploads", "write_back=0",
+                                                          f"part_size={part // MiB}M"))
         data = bytearray(os.urandom(6 * part))
         # 1. Written again inside a part already sent, then truncated above what was sent.
         fd = os.open(mount.path / "rewritten.bin", os.O_WRONLY | os.O_CREAT, 0o644)
@@ -193,7 +197,7 @@ def _exists(direct, key: str) -> bool:
 def test_kill_9_mid_stream_leaves_no_orphan_and_loses_no_closed_file(tmp_path, request, when):
     env, backend, direct, part = _setup(tmp_path, request, "s3_moto")
     try:
-        options = ("write_back=600", f"part_size={part // MiB}M")
+        options = ("stream_uploads", "write_back=600", f"part_size={part // MiB}M")
         mount = env.mount(f"r:{backend.bucket}", options=options)
         data = os.urandom(5 * part + 4321)
         fd = os.open(mount.path / "big.bin", os.O_WRONLY | os.O_CREAT, 0o644)
@@ -209,7 +213,8 @@ def test_kill_9_mid_stream_leaves_no_orphan_and_loses_no_closed_file(tmp_path, r
             except OSError:
                 pass
         assert _uploads(direct, "big.bin") and not _exists(direct, "big.bin")
-        env.mount(f"r:{backend.bucket}", options=("write_back=0", f"part_size={part // MiB}M"))
+        env.mount(f"r:{backend.bucket}", options=("stream_uploads", "write_back=0",
+                                                          f"part_size={part // MiB}M"))
         if when == "closed":   # resumed from the parts on the server, completed
             wait_until(lambda: _exists(direct, "big.bin"), 60, "the closed file's upload", )
             assert _stored_sha(direct, "big.bin") == _sha(data)

@@ -168,3 +168,19 @@ def test_record_at_close_names_the_upload_with_the_file_as_closed(setup):
     assert record.token in {r["token"] for r in journal.ledger_load()}
     assert untimed({"mtime": "1", "ctime": "2", "storefs-mtime-ns": "3", "mode": "4"}) == {"mode": "4"}
     assert _finish(streams, opened) is not None
+
+
+def test_streaming_is_off_unless_the_mount_asks_for_it(setup, tmp_path):
+    """`-o stream_uploads` turns it on (off by default: see SEMANTICS.md, "Streamed uploads")."""
+    from storefs.fs.bucket.committer import CommitSettings
+    from storefs.options import MountOptions
+    store, staging, journal, _ = setup
+    assert not MountOptions.parse([]).stream_uploads and not CommitSettings().stream_uploads
+    assert MountOptions.parse(["stream_uploads"]).stream_uploads
+    off = Streams(store, journal, UploadSettings(part_size=PART), 2, meta_of=lambda f: {},
+                  condition_of=lambda key, etag: None, enabled=False)
+    try:
+        opened = _new_file(staging, off)
+        assert opened.stream is None   # never watched: it goes up whole after close
+    finally:
+        off.close()

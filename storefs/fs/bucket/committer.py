@@ -59,6 +59,7 @@ class CommitSettings:
     write_back: float = 2.0        # seconds after close before uploading; 0 = upload inside close()
     transfers: int = 4             # files uploaded at once
     fsync_uploads: bool = True     # fsync uploads now; False: fsync only makes the staged copy durable
+    stream_uploads: bool = False   # large files written in sequence go up while written (streaming.py)
 
 
 @dataclasses.dataclass
@@ -90,7 +91,8 @@ class Committer:
                                on_change=on_change)
         # Large files written in sequence go up in parts while written (streaming.py).
         self.streams = Streams(store, self.journal, upload_settings, settings.transfers,
-                               meta_of=self._stream_meta, condition_of=self._enforced)
+                               meta_of=self._stream_meta, condition_of=self._enforced,
+                               enabled=settings.stream_uploads)
 
     # -- entry points -------------------------------------------------------------------------------
 

@@ -62,13 +62,14 @@ class Streams:
 
     def __init__(self, store: ObjectStore, journal: Journal, settings: UploadSettings, transfers: int,
                  meta_of: Callable[[OpenFile], dict[str, str]],
-                 condition_of: Callable[[str, str | None], WriteCondition | None]) -> None:
+                 condition_of: Callable[[str, str | None], WriteCondition | None], enabled: bool = True) -> None:
         """`meta_of(file)`: the metadata its upload would have now; `condition_of(key, base_etag)`:
-        the write condition the server enforces for a multipart upload of `key`, or None."""
+        the write condition the server enforces for a multipart upload of `key`, or None; `enabled`:
+        the mount asked for streamed uploads (`-o stream_uploads`)."""
         self.store = store
         self.journal = journal
         caps = store.capabilities
-        self.enabled = caps.streamed_uploads
+        self.enabled = enabled and caps.streamed_uploads
         self.part_size = part_size_for(0, caps, settings.part_size)
         # Small and medium files never stream: only one that is a multipart upload anyway.
         self.start_at = caps.single_put_max + self.part_size
