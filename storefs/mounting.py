@@ -217,7 +217,8 @@ def bucket_fs(store: ObjectStore, prefix: str, options: MountOptions, staging: S
     committer = Committer(store, ns, staging, table,
                           UploadSettings(part_size=options.part_size, workers=options.upload_workers),
                           CommitSettings(write_back=options.write_back, transfers=options.transfers,
-                                         fsync_uploads=options.fsync != "local"),
+                                         fsync_uploads=options.fsync != "local",
+                                         stream_uploads=options.stream_uploads),
                           on_change=on_change)
     return StoreFS(store, keys, options, ns=ns, staging=staging, table=table, committer=committer,
                    cache=cache, location=location, archive=archive, warm_page_cache=warm_page_cache)

@@ -83,6 +83,7 @@ class MountOptions:
     write_back: float = 0.5
     transfers: int = 4
     fsync: str = "upload"
+    stream_uploads: bool = False   # S3 and local: large files written in sequence go up while written
     drain_timeout: float = 3600.0
     # statfs: the size the mount reports; None = the size of the disk holding the cache directory
     total_size: int | None = None
@@ -116,6 +117,8 @@ class MountOptions:
         "write_back": "seconds from close to upload, buckets and vault_writes (default 0.5; 0 = upload before "
                       "close returns)",
         "transfers": "files uploaded at once (default 4)",
+        "stream_uploads": "S3 and local buckets: a large file written in sequence goes up in parts while it is "
+                          "written (off by default; its mtime is then the object's Last-Modified, see SEMANTICS.md)",
         "fsync": "upload (default: fsync uploads the file) or local (fsync only makes it durable on disk)",
         "drain_timeout": "seconds unmount waits for pending uploads (default 3600)",
     }
@@ -133,7 +136,7 @@ class MountOptions:
 
     def _set(self, name: str, value: str, has_value: bool) -> None:
         flags = {"allow_other": "allow_other", "default_permissions": "default_permissions", "ro": "read_only",
-                 "xattr": "xattr"}
+                 "xattr": "xattr", "stream_uploads": "stream_uploads"}
         if name in flags:
             if has_value:
                 raise ConfigError(f"option {name} takes no value")

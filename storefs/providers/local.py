@@ -77,7 +77,7 @@ class LocalStore:
 
     capabilities = Capabilities(min_part_size=5 * 1024 * 1024, single_put_max=16 * 1024 * 1024,
                                 server_side_copy=True, server_side_move=True, real_folders=True,
-                                resume="list", part_etag="md5")
+                                resume="list", part_etag="md5", streamed_uploads=True)
 
     def __init__(self, root: Path, bucket: str) -> None:
         self.name = bucket

@@ -25,6 +25,11 @@ class Capabilities:
     server_chosen_part_size: bool = False
     # Parts must be uploaded in order (WCS ctx chains within a block, COS v4 serial_upload).
     parts_in_order: bool = False
+    # A multipart upload can begin before the object's size is known (create_multipart's `size` may be
+    # 0), and a part number sent again replaces the bytes sent before under it: parts can go up while
+    # a file is still being written (fs/bucket/streaming.py). S3 and local; not COS v4 (its slice init
+    # needs the file size), nor UFile and WCS (not verified against their servers).
+    streamed_uploads: bool = False
     server_side_copy: bool = True
     server_side_move: bool = False
     # Listing entries carry user metadata (UFile's UserMeta), so no per-entry stat is needed.

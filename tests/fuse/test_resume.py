@@ -173,10 +173,11 @@ def _crash_and_resume(tmp_path, section: dict, direct, relay: CountingRelay, siz
     try:
         options = ("write_back=0.2", f"part_size={part_size // MiB}M", "upload_workers=4")
         mount = env.mount(f"r:{bucket}", options=options)
+        relay.reset()
         shutil.copyfile(source, mount.path / "big.bin")   # closed: staged and journaled
         # Kill in the middle of the upload: once about 45% of the file went out (mid-part) and the
-        # server (or, for WCS, the journal) holds at least one finished part.
-        relay.reset()
+        # server (or, for WCS, the journal) holds at least one finished part. On S3 the parts start
+        # going up while the file is written (a streamed upload, journaled at close: resumed as well).
         _wait(lambda: relay.bytes_up >= 0.45 * size and _held_bytes(env, direct, "big.bin", quiet=True)[0] > 0,
               120, "the upload to get under way", env)
         mount.kill()

@@ -36,6 +36,7 @@ from .journal import Journal, JournalEntry
 from .resume import UploadRecord, UploadTracker, sweep_orphans
 from .namespace import Entry, Namespace
 from .openfiles import OpenFile, OpenFiles, Staging
+from .streaming import FileStream, Streams, dated
 from ...store.contract import MultipartUpload, ObjectInfo, ObjectStore
 from .uploader import UploadSettings, is_multipart, upload_file
 from .writeback import Busy, Item, WriteBack
@@ -58,6 +59,7 @@ class CommitSettings:
     write_back: float = 2.0        # seconds after close before uploading; 0 = upload inside close()
     transfers: int = 4             # files uploaded at once
     fsync_uploads: bool = True     # fsync uploads now; False: fsync only makes the staged copy durable
+    stream_uploads: bool = False   # large files written in sequence go up while written (streaming.py)
 
 
 @dataclasses.dataclass
@@ -87,6 +89,10 @@ class Committer:
         self.sweeper: threading.Thread | None = None   # recover()'s abort of orphaned uploads
         self.queue = WriteBack(self._upload_queued, delay=settings.write_back, workers=settings.transfers,
                                on_change=on_change)
+        # Large files written in sequence go up in parts while written (streaming.py).
+        self.streams = Streams(store, self.journal, upload_settings, settings.transfers,
+                               meta_of=self._stream_meta, condition_of=self._enforced,
+                               enabled=settings.stream_uploads)
 
     # -- entry points -------------------------------------------------------------------------------
 
@@ -107,10 +113,18 @@ class Committer:
         with opened.lock:
             if not opened.journal_due():
                 return
+            st = os.fstat(opened.fd)
             record = self._uploads.get(opened.staged_id)
+            if (record is None or record.streamed) and isinstance(opened.stream, FileStream):
+                # Its parts sent while written: a crash from now on resumes from them (resume.py).
+                record = opened.stream.record(st.st_size, st.st_mtime_ns)
+                if record is not None:
+                    self._uploads[opened.staged_id] = record
+                else:
+                    self._uploads.pop(opened.staged_id, None)
             entry = JournalEntry(id=opened.staged_id, path=opened.path, key=opened.key,
                                  meta=self._meta(opened), base_etag=opened.base_etag,
-                                 size=os.fstat(opened.fd).st_size, closed_at=time.time(),
+                                 size=st.st_size, closed_at=time.time(),
                                  upload=record.to_json() if record else None)
             self.journal.write(entry, data_fd=opened.fd)
 
@@ -144,12 +158,17 @@ class Committer:
 
     def stop(self) -> None:
         self.queue.stop()
+        self.streams.close()
 
     # -- uploading ----------------------------------------------------------------------------------
 
     def _meta(self, opened: OpenFile) -> dict[str, str]:
         old = carried_meta(opened.info.meta) if opened.info else {}
         return meta_from_attrs(opened.current_attrs(), old)
+
+    def _stream_meta(self, opened: OpenFile) -> dict[str, str]:
+        """The metadata the upload of `opened` would have now (a stream's, as _upload makes it)."""
+        return {**self._meta(opened), UPLOAD_TOKEN: opened.staged_id or ""}
 
     def _upload_queued(self, item: Item) -> None:
         opened: OpenFile = item.file
@@ -186,6 +205,7 @@ class Committer:
             staged_path, staged_id, base_etag = opened.staged_path, opened.staged_id, opened.base_etag
         if data_dirty and staged_id:
             meta[UPLOAD_TOKEN] = staged_id
+        streamed_ns: int | None = None
         condition, conflict = (self._guard(key, base_etag, attrs.size, staged_id) if data_dirty
                                else (None, False))
         target = self._conflict_key(path, key) if conflict else key
@@ -201,10 +221,27 @@ class Committer:
                 self.journal.write(JournalEntry(
                     id=staged_id, path=path, key=key, meta=meta, base_etag=base_etag, size=attrs.size,
                     closed_at=time.time(), upload=record.to_json()))
-            tracker = UploadTracker(self.journal, self._uploads.get(staged_id), save) if staged_id else None
+            with opened.lock:   # this upload takes the file's stream: later writes go to the next one
+                stream, opened.stream = opened.stream, None
+            prior = self._uploads.get(staged_id) if staged_id else None
+            if stream is not None and prior is not None and prior.streamed:
+                # The stream's own record, noted at close: the stream finishes (or aborts) it here.
+                prior = self._uploads.pop(staged_id)
+                tracker = UploadTracker(self.journal, None, save)
+            else:
+                tracker = UploadTracker(self.journal, prior, save) if staged_id else None
             try:
-                info = upload_file(self.store, target, staged_path, meta, self.upload_settings,
-                                   tracker=tracker, progress=progress, condition=condition)
+                info = self.streams.finish(stream, target, meta, attrs.mtime_ns, attrs.size, condition)
+                streamed = info is not None
+                if info is None:
+                    info = upload_file(self.store, target, staged_path, meta, self.upload_settings,
+                                       tracker=tracker, progress=progress, condition=condition)
+                    if tracker is not None and tracker.record is None and prior is not None \
+                            and prior.streamed and "mtime" not in info.meta:
+                        streamed, info = True, dated(self.store, info)   # an earlier run's stream, resumed
+                if streamed:
+                    # The object carries no mtime: its Last-Modified is the file's from now on.
+                    streamed_ns = attrs.mtime_ns = attrs.ctime_ns = int(info.mtime * 1_000_000_000)
             except PreconditionFailed as refused:
                 ours = self._our_earlier_upload(key, staged_id, attrs.size)
                 if ours is not None:
@@ -226,6 +263,8 @@ class Committer:
                 return
             if not opened.uploaded(generation, None if conflict else info):
                 return  # written again meanwhile: still dirty, uploaded again later
+            if streamed_ns is not None and not conflict:
+                opened.attrs.mtime_ns = opened.attrs.ctime_ns = streamed_ns
             if staged_id:
                 self.journal.remove(staged_id, opened.fd)
         if conflict:
@@ -238,10 +277,15 @@ class Committer:
                staged_id: str | None) -> tuple[WriteCondition | None, bool]:
         """How this upload keeps another writer's version: (the condition the server enforces, False),
         or, where it enforces none, (None, whether a HEAD now finds the object changed or taken)."""
-        condition = WriteCondition(base_etag)
-        if self.store.conditional_writes(key).enforces(condition, is_multipart(self.store.capabilities, size)):
+        condition = self._enforced(key, base_etag, is_multipart(self.store.capabilities, size))
+        if condition is not None:
             return condition, False
         return None, self._changed_remotely(key, base_etag, staged_id, size)
+
+    def _enforced(self, key: str, base_etag: str | None, multipart: bool = True) -> WriteCondition | None:
+        """The condition that keeps another writer's version, where the server enforces it, else None."""
+        condition = WriteCondition(base_etag)
+        return condition if self.store.conditional_writes(key).enforces(condition, multipart) else None
 
     def _changed_remotely(self, key: str, base_etag: str | None, staged_id: str | None, size: int) -> bool:
         """Whether the object is no longer the one we started from (None: there was none), nor one

@@ -332,6 +332,7 @@ class StoreFS:
                 opened = self.table.by_path[path]
             else:
                 self.table.by_path[path] = opened
+        self.committer.streams.watch(opened)   # written from empty: it may go up while written
         self.ns.creating(path)
         self.times.entries_changed(path)
         return self._new_handle(opened, True, bool(flags & os.O_APPEND))
@@ -362,6 +363,7 @@ class StoreFS:
                         opened.truncate(0)
                     else:
                         opened.stage_empty(self.staging)
+                    self.committer.streams.watch(opened)
             elif writable:
                 self._stage(opened)
         except BaseException:

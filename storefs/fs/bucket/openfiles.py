@@ -21,7 +21,7 @@ import stat
 import threading
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from ...attrs import Attrs, now_ns
 from ...errors import CacheFull
@@ -126,6 +126,19 @@ class Staging:
             raise CacheFull(f"staging area {self.directory} is full ({self.max_bytes} bytes)")
 
 
+class Follower(Protocol):
+    """What hears a staged file's changes as they are made (streaming.FileStream, its upload while
+    written). Called under the file's lock."""
+
+    dead: str | None   # why it stopped following, if it did
+
+    def wrote(self, opened: OpenFile, offset: int, length: int) -> None: ...
+
+    def truncated(self, opened: OpenFile, length: int) -> None: ...
+
+    def abort(self, why: str) -> None: ...
+
+
 @dataclasses.dataclass
 class OpenFile:
     """One path that has open handles. Shared by every handle on that path."""
@@ -146,6 +159,7 @@ class OpenFile:
     generation: int = 0                  # bumped by every change, so an upload knows if it is current
     base_etag: str | None = None         # remote ETag the staged copy started from (conflict check)
     journaled: int = -1                  # the generation last written to the journal
+    stream: Follower | None = None       # its upload while written, if it began empty (streaming.py)
 
     @property
     def staged(self) -> bool:
@@ -223,6 +237,8 @@ class OpenFile:
             self.data_dirty = True
             self.generation += 1
             self.attrs.mtime_ns = self.attrs.ctime_ns = now_ns()
+            if self.stream is not None:
+                self.stream.wrote(self, offset, written)
             return written
 
     def read_staged_into(self, into: memoryview, offset: int) -> int:
@@ -237,6 +253,8 @@ class OpenFile:
             self.data_dirty = True
             self.generation += 1
             self.attrs.mtime_ns = self.attrs.ctime_ns = now_ns()
+            if self.stream is not None:
+                self.stream.truncated(self, length)
 
     # -- state changes made by the filesystem, its renames and the committer -----------------------
 
@@ -254,12 +272,16 @@ class OpenFile:
         behind it (one to delete)."""
         with self.lock:
             self.unlinked = True
+            if self.stream is not None:
+                self.stream.abort("removed")
             return self.info is not None or self.base_etag is not None
 
     def moved(self, path: str, key: str) -> None:
         """Renamed (alone or with its directory): uploads go to the new name."""
         self.path, self.key = path, key
         self.generation += 1
+        if self.stream is not None:
+            self.stream.abort("renamed")
 
     def follow_copy(self, copy: ObjectInfo) -> None:
         """Its remote object was copied to its new name (a directory rename): follow it, so that an

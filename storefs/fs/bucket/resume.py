@@ -57,6 +57,9 @@ class UploadRecord:
     state: dict = dataclasses.field(default_factory=dict)
     # "journal" resume only: [number, etag, size, md5 of the bytes sent], as parts finish.
     parts: list[list[Any]] = dataclasses.field(default_factory=list)
+    # Begun while the file was written (streaming.py): created without an mtime, whose completion
+    # dates the file by its Last-Modified.
+    streamed: bool = False
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -89,7 +89,7 @@ class S3Store:
                                          server_side_copy=True, server_side_move=False,
                                          list_page_size=1000, archive_classes=S3_ARCHIVE_CLASSES,
                                          ranged_pieces=True, ranged_into_files=True, batched_stat=True,
-                                         parts_from_files=True,
+                                         parts_from_files=True, streamed_uploads=True,
                                          # A part's ETag is its MD5, except under SSE-KMS/SSE-C (a bucket's
                                          # default encryption): such parts fail the check and go again.
                                          resume="list", part_etag="md5")
