@@ -16,7 +16,8 @@ The object is created without an mtime in its metadata: a streamed object's mtim
 Last-Modified, read back once it is complete. The ledger (resume.UploadTracker) knows the upload
 from before it exists, and a stream never writes a journal entry: a crash while the file is open
 leaves an upload that no entry references, which the next mount aborts (resume.sweep_orphans); a
-crash after close leaves the file's entry, whose upload starts again from the staged file.
+crash after close leaves the file's entry, which refers to the stream's upload: the next mount resumes
+it from the parts the server holds (resume.py).
 
 Locking: a stream's condition guards its state. The write hook takes it under the file's lock; the
 pool's tasks take it alone, never the file's lock; no request is made while it is held.
