@@ -288,8 +288,8 @@ def _binding_class(lib: ModuleType, fuse3: bool) -> type:
                     break
             return 0
         methods.update(truncate_fuse_3=truncate_fuse_3, rename_fuse_3=rename_fuse_3, init_fuse_3=init_fuse_3,
-                       readdir_fuse_3=readdir_fuse_3, opendir=opendir, releasedir=releasedir, chmod_fuse_3=chmod_fuse_3, chown_fuse_3=chown_fuse_3,
-                       utimens_fuse_3=utimens_fuse_3)
+                       readdir_fuse_3=readdir_fuse_3, opendir=opendir, releasedir=releasedir,
+                       chmod_fuse_3=chmod_fuse_3, chown_fuse_3=chown_fuse_3, utimens_fuse_3=utimens_fuse_3)
     return type("StorefsFuse", (Fuse,), methods)
 
 

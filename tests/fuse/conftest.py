@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from storefs.providers.local import open_provider as open_local
+from storefs.providers.wcs import open_provider as open_wcs
 from tests.emulators.cas import CasEmulator
 from tests.fuse.harness import Env, make_backend
 
@@ -51,6 +53,21 @@ def local_env(tmp_path):
     (root / "b").mkdir(parents=True)
     environment = Env(tmp_path, {"r": {"type": "local", "root": str(root)}})
     environment.store = open_local("t", {"root": str(root)}).bucket("b")
+    yield environment
+    environment.close()
+
+
+@pytest.fixture
+def wcs_env(tmp_path, wcs_emulator):
+    """A fresh bucket `w:BUCKET` on the WCS emulator, with `.store` to look behind the mount and
+    `.served(op)`: how many requests of that kind (get, upload, …) the emulator has answered."""
+    bucket = f"w{time.time_ns() % 10**8}"
+    wcs_emulator.create_bucket(bucket)
+    config = {k: str(v) for k, v in wcs_emulator.config().items()}
+    environment = Env(tmp_path, {"w": config})
+    environment.bucket = bucket
+    environment.store = open_wcs("t", {k: v for k, v in config.items() if k != "type"}).bucket(bucket)
+    environment.served = lambda op: wcs_emulator.faults.counts.get(op, 0)
     yield environment
     environment.close()
 

@@ -6,25 +6,9 @@ import os
 import time
 from pathlib import Path
 
-import pytest
 
-from storefs.providers.wcs import open_provider as open_wcs
-from tests.fuse.harness import Env
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def wcs_env(tmp_path, wcs_emulator):
-    bucket = f"rc{time.time_ns() % 10**8}"
-    wcs_emulator.create_bucket(bucket)
-    config = {k: str(v) for k, v in wcs_emulator.config().items()}
-    env = Env(tmp_path, {"w": config})
-    env.bucket = bucket
-    env.store = open_wcs("t", {k: v for k, v in config.items() if k != "type"}).bucket(bucket)
-    env.gets = lambda: wcs_emulator.faults.counts.get("get", 0)
-    yield env
-    env.close()
 
 
 def disk_usage(path: Path) -> int:
@@ -41,15 +25,15 @@ def test_blocks_survive_a_remount(wcs_env):
     data = os.urandom(12 * MiB + 123)
     wcs_env.store.put("big", io.BytesIO(data), len(data), {})
     mount = wcs_env.mount(f"w:{wcs_env.bucket}")
-    before = wcs_env.gets()
+    before = wcs_env.served("get")
     assert (mount.path / "big").read_bytes() == data
-    first = wcs_env.gets() - before
+    first = wcs_env.served("get") - before
     assert 1 <= first <= 13  # runs of blocks, not a request per 128 KiB read
     mount.unmount().check_returncode()
     again = wcs_env.mount(f"w:{wcs_env.bucket}")
-    before = wcs_env.gets()
+    before = wcs_env.served("get")
     assert (again.path / "big").read_bytes() == data
-    assert wcs_env.gets() == before  # every block came from the disk cache
+    assert wcs_env.served("get") == before  # every block came from the disk cache
 
 
 def test_random_read_fetches_a_block_not_the_object(wcs_env):
@@ -60,9 +44,9 @@ def test_random_read_fetches_a_block_not_the_object(wcs_env):
     base = disk_usage(blocks)
     fd = os.open(mount.path / "huge", os.O_RDONLY)
     try:
-        before = wcs_env.gets()
+        before = wcs_env.served("get")
         assert os.pread(fd, 4096, 40 * MiB + 5000) == data[40 * MiB + 5000: 40 * MiB + 9096]
-        assert wcs_env.gets() - before <= 2
+        assert wcs_env.served("get") - before <= 2
     finally:
         os.close(fd)
     assert disk_usage(blocks) - base < 8 * MiB  # a block or two, not 64 MiB
@@ -80,7 +64,7 @@ def test_random_reads_fill_the_object_in_the_background(wcs_env):
     rng = random.Random(7)
     fd = os.open(mount.path / "rand", os.O_RDONLY)
     try:
-        before = wcs_env.gets()
+        before = wcs_env.served("get")
         for _ in range(6):  # FILL_AFTER (4) random reads start the fill
             offset = rng.randrange(0, len(data) - 4096)
             assert os.pread(fd, 4096, offset) == data[offset:offset + 4096]
@@ -88,14 +72,14 @@ def test_random_reads_fill_the_object_in_the_background(wcs_env):
         while disk_usage(blocks) < len(data) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert disk_usage(blocks) >= len(data), "the background fill did not cache the whole object"
-        fetched = wcs_env.gets() - before
+        fetched = wcs_env.served("get") - before
         # The random reads' own blocks, plus the warmer's sequential read-ahead runs (a window growing
         # to 8 MiB): far fewer GETs than blocks.
         assert fetched <= 6 + 24 // 2, fetched
         for _ in range(200):
             offset = rng.randrange(0, len(data) - 4096)
             assert os.pread(fd, 4096, offset) == data[offset:offset + 4096]
-        assert wcs_env.gets() - before == fetched  # all from the cache now
+        assert wcs_env.served("get") - before == fetched  # all from the cache now
     finally:
         os.close(fd)
 

@@ -9,23 +9,9 @@ import time
 import pytest
 
 from storefs.errors import NotFound
-from storefs.providers.wcs import open_provider as open_wcs
-from tests.fuse.harness import Env, wait_until
+from tests.fuse.harness import wait_until
 
 FILES = 20
-
-
-@pytest.fixture
-def wcs_env(tmp_path, wcs_emulator):
-    bucket = f"sr{time.time_ns() % 10**8}"
-    wcs_emulator.create_bucket(bucket)
-    config = {k: str(v) for k, v in wcs_emulator.config().items()}
-    env = Env(tmp_path, {"w": config})
-    env.bucket = bucket
-    env.store = open_wcs("t", {k: v for k, v in config.items() if k != "type"}).bucket(bucket)
-    env.uploads = lambda: wcs_emulator.faults.counts.get("upload", 0)
-    yield env
-    env.close()
 
 
 def _size(store, key: str) -> int | None:
@@ -42,20 +28,20 @@ def _bash(script: str, *args: str) -> None:
 @pytest.mark.parametrize("write_back", ["0", "0.2"])
 def test_a_shell_redirect_uploads_each_file_once(wcs_env, write_back):
     mount = wcs_env.mount(f"w:{wcs_env.bucket}", options=(f"write_back={write_back}",))
-    before = wcs_env.uploads()
+    before = wcs_env.served("upload")
     _bash('cd "$1" && for i in $(seq 1 "$2"); do printf "file %s" "$i" > f$i; done', str(mount.path), str(FILES))
     wait_until(lambda: len(wcs_env.store.list("", delimiter="").objects) >= FILES, 30, "every file uploaded")
     for i in range(1, FILES + 1):
         assert wcs_env.store.read_range(f"f{i}", 0, 100) == f"file {i}".encode()
     time.sleep(0.5)   # a late second upload would show here
-    assert wcs_env.uploads() - before == FILES
+    assert wcs_env.served("upload") - before == FILES
     # Overwriting with `>` as well: one upload each, never an empty version in between.
-    before = wcs_env.uploads()
+    before = wcs_env.served("upload")
     _bash('cd "$1" && for i in $(seq 1 "$2"); do printf "again %s" "$i" > f$i; done', str(mount.path), str(FILES))
     wait_until(lambda: all(wcs_env.store.read_range(f"f{i}", 0, 100) == f"again {i}".encode()
                            for i in range(1, FILES + 1)), 30, "every file replaced")
     time.sleep(0.5)
-    assert wcs_env.uploads() - before == FILES
+    assert wcs_env.served("upload") - before == FILES
 
 
 def test_touch_and_truncate_without_writes_are_uploaded(wcs_env):
