@@ -7,7 +7,7 @@ import os
 import stat
 
 from storefs.fs.bucket.journal import XATTR, Journal, JournalEntry
-from storefs.fs.bucket.openfiles import SPARE_BATCH, Staging
+from storefs.fs.bucket.openfiles import SPARE_BATCH, SPARE_LOW, Staging
 
 
 def _count_fsyncs(monkeypatch) -> dict[str, int]:
@@ -38,6 +38,7 @@ def test_journaling_new_files_costs_one_fsync_each_and_one_directory_fsync_per_b
     counts = _count_fsyncs(monkeypatch)
     files = 2 * SPARE_BATCH + 1
     ids = [_journal_one(journal, staging, b"x%d" % i) for i in range(files)]
+    staging.close()   # waits for a batch still being made in the background
     assert counts == {"dir": 3, "file": files}   # three batches of spares; no directory fsync per file
     loaded = {entry.id for entry in Journal(staging.directory).load()}
     assert loaded == set(ids)
@@ -51,6 +52,29 @@ def test_a_journal_without_the_staging_areas_names_fsyncs_the_directory_once_per
     _journal_one(journal, staging, b"a")
     _journal_one(journal, staging, b"b")
     assert counts == {"dir": 1 + 2, "file": 2}   # the batch of spares, then one per entry
+
+
+def test_the_next_batch_of_spares_is_made_in_the_background_before_they_run_out(tmp_path, monkeypatch):
+    import threading
+    made_by: list[str] = []
+    real = Staging._make_spares
+
+    def recording(self, count):
+        made_by.append(threading.current_thread().name)
+        return real(self, count)
+    monkeypatch.setattr(Staging, "_make_spares", recording)
+    staging = Staging(tmp_path / "staging")
+    first = [staging.new_file() for _ in range(SPARE_BATCH - SPARE_LOW + 1)]
+    assert made_by[0] == threading.current_thread().name     # none yet: the first create makes a batch
+    staging._refill.join()                                    # started when fewer than SPARE_LOW were left
+    assert made_by[1:] == ["spares"]
+    more = [staging.new_file() for _ in range(SPARE_LOW + SPARE_BATCH - SPARE_LOW)]
+    staging.close()
+    # The creates never waited for a batch after the first; the last pops started one more refill.
+    assert made_by[0] != "spares" and set(made_by[1:]) == {"spares"} and len(made_by) == 3
+    for _path, fd in first + more:
+        os.close(fd)
+    assert len(list(staging.directory.iterdir())) == len(first) + len(more)
 
 
 def test_spares_are_removed_at_close_and_used_ones_are_kept(tmp_path):

@@ -144,6 +144,7 @@ class Committer:
                 self.queue.schedule(opened)
             raise
         self.queue.discard(opened)
+        self.journal.settle_due()
 
     def forget(self, opened: OpenFile) -> None:
         """`opened` was unlinked or replaced: nothing of it is to be uploaded any more."""
@@ -156,9 +157,16 @@ class Committer:
     def drain(self, timeout: float) -> list[Item]:
         return self.queue.drain(timeout)
 
+    def settle(self) -> None:
+        """Make the removals of finished uploads' journal entries durable: before anything is deleted
+        or renamed remotely, a machine crash must not bring back an entry that would upload the old
+        name or content again (journal.py)."""
+        self.journal.settle()
+
     def stop(self) -> None:
         self.queue.stop()
         self.streams.close()
+        self.journal.settle()
 
     # -- uploading ----------------------------------------------------------------------------------
 
@@ -180,6 +188,10 @@ class Committer:
             if opened.staged_id:  # the journal shows the attempt, for `storefs status` after a restart
                 self._note_failure(opened, exc)
             raise
+        finally:
+            # The removals of finished uploads' entries, durable within a second, or now when this
+            # was the last queued file (journal.py).
+            self.journal.settle_due(idle=self.queue.count() <= 1)
         if opened.dirty and not opened.unlinked:
             # Changed while uploading: a writer still has it (its last close queues it again), or a
             # truncate/chmod changed it: once more (the queue sees a schedule of an item in flight).
@@ -266,7 +278,7 @@ class Committer:
             if streamed_ns is not None and not conflict:
                 opened.attrs.mtime_ns = opened.attrs.ctime_ns = streamed_ns
             if staged_id:
-                self.journal.remove(staged_id, opened.fd)
+                self.journal.remove(staged_id, opened.fd, settle_later=True)
         if conflict:
             self.ns.forget(path)
         else:
@@ -326,7 +338,7 @@ class Committer:
         """Re-queue every upload an earlier run left in the journal. Returns the files, oldest first.
         Staged data without a journal entry was never closed (a crash mid-write); it is removed."""
         files = []
-        entries = self.journal.load()
+        entries = self._newest_per_key(self.journal.load())
         # The ledger before any upload of this run starts: only an earlier run's uploads are orphans.
         ledger = self.journal.ledger_load()
         journaled = {entry.id for entry in entries}
@@ -359,6 +371,23 @@ class Committer:
                                         daemon=True)
         self.sweeper.start()
         return files
+
+    def _newest_per_key(self, entries: list[JournalEntry]) -> list[JournalEntry]:
+        """`entries` (oldest close first) without those a later close of the same object supersedes:
+        the removal of a finished upload's entry may not have been durable at a machine crash
+        (journal.py), and uploading it again after the newer one was stored would bring back old
+        content. Each dropped entry's data file goes with it."""
+        newest = {entry.key: entry for entry in entries}
+        kept = []
+        for entry in entries:
+            if newest[entry.key] is entry:
+                kept.append(entry)
+                continue
+            log.info("journal entry of %s (closed at %s) superseded by a later close: dropped",
+                     entry.path, time.ctime(entry.closed_at))
+            self.journal.remove(entry.id)
+            (self.staging.directory / entry.id).unlink(missing_ok=True)
+        return kept
 
     def _sweep(self, referenced: set[str], ledger: list[dict]) -> None:
         try:

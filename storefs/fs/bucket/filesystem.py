@@ -496,6 +496,7 @@ class StoreFS:
     def unlink(self, path: str) -> None:
         self._writable()
         check_path(path)
+        self.committer.settle()   # before anything goes remotely (journal.py: unsettled removals)
         if is_hidden_name(path):
             self._drop_hidden(path)
             return
@@ -603,6 +604,7 @@ class StoreFS:
             raise NotPermitted("cannot rename the mount root")
         if old == new:
             return
+        self.committer.settle()   # before anything goes or moves remotely (journal.py)
         if is_hidden_name(new):
             self._hide(old, new)
             return

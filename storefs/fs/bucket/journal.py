@@ -17,6 +17,14 @@ Where it lives, in the staging directory beside the data file `<id>`:
 Loading reads both and takes the later of the two; writing the xattr removes a sidecar, and removing
 an entry removes both.
 
+The entry of a file whose upload has just finished is removed without an fsync of its own (that was
+half the fsyncs of every small file, on the upload threads' way): the removal is "unsettled" until
+`settle()` makes it durable, at most SETTLE_AFTER seconds later, when the upload queue empties, before
+the mount deletes or renames anything remotely (StoreFS.unlink and rename call it) and at unmount. A
+machine crash in between brings such an entry back: the next mount uploads the file again and finds the
+object already there with its upload token (committer._our_earlier_upload), or, if the same name was
+closed again since, the newer entry supersedes it (Committer.recover).
+
 A multipart upload in progress is in its entry (`upload`: resume.UploadRecord as JSON), so that the
 next try or the next mount resumes it. The ledger (`uploads/<token>.json`) lists the multipart uploads
 this mount started and has not finished, so that those no entry references any more are aborted at
@@ -30,6 +38,7 @@ import json
 import logging
 import os
 import secrets
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +49,8 @@ XATTR = "user.storefs.journal"
 # The staging filesystem keeps no extended attributes (or none this big): use a sidecar.
 _NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.E2BIG, errno.ENOSPC, errno.ERANGE}
 _NO_SUCH_XATTR = {errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP}
+# The longest a finished upload's entry removal stays unsettled while uploads go on (see the docstring).
+SETTLE_AFTER = 1.0
 
 
 @dataclasses.dataclass
@@ -80,6 +91,10 @@ class Journal:
         self._xattrs = True                 # until the staging filesystem refuses them
         self._sidecars: set[str] = set()    # ids whose entry is a sidecar now
         self._named: set[str] = named if named is not None else set()
+        self._unsettled: set[str] = set()          # ids removed without an fsync yet (settle())
+        self._unsettled_lock = threading.Lock()
+        self._settling = threading.Lock()          # one settle at a time; held through its fsyncs
+        self._settled_at = time.monotonic()
 
     def _path(self, entry_id: str) -> Path:
         return self.directory / f"{entry_id}.json"
@@ -128,32 +143,73 @@ class Journal:
         self._named.add(entry_id)
         self._sidecars.add(entry_id)   # beside an older entry in the xattr, if any: load() takes the newer
 
-    def remove(self, entry_id: str, data_fd: int | None = None) -> None:
-        """The entry's upload is done: drop it durably (a replay would upload the file again).
-        `data_fd`: the data file, open (spares opening it again)."""
-        if self._xattrs:
-            self._remove_xattr(entry_id, data_fd)
+    def remove(self, entry_id: str, data_fd: int | None = None, *, settle_later: bool = False) -> None:
+        """The entry's upload is done, or its file is gone: drop it durably (a replay would upload the
+        file again). `data_fd`: the data file, open (spares opening it again). `settle_later`: a
+        finished upload's removal, made durable by the next settle() (see the module's docstring)."""
+        removed = self._xattrs and self._remove_xattr(entry_id, data_fd, sync=not settle_later)
         if entry_id in self._sidecars:
-            self._remove_sidecar(entry_id)
+            self._remove_sidecar(entry_id)   # durable at once: sidecars are the rare case
         self._named.discard(entry_id)
+        if settle_later and removed:
+            with self._unsettled_lock:
+                self._unsettled.add(entry_id)
 
-    def _remove_xattr(self, entry_id: str, data_fd: int | None) -> None:
+    def _remove_xattr(self, entry_id: str, data_fd: int | None, *, sync: bool) -> bool:
+        """Whether there was an entry to remove."""
         if data_fd is None:
             try:
                 fd = os.open(self.directory / entry_id, os.O_RDONLY)
             except FileNotFoundError:
-                return
+                return False
         else:
             fd = data_fd
         try:
-            os.removexattr(fd, XATTR)
-            os.fsync(fd)
-        except OSError as exc:
-            if exc.errno not in _NO_SUCH_XATTR:
-                raise
+            try:
+                os.removexattr(fd, XATTR)
+                removed = True
+            except OSError as exc:
+                if exc.errno not in _NO_SUCH_XATTR:
+                    raise
+                removed = False
+            with self._unsettled_lock:
+                unsettled = entry_id in self._unsettled
+            if sync and (removed or unsettled):   # an unsettled removal becomes durable here too
+                os.fsync(fd)
+            return removed
         finally:
             if fd != data_fd:
                 os.close(fd)
+
+    def settle(self) -> None:
+        """Make every removal done with `settle_later` so far durable: each data file still there is
+        fsynced; one fsync of the directory covers those unlinked since."""
+        with self._settling:
+            with self._unsettled_lock:
+                ids, self._unsettled = self._unsettled, set()
+            self._settled_at = time.monotonic()
+            unlinked = False
+            for entry_id in ids:
+                try:
+                    fd = os.open(self.directory / entry_id, os.O_RDONLY)
+                except FileNotFoundError:
+                    unlinked = True
+                    continue
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            if unlinked:
+                self._sync_dir()
+
+    def settle_due(self, *, idle: bool = False) -> None:
+        """settle() if removals have waited SETTLE_AFTER seconds, or at once when `idle` (the upload
+        queue has emptied)."""
+        with self._unsettled_lock:
+            if not self._unsettled:
+                return
+        if idle or time.monotonic() - self._settled_at >= SETTLE_AFTER:
+            self.settle()
 
     def _remove_sidecar(self, entry_id: str) -> None:
         self._sidecars.discard(entry_id)
