@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from storefs.errors import NotFound
 from storefs.fs.bucket.journal import Journal, JournalEntry
 from storefs.fs.bucket.openfiles import Staging
 from storefs.mounting import bucket_fs
@@ -46,7 +47,7 @@ def mounted(tmp_path):
     provider = open_provider("t", {"root": str(tmp_path / "bucket"), "create_buckets": "yes"})
     provider.check("b")
     store = Watching(provider.bucket("b"))
-    fs = bucket_fs(store, "", MountOptions.parse(["write_back=0.05"]), Staging(tmp_path / "staging"))
+    fs = bucket_fs(store, "", MountOptions.parse(["write_back=1"]), Staging(tmp_path / "staging"))
     store.journal = fs.committer.journal
     yield fs, store
     fs.committer.stop()
@@ -75,6 +76,15 @@ def test_uploads_leave_removals_to_settle_and_unlink_or_rename_settles_them_firs
         _create(fs, f"/f{i}", b"x" * 100)
     _uploaded(fs, 6)
     assert len(journal._unsettled) == 6              # uploaded; their removals not fsynced yet
+    # What deletes or moves no object settles nothing (tar unlinks each name before creating it; rsync
+    # renames its temporary file before it is uploaded).
+    with pytest.raises(NotFound):
+        fs.unlink("/new")
+    fh = fs.create("/.t.XXXXXX", 0o644, 0, 0, os.O_WRONLY | os.O_CREAT)
+    fs.write(fh, b"t", 0)
+    fs.release(fh)
+    fs.rename("/.t.XXXXXX", "/t")
+    assert len(journal._unsettled) == 6
     fs.unlink("/f0")
     fs.rename("/f1", "/g1")
     assert store.unsettled_at and all(n == 0 for _what, n in store.unsettled_at), store.unsettled_at

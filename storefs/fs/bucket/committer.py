@@ -328,6 +328,7 @@ class Committer:
 
     def _delete_quietly(self, key: str) -> None:
         try:
+            self.settle()
             self.store.delete(key)
         except StoreError as exc:
             log.warning("could not remove %r after a rename during its upload: %s", key, exc)

@@ -496,7 +496,6 @@ class StoreFS:
     def unlink(self, path: str) -> None:
         self._writable()
         check_path(path)
-        self.committer.settle()   # before anything goes remotely (journal.py: unsettled removals)
         if is_hidden_name(path):
             self._drop_hidden(path)
             return
@@ -508,7 +507,7 @@ class StoreFS:
             existed = opened.mark_unlinked()
             self.committer.forget(opened)
             if existed:
-                self.store.delete(opened.key)
+                self._delete(opened.key)
             if opened.refs == 0:
                 opened.discard_staged()
             self.ns.forget(path, gone=True)
@@ -517,9 +516,15 @@ class StoreFS:
         entry = self._entry(path)
         if entry.is_dir:
             raise IsADirectory(path)
-        self.store.delete(self.keys.key(path))
+        self._delete(self.keys.key(path))
         self.ns.forget(path, gone=True)
         self.times.entries_changed(path)
+
+    def _delete(self, key: str) -> None:
+        """Delete a file's object. An upload's journal entry removal that a machine crash could still
+        undo is made durable first: replayed, it would bring the deleted name back (journal.py)."""
+        self.committer.settle()
+        self.store.delete(key)
 
     def _hide(self, path: str, hidden: str) -> None:
         """libfuse's unlink of a file that is open (a rename to `hidden`, see is_hidden_name): the
@@ -535,7 +540,7 @@ class StoreFS:
         existed = opened.mark_unlinked()
         self.committer.forget(opened)
         if existed:
-            self.store.delete(opened.key)
+            self._delete(opened.key)
         with opened.lock:
             opened.path = hidden
             opened.attrs.ctime_ns = now_ns()
@@ -604,7 +609,6 @@ class StoreFS:
             raise NotPermitted("cannot rename the mount root")
         if old == new:
             return
-        self.committer.settle()   # before anything goes or moves remotely (journal.py)
         if is_hidden_name(new):
             self._hide(old, new)
             return

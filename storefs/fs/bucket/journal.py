@@ -20,7 +20,7 @@ an entry removes both.
 The entry of a file whose upload has just finished is removed without an fsync of its own (that was
 half the fsyncs of every small file, on the upload threads' way): the removal is "unsettled" until
 `settle()` makes it durable, at most SETTLE_AFTER seconds later, when the upload queue empties, before
-the mount deletes or renames anything remotely (StoreFS.unlink and rename call it) and at unmount. A
+the mount deletes or moves any object (StoreFS._delete, Renames, the committer) and at unmount. A
 machine crash in between brings such an entry back: the next mount uploads the file again and finds the
 object already there with its upload token (committer._our_earlier_upload), or, if the same name was
 closed again since, the newer entry supersedes it (Committer.recover).

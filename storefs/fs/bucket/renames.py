@@ -22,6 +22,9 @@ class Renames:
         self.store, self.keys, self.ns, self.table, self.committer = store, keys, ns, table, committer
 
     def _move_object(self, src: str, dst: str) -> None:
+        # Every move or delete of an object settles the journal first: a replayed upload must not
+        # bring the old name back after a machine crash (journal.py, "unsettled").
+        self.committer.settle()
         if self.store.capabilities.server_side_move:
             self.store.move(src, dst)
             return
@@ -48,6 +51,7 @@ class Renames:
                 old_key, new_key = opened.key, self.keys.key(new)
                 if opened.info is not None:
                     if opened.data_dirty:
+                        self.committer.settle()
                         self.store.delete(old_key)
                         opened.set_remote(None)
                     else:
@@ -88,6 +92,7 @@ class Renames:
             # A key that would pass the limit under the new name is refused before anything is copied
             # (ENAMETOOLONG), so the tree stays whole and nothing unreachable is written.
             check_key_length(target)
+        self.committer.settle()
         if old_key not in keys:  # an implicit directory: the new name gets a marker, so it exists even empty
             self.store.put(new_key, io.BytesIO(b""), 0, meta_from_attrs(old_attrs))
         # Copy everything first and delete afterwards, so a failure leaves the source whole. Markers
