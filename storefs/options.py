@@ -80,7 +80,7 @@ class MountOptions:
     read_ahead: int = 64 << 20
     # write-back: seconds between close and upload (0: upload inside close), files uploaded at once,
     # what fsync promises, and how long unmount waits for the queue
-    write_back: float = 0.5
+    write_back: float = 0.2
     transfers: int = 4
     fsync: str = "upload"
     stream_uploads: bool = False   # S3 and local: large files written in sequence go up while written
@@ -114,7 +114,7 @@ class MountOptions:
         "upload_workers": "parts uploaded in parallel (default 4)",
         "read_ahead": "largest read-ahead window per open file (default 64M; at most 4 GETs of 8 MiB in flight)",
         "total_size": "size statfs reports, e.g. 1T (default: the cache disk's size)",
-        "write_back": "seconds from close to upload, buckets and vault_writes (default 0.5; 0 = upload before "
+        "write_back": "seconds from close to upload, buckets and vault_writes (default 0.2; 0 = upload before "
                       "close returns)",
         "transfers": "files uploaded at once (default 4)",
         "stream_uploads": "S3 and local buckets: a large file written in sequence goes up in parts while it is "

@@ -3,6 +3,7 @@ descriptor before writing. That first close must not upload (or journal) the sti
 upload per file, counted at the WCS emulator, with the bytes right."""
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -53,3 +54,35 @@ def test_touch_and_truncate_without_writes_are_uploaded(wcs_env):
                "the empty file and the truncation uploaded")
     assert (mount.path / "empty").stat().st_size == 0
     assert (mount.path / "f").read_bytes() == b""
+
+
+COPIED = 60
+
+
+@pytest.mark.parametrize("tool", ["rsync -a", "tar", "cp -a"])
+def test_copy_tools_upload_each_file_once_at_the_default_write_back(wcs_env, tool, tmp_path):
+    """What a copy tool does right after a close (rsync: chmod, utimens and rename of its temporary
+    file; tar and cp -a: times, owner and mode on the descriptor, then close) happens within the
+    default write-back delay: each file is uploaded once, under its final name."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for i in range(COPIED):
+        (source / f"f{i}").write_bytes(b"%d" % i * 100)
+        os.utime(source / f"f{i}", (1_600_000_000, 1_600_000_000 + i))
+    mount = wcs_env.mount(f"w:{wcs_env.bucket}")
+    before = wcs_env.served("upload")
+    target = mount.path / "d"
+    if tool == "tar":
+        target.mkdir()
+        _bash('tar -C "$1" -cf - . | tar -C "$2" -xf -', str(source), str(target))
+    elif tool == "rsync -a":
+        _bash('rsync -a "$1/" "$2/"', str(source), str(target))
+    else:
+        _bash('cp -a "$1" "$2"', str(source), str(target))
+    wait_until(lambda: len(wcs_env.store.list("d/", delimiter="").objects) >= COPIED, 60, "every file uploaded")
+    time.sleep(1.0)   # a late second upload would show here
+    for i in range(COPIED):
+        info = wcs_env.store.stat(f"d/f{i}")
+        assert info.size == len(b"%d" % i * 100) and int(float(info.meta["mtime"])) == 1_600_000_000 + i
+    # Besides: the directory's marker, when made and when its mode, owner and times are set (last).
+    assert wcs_env.served("upload") - before <= COPIED + 4

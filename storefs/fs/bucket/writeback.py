@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 # A failed upload waits 1, 2, 4 … 60 s (each drawn from the upper half) and is never given up.
 UPLOAD_RETRY = RetryPolicy(base_delay=1.0, max_delay=60.0, jitter="half")
 # The longest an idle worker sleeps before it looks at the queue again. A file due later than that
-# needs no wake-up: with the default delay (2 s), a close costs no worker a wake-up and a walk of the
-# queue (each close woke all of them, three times per `printf > file` in a bash loop).
+# needs no wake-up: with a delay that long, a close costs no worker a wake-up and a walk of the queue;
+# with a shorter one (the default, 0.2 s) it wakes one worker, never all of them (which was three
+# wake-ups of each per `printf > file` in a bash loop).
 WORKER_NAP = 1.0
 
 
