@@ -76,7 +76,7 @@ def test_uploads_leave_removals_to_settle_and_unlink_or_rename_settles_them_firs
         _create(fs, f"/f{i}", b"x" * 100)
     _uploaded(fs, 6)
     assert len(journal._unsettled) == 6              # uploaded; their removals not fsynced yet
-    # What deletes or moves no object settles nothing (tar unlinks each name before creating it; rsync
+    # What deletes or moves no object settles nothing (`rm -f` of a name that is not there; rsync
     # renames its temporary file before it is uploaded).
     with pytest.raises(NotFound):
         fs.unlink("/new")
