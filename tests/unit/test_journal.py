@@ -97,27 +97,23 @@ def test_an_update_without_data_is_a_sidecar_and_removal_clears_both(tmp_path):
     assert not (tmp_path / f"{ID1}.json").exists()
 
 
-def _count_fsyncs(monkeypatch) -> dict[str, int]:
-    """Counts fsyncs of directories and of files, then does them."""
-    import stat
-    counts = {"dir": 0, "file": 0}
-    real = os.fsync
-
-    def counting(fd: int) -> None:
-        counts["dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"] += 1
-        real(fd)
-    monkeypatch.setattr(os, "fsync", counting)
-    return counts
+def _journaled(directory, entry_id: str) -> tuple[Journal, int]:
+    """A journal in `directory` with one closed file's entry; its data file's descriptor, open."""
+    journal = Journal(directory)
+    fd = _staged(directory, entry_id)
+    journal.write(_entry(entry_id), data_fd=fd)
+    return journal, fd
 
 
-def test_a_finished_uploads_removal_costs_no_fsync_until_settled(tmp_path, monkeypatch):
+def test_a_finished_uploads_removal_costs_no_fsync_until_settled(tmp_path, fsync_counts):
     journal = Journal(tmp_path)
     ids = ["%032d" % i for i in range(4)]
     for entry_id in ids:
         fd = _staged(tmp_path, entry_id)
         journal.write(_entry(entry_id), data_fd=fd)
         os.close(fd)
-    counts = _count_fsyncs(monkeypatch)
+    counts = fsync_counts
+    counts.update(dir=0, file=0)
     for entry_id in ids:
         journal.remove(entry_id, settle_later=True)
     assert counts == {"dir": 0, "file": 0}
@@ -132,11 +128,10 @@ def test_a_finished_uploads_removal_costs_no_fsync_until_settled(tmp_path, monke
     assert counts == {"dir": 1, "file": 1}                # nothing left to settle
 
 
-def test_settle_due_waits_for_the_interval_or_an_idle_queue(tmp_path, monkeypatch):
-    journal = Journal(tmp_path)
-    fd = _staged(tmp_path, ID1)
-    journal.write(_entry(ID1), data_fd=fd)
-    counts = _count_fsyncs(monkeypatch)
+def test_settle_due_waits_for_the_interval_or_an_idle_queue(tmp_path, monkeypatch, fsync_counts):
+    journal, fd = _journaled(tmp_path, ID1)
+    counts = fsync_counts
+    counts.update(dir=0, file=0)
     journal.remove(ID1, fd, settle_later=True)
     monkeypatch.setattr(journal_module, "SETTLE_AFTER", 3600.0)
     journal.settle_due()
@@ -151,11 +146,10 @@ def test_settle_due_waits_for_the_interval_or_an_idle_queue(tmp_path, monkeypatc
     os.close(fd)
 
 
-def test_a_durable_removal_settles_an_earlier_lazy_one_of_the_same_file(tmp_path, monkeypatch):
-    journal = Journal(tmp_path)
-    fd = _staged(tmp_path, ID1)
-    journal.write(_entry(ID1), data_fd=fd)
-    counts = _count_fsyncs(monkeypatch)
+def test_a_durable_removal_settles_an_earlier_lazy_one_of_the_same_file(tmp_path, fsync_counts):
+    journal, fd = _journaled(tmp_path, ID1)
+    counts = fsync_counts
+    counts.update(dir=0, file=0)
     journal.remove(ID1, fd, settle_later=True)
     journal.remove(ID1, fd)        # the file is unlinked by the user now: this one must be durable
     assert counts["file"] == 1

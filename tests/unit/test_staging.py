@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 
 from storefs.fs.bucket.journal import XATTR, Journal, JournalEntry
 from storefs.fs.bucket.openfiles import SPARE_BATCH, SPARE_LOW, Staging
-
-
-def _count_fsyncs(monkeypatch) -> dict[str, int]:
-    """Counts fsyncs of directories and of files, then does them."""
-    counts = {"dir": 0, "file": 0}
-    real = os.fsync
-
-    def counting(fd: int) -> None:
-        counts["dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"] += 1
-        real(fd)
-    monkeypatch.setattr(os, "fsync", counting)
-    return counts
 
 
 def _journal_one(journal: Journal, staging: Staging, data: bytes) -> str:
@@ -32,10 +19,10 @@ def _journal_one(journal: Journal, staging: Staging, data: bytes) -> str:
     return entry_id
 
 
-def test_journaling_new_files_costs_one_fsync_each_and_one_directory_fsync_per_batch(tmp_path, monkeypatch):
+def test_journaling_new_files_costs_one_fsync_each_and_one_directory_fsync_per_batch(tmp_path, fsync_counts):
     staging = Staging(tmp_path / "staging")
     journal = Journal(staging.directory, named=staging.named)
-    counts = _count_fsyncs(monkeypatch)
+    counts = fsync_counts
     files = 2 * SPARE_BATCH + 1
     ids = [_journal_one(journal, staging, b"x%d" % i) for i in range(files)]
     staging.close()   # waits for a batch still being made in the background
@@ -44,11 +31,11 @@ def test_journaling_new_files_costs_one_fsync_each_and_one_directory_fsync_per_b
     assert loaded == set(ids)
 
 
-def test_a_journal_without_the_staging_areas_names_fsyncs_the_directory_once_per_new_entry(tmp_path, monkeypatch):
+def test_a_journal_without_the_staging_areas_names_fsyncs_the_directory_once_per_new_entry(tmp_path, fsync_counts):
     # What the vault's staging (and any journal not told which names are durable) still does.
     staging = Staging(tmp_path / "staging")
     journal = Journal(staging.directory)
-    counts = _count_fsyncs(monkeypatch)
+    counts = fsync_counts
     _journal_one(journal, staging, b"a")
     _journal_one(journal, staging, b"b")
     assert counts == {"dir": 1 + 2, "file": 2}   # the batch of spares, then one per entry
