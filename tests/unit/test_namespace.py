@@ -240,3 +240,50 @@ def test_a_large_directory_is_not_listed_again_for_one_name(tmp_path):
     with pytest.raises(NotFound):
         ns.lookup("/d/nope")
     assert small_pages.counts["list"] - lists == 1   # the name's own LIST (directory check), no relisting
+
+
+def _miss(ns: Namespace, path: str) -> None:
+    with pytest.raises(NotFound):
+        ns.lookup(path)
+
+
+def test_new_names_in_a_directory_never_listed_cost_one_listing_from_the_second_name(store):
+    """`tar -x` or `cp` into an existing directory this mount never listed: the first new name is asked
+    by name, the second lists the directory once (one page, no attributes fetched ahead), the rest
+    cost nothing."""
+    ns = Namespace(store, KeyMap(), Defaults(0, 0), CacheSettings())
+    _miss(ns, "/d/new0")
+    by_name = dict(store.counts)
+    _miss(ns, "/d/new1")
+    assert store.counts == {"stat": by_name["stat"], "list": by_name["list"] + 1}
+    for i in range(2, 20):
+        _miss(ns, f"/d/new{i}")
+    assert store.counts == {"stat": by_name["stat"], "list": by_name["list"] + 1}
+    assert ns.lookup("/d/f03").attrs.size == 1     # found in that listing (made exact by name)
+    lists = store.counts["list"]
+    entries = ns.listdir("/d")                     # readdir (ls -l): listed again, attributes ahead
+    assert len(entries) == 50 and all(entry.exact for entry in entries.values())
+    assert store.counts["list"] == lists + 1
+
+
+class SmallPages(Counting):
+    """Listings of at most `page` entries a page, as a server with a small page size would answer."""
+
+    def __init__(self, store, page: int) -> None:
+        super().__init__(store)
+        self.capabilities = dataclasses.replace(self.capabilities, list_page_size=page)
+
+    def list(self, prefix, **kwargs):
+        kwargs.setdefault("limit", self.capabilities.list_page_size)
+        return super().list(prefix, **kwargs)
+
+
+def test_a_directory_never_listed_that_is_more_than_a_page_is_asked_by_name(store):
+    ns = Namespace(SmallPages(store.store, 10), KeyMap(), Defaults(0, 0), CacheSettings())
+    paged = ns.store
+    _miss(ns, "/d/new0")
+    by_name = dict(paged.counts)
+    for i in range(1, 20):
+        _miss(ns, f"/d/new{i}")
+    # Each name asked by name, and one page of the listing (not all five): not listed again.
+    assert paged.counts == {"stat": 20 * by_name["stat"], "list": 20 * by_name["list"] + 1}

@@ -12,7 +12,10 @@ Cache rules:
   only, not a stat per entry again;
 - looking up a name in a directory whose listing expired, where that listing fit in one page, lists
   the directory again (one request) instead of a stat and a LIST for that name: a loop creating files
-  costs one LIST per `dir_ttl`, not two requests per new name.
+  costs one LIST per `dir_ttl`, not two requests per new name;
+- the same for a directory never listed, from the second name looked up in it within `dir_ttl`
+  (`tar -x` or `cp` into an existing directory): one page is listed, and if the directory fits in it
+  the names after that cost nothing; a bigger one is asked by name, as before, for `dir_ttl` more.
 
 Locking: one lock around the caches (cachetools is not thread-safe); no request is ever made while it
 is held. A listing in flight while this mount changes a child of that directory (an upload finished,
@@ -53,6 +56,10 @@ class Listing:
     entries: dict[str, Entry]
     at: float
     subdirs: int | None = None   # how many entries are directories; None: count again
+    # The exact attributes of its entries were fetched ahead (CacheSettings.stat_ahead). A listing made
+    # to answer lookups (from the second name in a directory never listed) is not: it answers names,
+    # and a readdir lists again.
+    attrs_fetched: bool = True
 
     def count_subdirs(self) -> int:
         if self.subdirs is None:
@@ -72,6 +79,10 @@ class CacheSettings:
     # modes. 0 ("-o listing_attrs=fast"): listing attributes are shown as they are (server times).
     stat_ahead: int = 5_000
     stat_ahead_parallel: int = 64   # HEADs in flight (S3: on as many connections, from one thread)
+
+
+class _TooBig(Exception):
+    """A listing asked for at most a number of pages has more."""
 
 
 _UNKNOWN = object()   # an own change that makes a listing in flight unusable for the cache (see forget)
@@ -138,6 +149,10 @@ class Namespace:
         # The last listing of each directory, kept past its TTL: shown (with a log line) when the
         # server cannot be reached, so a mount with an unreachable backend still lists what it knew.
         self._last_listings: cachetools.LRUCache = cachetools.LRUCache(settings.max_listings)
+        # Directories never listed where a name was looked up (the next name lists them), and those
+        # whose first page was not all of them (asked by name).
+        self._asked_in: cachetools.TTLCache = cachetools.TTLCache(settings.max_listings, settings.dir_ttl)
+        self._too_big: cachetools.TTLCache = cachetools.TTLCache(settings.max_listings, 2 * settings.dir_ttl)
         self._own = _OwnChanges()
 
     # -- queries ---------------------------------------------------------------------------------
@@ -154,9 +169,11 @@ class Namespace:
                 raise NotFound(path)
             listing = self._listings.get(parent(path))
             relist = entry is None and listing is None and self._small_when_last_listed(parent(path))
-        if relist:
+            first_page = entry is None and listing is None and not relist and self._worked_in(parent(path))
+        if relist or first_page:
             try:
-                listing_entries: dict[str, Entry] | None = self.listdir(parent(path))
+                listing_entries: dict[str, Entry] | None = (self.listdir(parent(path)) if relist
+                                                            else self._listdir_if_small(parent(path)))
             except StoreError:
                 listing_entries = None   # asked by name below, with its own error handling
             with self._lock:
@@ -234,6 +251,25 @@ class Namespace:
             return Entry(attrs_from_object(marker, self.defaults, is_dir=True), marker)
         return Entry(implicit_dir_attrs(self.defaults, _newest_ns(page.objects)), None)
 
+    def _worked_in(self, path: str) -> bool:
+        """Whether a name was looked up in directory `path` (never listed, lock held) within dir_ttl,
+        and it may fit in one page: then it is worth listing. Notes this lookup."""
+        if path in self._too_big or path in self._last_listings:
+            return False
+        if path in self._asked_in:
+            return True
+        self._asked_in[path] = True
+        return False
+
+    def _listdir_if_small(self, path: str) -> dict[str, Entry] | None:
+        """listdir() of a directory that fits in one page of a listing, else None (for a while)."""
+        try:
+            return self.listdir(path, max_pages=1)
+        except _TooBig:
+            with self._lock:
+                self._too_big[path] = True
+            return None
+
     def _small_when_last_listed(self, path: str) -> bool:
         """Whether `path` was listed before (lock held) and that listing fit in one page."""
         last = self._last_listings.get(path)
@@ -252,17 +288,20 @@ class Namespace:
                     and _same_object(known.info, entry.info)):
                 entries[name] = known
 
-    def listdir(self, path: str) -> dict[str, Entry]:
-        """name -> entry of a directory's children, from one paged listing (cached for dir_ttl)."""
+    def listdir(self, path: str, max_pages: int | None = None) -> dict[str, Entry]:
+        """name -> entry of a directory's children, from one paged listing (cached for dir_ttl).
+        `max_pages`: raise _TooBig rather than ask for more pages than that."""
+        for_names = max_pages is not None   # for lookups: no attributes fetched ahead
         with self._lock:
             listing = self._listings.get(path)
-            if listing is not None:
+            if listing is not None and (listing.attrs_fetched or for_names):
                 return dict(listing.entries)
             since = self._own.listing_started(path)
         try:
-            entries = self._list_remote(path)
+            entries = self._list_remote(path, max_pages)
             self._keep_known(path, entries)
-            self._complete(path, entries)
+            if not for_names:
+                self._complete(path, entries)
         except Transient as exc:
             with self._lock:
                 self._own.listing_ended(path)
@@ -281,7 +320,7 @@ class Namespace:
             self._own.listing_ended(path)
             if not usable:
                 return dict(entries)
-            listing = Listing(entries, time.monotonic())
+            listing = Listing(entries, time.monotonic(), attrs_fetched=not for_names)
             self._listings[path] = listing
             self._last_listings[path] = listing
             self._note_listed(path, entries)
@@ -356,11 +395,13 @@ class Namespace:
             else:
                 entries[name] = entry
 
-    def _list_remote(self, path: str) -> dict[str, Entry]:
+    def _list_remote(self, path: str, max_pages: int | None = None) -> dict[str, Entry]:
         dir_key = self.keys.dir_key(path)
         entries: dict[str, Entry] = {}
         exact = self.store.capabilities.list_has_metadata
-        for page in iter_list(self.store, dir_key, delimiter="/"):
+        for number, page in enumerate(iter_list(self.store, dir_key, delimiter="/"), 1):
+            if max_pages is not None and number >= max_pages and page.next_token:
+                raise _TooBig(path)   # before iter_list asks for the next page
             for info in page.objects:
                 name = child_name(dir_key, info.key)
                 if name is None:
