@@ -70,7 +70,8 @@ class Streams:
         self.store = store
         self.journal = journal
         caps = store.capabilities
-        self.enabled = caps.streamed_uploads and (mode == "on" or (mode == "auto" and not caps.multipart_dated_at_start))
+        wanted = mode == "on" or (mode == "auto" and not caps.multipart_dated_at_start)
+        self.enabled = wanted and caps.streamed_uploads
         self.part_size = part_size_for(0, caps, settings.part_size)
         # Small and medium files never stream: only one that is a multipart upload anyway.
         self.start_at = caps.single_put_max + self.part_size
