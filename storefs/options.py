@@ -83,7 +83,9 @@ class MountOptions:
     write_back: float = 0.2
     transfers: int = 4
     fsync: str = "upload"
-    stream_uploads: bool = False   # S3 and local: large files written in sequence go up while written
+    # S3 and local: large files written in sequence go up while written: auto (on, except where the
+    # server dates a multipart object by its start, AWS), on, or off (fs/bucket/streaming.py)
+    stream_uploads: str = "auto"
     drain_timeout: float = 3600.0
     # statfs: the size the mount reports; None = the size of the disk holding the cache directory
     total_size: int | None = None
@@ -118,7 +120,8 @@ class MountOptions:
                       "close returns)",
         "transfers": "files uploaded at once (default 4)",
         "stream_uploads": "S3 and local buckets: a large file written in sequence goes up in parts while it is "
-                          "written (off by default; its mtime is then the object's Last-Modified, see SEMANTICS.md)",
+                          "written: auto (default: on, except on AWS S3 endpoints), on or off (its mtime is "
+                          "then the object's Last-Modified, see SEMANTICS.md)",
         "fsync": "upload (default: fsync uploads the file) or local (fsync only makes it durable on disk)",
         "drain_timeout": "seconds unmount waits for pending uploads (default 3600)",
     }
@@ -136,7 +139,12 @@ class MountOptions:
 
     def _set(self, name: str, value: str, has_value: bool) -> None:
         flags = {"allow_other": "allow_other", "default_permissions": "default_permissions", "ro": "read_only",
-                 "xattr": "xattr", "stream_uploads": "stream_uploads"}
+                 "xattr": "xattr"}
+        if name == "stream_uploads":   # a bare flag means on (as before it had values)
+            self.stream_uploads = STREAM_MODES.get(value.lower() if has_value else "on", "")
+            if not self.stream_uploads:
+                raise ConfigError("-o stream_uploads must be auto, on or off")
+            return
         if name in flags:
             if has_value:
                 raise ConfigError(f"option {name} takes no value")
@@ -185,6 +193,10 @@ class MountOptions:
             raise ConfigError(f"-o {name}={value}: not a valid value") from None
         if (name == "upload_workers" and self.upload_workers < 1) or (name == "transfers" and self.transfers < 1):
             raise ConfigError(f"-o {name} must be at least 1")
+
+
+# -o stream_uploads's values and their spellings.
+STREAM_MODES = {"auto": "auto", "on": "on", "1": "on", "yes": "on", "off": "off", "0": "off", "no": "off"}
 
 
 # Retrieval tiers (storefs.vaults.base.Tier, S3 and COS restore tiers), as the services spell them.

@@ -30,6 +30,9 @@ class Capabilities:
     # a file is still being written (fs/bucket/streaming.py). S3 and local; not COS v4 (its slice init
     # needs the file size), nor UFile and WCS (not verified against their servers).
     streamed_uploads: bool = False
+    # The server dates a multipart object by the time its upload began, not by its completion (AWS S3
+    # documents this): a streamed file's mtime would be early, so streaming is off unless asked for.
+    multipart_dated_at_start: bool = False
     server_side_copy: bool = True
     server_side_move: bool = False
     # Listing entries carry user metadata (UFile's UserMeta), so no per-entry stat is needed.

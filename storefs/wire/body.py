@@ -32,9 +32,26 @@ class FileRegion:
         while offset < end:
             chunk = os.pread(self.fd, min(CHUNK, end - offset), offset)
             if not chunk:
-                raise InvalidArgument(f"the file ended {end - offset} bytes before the request body did")
+                raise _short(end - offset)
             offset += len(chunk)
             yield chunk
+
+    def digest_into(self, digest: "hashlib._Hash") -> None:
+        """Feed the region's bytes to `digest` through one buffer read into again and again: hashing
+        every part of a large upload allocates no new 1 MiB object per chunk (less malloc churn, so a
+        lower peak RSS in the threads that send parts)."""
+        view = memoryview(bytearray(min(CHUNK, self.size)))
+        offset, end = self.offset, self.offset + self.size
+        while offset < end:
+            got = os.preadv(self.fd, [view[:min(CHUNK, end - offset)]], offset)
+            if not got:
+                raise _short(end - offset)
+            digest.update(view[:got])
+            offset += got
+
+
+def _short(missing: int) -> InvalidArgument:
+    return InvalidArgument(f"the file ended {missing} bytes before the request body did")
 
 
 class FileSlice(io.RawIOBase):
@@ -132,8 +149,11 @@ class Body:
             if self.stream is not None:
                 raise InvalidArgument("a streamed body has no hash before it is sent")
             digest = hashlib.sha256()
-            for chunk in self.chunks():
-                digest.update(chunk)
+            if self.region is not None:
+                self.region.digest_into(digest)
+            else:
+                for chunk in self.chunks():
+                    digest.update(chunk)
             self._sha256 = digest.hexdigest()
         return self._sha256
 

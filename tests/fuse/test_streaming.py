@@ -123,20 +123,55 @@ def test_set_metadata_or_a_rename_aborts_the_stream_and_the_object_is_exact(tmp_
         env.close()
 
 
+@pytest.mark.parametrize("mode", ["default", "stream_uploads=off"])
+def test_streaming_is_the_default_and_off_turns_it_off(tmp_path, request, mode):
+    """A mount without the option streams (`auto`: SeaweedFS is not AWS); `stream_uploads=off` uploads
+    the file whole after close, with its mtime in the metadata, as before session 9."""
+    env, backend, direct, part = _setup(tmp_path, request, "s3_seaweed")
+    try:
+        options = ("write_back=0", f"part_size={part // MiB}M") + (() if mode == "default" else (mode,))
+        mount = env.mount(f"r:{backend.bucket}", options=options)
+        data = os.urandom(6 * part + 4321)
+        fd = os.open(mount.path / "big.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            for offset in range(0, 5 * part, MiB):
+                os.write(fd, data[offset:offset + MiB])
+            if mode == "default":
+                wait_until(lambda: _parts_held(direct, "big.bin") >= 2, 60, "parts sent while the file is open")
+            else:
+                assert not _uploads(direct, "big.bin")   # nothing goes up before close
+            os.write(fd, data[5 * part:])
+        finally:
+            os.close(fd)   # write_back=0: returns once uploaded
+        info = direct.stat("big.bin")
+        assert _stored_sha(direct, "big.bin") == _sha(data) and not direct.list_multipart()
+        assert ("mtime" in info.meta) is (mode != "default")
+        # Streamed: dated by the object's Last-Modified; whole: by the mtime in its metadata.
+        dated = int(info.mtime) if mode == "default" else int(info.meta["mtime"])
+        assert int(os.stat(mount.path / "big.bin").st_mtime) == dated
+    finally:
+        env.close()
+
+
 def test_rsync_twice_sends_nothing_the_second_time(tmp_path, request):
     env, backend, direct, part = _setup(tmp_path, request, "s3_moto")
     try:
-        mount = env.mount(f"r:{backend.bucket}", options=("stream_uploads", "write_back=0",
-                                                          f"part_size={part // MiB}M"))
+        # The default (streamed uploads on): a file first copied by `cp` streams, then rsync -a twice.
+        mount = env.mount(f"r:{backend.bucket}", options=("write_back=0", f"part_size={part // MiB}M"))
         tree = tmp_path / "tree"
         tree.mkdir()
         data = os.urandom(5 * part + 99)
         (tree / "big.bin").write_bytes(data)
         (tree / "small.txt").write_bytes(b"small\n")
+        # An older source: the streamed copy (dated by its completion) never has the source's mtime.
+        os.utime(tree / "big.bin", (1_600_000_000, 1_600_000_000))
 
         def rsync() -> str:
             return subprocess.run(["rsync", "-a", "--stats", f"{tree}/", f"{mount.path}/tree/"], check=True,
                                   capture_output=True, text=True).stdout
+        (mount.path / "tree").mkdir()
+        subprocess.run(["cp", str(tree / "big.bin"), str(mount.path / "tree" / "big.bin")], check=True)
+        assert "mtime" not in direct.stat("tree/big.bin").meta   # streamed: dated by its Last-Modified
         first = rsync()
         assert "Number of regular files transferred: 2" in first
         assert _stored_sha(direct, "tree/big.bin") == _sha(data)

@@ -170,17 +170,43 @@ def test_record_at_close_names_the_upload_with_the_file_as_closed(setup):
     assert _finish(streams, opened) is not None
 
 
-def test_streaming_is_off_unless_the_mount_asks_for_it(setup, tmp_path):
-    """`-o stream_uploads` turns it on (off by default: see SEMANTICS.md, "Streamed uploads")."""
+@pytest.mark.parametrize("mode, dated_at_start, streams_it", [
+    ("auto", False, True), ("auto", True, False), ("on", True, True), ("off", False, False)])
+def test_stream_uploads_auto_streams_unless_the_server_dates_a_multipart_object_by_its_start(
+        setup, mode, dated_at_start, streams_it):
+    """`-o stream_uploads=auto` (the default) streams, except where the server dates a multipart
+    object by the time its upload began (AWS S3): there only `-o stream_uploads=on` does (SEMANTICS.md,
+    "Streamed uploads")."""
+    store, staging, journal, _ = setup
+    store.capabilities = dataclasses.replace(store.capabilities, multipart_dated_at_start=dated_at_start)
+    chosen = Streams(store, journal, UploadSettings(part_size=PART), 2, meta_of=lambda f: {},
+                     condition_of=lambda key, etag: None, mode=mode)
+    try:
+        opened = _new_file(staging, chosen)
+        assert (opened.stream is not None) == streams_it   # not watched: it goes up whole after close
+    finally:
+        chosen.close()
+
+
+def test_stream_uploads_option_values():
+    from storefs.errors import ConfigError
     from storefs.fs.bucket.committer import CommitSettings
     from storefs.options import MountOptions
-    store, staging, journal, _ = setup
-    assert not MountOptions.parse([]).stream_uploads and not CommitSettings().stream_uploads
-    assert MountOptions.parse(["stream_uploads"]).stream_uploads
-    off = Streams(store, journal, UploadSettings(part_size=PART), 2, meta_of=lambda f: {},
-                  condition_of=lambda key, etag: None, enabled=False)
+    assert MountOptions.parse([]).stream_uploads == CommitSettings().stream_uploads == "auto"
+    assert MountOptions.parse(["stream_uploads"]).stream_uploads == "on"   # the flag of session 8
+    for value, mode in (("on", "on"), ("1", "on"), ("off", "off"), ("0", "off"), ("no", "off"), ("AUTO", "auto")):
+        assert MountOptions.parse([f"stream_uploads={value}"]).stream_uploads == mode
+    with pytest.raises(ConfigError, match="auto, on or off"):
+        MountOptions.parse(["stream_uploads=sometimes"])
+
+
+@pytest.mark.parametrize("endpoint, aws", [
+    ("https://s3.eu-west-1.amazonaws.com", True), ("https://s3.cn-north-1.amazonaws.com.cn", True),
+    ("http://127.0.0.1:8333", False), ("https://minio.example.org:9000", False)])
+def test_only_aws_endpoints_date_multipart_objects_by_their_start(endpoint, aws):
+    from storefs.providers.s3 import open_provider as open_s3
+    provider = open_s3("r", {"endpoint": endpoint, "access_key": "a", "secret_key": "s", "region": "us-east-1"})
     try:
-        opened = _new_file(staging, off)
-        assert opened.stream is None   # never watched: it goes up whole after close
+        assert provider.bucket("b").capabilities.multipart_dated_at_start is aws
     finally:
-        off.close()
+        provider.close()

@@ -53,6 +53,24 @@ def test_a_file_slice_reads_its_region_and_becomes_a_region_body(tmp_path):
         os.close(fd)
 
 
+def test_a_region_body_hashes_across_chunks_and_refuses_a_short_file(tmp_path):
+    """The SHA-256 SigV4 signs, read through one reused buffer: the same as hashing the bytes, whatever
+    the region's size against the 1 MiB chunk; a file shorter than the region is InvalidArgument."""
+    import hashlib
+    from storefs.wire.body import CHUNK, FileRegion
+    data = os.urandom(2 * CHUNK + 12345)
+    (tmp_path / "f").write_bytes(data)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        for offset, size in ((0, len(data)), (7, CHUNK), (CHUNK - 1, CHUNK + 2), (3, 0)):
+            body = Body(region=FileRegion(fd, offset, size))
+            assert body.sha256_hex() == hashlib.sha256(data[offset:offset + size]).hexdigest()
+        with pytest.raises(InvalidArgument, match="ended 7 bytes before"):
+            Body(region=FileRegion(fd, len(data) - 3, 10)).sha256_hex()
+    finally:
+        os.close(fd)
+
+
 def test_a_streamed_body_rewinds_per_try_and_an_unseekable_one_is_sent_once():
     stream = io.BytesIO(b"xxabcdef")
     stream.seek(2)

@@ -59,7 +59,7 @@ class CommitSettings:
     write_back: float = 2.0        # seconds after close before uploading; 0 = upload inside close()
     transfers: int = 4             # files uploaded at once
     fsync_uploads: bool = True     # fsync uploads now; False: fsync only makes the staged copy durable
-    stream_uploads: bool = False   # large files written in sequence go up while written (streaming.py)
+    stream_uploads: str = "auto"   # large files written in sequence go up while written (streaming.py)
 
 
 @dataclasses.dataclass
@@ -92,7 +92,7 @@ class Committer:
         # Large files written in sequence go up in parts while written (streaming.py).
         self.streams = Streams(store, self.journal, upload_settings, settings.transfers,
                                meta_of=self._stream_meta, condition_of=self._enforced,
-                               enabled=settings.stream_uploads)
+                               mode=settings.stream_uploads)
 
     # -- entry points -------------------------------------------------------------------------------
 

@@ -63,14 +63,15 @@ class Streams:
 
     def __init__(self, store: ObjectStore, journal: Journal, settings: UploadSettings, transfers: int,
                  meta_of: Callable[[OpenFile], dict[str, str]],
-                 condition_of: Callable[[str, str | None], WriteCondition | None], enabled: bool = True) -> None:
+                 condition_of: Callable[[str, str | None], WriteCondition | None], mode: str = "on") -> None:
         """`meta_of(file)`: the metadata its upload would have now; `condition_of(key, base_etag)`:
-        the write condition the server enforces for a multipart upload of `key`, or None; `enabled`:
-        the mount asked for streamed uploads (`-o stream_uploads`)."""
+        the write condition the server enforces for a multipart upload of `key`, or None; `mode`:
+        `-o stream_uploads` (auto: on, unless the server dates a multipart object by its start)."""
         self.store = store
         self.journal = journal
         caps = store.capabilities
-        self.enabled = enabled and caps.streamed_uploads
+        wanted = mode == "on" or (mode == "auto" and not caps.multipart_dated_at_start)
+        self.enabled = wanted and caps.streamed_uploads
         self.part_size = part_size_for(0, caps, settings.part_size)
         # Small and medium files never stream: only one that is a multipart upload anyway.
         self.start_at = caps.single_put_max + self.part_size

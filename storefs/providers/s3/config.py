@@ -76,6 +76,12 @@ class S3Options:
     def endpoint(self) -> str:
         return f"{self.scheme}://{self.netloc}"
 
+    @property
+    def is_aws(self) -> bool:
+        """The endpoint is AWS S3's own (which dates a multipart object by the start of its upload)."""
+        host = self.host_port.rpartition(":")[0]
+        return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+
     @classmethod
     def parse(cls, remote: str, options: Mapping[str, str]) -> S3Options:
         """The options of section [remote], defaults merged in; ConfigError naming the remote when a

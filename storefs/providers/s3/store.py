@@ -90,6 +90,7 @@ class S3Store:
                                          list_page_size=1000, archive_classes=S3_ARCHIVE_CLASSES,
                                          ranged_pieces=True, ranged_into_files=True, batched_stat=True,
                                          parts_from_files=True, streamed_uploads=True,
+                                         multipart_dated_at_start=client.options.is_aws,
                                          # A part's ETag is its MD5, except under SSE-KMS/SSE-C (a bucket's
                                          # default encryption): such parts fail the check and go again.
                                          resume="list", part_etag="md5")
