@@ -159,25 +159,45 @@ def test_sqlite_connections_are_kept_per_os_thread(tmp_path):
 
 
 def test_a_run_is_adopted_whole_or_not_at_all(tmp_path, monkeypatch):
-    """adopt() enters a run's blocks in one transaction: an index failure on its third block leaves
-    neither the first two in the index nor any of its files on disk."""
+    """adopt() enters a run's blocks in one transaction: an index failure after its entries were
+    inserted (here in the size check that follows) leaves none of them in the index and none of its
+    files on disk."""
     cache = BlockCache(tmp_path / "c", 64 * BLOCK)
     new = cache.reserve([BLOCK] * 4)
     assert new is not None
     os.pwrite(new.fd, os.urandom(4 * BLOCK), 0)
-    original, calls = cache._cache.set, []
+    calls = []
 
-    def failing(key, value, *args, **kwargs):
-        calls.append(key)
-        if len(calls) == 3:
-            raise OSError("disk I/O error")
-        return original(key, value, *args, **kwargs)
+    def failing() -> int:
+        calls.append(len(cache._cache._sql("SELECT rowid FROM Cache").fetchall()))
+        raise OSError("disk I/O error")
 
-    monkeypatch.setattr(cache._cache, "set", failing)
+    monkeypatch.setattr(cache._cache, "volume", failing)
     assert cache.adopt(new, "loc", "key", "etag", 0) is None
     monkeypatch.undo()
-    assert len(calls) == 3 and _block_files(tmp_path / "c") == []
+    assert calls == [4] and _block_files(tmp_path / "c") == []   # all four were in, then rolled back
     assert not any(cache.contains("loc", "key", "etag", n) for n in range(4))
+    cache.close()
+
+
+def test_a_run_replaces_blocks_cached_meanwhile(tmp_path):
+    """A block another handle cached while this run was fetched is replaced by the run's entry (as
+    diskcache's set() replaces a key), its old run going with it; the count stays exact."""
+    cache = BlockCache(tmp_path / "c", 64 * BLOCK)
+    old_data, new_data = os.urandom(2 * BLOCK), os.urandom(4 * BLOCK)
+    old = cache.reserve([BLOCK] * 2)
+    assert old is not None
+    os.pwrite(old.fd, old_data, 0)
+    assert cache.adopt(old, "loc", "key", "etag", 1) is not None   # blocks 1 and 2
+    new = cache.reserve([BLOCK] * 4)
+    assert new is not None
+    os.pwrite(new.fd, new_data, 0)
+    places = cache.adopt(new, "loc", "key", "etag", 0)              # blocks 0-3
+    assert places is not None and len(places) == 4
+    for number in range(4):
+        assert cache.get("loc", "key", "etag", number) == new_data[number * BLOCK:(number + 1) * BLOCK]
+    assert len(_block_files(tmp_path / "c")) == 1                   # the old run file is gone
+    assert len(cache._cache) == 4
     cache.close()
 
 
