@@ -216,3 +216,19 @@ def test_block_keys_are_indexed_as_diskcache_indexes_them(tmp_path):
         made, raw = disk.put(key)
         assert bytes(made) == want and raw is False, key
     cache.close()
+
+
+def test_missing_names_the_blocks_not_held_with_one_query(tmp_path):
+    cache = BlockCache(tmp_path / "c", 64 * BLOCK)
+    new = cache.reserve([BLOCK] * 3)
+    assert new is not None
+    os.pwrite(new.fd, os.urandom(3 * BLOCK), 0)
+    assert cache.adopt(new, "loc", "key", "etag", 5) is not None   # blocks 5-7
+    queries = []
+    cache._cache._con.set_trace_callback(queries.append)
+    assert cache.missing("loc", "key", "etag", list(range(3, 10))) == [3, 4, 8, 9]
+    cache._cache._con.set_trace_callback(None)
+    assert len(queries) == 1
+    assert cache.missing("loc", "key", "etag", []) == []
+    assert cache.missing("loc", "key", "other etag", [5]) == [5]   # another version of the object
+    cache.close()

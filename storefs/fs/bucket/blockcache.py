@@ -272,6 +272,22 @@ class BlockCache:
             self._warn("read", exc)
             return False
 
+    def missing(self, location: str, key: str, etag: str, numbers: list[int]) -> list[int]:
+        """Those of blocks `numbers` the cache does not hold, with one query (contains() per block
+        was eight queries per run of a cold read). A broken cache holds none."""
+        try:
+            forms = {bytes(db_key): number for number, (db_key, raw) in
+                     ((n, self._cache.disk.put((location, key, etag, n))) for n in numbers) if not raw}
+            if len(forms) != len(numbers):   # keys diskcache stores raw: asked one by one
+                return [n for n in numbers if not self.contains(location, key, etag, n)]
+            rows = self._cache._sql(f"SELECT key FROM Cache WHERE raw = 0 AND key IN ({','.join('?' * len(forms))})",
+                                    [sqlite3.Binary(form) for form in forms]).fetchall() if forms else []
+        except Exception as exc:
+            self._warn("read", exc)
+            return list(numbers)
+        held = {forms.get(bytes(row[0])) for row in rows}
+        return [n for n in numbers if n not in held]
+
     def reserve(self, sizes: list[int]) -> NewBlocks | None:
         """A new run file for blocks of `sizes` (all BLOCK but the last), for the reader to write a
         fetched run into directly (on plain HTTP the bytes go from the socket to the file without

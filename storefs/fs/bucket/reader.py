@@ -185,7 +185,7 @@ class RangeReader:
         flight, claimed = FLIGHTS.claim(self._block(n) for n in range(first, first + count))
         try:
             assert self.cache is not None
-            missing = [block[3] for block in claimed if not self.cache.contains(*block)]
+            missing = self.cache.missing(*self._block(first)[:3], [block[3] for block in claimed])
             for start, length in stretches(missing):
                 self._fetch_run(start, length)
         finally:
