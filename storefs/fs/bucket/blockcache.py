@@ -248,23 +248,6 @@ class BlockCache:
             self._warn("read", exc)
             return None
 
-    @staticmethod
-    def read_file_into(place: tuple[str, int], start: int, into: memoryview) -> int | None:
-        """Bytes [start, …) of a block whose place (run file, offset) adopt() returned, without asking
-        the index (a SQLite query and an access-time update per read); None if it has been evicted
-        since (a run file is removed whole, never changed)."""
-        path, offset = place
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            return os.preadv(fd, [into[:BLOCK - start]], offset + start)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-
     def contains(self, location: str, key: str, etag: str, block: int) -> bool:
         try:
             return (location, key, etag, block) in self._cache
@@ -306,7 +289,7 @@ class BlockCache:
     def adopt(self, blocks: NewBlocks, location: str, key: str, etag: str,
               first: int) -> list[tuple[str, int]] | None:
         """Enter a fully written run as blocks first, first+1, … of the object: each block's place
-        (run file, offset) for read_file_into, or None when the index refuses them (the file is
+        (run file, offset) for the reader (runfiles.py), or None when the index refuses them (the file is
         removed; no partly written or unindexed block stays behind)."""
         self._close(blocks)
         try:
