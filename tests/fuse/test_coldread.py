@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 
 from storefs.providers.s3 import open_provider as open_s3
 from tests.fuse.harness import Env
@@ -67,6 +68,58 @@ def test_a_cold_sequential_read_fetches_runs_into_one_file_each(tmp_path, seawee
         before = relay.bytes_down
         assert _read_in_mib(again.path / "obj.bin") == hashlib.sha256(data).hexdigest()
         assert relay.bytes_down - before < HEADS, "blocks cached by the first mount were fetched again"
+    finally:
+        env.close()
+        relay.stop()
+
+
+def _open_cache_files(pid: int, cache: str) -> int:
+    """How many descriptors of the daemon point at block-cache files."""
+    count = 0
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:   # closed meanwhile
+            continue
+        count += target.startswith(cache) and ".val" in target
+    return count
+
+
+def test_a_reader_keeps_a_few_run_files_open_and_closes_them_at_release(tmp_path, seaweed_server):
+    """The reader keeps its last run files open between reads (runfiles.py) instead of opening one
+    per read: during a cold sequential read the daemon holds no more than those and the runs being
+    written, the bytes are the object's, the traffic is the object once, and closing the file
+    closes them all."""
+    from storefs.fs.bucket.reader import MAX_RUNS_IN_FLIGHT
+    from storefs.fs.bucket.runfiles import KEPT
+
+    size = 64 * MiB + 777
+    bucket = seaweed_server.create_bucket()
+    section = seaweed_server.options()
+    data = os.urandom(size)
+    open_s3("t", section).bucket(bucket).put("obj.bin", io.BytesIO(data), size, {})
+    relay = CountingRelay(int(section["endpoint"].rsplit(":", 1)[1]))
+    env = Env(tmp_path, {"s": {"type": "s3", **section, "endpoint": relay.url}})
+    try:
+        mount = env.mount(f"s:{bucket}")
+        cache = str(tmp_path / "cache" / "storefs" / "blocks")
+        digest, most = hashlib.sha256(), 0
+        buffer = bytearray(MiB)
+        before = relay.bytes_down
+        with open(mount.path / "obj.bin", "rb", buffering=0) as f:
+            while got := f.readinto(buffer):
+                digest.update(memoryview(buffer)[:got])
+                most = max(most, _open_cache_files(mount.pid, cache))
+        assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+        blocks = (size + MiB - 1) // MiB
+        down = relay.bytes_down - before
+        assert size <= down <= size + blocks * HEADS, f"{down} bytes fetched for a {size}-byte object"
+        assert 0 < most <= KEPT + MAX_RUNS_IN_FLIGHT, f"{most} cache files open at once"
+        deadline = time.monotonic() + 10   # RELEASE reaches the daemon just after close() returns
+        while _open_cache_files(mount.pid, cache) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _open_cache_files(mount.pid, cache) == 0, "run files left open after the release"
+        mount.unmount().check_returncode()
     finally:
         env.close()
         relay.stop()

@@ -9,6 +9,16 @@ import stat
 
 
 from storefs.fs.bucket.blockcache import BLOCK, BlockCache
+from storefs.fs.bucket.runfiles import OpenRuns
+
+
+def _read_place(place: tuple[str, int], start: int, into: memoryview) -> int | None:
+    """A block's bytes read from its place in a run file, as the reader reads them."""
+    runs = OpenRuns()
+    try:
+        return runs.read_into(place, start, into, BLOCK)
+    finally:
+        runs.close()
 
 
 def _settle(cache: BlockCache) -> None:
@@ -69,9 +79,9 @@ def test_a_run_written_in_place_is_adopted_as_one_file(tmp_path):
     places = cache.adopt(new, "loc", "key", "etag", 5)
     assert places is not None and len(_block_files(tmp_path / "c")) == 1
     into = memoryview(bytearray(100))
-    assert cache.read_file_into(places[1], 4096, into) == 100 and bytes(into) == blocks[1][4096:4196]
+    assert _read_place(places[1], 4096, into) == 100 and bytes(into) == blocks[1][4096:4196]
     # A read never runs past its block into the next one of the run.
-    assert cache.read_file_into(places[0], BLOCK - 10, into) == 10 and bytes(into[:10]) == blocks[0][-10:]
+    assert _read_place(places[0], BLOCK - 10, into) == 10 and bytes(into[:10]) == blocks[0][-10:]
     assert cache.read_into("loc", "key", "etag", 7, 0, into) == len(blocks[2])
     assert bytes(into[:len(blocks[2])]) == blocks[2]
     assert cache.read_into("loc", "key", "etag", 5, BLOCK - 10, into) == 10
@@ -99,8 +109,8 @@ def test_evicting_a_block_of_a_run_evicts_the_run(tmp_path):
     assert all(cache.contains("loc", "key", "etag", n) for n in range(4, 8))
     assert len(_block_files(tmp_path / "c")) == 1 and before - cache.volume() == 4 * BLOCK
     into = memoryview(bytearray(10))
-    assert cache.read_file_into(runs[0][1], 0, into) is None
-    assert cache.read_file_into(runs[1][1], 0, into) == 10 and bytes(into) == bytes([4]) * 10
+    assert _read_place(runs[0][1], 0, into) is None
+    assert _read_place(runs[1][1], 0, into) == 10 and bytes(into) == bytes([4]) * 10
     new = cache.reserve([BLOCK])   # a block adopted again replaces its entry: the old run goes
     assert new is not None
     os.pwrite(new.fd, bytes([9]) * BLOCK, 0)
@@ -159,25 +169,45 @@ def test_sqlite_connections_are_kept_per_os_thread(tmp_path):
 
 
 def test_a_run_is_adopted_whole_or_not_at_all(tmp_path, monkeypatch):
-    """adopt() enters a run's blocks in one transaction: an index failure on its third block leaves
-    neither the first two in the index nor any of its files on disk."""
+    """adopt() enters a run's blocks in one transaction: an index failure after its entries were
+    inserted (here in the size check that follows) leaves none of them in the index and none of its
+    files on disk."""
     cache = BlockCache(tmp_path / "c", 64 * BLOCK)
     new = cache.reserve([BLOCK] * 4)
     assert new is not None
     os.pwrite(new.fd, os.urandom(4 * BLOCK), 0)
-    original, calls = cache._cache.set, []
+    calls = []
 
-    def failing(key, value, *args, **kwargs):
-        calls.append(key)
-        if len(calls) == 3:
-            raise OSError("disk I/O error")
-        return original(key, value, *args, **kwargs)
+    def failing() -> int:
+        calls.append(len(cache._cache._sql("SELECT rowid FROM Cache").fetchall()))
+        raise OSError("disk I/O error")
 
-    monkeypatch.setattr(cache._cache, "set", failing)
+    monkeypatch.setattr(cache._cache, "volume", failing)
     assert cache.adopt(new, "loc", "key", "etag", 0) is None
     monkeypatch.undo()
-    assert len(calls) == 3 and _block_files(tmp_path / "c") == []
+    assert calls == [4] and _block_files(tmp_path / "c") == []   # all four were in, then rolled back
     assert not any(cache.contains("loc", "key", "etag", n) for n in range(4))
+    cache.close()
+
+
+def test_a_run_replaces_blocks_cached_meanwhile(tmp_path):
+    """A block another handle cached while this run was fetched is replaced by the run's entry (as
+    diskcache's set() replaces a key), its old run going with it; the count stays exact."""
+    cache = BlockCache(tmp_path / "c", 64 * BLOCK)
+    old_data, new_data = os.urandom(2 * BLOCK), os.urandom(4 * BLOCK)
+    old = cache.reserve([BLOCK] * 2)
+    assert old is not None
+    os.pwrite(old.fd, old_data, 0)
+    assert cache.adopt(old, "loc", "key", "etag", 1) is not None   # blocks 1 and 2
+    new = cache.reserve([BLOCK] * 4)
+    assert new is not None
+    os.pwrite(new.fd, new_data, 0)
+    places = cache.adopt(new, "loc", "key", "etag", 0)              # blocks 0-3
+    assert places is not None and len(places) == 4
+    for number in range(4):
+        assert cache.get("loc", "key", "etag", number) == new_data[number * BLOCK:(number + 1) * BLOCK]
+    assert len(_block_files(tmp_path / "c")) == 1                   # the old run file is gone
+    assert len(cache._cache) == 4
     cache.close()
 
 
@@ -195,4 +225,20 @@ def test_block_keys_are_indexed_as_diskcache_indexes_them(tmp_path):
         want = pickletools.optimize(pickle.dumps(key, protocol=disk.pickle_protocol))
         made, raw = disk.put(key)
         assert bytes(made) == want and raw is False, key
+    cache.close()
+
+
+def test_missing_names_the_blocks_not_held_with_one_query(tmp_path):
+    cache = BlockCache(tmp_path / "c", 64 * BLOCK)
+    new = cache.reserve([BLOCK] * 3)
+    assert new is not None
+    os.pwrite(new.fd, os.urandom(3 * BLOCK), 0)
+    assert cache.adopt(new, "loc", "key", "etag", 5) is not None   # blocks 5-7
+    queries = []
+    cache._cache._con.set_trace_callback(queries.append)
+    assert cache.missing("loc", "key", "etag", list(range(3, 10))) == [3, 4, 8, 9]
+    cache._cache._con.set_trace_callback(None)
+    assert len(queries) == 1
+    assert cache.missing("loc", "key", "etag", []) == []
+    assert cache.missing("loc", "key", "other etag", [5]) == [5]   # another version of the object
     cache.close()

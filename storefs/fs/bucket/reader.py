@@ -33,6 +33,7 @@ from ...store.contract import ObjectStore
 from .blockcache import BLOCK, BlockCache
 from .flights import FLIGHTS
 from .ranges import piece_sizes, read_all_pieces, read_to_files, stretches
+from .runfiles import OpenRuns
 
 RUN_BLOCKS = 8          # blocks per background GET (8 MiB)
 MAX_RUNS_IN_FLIGHT = 4  # background GETs per handle
@@ -66,6 +67,7 @@ class RangeReader:
         self._memory: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         # block -> (run file, offset) in the cache
         self._files: collections.OrderedDict[int, tuple[str, int]] = collections.OrderedDict()
+        self._runs = OpenRuns()   # the run files of those blocks, kept open between reads
         self._inflight: dict[int, concurrent.futures.Future] = {}
         self._window = 1
         self._next_offset = 0
@@ -185,7 +187,7 @@ class RangeReader:
         flight, claimed = FLIGHTS.claim(self._block(n) for n in range(first, first + count))
         try:
             assert self.cache is not None
-            missing = [block[3] for block in claimed if not self.cache.contains(*block)]
+            missing = self.cache.missing(*self._block(first)[:3], [block[3] for block in claimed])
             for start, length in stretches(missing):
                 self._fetch_run(start, length)
         finally:
@@ -237,7 +239,7 @@ class RangeReader:
             return False
         with self._lock:
             place = self._files.get(number)
-        if place is not None and self.cache.read_file_into(place, start, into) == len(into):
+        if place is not None and self._runs.read_into(place, start, into, BLOCK) == len(into):
             return True
         got = self.cache.read_into(self.location, self.key, self.etag or "", number, start, into)
         return got == len(into)
@@ -328,3 +330,4 @@ class RangeReader:
             self._inflight.clear()
             self._memory.clear()
             self._files.clear()
+        self._runs.close()

@@ -1,0 +1,82 @@
+"""The reader's open run files (runfiles.py): kept open between reads, never closed under a read."""
+from __future__ import annotations
+
+import os
+import threading
+
+from storefs.fs.bucket import runfiles
+from storefs.fs.bucket.runfiles import KEPT, OpenRuns
+
+BLOCK = 4096
+
+
+def _open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def _runs(tmp_path, count: int) -> list[str]:
+    paths = []
+    for number in range(count):
+        path = tmp_path / f"run{number}"
+        path.write_bytes(bytes([number]) * (2 * BLOCK))
+        paths.append(str(path))
+    return paths
+
+
+def test_files_stay_open_between_reads_and_at_most_kept_of_them(tmp_path):
+    paths = _runs(tmp_path, KEPT + 3)
+    before = _open_fds()
+    runs = OpenRuns()
+    into = memoryview(bytearray(10))
+    for _round in range(3):
+        for number, path in enumerate(paths):
+            assert runs.read_into((path, BLOCK), 5, into, BLOCK) == 10 and bytes(into) == bytes([number]) * 10
+    assert len(_open_fds() - before) == KEPT
+    runs.close()
+    assert _open_fds() - before == set()
+
+
+def test_a_read_never_runs_past_its_block_and_a_removed_file_is_none(tmp_path):
+    path, = _runs(tmp_path, 1)
+    runs = OpenRuns()
+    into = memoryview(bytearray(100))
+    assert runs.read_into((path, 0), BLOCK - 10, into, BLOCK) == 10
+    assert runs.read_into((str(tmp_path / "gone"), 0), 0, into, BLOCK) is None
+    runs.close()
+
+
+def test_a_file_in_use_is_closed_by_its_read_not_under_it(tmp_path, monkeypatch):
+    """A file pushed out of the set (or the set closed) while a read is in it stays open until that
+    read ends: its descriptor number cannot be closed and reused under the read."""
+    paths = _runs(tmp_path, KEPT + 1)
+    before = _open_fds()
+    runs = OpenRuns()
+    inside, release = threading.Event(), threading.Event()
+    real_preadv = os.preadv
+    seen: list[bytes] = []
+
+    def slow_preadv(fd, buffers, offset):
+        if threading.current_thread().name == "slow":
+            inside.set()
+            release.wait(10)
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(runfiles.os, "preadv", slow_preadv)
+
+    def slow_read() -> None:
+        into = memoryview(bytearray(4))
+        runs.read_into((paths[0], 0), 0, into, BLOCK)
+        seen.append(bytes(into))
+
+    reader = threading.Thread(target=slow_read, name="slow")
+    reader.start()
+    assert inside.wait(10)
+    into = memoryview(bytearray(4))
+    for path in paths[1:]:   # pushes paths[0] out of the set while the slow read is in it
+        assert runs.read_into((path, 0), 0, into, BLOCK) == 4
+    runs.close()
+    assert len(_open_fds() - before) == 1   # only the one in use
+    release.set()
+    reader.join(10)
+    assert seen == [bytes([0]) * 4]
+    assert _open_fds() - before == set()
