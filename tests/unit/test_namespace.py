@@ -287,3 +287,18 @@ def test_a_directory_never_listed_that_is_more_than_a_page_is_asked_by_name(stor
         _miss(ns, f"/d/new{i}")
     # Each name asked by name, and one page of the listing (not all five): not listed again.
     assert paged.counts == {"stat": 20 * by_name["stat"], "list": 20 * by_name["list"] + 1}
+
+
+def test_a_directory_found_in_a_listing_for_names_keeps_its_markers_attributes(tmp_path):
+    """Where listings carry metadata (UFile), a directory listed as a prefix has none: found in a
+    listing made for names, its attributes still come from its marker (found by the remount test)."""
+    provider = open_provider("t", {"root": str(tmp_path), "create_buckets": "yes"})
+    provider.check("b")
+    inner = provider.bucket("b")
+    inner.put("d/", io.BytesIO(b""), 0, {"mode": str(0o40700)})
+    inner.put("d/e/", io.BytesIO(b""), 0, {})
+    store = Counting(inner)
+    store.capabilities = dataclasses.replace(store.capabilities, list_has_metadata=True)
+    ns = Namespace(store, KeyMap(), Defaults(0, 0), CacheSettings())
+    _miss(ns, "/f")                                   # the first name, asked by name
+    assert ns.lookup("/d").attrs.mode & 0o777 == 0o700

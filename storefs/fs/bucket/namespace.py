@@ -182,13 +182,17 @@ class Namespace:
                     return entry
         else:
             listing_entries = listing.entries if listing is not None else None
+        # A listing made for names only: its entries without user metadata (a directory's prefix) are
+        # no answer for attributes, even where listings carry metadata.
+        names_only = first_page or (listing is not None and not listing.attrs_fetched)
         if entry is None and listing_entries is not None:
             entry = listing_entries.get(basename(path))
             if entry is None:
                 with self._lock:
                     self._missing[path] = True
                 raise NotFound(path)
-        if entry is not None and not entry.exact and self.store.capabilities.list_has_metadata:
+        if entry is not None and not entry.exact and self.store.capabilities.list_has_metadata \
+                and not names_only:
             return entry
         try:
             found = self._fetch(path, entry)
