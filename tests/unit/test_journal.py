@@ -156,3 +156,19 @@ def test_a_durable_removal_settles_an_earlier_lazy_one_of_the_same_file(tmp_path
     journal.remove(ID2)            # never journaled (a file uploaded at close): nothing to fsync
     assert counts["file"] == 1
     os.close(fd)
+
+
+def test_a_failed_settle_keeps_the_removals_for_the_next_one(tmp_path, monkeypatch, caplog):
+    journal, fd = _journaled(tmp_path, ID1)
+    journal.remove(ID1, fd, settle_later=True)
+    real = os.fsync
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(os, "fsync", failing)
+    journal.settle_due(idle=True)                 # an upload thread's settle: logged, not raised
+    assert "cannot make" in caplog.text and journal._unsettled == {ID1}
+    monkeypatch.setattr(os, "fsync", real)
+    journal.settle()
+    assert journal._unsettled == set()
+    os.close(fd)

@@ -302,3 +302,15 @@ def test_a_directory_found_in_a_listing_for_names_keeps_its_markers_attributes(t
     ns = Namespace(store, KeyMap(), Defaults(0, 0), CacheSettings())
     _miss(ns, "/f")                                   # the first name, asked by name
     assert ns.lookup("/d").attrs.mode & 0o777 == 0o700
+
+
+def test_relisting_for_a_lookup_fetches_no_attributes_ahead(store):
+    """A lookup that lists a directory again (its listing expired) fetches no entry's attributes: a
+    long `tar -x` into a directory would otherwise ask for every entry's anew each dir_ttl."""
+    ns = Namespace(store, KeyMap(), Defaults(0, 0), CacheSettings(dir_ttl=0.2, attr_ttl=0.2))
+    _miss(ns, "/d/new0")
+    _miss(ns, "/d/new1")                 # lists /d for names
+    time.sleep(0.3)
+    stats = store.counts["stat"]
+    _miss(ns, "/d/new2")                 # lists /d again, for names
+    assert store.counts["stat"] == stats

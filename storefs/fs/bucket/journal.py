@@ -188,19 +188,24 @@ class Journal:
             with self._unsettled_lock:
                 ids, self._unsettled = self._unsettled, set()
             self._settled_at = time.monotonic()
-            unlinked = False
-            for entry_id in ids:
-                try:
-                    fd = os.open(self.directory / entry_id, os.O_RDONLY)
-                except FileNotFoundError:
-                    unlinked = True
-                    continue
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            if unlinked:
-                self._sync_dir()
+            try:
+                unlinked = False
+                for entry_id in ids:
+                    try:
+                        fd = os.open(self.directory / entry_id, os.O_RDONLY)
+                    except FileNotFoundError:
+                        unlinked = True
+                        continue
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                if unlinked:
+                    self._sync_dir()
+            except OSError:
+                with self._unsettled_lock:   # still unsettled: the next settle tries them again
+                    self._unsettled |= ids
+                raise
 
     def settle_due(self, *, idle: bool = False) -> None:
         """settle() if removals have waited SETTLE_AFTER seconds, or at once when `idle` (the upload
@@ -209,7 +214,11 @@ class Journal:
             if not self._unsettled:
                 return
         if idle or time.monotonic() - self._settled_at >= SETTLE_AFTER:
-            self.settle()
+            try:
+                self.settle()
+            except OSError as exc:   # the upload itself succeeded: say so, retry at the next settle
+                log.error("cannot make finished uploads' journal removals durable in %s: %s",
+                          self.directory, exc)
 
     def _remove_sidecar(self, entry_id: str) -> None:
         self._sidecars.discard(entry_id)

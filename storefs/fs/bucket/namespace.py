@@ -11,8 +11,8 @@ Cache rules:
   object is unchanged (same ETag, size and second of modification), so a warm `ls -l` costs the LIST
   only, not a stat per entry again;
 - looking up a name in a directory whose listing expired, where that listing fit in one page, lists
-  the directory again (one request) instead of a stat and a LIST for that name: a loop creating files
-  costs one LIST per `dir_ttl`, not two requests per new name;
+  the directory again (one request, no attributes fetched ahead) instead of a stat and a LIST for that
+  name: a loop creating files costs one LIST per `dir_ttl`, not two requests per new name;
 - the same for a directory never listed, from the second name looked up in it within `dir_ttl`
   (`tar -x` or `cp` into an existing directory): one page is listed, and if the directory fits in it
   the names after that cost nothing; a bigger one is asked by name, as before, for `dir_ttl` more.
@@ -172,8 +172,9 @@ class Namespace:
             first_page = entry is None and listing is None and not relist and self._worked_in(parent(path))
         if relist or first_page:
             try:
-                listing_entries: dict[str, Entry] | None = (self.listdir(parent(path)) if relist
-                                                            else self._listdir_if_small(parent(path)))
+                # For names: a lookup needs no attributes fetched ahead (a relisting's unchanged
+                # entries keep theirs, _keep_known); a readdir lists again with them.
+                listing_entries: dict[str, Entry] | None = self._listdir_if_small(parent(path))
             except StoreError:
                 listing_entries = None   # asked by name below, with its own error handling
             with self._lock:
@@ -184,7 +185,7 @@ class Namespace:
             listing_entries = listing.entries if listing is not None else None
         # A listing made for names only: its entries without user metadata (a directory's prefix) are
         # no answer for attributes, even where listings carry metadata.
-        names_only = first_page or (listing is not None and not listing.attrs_fetched)
+        names_only = relist or first_page or (listing is not None and not listing.attrs_fetched)
         if entry is None and listing_entries is not None:
             entry = listing_entries.get(basename(path))
             if entry is None:
