@@ -5,10 +5,12 @@ in one cache file (not a file per 1 MiB block), the daemon's memory does not gro
 and a second mount on the same cache reads it all from disk."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import time
+from typing import Iterator
 
 from storefs.providers.s3 import open_provider as open_s3
 from tests.fuse.harness import Env
@@ -25,6 +27,23 @@ def _rss_kib(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} for {pid}")
 
 
+@contextlib.contextmanager
+def _object_behind_relay(tmp_path, seaweed_server, size: int) -> Iterator[tuple[bytes, str, CountingRelay, Env]]:
+    """A random object `obj.bin` of `size` bytes on SeaweedFS, and an Env whose remote `s` reaches the
+    server through a relay that counts the bytes sent down: (data, bucket, relay, env)."""
+    bucket = seaweed_server.create_bucket()
+    section = seaweed_server.options()
+    data = os.urandom(size)
+    open_s3("t", section).bucket(bucket).put("obj.bin", io.BytesIO(data), size, {})
+    relay = CountingRelay(int(section["endpoint"].rsplit(":", 1)[1]))
+    env = Env(tmp_path, {"s": {"type": "s3", **section, "endpoint": relay.url}})
+    try:
+        yield data, bucket, relay, env
+    finally:
+        env.close()
+        relay.stop()
+
+
 def _read_in_mib(path) -> str:
     """sha256 of the file read in 1 MiB read() calls, as the benchmark's sequential reader does."""
     digest = hashlib.sha256()
@@ -37,13 +56,7 @@ def _read_in_mib(path) -> str:
 
 def test_a_cold_sequential_read_fetches_runs_into_one_file_each(tmp_path, seaweed_server):
     size = 96 * MiB + 4321   # a short last block
-    bucket = seaweed_server.create_bucket()
-    section = seaweed_server.options()
-    data = os.urandom(size)
-    open_s3("t", section).bucket(bucket).put("obj.bin", io.BytesIO(data), size, {})
-    relay = CountingRelay(int(section["endpoint"].rsplit(":", 1)[1]))
-    env = Env(tmp_path, {"s": {"type": "s3", **section, "endpoint": relay.url}})
-    try:
+    with _object_behind_relay(tmp_path, seaweed_server, size) as (data, bucket, relay, env):
         mount = env.mount(f"s:{bucket}")
         path = mount.path / "obj.bin"
         os.stat(path)
@@ -68,9 +81,6 @@ def test_a_cold_sequential_read_fetches_runs_into_one_file_each(tmp_path, seawee
         before = relay.bytes_down
         assert _read_in_mib(again.path / "obj.bin") == hashlib.sha256(data).hexdigest()
         assert relay.bytes_down - before < HEADS, "blocks cached by the first mount were fetched again"
-    finally:
-        env.close()
-        relay.stop()
 
 
 def _open_cache_files(pid: int, cache: str) -> int:
@@ -94,13 +104,7 @@ def test_a_reader_keeps_a_few_run_files_open_and_closes_them_at_release(tmp_path
     from storefs.fs.bucket.runfiles import KEPT
 
     size = 64 * MiB + 777
-    bucket = seaweed_server.create_bucket()
-    section = seaweed_server.options()
-    data = os.urandom(size)
-    open_s3("t", section).bucket(bucket).put("obj.bin", io.BytesIO(data), size, {})
-    relay = CountingRelay(int(section["endpoint"].rsplit(":", 1)[1]))
-    env = Env(tmp_path, {"s": {"type": "s3", **section, "endpoint": relay.url}})
-    try:
+    with _object_behind_relay(tmp_path, seaweed_server, size) as (data, bucket, relay, env):
         mount = env.mount(f"s:{bucket}")
         cache = str(tmp_path / "cache" / "storefs" / "blocks")
         digest, most = hashlib.sha256(), 0
@@ -120,6 +124,3 @@ def test_a_reader_keeps_a_few_run_files_open_and_closes_them_at_release(tmp_path
             time.sleep(0.05)
         assert _open_cache_files(mount.pid, cache) == 0, "run files left open after the release"
         mount.unmount().check_returncode()
-    finally:
-        env.close()
-        relay.stop()
