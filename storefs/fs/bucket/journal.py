@@ -172,10 +172,11 @@ class Journal:
                 if exc.errno not in _NO_SUCH_XATTR:
                     raise
                 removed = False
-            with self._unsettled_lock:
-                unsettled = entry_id in self._unsettled
-            if sync and (removed or unsettled):   # an unsettled removal becomes durable here too
-                os.fsync(fd)
+            if sync:
+                with self._unsettled_lock:   # an unsettled removal becomes durable here too
+                    unsettled = entry_id in self._unsettled
+                if removed or unsettled:
+                    os.fsync(fd)
             return removed
         finally:
             if fd != data_fd:
