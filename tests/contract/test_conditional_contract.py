@@ -8,6 +8,9 @@ import io
 import pytest
 
 from storefs.errors import NotSupported, PreconditionFailed
+from storefs.providers.s3.probe import PROBE_PREFIX
+from storefs.providers.s3.store import S3Store
+from storefs.providers.s3.xml import parse_list_v2
 from storefs.store.conditions import WriteCondition
 from storefs.store.contract import MultipartUpload, ObjectStore
 
@@ -61,8 +64,27 @@ def test_the_store_says_what_it_enforces_and_says_it_once(store):
     first = store.conditional_writes("k")
     assert store.conditional_writes("other") == first
     assert first.how
-    # A probe (S3) leaves nothing behind.
+    # A probe (S3) leaves nothing behind: not even in a listing that shows probe objects.
     assert all_keys(store, "", delimiter="")[0] == []
+    if isinstance(store, S3Store):
+        raw = store._call("GET", None, what="raw list", params=[("list-type", "2"), ("prefix", PROBE_PREFIX)])
+        assert parse_list_v2(raw.content).objects == []
+
+
+def test_listings_never_show_a_probe_object(store):
+    """Another host's probe, or ours while an upload probes: S3 listings leave the name out (only S3
+    stores probe; elsewhere such a name is a file like any other)."""
+    probe = PROBE_PREFIX + "0123456789abcdef"
+    put_bytes(store, probe, b"probe")
+    put_bytes(store, PROBE_PREFIX + "mine.txt", b"a user's file that only looks like one")
+    shown = sorted([probe] * (not isinstance(store, S3Store)) + [PROBE_PREFIX + "mine.txt"])
+    try:
+        assert sorted(all_keys(store, "", delimiter="")[0]) == shown
+        assert sorted(all_keys(store, "", delimiter="/")[0]) == shown
+        assert store.stat(probe).size == 5   # by name it is still there (the probe deletes it)
+    finally:
+        store.delete(probe)
+        store.delete(PROBE_PREFIX + "mine.txt")
 
 
 def test_create_only_put(store):

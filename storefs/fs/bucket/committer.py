@@ -45,11 +45,16 @@ log = logging.getLogger(__name__)
 
 # The short host name in conflict copies' names, so that each host's copy is told apart (and two
 # hosts' copies of one file in one second do not collide): letters, digits, `-` and `_` only.
-# User metadata naming the staged file an object's bytes came from. A refused conditional upload, or a
-# HEAD that finds the name taken, is no conflict when the object there carries our own token: an
-# earlier try of this very upload succeeded (its answer was lost, or the mount died before its journal
-# entry went), and the retry must not turn our own bytes into a conflict copy.
+# User metadata naming the staged file an object's bytes came from, and which of its versions
+# (`<staged id>.<data generation>`; a streamed upload's is the staged id alone: its bytes were still
+# being written when it began). A refused conditional upload, or a HEAD that finds the name taken, is
+# no conflict when the object there carries our own token:
+# - the same version: an earlier try of this very upload succeeded (its answer was lost, or the mount
+#   died before its journal entry went), and the retry must not turn our own bytes into a conflict copy;
+# - an earlier version: the file changed while that one went up and the mount died before the next
+#   upload; this one replaces it.
 UPLOAD_TOKEN = "storefs-upload"
+THIS_VERSION, EARLIER_VERSION = "this version", "an earlier version"
 
 HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0])[:40] or "host"
 
@@ -125,7 +130,8 @@ class Committer:
             entry = JournalEntry(id=opened.staged_id, path=opened.path, key=opened.key,
                                  meta=self._meta(opened), base_etag=opened.base_etag,
                                  size=st.st_size, closed_at=time.time(),
-                                 upload=record.to_json() if record else None)
+                                 upload=record.to_json() if record else None,
+                                 data_version=opened.data_generation)
             self.journal.write(entry, data_fd=opened.fd)
 
     def fsync(self, opened: OpenFile) -> None:
@@ -209,7 +215,7 @@ class Committer:
         with opened.lock:
             if opened.unlinked or not opened.dirty:
                 return
-            generation = opened.generation
+            generation, data_generation = opened.generation, opened.data_generation
             key, path = opened.key, opened.path
             attrs = opened.current_attrs()
             meta = self._meta(opened)
@@ -218,8 +224,8 @@ class Committer:
         if data_dirty and staged_id:
             meta[UPLOAD_TOKEN] = staged_id
         streamed_ns: int | None = None
-        condition, conflict = (self._guard(key, base_etag, attrs.size, staged_id) if data_dirty
-                               else (None, False))
+        condition, conflict = (self._guard(key, base_etag, attrs.size, staged_id, data_generation)
+                               if data_dirty else (None, False))
         target = self._conflict_key(path, key) if conflict else key
         if data_dirty:
             assert staged_path is not None
@@ -232,7 +238,7 @@ class Committer:
                 self._uploads[staged_id] = record
                 self.journal.write(JournalEntry(
                     id=staged_id, path=path, key=key, meta=meta, base_etag=base_etag, size=attrs.size,
-                    closed_at=time.time(), upload=record.to_json()))
+                    closed_at=time.time(), upload=record.to_json(), data_version=data_generation))
             with opened.lock:   # this upload takes the file's stream: later writes go to the next one
                 stream, opened.stream = opened.stream, None
             prior = self._uploads.get(staged_id) if staged_id else None
@@ -242,11 +248,13 @@ class Committer:
                 tracker = UploadTracker(self.journal, None, save)
             else:
                 tracker = UploadTracker(self.journal, prior, save) if staged_id else None
+            # A stream's metadata was fixed when it began: its token names no version (see UPLOAD_TOKEN).
+            whole_meta = {**meta, UPLOAD_TOKEN: upload_token(staged_id, data_generation)} if staged_id else meta
             try:
                 info = self.streams.finish(stream, target, meta, attrs.mtime_ns, attrs.size, condition)
                 streamed = info is not None
                 if info is None:
-                    info = upload_file(self.store, target, staged_path, meta, self.upload_settings,
+                    info = upload_file(self.store, target, staged_path, whole_meta, self.upload_settings,
                                        tracker=tracker, progress=progress, condition=condition)
                     if tracker is not None and tracker.record is None and prior is not None \
                             and prior.streamed and "mtime" not in info.meta:
@@ -255,16 +263,21 @@ class Committer:
                     # The object carries no mtime: its Last-Modified is the file's from now on.
                     streamed_ns = attrs.mtime_ns = attrs.ctime_ns = int(info.mtime * 1_000_000_000)
             except PreconditionFailed as refused:
-                ours = self._our_earlier_upload(key, staged_id, attrs.size)
-                if ours is not None:
+                found, ours = self._ours_at(key, staged_id, data_generation, attrs.size)
+                if ours == THIS_VERSION:
                     log.info("upload of %s: an earlier try already stored it (%s)", path, refused)
-                    info = ours
+                    info = self._with_meta(found, whole_meta)
+                elif ours == EARLIER_VERSION:
+                    log.info("upload of %s: replacing the earlier version of it this mount stored", path)
+                    replace = self._enforced(key, found.etag, is_multipart(self.store.capabilities, attrs.size))
+                    info = upload_file(self.store, target, staged_path, whole_meta, self.upload_settings,
+                                       tracker=tracker, progress=progress, condition=replace)
                 else:
                     # Another writer created or replaced the object since we looked: the server kept
                     # theirs (a refused multipart upload was aborted), ours goes up beside it.
                     log.info("upload of %s refused by the server's condition: %s", path, refused)
                     conflict, target = True, self._conflict_key(path, key)
-                    info = upload_file(self.store, target, staged_path, meta, self.upload_settings,
+                    info = upload_file(self.store, target, staged_path, whole_meta, self.upload_settings,
                                        tracker=tracker, progress=progress)
         else:
             info = self.store.set_meta(target, meta)
@@ -273,7 +286,7 @@ class Committer:
                 # Renamed while uploading: the old name must not linger; the new one goes up later.
                 self._delete_quietly(key)
                 return
-            if not opened.uploaded(generation, None if conflict else info):
+            if not opened.uploaded(generation, data_generation, None if conflict else info):
                 return  # written again meanwhile: still dirty, uploaded again later
             if streamed_ns is not None and not conflict:
                 opened.attrs.mtime_ns = opened.attrs.ctime_ns = streamed_ns
@@ -285,38 +298,46 @@ class Committer:
             self.ns.remember(path, Entry(attrs, info))
         self.table.discard_if_clean(opened)
 
-    def _guard(self, key: str, base_etag: str | None, size: int,
-               staged_id: str | None) -> tuple[WriteCondition | None, bool]:
+    def _guard(self, key: str, base_etag: str | None, size: int, staged_id: str | None,
+               data_generation: int) -> tuple[WriteCondition | None, bool]:
         """How this upload keeps another writer's version: (the condition the server enforces, False),
         or, where it enforces none, (None, whether a HEAD now finds the object changed or taken)."""
         condition = self._enforced(key, base_etag, is_multipart(self.store.capabilities, size))
         if condition is not None:
             return condition, False
-        return None, self._changed_remotely(key, base_etag, staged_id, size)
+        return None, self._changed_remotely(key, base_etag, staged_id, data_generation, size)
 
     def _enforced(self, key: str, base_etag: str | None, multipart: bool = True) -> WriteCondition | None:
         """The condition that keeps another writer's version, where the server enforces it, else None."""
         condition = WriteCondition(base_etag)
         return condition if self.store.conditional_writes(key).enforces(condition, multipart) else None
 
-    def _changed_remotely(self, key: str, base_etag: str | None, staged_id: str | None, size: int) -> bool:
+    def _changed_remotely(self, key: str, base_etag: str | None, staged_id: str | None,
+                          data_generation: int, size: int) -> bool:
         """Whether the object is no longer the one we started from (None: there was none), nor one
-        an earlier try of this upload stored."""
+        an earlier upload of this staged file stored."""
         try:
             info = self.store.stat(key)
-            return info.etag != base_etag and not _stored_by(info, staged_id, size)
+            return info.etag != base_etag and _stored_by(info, staged_id, data_generation, size) is None
         except NotFound:
             return False  # deleted by someone else: our version simply comes back
 
-    def _our_earlier_upload(self, key: str, staged_id: str | None, size: int) -> ObjectInfo | None:
-        """The object at `key` if an earlier try of this upload stored it (see UPLOAD_TOKEN)."""
-        if not staged_id:
-            return None
+    def _ours_at(self, key: str, staged_id: str | None, data_generation: int,
+                 size: int) -> tuple[ObjectInfo, str | None]:
+        """The object at `key` and which upload of this staged file stored it, if one did (see
+        UPLOAD_TOKEN); (a placeholder, None) if there is none."""
         try:
             info = self.store.stat(key)
         except NotFound:
-            return None
-        return info if _stored_by(info, staged_id, size) else None
+            return ObjectInfo(key=key, size=0, etag="", mtime=0.0), None
+        return info, _stored_by(info, staged_id, data_generation, size)
+
+    def _with_meta(self, info: ObjectInfo, meta: dict[str, str]) -> ObjectInfo:
+        """Our object `info`, with `meta` if it lacks some of it (a chmod while it went up, then a
+        crash: the entry has the new mode, the object the old)."""
+        if all(info.meta.get(name) == value for name, value in meta.items()):
+            return info
+        return self.store.set_meta(info.key, meta)
 
     def _conflict_key(self, path: str, key: str) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -397,7 +418,18 @@ class Committer:
             log.warning("could not look for unfinished multipart uploads of an earlier run: %s", exc)
 
 
-def _stored_by(info: ObjectInfo, staged_id: str | None, size: int) -> bool:
-    """Whether `info` is the object an earlier try of the upload of staged file `staged_id` (of `size`
-    bytes) stored (see UPLOAD_TOKEN)."""
-    return bool(staged_id) and info.meta.get(UPLOAD_TOKEN) == staged_id and info.size == size
+def upload_token(staged_id: str, data_generation: int) -> str:
+    """The UPLOAD_TOKEN of the bytes of `data_generation` of staged file `staged_id`."""
+    return f"{staged_id}.{data_generation}"
+
+
+def _stored_by(info: ObjectInfo, staged_id: str | None, data_generation: int, size: int) -> str | None:
+    """Which upload of staged file `staged_id` stored `info` (see UPLOAD_TOKEN): THIS_VERSION (the
+    bytes of `data_generation`, `size` long), EARLIER_VERSION, or None: not ours."""
+    token = info.meta.get(UPLOAD_TOKEN, "")
+    stored_id, _, version = token.partition(".")
+    if not staged_id or stored_id != staged_id:
+        return None
+    if info.size == size and version in ("", str(data_generation)):   # "": a stream's, of no version
+        return THIS_VERSION
+    return EARLIER_VERSION

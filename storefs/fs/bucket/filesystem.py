@@ -458,7 +458,8 @@ class StoreFS:
         def make_file(entry: JournalEntry) -> OpenFile:
             info = ObjectInfo(key=entry.key, size=entry.size, etag="", mtime=entry.closed_at, meta=entry.meta)
             opened = OpenFile(path=entry.path, key=entry.key, attrs=attrs_from_object(info, self.ns.defaults),
-                              info=None, base_etag=entry.base_etag, meta_dirty=True)
+                              info=None, base_etag=entry.base_etag, meta_dirty=True,
+                              data_generation=entry.data_version)
             with self.table.lock:
                 self.table.by_path[entry.path] = opened
             return opened

@@ -179,6 +179,7 @@ class OpenFile:
     staging: Staging | None = None       # where the staged copy lives, for size accounting
     writers: int = 0                     # handles open for writing
     generation: int = 0                  # bumped by every change, so an upload knows if it is current
+    data_generation: int = 0             # bumped by every write and truncate: which bytes an upload sent
     base_etag: str | None = None         # remote ETag the staged copy started from (conflict check)
     journaled: int = -1                  # the generation last written to the journal
     stream: Follower | None = None       # its upload while written, if it began empty (streaming.py)
@@ -258,6 +259,7 @@ class OpenFile:
             written = os.pwrite(self.fd, data, offset)
             self.data_dirty = True
             self.generation += 1
+            self.data_generation += 1
             self.attrs.mtime_ns = self.attrs.ctime_ns = now_ns()
             if self.stream is not None:
                 self.stream.wrote(self, offset, written)
@@ -274,6 +276,7 @@ class OpenFile:
             os.ftruncate(self.fd, length)
             self.data_dirty = True
             self.generation += 1
+            self.data_generation += 1
             self.attrs.mtime_ns = self.attrs.ctime_ns = now_ns()
             if self.stream is not None:
                 self.stream.truncated(self, length)
@@ -325,16 +328,21 @@ class OpenFile:
         self.journaled = self.generation
         return True
 
-    def uploaded(self, generation: int, info: ObjectInfo | None) -> bool:
-        """An upload of `generation` finished, as `info` (None: it went elsewhere, a conflict copy;
-        the path shows the other writer's version). False if changed meanwhile: still dirty."""
+    def uploaded(self, generation: int, data_generation: int, info: ObjectInfo | None) -> bool:
+        """An upload of `generation` (bytes of `data_generation`) finished, as `info` (None: it went
+        elsewhere, a conflict copy; the path shows the other writer's version). False if changed
+        meanwhile: still dirty, uploaded again later."""
+        if info is not None:
+            # Even when changed meanwhile: the object just stored is ours, and the next upload
+            # replaces it (If-Match its ETag), rather than finding the name taken by "someone".
+            self.set_remote(info)
+            if self.data_generation == data_generation:
+                self.data_dirty = False   # a chmod meanwhile: only the metadata goes up again
         if self.generation != generation:
             return False
         self.data_dirty = self.meta_dirty = False
         if info is None:
             self.info = None  # base_etag stays: a later upload must still see the other writer's change
-        else:
-            self.set_remote(info)
         return True
 
     def _account(self, new_size: int) -> None:

@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 # An ETag no object has: the MD5 of nothing is d41d8cd9…, this is not an MD5 of anything we write.
 _WRONG_ETAG = "00000000000000000000000000000000"
 PROBE_PREFIX = ".storefs-probe-"
+_PROBE_KEY_LENGTH = len(PROBE_PREFIX) + 16
+
+
+def is_probe_key(key: str) -> bool:
+    """Whether `key` is a probe object's (of this host or another): listings leave it out, so that
+    a probe running during an upload never shows up as a file in the bucket's root."""
+    return (len(key) == _PROBE_KEY_LENGTH and key.startswith(PROBE_PREFIX)
+            and all(c in "0123456789abcdef" for c in key[len(PROBE_PREFIX):]))
 
 
 def condition_headers(condition: WriteCondition | None) -> dict[str, str]:

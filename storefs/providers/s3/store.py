@@ -8,7 +8,9 @@ block-cache files (read_range_to_files), and parts and staged files sent from th
 """
 from __future__ import annotations
 
+
 import base64
+import dataclasses
 import hashlib
 import logging
 import math
@@ -28,7 +30,7 @@ from .client import S3Client
 from .config import (INLINE_BODY_MAX, MAX_LIST_PAGES, S3_ARCHIVE_CLASSES, S3_MAX_PART, S3_MAX_PARTS, S3_MAX_PUT,
                      S3_MIN_PART)
 from .errors import error_from_response
-from .probe import condition_headers, probe_conditional_writes
+from .probe import PROBE_PREFIX, condition_headers, is_probe_key, probe_conditional_writes
 from .meta import info_from_head, meta_headers, parse_http_date, user_meta
 from .xml import (child_text, complete_multipart_xml, parse_iso8601, parse_list_buckets, parse_list_parts,
                   parse_list_uploads, parse_list_v2, parse_upload_id, parse_xml, required_text, restore_xml)
@@ -182,7 +184,10 @@ class S3Store:
         if token:
             params.append(("continuation-token", token))
         what = f"list {prefix!r}"
-        return parse_list_v2(self._call("GET", None, what=what, params=params).content, what)
+        page = parse_list_v2(self._call("GET", None, what=what, params=params).content, what)
+        if PROBE_PREFIX.startswith(prefix):   # a listing that may hold a probe object: never shown
+            page = dataclasses.replace(page, objects=[o for o in page.objects if not is_probe_key(o.key)])
+        return page
 
     # -- writing ---------------------------------------------------------------------------------
 
