@@ -118,18 +118,17 @@ class Committer:
         with opened.lock:
             if not opened.journal_due():
                 return
-            st = os.fstat(opened.fd)
             record = self._uploads.get(opened.staged_id)
             if (record is None or record.streamed) and isinstance(opened.stream, FileStream):
                 # Its parts sent while written: a crash from now on resumes from them (resume.py).
-                record = opened.stream.record(st.st_size, st.st_mtime_ns)
+                record = opened.stream.record(opened.staged_size, os.fstat(opened.fd).st_mtime_ns)
                 if record is not None:
                     self._uploads[opened.staged_id] = record
                 else:
                     self._uploads.pop(opened.staged_id, None)
             entry = JournalEntry(id=opened.staged_id, path=opened.path, key=opened.key,
                                  meta=self._meta(opened), base_etag=opened.base_etag,
-                                 size=st.st_size, closed_at=time.time(),
+                                 size=opened.staged_size, closed_at=time.time(),
                                  upload=record.to_json() if record else None,
                                  data_version=opened.data_generation)
             self.journal.write(entry, data_fd=opened.fd)

@@ -183,6 +183,9 @@ class OpenFile:
     base_etag: str | None = None         # remote ETag the staged copy started from (conflict check)
     journaled: int = -1                  # the generation last written to the journal
     stream: Follower | None = None       # its upload while written, if it began empty (streaming.py)
+    # The staged file's size, kept by the methods below (the only writers of the staged file): an
+    # fstat per getattr, write and close released the GIL each time, a hand-off between threads.
+    staged_size: int = 0
 
     @property
     def staged(self) -> bool:
@@ -195,12 +198,8 @@ class OpenFile:
     def current_attrs(self) -> Attrs:
         # No lock: an upload may hold it for long, and `ls -l` must not wait for that.
         attrs = self.attrs.copy()
-        fd = self.fd
-        if fd is not None:
-            try:
-                attrs.size = os.fstat(fd).st_size
-            except OSError:
-                pass
+        if self.fd is not None:
+            attrs.size = self.staged_size
         return attrs
 
     @property
@@ -210,7 +209,8 @@ class OpenFile:
     def adopt_staged(self, staging: Staging, path: str) -> None:
         """Take over a staged file left by an earlier run (journal replay)."""
         self.staged_path, self.fd, self.staging = path, os.open(path, os.O_RDWR), staging
-        staging.adopt(path, os.fstat(self.fd).st_size)
+        self.staged_size = os.fstat(self.fd).st_size
+        staging.adopt(path, self.staged_size)
         self.data_dirty = True
 
     # -- staging -----------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ class OpenFile:
         with self.lock:
             if self.fd is None:
                 self.staged_path, self.fd = staging.new_file()
-                self.staging = staging
+                self.staging, self.staged_size = staging, 0
                 self.data_dirty = True
                 # Truncated, it still replaces the object it was opened on: that version is the one
                 # its upload may replace (committer.py), not "none" (which would make it a conflict).
@@ -247,16 +247,18 @@ class OpenFile:
                 staging.forget(path)
                 raise
             self.staged_path, self.fd, self.staging = path, fd, staging
+            self.staged_size = os.fstat(fd).st_size
             self.base_etag = self.info.etag if self.info else None
 
     def write(self, data: bytes | memoryview, offset: int, append: bool) -> int:
         with self.lock:
             assert self.fd is not None
-            size = os.fstat(self.fd).st_size
+            size = self.staged_size
             if append:
                 offset = size
             self._account(max(size, offset + len(data)))
             written = os.pwrite(self.fd, data, offset)
+            self.staged_size = max(size, offset + written)
             self.data_dirty = True
             self.generation += 1
             self.data_generation += 1
@@ -274,6 +276,7 @@ class OpenFile:
             assert self.fd is not None
             self._account(length)
             os.ftruncate(self.fd, length)
+            self.staged_size = length
             self.data_dirty = True
             self.generation += 1
             self.data_generation += 1
