@@ -8,7 +8,6 @@ block-cache files (read_range_to_files), and parts and staged files sent from th
 """
 from __future__ import annotations
 
-
 import base64
 import dataclasses
 import hashlib
