@@ -10,6 +10,8 @@ timeout, truncated, garbled or mis-sized answers) or makes the backend disappear
    compared again. The figures (requests, faults by kind, retries storefs reports) are printed (-s).
 2. `test_backend_gone_for_a_minute_mid_copy`: the backend disappears for OUTAGE_SECONDS in the middle of
    a copy; the mount stays responsive, and nothing the copier closed is lost.
+   `test_a_file_removed_while_its_upload_stalls_stays_removed`: an `rm` while the file's upload is on
+   the wire (its answer stalled) is not undone when that upload ends.
 3. `test_garbage_and_silence_fail_with_eio_then_recover`: a server that answers garbage or never
    answers makes reads and listings fail with EIO within a bounded time, logged; the mount serves again
    once the server behaves.
@@ -374,6 +376,43 @@ def test_backend_gone_for_a_minute_mid_copy(request, tmp_path):
         if copier is not None and copier.poll() is None:
             copier.kill()
             copier.wait(10)
+        env.close()
+        proxy.stop()
+
+
+def test_a_file_removed_while_its_upload_stalls_stays_removed(request, tmp_path):
+    """`rm` of a file whose first upload is on the wire (the store has its bytes, the answer stalls past
+    the read timeout): when that upload ends (its retry finds our own object), the object is deleted,
+    and the name stays gone on the server and in the mount. Before, the upload's end put it back: a
+    temporary file removed a moment after it was written came back."""
+    backend = make_backend("s3_seaweed", request, tmp_path)
+    stalled: list[str] = []
+
+    def first_put_of_it(method: str, target: str) -> bool:
+        if method != "PUT" or "gone.bin" not in target or stalled:
+            return False
+        stalled.append(target)
+        return True
+
+    proxy, section = proxied(backend, rate=1.0, weights={"stall": 1}, when=first_put_of_it)
+    env = Env(tmp_path, {"r": section})
+    store = direct_store(backend)
+
+    def on_server() -> list[str]:
+        return [info.key for info in store.list("").objects if info.key == "gone.bin"]
+
+    try:
+        mount = env.mount(f"r:{backend.bucket}")
+        (mount.path / "gone.bin").write_bytes(b"temporary" * 1000)
+        wait_until(lambda: proxy.stats()["faults"].get("stall"), 30, "the upload's PUT stalled")
+        wait_until(on_server, 10, "the stalled PUT's object on the server")
+        os.unlink(mount.path / "gone.bin")
+        wait_until(lambda: not on_server(), 30, "the object of the upload that ended after the rm deleted")
+        time.sleep(1)   # nothing puts it back
+        assert on_server() == []
+        assert "gone.bin" not in os.listdir(mount.path)
+        assert mount.unmount().returncode == 0, env.log_tail()
+    finally:
         env.close()
         proxy.stop()
 

@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from storefs.attrs import attrs_from_object
+from storefs.errors import NotFound
 from storefs.fs.bucket.openfiles import Staging
 from storefs.mounting import bucket_fs
 from storefs.options import MountOptions
@@ -123,3 +124,16 @@ def test_a_mount_dying_after_a_chmod_during_the_upload_still_applies_it(fs, stor
     finally:
         store.answer.set()
         again.committer.stop()
+
+
+def test_a_file_removed_during_its_first_upload_stays_removed(fs, store):
+    """rm while the upload is on the wire: the object it stores is deleted once the upload ends, and
+    the name stays gone (a temporary file deleted a moment after it was written must not come back)."""
+    _close_new_file(fs, "/tmp.bin", b"x" * 1000)
+    assert store.stored.wait(10)
+    fs.unlink("/tmp.bin")
+    store.answer.set()
+    assert fs.committer.drain(10) == []
+    assert _names(store) == []
+    with pytest.raises(NotFound):
+        fs.getattr("/tmp.bin")

@@ -281,6 +281,11 @@ class Committer:
         else:
             info = self.store.set_meta(target, meta)
         with opened.lock:
+            if opened.unlinked:
+                # Removed while this upload was on the wire: the unlink found nothing of it to delete
+                # yet, and a temporary file removed a moment after it was written must not come back.
+                self._delete_if_still(target, info)
+                return
             if not conflict and opened.key != key:
                 # Renamed while uploading: the old name must not linger; the new one goes up later.
                 self._delete_quietly(key)
@@ -345,6 +350,19 @@ class Committer:
                   "saved as %s and the server's version is kept", path, conflict_key)
         self.conflicts.append(Conflict(path, conflict_key, time.time()))
         return conflict_key
+
+    def _delete_if_still(self, key: str, stored: ObjectInfo) -> None:
+        """Delete `key` if it still holds the object `stored` (a new file of that name may have gone
+        up since)."""
+        try:
+            if self.store.stat(key).etag != stored.etag:
+                return
+        except NotFound:
+            return
+        except StoreError as exc:
+            log.warning("could not remove %r, uploaded while it was being removed: %s", key, exc)
+            return
+        self._delete_quietly(key)
 
     def _delete_quietly(self, key: str) -> None:
         try:
