@@ -11,7 +11,8 @@ timeout, truncated, garbled or mis-sized answers) or makes the backend disappear
 2. `test_backend_gone_for_a_minute_mid_copy`: the backend disappears for OUTAGE_SECONDS in the middle of
    a copy; the mount stays responsive, and nothing the copier closed is lost.
    `test_a_file_removed_while_its_upload_stalls_stays_removed`: an `rm` while the file's upload is on
-   the wire (its answer stalled) is not undone when that upload ends.
+   the wire (its answer stalled) is not undone when that upload ends; an editor's save (rename away,
+   write anew) in that window leaves both versions under their names.
 3. `test_garbage_and_silence_fail_with_eio_then_recover`: a server that answers garbage or never
    answers makes reads and listings fail with EIO within a bounded time, logged; the mount serves again
    once the server behaves.
@@ -412,6 +413,38 @@ def test_a_file_removed_while_its_upload_stalls_stays_removed(request, tmp_path)
         assert on_server() == []
         assert "gone.bin" not in os.listdir(mount.path)
         assert mount.unmount().returncode == 0, env.log_tail()
+    finally:
+        env.close()
+        proxy.stop()
+
+
+def test_an_editors_save_during_a_stalled_upload_keeps_both_versions_in_place(request, tmp_path):
+    """A save the way editors make one (rename the file to a backup name, write the new one) while the
+    file's first upload is on the wire (its answer stalls past the read timeout): the new file takes the
+    name, the backup name has the old bytes, and no conflict copy is made of either."""
+    backend = make_backend("s3_seaweed", request, tmp_path)
+    stalled: list[str] = []
+
+    def first_put_of_it(method: str, target: str) -> bool:
+        if method != "PUT" or not target.split("?")[0].endswith("/doc.txt") or stalled:
+            return False
+        stalled.append(target)
+        return True
+
+    proxy, section = proxied(backend, rate=1.0, weights={"stall": 1}, when=first_put_of_it)
+    env = Env(tmp_path, {"r": section})
+    store = direct_store(backend)
+    try:
+        mount = env.mount(f"r:{backend.bucket}")
+        (mount.path / "doc.txt").write_bytes(b"old\n" * 1000)
+        wait_until(lambda: proxy.stats()["faults"].get("stall"), 30, "the upload's PUT stalled")
+        os.rename(mount.path / "doc.txt", mount.path / "doc.txt~")
+        (mount.path / "doc.txt").write_bytes(b"new\n" * 2000)
+        assert mount.unmount().returncode == 0, env.log_tail()   # every upload done
+        names = sorted(info.key for info in store.list("").objects)
+        assert names == ["doc.txt", "doc.txt~"], (names, env.log_tail())
+        assert store.read_range("doc.txt", 0, 1 << 20) == b"new\n" * 2000
+        assert store.read_range("doc.txt~", 0, 1 << 20) == b"old\n" * 1000
     finally:
         env.close()
         proxy.stop()

@@ -137,3 +137,26 @@ def test_a_file_removed_during_its_first_upload_stays_removed(fs, store):
     assert _names(store) == []
     with pytest.raises(NotFound):
         fs.getattr("/tmp.bin")
+
+
+@pytest.mark.parametrize("away", ["rename", "unlink"])
+def test_a_new_file_of_the_name_replaces_the_object_of_one_moved_away_during_its_upload(fs, store, away):
+    """An editor's save: the file is renamed away (or removed) while its first upload is on the wire,
+    and a new file of the same name is written and goes up before that upload answers. The new file
+    replaces the object the old upload left under the name (no conflict copy), and the old upload,
+    when it ends, leaves the new object alone."""
+    _close_new_file(fs, "/doc.txt", b"old" * 100)
+    assert store.stored.wait(10)
+    if away == "rename":
+        fs.rename("/doc.txt", "/doc.txt~")
+    else:
+        fs.unlink("/doc.txt")
+    _close_new_file(fs, "/doc.txt", b"new" * 200)
+    fs.committer.upload_now(fs.table.get("/doc.txt"))
+    assert store.read_range("doc.txt", 0, 1000) == b"new" * 200
+    store.answer.set()
+    assert fs.committer.drain(10) == []
+    assert _names(store) == (["doc.txt", "doc.txt~"] if away == "rename" else ["doc.txt"])
+    assert store.read_range("doc.txt", 0, 1000) == b"new" * 200
+    if away == "rename":
+        assert store.read_range("doc.txt~", 0, 1000) == b"old" * 100

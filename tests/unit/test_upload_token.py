@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from storefs.errors import PreconditionFailed
 from storefs.fs.bucket.openfiles import Staging
 from storefs.mounting import bucket_fs
 from storefs.options import MountOptions
@@ -18,17 +19,22 @@ from storefs.providers.local import open_provider
 
 class AnswerLost:
     """The local store whose next `put` stores the object, loses the answer, and is refused when the
-    wire layer sends it again (what a 412 after a retried PUT looks like to the committer)."""
+    wire layer sends it again (what a 412 after a retried PUT looks like to the committer); or, with
+    `refuse_next`, is refused without storing anything (an object that was there and is gone)."""
 
     def __init__(self, store) -> None:
         self._store = store
         self.capabilities = store.capabilities
         self.lose_next = False
+        self.refuse_next = False
 
     def __getattr__(self, name):
         return getattr(self._store, name)
 
     def put(self, key, body, size, meta, *, condition=None):
+        if self.refuse_next:   # another writer's object was there, and is gone again by the HEAD
+            self.refuse_next = False
+            raise PreconditionFailed(f"put {key!r}: refused (test)")
         if not self.lose_next:
             return self._store.put(key, body, size, meta, condition=condition)
         self.lose_next = False
@@ -81,5 +87,19 @@ def test_another_writers_object_still_makes_a_conflict_copy(store, tmp_path):
         assert names[0] == "new.txt" and names[1].startswith("new.txt.storefs-conflict-") and len(names) == 2
         assert store.read_range("new.txt", 0, 100) == b"theirs"
         assert store.read_range(names[1], 0, 100) == b"mine"
+    finally:
+        fs.committer.stop()
+
+
+def test_a_refusal_by_an_object_that_is_gone_again_uploads_again(store, tmp_path):
+    """Refused (the name was taken), but by the time we look the object is gone (deleted by its
+    writer): our version simply goes up under the name, as the HEAD check would have let it, not as a
+    conflict copy."""
+    fs = _fs(store, tmp_path / "staging")
+    try:
+        store.refuse_next = True
+        _write(fs, "/new.txt", b"mine")
+        assert _names(store) == ["new.txt"] and fs.committer.conflicts == []
+        assert store.read_range("new.txt", 0, 100) == b"mine"
     finally:
         fs.committer.stop()

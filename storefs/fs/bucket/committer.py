@@ -55,6 +55,11 @@ log = logging.getLogger(__name__)
 #   upload; this one replaces it.
 UPLOAD_TOKEN = "storefs-upload"
 THIS_VERSION, EARLIER_VERSION = "this version", "an earlier version"
+# The object of an upload still on the wire whose file was removed or renamed away from that name
+# since: a new file of the name, refused by the server because of it, replaces it (_take_over), and
+# the upload that stored it leaves it alone when it ends. Only where the server enforces the condition.
+LEFT_BEHIND = "left behind by a removed or renamed file"
+FREE = "no object"   # gone since the refusal: deleted by someone else, our version simply goes up
 
 HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0])[:40] or "host"
 
@@ -91,6 +96,13 @@ class Committer:
         # The multipart upload in progress of each staged file (by staged id), to resume on the next
         # try; also in its journal entry, for the next mount.
         self._uploads: dict[str, UploadRecord] = {}
+        self._flying: dict[str, OpenFile] = {}   # staged id -> its file, while an upload of it runs
+        self._flying_lock = threading.Lock()
+        # A left-behind object that a new file of its name replaces is not deleted by the upload that
+        # stored it (_delete_if_still); the check and the replacement's claim are made under the name's
+        # lock, so that neither deletes what the other just put there.
+        self._taken_over: set[str] = set()   # staged ids whose left-behind object was replaced
+        self._name_locks = [threading.Lock() for _ in range(64)]
         self.sweeper: threading.Thread | None = None   # recover()'s abort of orphaned uploads
         self.queue = WriteBack(self._upload_queued, delay=settings.write_back, workers=settings.transfers,
                                on_change=on_change)
@@ -211,6 +223,20 @@ class Committer:
             log.error("cannot update the journal of %s: %s", opened.path, journal_error)
 
     def _upload(self, opened: OpenFile, progress: Callable[[int], None] | None = None) -> None:
+        staged_id = opened.staged_id
+        if staged_id:
+            with self._flying_lock:
+                self._flying[staged_id] = opened
+        try:
+            self._upload_flying(opened, progress)
+        finally:
+            if staged_id:
+                with self._flying_lock:
+                    if self._flying.get(staged_id) is opened:
+                        del self._flying[staged_id]
+                    self._taken_over.discard(staged_id)
+
+    def _upload_flying(self, opened: OpenFile, progress: Callable[[int], None] | None) -> None:
         with opened.lock:
             if opened.unlinked or not opened.dirty:
                 return
@@ -263,12 +289,27 @@ class Committer:
                     streamed_ns = attrs.mtime_ns = attrs.ctime_ns = int(info.mtime * 1_000_000_000)
             except PreconditionFailed as refused:
                 found, ours = self._ours_at(key, staged_id, data_generation, attrs.size)
+                if opened.unlinked or opened.key != key:
+                    # Removed or renamed since this upload began: the name is no longer this file's.
+                    # An object of ours there (an earlier try stored it) goes; another (a new file of
+                    # the name) stays. A renamed file goes up under its new name next.
+                    log.info("upload of %s to %r dropped: the file was %s meanwhile (%s)", path, key,
+                             "removed" if opened.unlinked else "renamed", refused)
+                    if ours in (THIS_VERSION, EARLIER_VERSION):
+                        self._delete_if_still(key, found, staged_id)
+                    return
                 if ours == THIS_VERSION:
                     log.info("upload of %s: an earlier try already stored it (%s)", path, refused)
                     info = self._with_meta(found, whole_meta)
-                elif ours == EARLIER_VERSION:
-                    log.info("upload of %s: replacing the earlier version of it this mount stored", path)
-                    replace = self._enforced(key, found.etag, is_multipart(self.store.capabilities, attrs.size))
+                elif ours in (EARLIER_VERSION, LEFT_BEHIND, FREE):
+                    log.info("upload of %s: %s", path, {
+                        EARLIER_VERSION: "replacing the earlier version of it this mount stored",
+                        LEFT_BEHIND: "replacing the object of a file removed or renamed while it went up",
+                        FREE: "the object it was refused by is gone; uploading again"}[ours])
+                    if ours == LEFT_BEHIND:
+                        self._take_over(found)
+                    replace = self._enforced(key, found.etag if ours != FREE else None,
+                                             is_multipart(self.store.capabilities, attrs.size))
                     info = upload_file(self.store, target, staged_path, whole_meta, self.upload_settings,
                                        tracker=tracker, progress=progress, condition=replace)
                 else:
@@ -284,11 +325,12 @@ class Committer:
             if opened.unlinked:
                 # Removed while this upload was on the wire: the unlink found nothing of it to delete
                 # yet, and a temporary file removed a moment after it was written must not come back.
-                self._delete_if_still(target, info)
+                self._delete_if_still(target, info, staged_id)
                 return
             if not conflict and opened.key != key:
-                # Renamed while uploading: the old name must not linger; the new one goes up later.
-                self._delete_quietly(key)
+                # Renamed while uploading: the old name must not linger (unless a new file of that
+                # name replaced it meanwhile); the new one goes up later.
+                self._delete_if_still(key, info, staged_id)
                 return
             if not opened.uploaded(generation, data_generation, None if conflict else info):
                 return  # written again meanwhile: still dirty, uploaded again later
@@ -322,19 +364,31 @@ class Committer:
         an earlier upload of this staged file stored."""
         try:
             info = self.store.stat(key)
+            # A left-behind object (LEFT_BEHIND) counts as another writer's here: without a server-
+            # enforced condition, its upload still on the wire could land after ours.
             return info.etag != base_etag and _stored_by(info, staged_id, data_generation, size) is None
         except NotFound:
             return False  # deleted by someone else: our version simply comes back
 
     def _ours_at(self, key: str, staged_id: str | None, data_generation: int,
                  size: int) -> tuple[ObjectInfo, str | None]:
-        """The object at `key` and which upload of this staged file stored it, if one did (see
-        UPLOAD_TOKEN); (a placeholder, None) if there is none."""
+        """After a refusal: the object at `key` and what it is to this upload: THIS_VERSION or
+        EARLIER_VERSION of this staged file (UPLOAD_TOKEN), LEFT_BEHIND, None (another writer's), or
+        FREE (none any more; the ObjectInfo is a placeholder)."""
         try:
             info = self.store.stat(key)
         except NotFound:
-            return ObjectInfo(key=key, size=0, etag="", mtime=0.0), None
-        return info, _stored_by(info, staged_id, data_generation, size)
+            return ObjectInfo(key=key, size=0, etag="", mtime=0.0), FREE
+        ours = _stored_by(info, staged_id, data_generation, size)
+        return info, (LEFT_BEHIND if ours is None and self._left_behind(info, key) else ours)
+
+    def _left_behind(self, info: ObjectInfo, key: str) -> bool:
+        """Whether `info` (at `key`) was stored by an upload still running whose file has been
+        removed, or renamed to another name, since (see LEFT_BEHIND)."""
+        stored_id = info.meta.get(UPLOAD_TOKEN, "").partition(".")[0]
+        with self._flying_lock:
+            flying = self._flying.get(stored_id) if stored_id else None
+        return flying is not None and (flying.unlinked or flying.key != key)
 
     def _with_meta(self, info: ObjectInfo, meta: dict[str, str]) -> ObjectInfo:
         """Our object `info`, with `meta` if it lacks some of it (a chmod while it went up, then a
@@ -351,18 +405,30 @@ class Committer:
         self.conflicts.append(Conflict(path, conflict_key, time.time()))
         return conflict_key
 
-    def _delete_if_still(self, key: str, stored: ObjectInfo) -> None:
-        """Delete `key` if it still holds the object `stored` (a new file of that name may have gone
-        up since)."""
-        try:
-            if self.store.stat(key).etag != stored.etag:
+    def _name_lock(self, key: str) -> threading.Lock:
+        return self._name_locks[hash(key) % len(self._name_locks)]
+
+    def _take_over(self, left: ObjectInfo) -> None:
+        """A new file of its name replaces `left` (LEFT_BEHIND): the upload that stored it keeps it."""
+        with self._name_lock(left.key), self._flying_lock:
+            self._taken_over.add(left.meta.get(UPLOAD_TOKEN, "").partition(".")[0])
+
+    def _delete_if_still(self, key: str, stored: ObjectInfo, staged_id: str | None) -> None:
+        """Delete `key` if it still holds the object `stored` (from staged file `staged_id`), unless a
+        new file of that name took it over (_take_over) or replaced it since."""
+        with self._name_lock(key):
+            with self._flying_lock:
+                if staged_id in self._taken_over:
+                    return
+            try:
+                if self.store.stat(key).etag != stored.etag:
+                    return
+            except NotFound:
                 return
-        except NotFound:
-            return
-        except StoreError as exc:
-            log.warning("could not remove %r, uploaded while it was being removed: %s", key, exc)
-            return
-        self._delete_quietly(key)
+            except StoreError as exc:
+                log.warning("could not remove %r, uploaded while it was being removed: %s", key, exc)
+                return
+            self._delete_quietly(key)
 
     def _delete_quietly(self, key: str) -> None:
         try:
