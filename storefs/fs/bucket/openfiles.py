@@ -65,6 +65,12 @@ class Staging:
 
     def new_file(self) -> tuple[str, int]:
         """An empty staged file (path, fd open for reading and writing), its name already durable."""
+        while True:
+            with self._lock:
+                refill = self._refill if not self._spares else None
+            if refill is None:
+                break
+            refill.join()   # the batch being made comes sooner than one of our own (and no spare twice)
         with self._lock:
             if not self._spares:
                 self._spares = self._make_spares(SPARE_BATCH)
