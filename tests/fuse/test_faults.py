@@ -381,21 +381,27 @@ def test_backend_gone_for_a_minute_mid_copy(request, tmp_path):
         proxy.stop()
 
 
+def _first_put_stalls(backend: Backend, key: str) -> tuple[FaultProxy, dict[str, str]]:
+    """A proxy whose only fault is a stall of the answer to the first PUT of `key` (the store gets
+    the bytes; storefs waits past its read timeout, then retries), and the section through it."""
+    stalled: list[str] = []
+
+    def first_put_of_it(method: str, target: str) -> bool:
+        if method != "PUT" or not target.split("?")[0].endswith("/" + key) or stalled:
+            return False
+        stalled.append(target)
+        return True
+
+    return proxied(backend, rate=1.0, weights={"stall": 1}, when=first_put_of_it)
+
+
 def test_a_file_removed_while_its_upload_stalls_stays_removed(request, tmp_path):
     """`rm` of a file whose first upload is on the wire (the store has its bytes, the answer stalls past
     the read timeout): when that upload ends (its retry finds our own object), the object is deleted,
     and the name stays gone on the server and in the mount. Before, the upload's end put it back: a
     temporary file removed a moment after it was written came back."""
     backend = make_backend("s3_seaweed", request, tmp_path)
-    stalled: list[str] = []
-
-    def first_put_of_it(method: str, target: str) -> bool:
-        if method != "PUT" or "gone.bin" not in target or stalled:
-            return False
-        stalled.append(target)
-        return True
-
-    proxy, section = proxied(backend, rate=1.0, weights={"stall": 1}, when=first_put_of_it)
+    proxy, section = _first_put_stalls(backend, "gone.bin")
     env = Env(tmp_path, {"r": section})
     store = direct_store(backend)
 
@@ -423,15 +429,7 @@ def test_an_editors_save_during_a_stalled_upload_keeps_both_versions_in_place(re
     file's first upload is on the wire (its answer stalls past the read timeout): the new file takes the
     name, the backup name has the old bytes, and no conflict copy is made of either."""
     backend = make_backend("s3_seaweed", request, tmp_path)
-    stalled: list[str] = []
-
-    def first_put_of_it(method: str, target: str) -> bool:
-        if method != "PUT" or not target.split("?")[0].endswith("/doc.txt") or stalled:
-            return False
-        stalled.append(target)
-        return True
-
-    proxy, section = proxied(backend, rate=1.0, weights={"stall": 1}, when=first_put_of_it)
+    proxy, section = _first_put_stalls(backend, "doc.txt")
     env = Env(tmp_path, {"r": section})
     store = direct_store(backend)
     try:
