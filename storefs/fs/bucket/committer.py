@@ -375,24 +375,27 @@ class Committer:
         """After a refusal: the object at `key` and what it is to this upload: THIS_VERSION or
         EARLIER_VERSION of this staged file (UPLOAD_TOKEN), LEFT_BEHIND, None (another writer's), or
         FREE (none any more; the ObjectInfo is a placeholder)."""
-        for look in (1, 2):
-            try:
-                info = self.store.stat(key)
-            except NotFound:
-                return ObjectInfo(key=key, size=0, etag="", mtime=0.0), FREE
-            ours = _stored_by(info, staged_id, data_generation, size)
-            if ours is None and self._left_behind(info, key):
-                ours = LEFT_BEHIND
+        info, ours = self._look_at(key, staged_id, data_generation, size)
+        if ours is None:
             # "Another writer's" makes a conflict copy: a second look first, so that one garbled
             # answer (seen under injected faults: a token that did not match) does not make one.
-            if ours is not None or look == 2:
-                return info, ours
-        raise AssertionError("unreachable")
+            info, ours = self._look_at(key, staged_id, data_generation, size)
+        return info, ours
+
+    def _look_at(self, key: str, staged_id: str | None, data_generation: int,
+                 size: int) -> tuple[ObjectInfo, str | None]:
+        """One stat of `key`, judged as _ours_at says."""
+        try:
+            info = self.store.stat(key)
+        except NotFound:
+            return ObjectInfo(key=key, size=0, etag="", mtime=0.0), FREE
+        ours = _stored_by(info, staged_id, data_generation, size)
+        return info, (LEFT_BEHIND if ours is None and self._left_behind(info, key) else ours)
 
     def _left_behind(self, info: ObjectInfo, key: str) -> bool:
         """Whether `info` (at `key`) was stored by an upload still running whose file has been
         removed, or renamed to another name, since (see LEFT_BEHIND)."""
-        stored_id = info.meta.get(UPLOAD_TOKEN, "").partition(".")[0]
+        stored_id = _token(info)[0]
         with self._flying_lock:
             flying = self._flying.get(stored_id) if stored_id else None
         return flying is not None and (flying.unlinked or flying.key != key)
@@ -418,7 +421,7 @@ class Committer:
     def _take_over(self, left: ObjectInfo) -> None:
         """A new file of its name replaces `left` (LEFT_BEHIND): the upload that stored it keeps it."""
         with self._name_lock(left.key), self._flying_lock:
-            self._taken_over.add(left.meta.get(UPLOAD_TOKEN, "").partition(".")[0])
+            self._taken_over.add(_token(left)[0])
 
     def _delete_if_still(self, key: str, stored: ObjectInfo, staged_id: str | None) -> None:
         """Delete `key` if it still holds the object `stored` (from staged file `staged_id`), unless a
@@ -513,11 +516,17 @@ def upload_token(staged_id: str, data_generation: int) -> str:
     return f"{staged_id}.{data_generation}"
 
 
+def _token(info: ObjectInfo) -> tuple[str, str]:
+    """(staged id, version) of the UPLOAD_TOKEN `info` carries; ("", "") if none, version "" for a
+    stream's."""
+    stored_id, _, version = info.meta.get(UPLOAD_TOKEN, "").partition(".")
+    return stored_id, version
+
+
 def _stored_by(info: ObjectInfo, staged_id: str | None, data_generation: int, size: int) -> str | None:
     """Which upload of staged file `staged_id` stored `info` (see UPLOAD_TOKEN): THIS_VERSION (the
     bytes of `data_generation`, `size` long), EARLIER_VERSION, or None: not ours."""
-    token = info.meta.get(UPLOAD_TOKEN, "")
-    stored_id, _, version = token.partition(".")
+    stored_id, version = _token(info)
     if not staged_id or stored_id != staged_id:
         return None
     if info.size == size and version in ("", str(data_generation)):   # "": a stream's, of no version
