@@ -29,13 +29,14 @@ import threading
 import time
 from typing import Callable
 
-from ...attrs import carried_meta, meta_from_attrs
+from ...attrs import Attrs, carried_meta, meta_from_attrs
 from ...errors import NotFound, PreconditionFailed, StoreError
 from ...store.conditions import WriteCondition
 from .journal import Journal, JournalEntry
 from .resume import UploadRecord, UploadTracker, sweep_orphans
 from .namespace import Entry, Namespace
 from .openfiles import OpenFile, OpenFiles, Staging
+from .owners import EARLIER_VERSION, FREE, LEFT_BEHIND, THIS_VERSION, UPLOAD_TOKEN, Owners, stored_by, upload_token
 from .streaming import FileStream, Streams, dated
 from ...store.contract import MultipartUpload, ObjectInfo, ObjectStore
 from .uploader import UploadSettings, is_multipart, upload_file
@@ -45,22 +46,6 @@ log = logging.getLogger(__name__)
 
 # The short host name in conflict copies' names, so that each host's copy is told apart (and two
 # hosts' copies of one file in one second do not collide): letters, digits, `-` and `_` only.
-# User metadata naming the staged file an object's bytes came from, and which of its versions
-# (`<staged id>.<data generation>`; a streamed upload's is the staged id alone: its bytes were still
-# being written when it began). A refused conditional upload, or a HEAD that finds the name taken, is
-# no conflict when the object there carries our own token:
-# - the same version: an earlier try of this very upload succeeded (its answer was lost, or the mount
-#   died before its journal entry went), and the retry must not turn our own bytes into a conflict copy;
-# - an earlier version: the file changed while that one went up and the mount died before the next
-#   upload; this one replaces it.
-UPLOAD_TOKEN = "storefs-upload"
-THIS_VERSION, EARLIER_VERSION = "this version", "an earlier version"
-# The object of an upload still on the wire whose file was removed or renamed away from that name
-# since: a new file of the name, refused by the server because of it, replaces it (_take_over), and
-# the upload that stored it leaves it alone when it ends. Only where the server enforces the condition.
-LEFT_BEHIND = "left behind by a removed or renamed file"
-FREE = "no object"   # gone since the refusal: deleted by someone else, our version simply goes up
-
 HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0])[:40] or "host"
 
 
@@ -77,6 +62,37 @@ class Conflict:
     path: str
     saved_as: str
     when: float
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """What one upload of a file sends: its state when the upload began (taken under its lock)."""
+    generation: int
+    data_generation: int
+    key: str
+    path: str
+    attrs: Attrs
+    meta: dict[str, str]
+    data_dirty: bool          # its bytes go up (else only its metadata changed)
+    staged_path: str | None
+    staged_id: str | None
+    base_etag: str | None
+
+    def whole_meta(self) -> dict[str, str]:
+        """The metadata of an upload of the whole staged file. A stream's was fixed when it began:
+        its token names no version (owners.py)."""
+        if not self.staged_id:
+            return self.meta
+        return {**self.meta, UPLOAD_TOKEN: upload_token(self.staged_id, self.data_generation)}
+
+
+@dataclasses.dataclass
+class Sent:
+    """What an upload stored: the object, whether as a conflict copy, and under which key."""
+    info: ObjectInfo | None
+    conflict: bool
+    target: str
+    streamed_ns: int | None = None   # a streamed object's Last-Modified, its file's mtime from now on
 
 
 class Committer:
@@ -96,13 +112,7 @@ class Committer:
         # The multipart upload in progress of each staged file (by staged id), to resume on the next
         # try; also in its journal entry, for the next mount.
         self._uploads: dict[str, UploadRecord] = {}
-        self._flying: dict[str, OpenFile] = {}   # staged id -> its file, while an upload of it runs
-        self._flying_lock = threading.Lock()
-        # A left-behind object that a new file of its name replaces is not deleted by the upload that
-        # stored it (_delete_if_still); the check and the replacement's claim are made under the name's
-        # lock, so that neither deletes what the other just put there.
-        self._taken_over: set[str] = set()   # staged ids whose left-behind object was replaced
-        self._name_locks = [threading.Lock() for _ in range(64)]
+        self.owners = Owners(store)   # whose object is at a name, after a refusal (owners.py)
         self.sweeper: threading.Thread | None = None   # recover()'s abort of orphaned uploads
         self.queue = WriteBack(self._upload_queued, delay=settings.write_back, workers=settings.transfers,
                                on_change=on_change)
@@ -223,125 +233,150 @@ class Committer:
             log.error("cannot update the journal of %s: %s", opened.path, journal_error)
 
     def _upload(self, opened: OpenFile, progress: Callable[[int], None] | None = None) -> None:
-        staged_id = opened.staged_id
-        if staged_id:
-            with self._flying_lock:
-                self._flying[staged_id] = opened
-        try:
+        with self.owners.flying(opened):
             self._upload_flying(opened, progress)
-        finally:
-            if staged_id:
-                with self._flying_lock:
-                    if self._flying.get(staged_id) is opened:
-                        del self._flying[staged_id]
-                    self._taken_over.discard(staged_id)
 
     def _upload_flying(self, opened: OpenFile, progress: Callable[[int], None] | None) -> None:
+        what = self._snapshot(opened)
+        if what is None:
+            return
+        condition, conflict = (self._guard(what.key, what.base_etag, what.attrs.size, what.staged_id,
+                                           what.data_generation)
+                               if what.data_dirty else (None, False))
+        target = self._conflict_key(what.path, what.key) if conflict else what.key
+        if what.data_dirty:
+            sent = self._send(opened, what, Sent(None, conflict, target), condition, progress)
+            if sent is None:
+                return   # the name is no longer this file's (see _after_refusal)
+        else:
+            sent = Sent(self.store.set_meta(target, what.meta), conflict, target)
+        self._done(opened, what, sent)
+
+    def _snapshot(self, opened: OpenFile) -> Snapshot | None:
+        """What to upload of `opened`, taken under its lock; None if nothing (clean or removed)."""
         with opened.lock:
             if opened.unlinked or not opened.dirty:
-                return
-            generation, data_generation = opened.generation, opened.data_generation
-            key, path = opened.key, opened.path
-            attrs = opened.current_attrs()
-            meta = self._meta(opened)
-            data_dirty = opened.data_dirty or opened.info is None
-            staged_path, staged_id, base_etag = opened.staged_path, opened.staged_id, opened.base_etag
-        if data_dirty and staged_id:
-            meta[UPLOAD_TOKEN] = staged_id
-        streamed_ns: int | None = None
-        condition, conflict = (self._guard(key, base_etag, attrs.size, staged_id, data_generation)
-                               if data_dirty else (None, False))
-        target = self._conflict_key(path, key) if conflict else key
-        if data_dirty:
-            assert staged_path is not None
+                return None
+            what = Snapshot(generation=opened.generation, data_generation=opened.data_generation,
+                            key=opened.key, path=opened.path, attrs=opened.current_attrs(),
+                            meta=self._meta(opened), data_dirty=opened.data_dirty or opened.info is None,
+                            staged_path=opened.staged_path, staged_id=opened.staged_id,
+                            base_etag=opened.base_etag)
+        if what.data_dirty and what.staged_id:
+            what.meta[UPLOAD_TOKEN] = what.staged_id
+        return what
 
-            def save(record: UploadRecord | None) -> None:
-                """The upload's state into the journal entry, so that a crash midway resumes it."""
-                if record is None:
-                    self._uploads.pop(staged_id, None)
-                    return   # completed or aborted: the entry goes, or is rewritten at the next close
-                self._uploads[staged_id] = record
-                self.journal.write(JournalEntry(
-                    id=staged_id, path=path, key=key, meta=meta, base_etag=base_etag, size=attrs.size,
-                    closed_at=time.time(), upload=record.to_json(), data_version=data_generation))
-            with opened.lock:   # this upload takes the file's stream: later writes go to the next one
-                stream, opened.stream = opened.stream, None
-            prior = self._uploads.get(staged_id) if staged_id else None
-            if stream is not None and prior is not None and prior.streamed:
-                # The stream's own record, noted at close: the stream finishes (or aborts) it here.
-                prior = self._uploads.pop(staged_id)
-                tracker = UploadTracker(self.journal, None, save)
-            else:
-                tracker = UploadTracker(self.journal, prior, save) if staged_id else None
-            # A stream's metadata was fixed when it began: its token names no version (see UPLOAD_TOKEN).
-            whole_meta = {**meta, UPLOAD_TOKEN: upload_token(staged_id, data_generation)} if staged_id else meta
-            try:
-                info = self.streams.finish(stream, target, meta, attrs.mtime_ns, attrs.size, condition)
-                streamed = info is not None
-                if info is None:
-                    info = upload_file(self.store, target, staged_path, whole_meta, self.upload_settings,
-                                       tracker=tracker, progress=progress, condition=condition)
-                    if tracker is not None and tracker.record is None and prior is not None \
-                            and prior.streamed and "mtime" not in info.meta:
-                        streamed, info = True, dated(self.store, info)   # an earlier run's stream, resumed
-                if streamed:
-                    # The object carries no mtime: its Last-Modified is the file's from now on.
-                    streamed_ns = attrs.mtime_ns = attrs.ctime_ns = int(info.mtime * 1_000_000_000)
-            except PreconditionFailed as refused:
-                found, ours = self._ours_at(key, staged_id, data_generation, attrs.size)
-                if opened.unlinked or opened.key != key:
-                    # Removed or renamed since this upload began: the name is no longer this file's.
-                    # An object of ours there (an earlier try stored it) goes; another (a new file of
-                    # the name) stays. A renamed file goes up under its new name next.
-                    log.info("upload of %s to %r dropped: the file was %s meanwhile (%s)", path, key,
-                             "removed" if opened.unlinked else "renamed", refused)
-                    if ours in (THIS_VERSION, EARLIER_VERSION):
-                        self._delete_if_still(key, found, staged_id)
-                    return
-                if ours == THIS_VERSION:
-                    log.info("upload of %s: an earlier try already stored it (%s)", path, refused)
-                    info = self._with_meta(found, whole_meta)
-                elif ours in (EARLIER_VERSION, LEFT_BEHIND, FREE):
-                    log.info("upload of %s: %s", path, {
-                        EARLIER_VERSION: "replacing the earlier version of it this mount stored",
-                        LEFT_BEHIND: "replacing the object of a file removed or renamed while it went up",
-                        FREE: "the object it was refused by is gone; uploading again"}[ours])
-                    if ours == LEFT_BEHIND:
-                        self._take_over(found)
-                    replace = self._enforced(key, found.etag if ours != FREE else None,
-                                             is_multipart(self.store.capabilities, attrs.size))
-                    info = upload_file(self.store, target, staged_path, whole_meta, self.upload_settings,
-                                       tracker=tracker, progress=progress, condition=replace)
-                else:
-                    # Another writer created or replaced the object since we looked: the server kept
-                    # theirs (a refused multipart upload was aborted), ours goes up beside it.
-                    log.info("upload of %s refused by the server's condition: %s", path, refused)
-                    conflict, target = True, self._conflict_key(path, key)
-                    info = upload_file(self.store, target, staged_path, whole_meta, self.upload_settings,
-                                       tracker=tracker, progress=progress)
-        else:
-            info = self.store.set_meta(target, meta)
+    def _send(self, opened: OpenFile, what: Snapshot, sent: Sent, condition: WriteCondition | None,
+              progress: Callable[[int], None] | None) -> Sent | None:
+        """The staged bytes of `what` to `sent.target`: by finishing the file's stream, or as a whole
+        upload (resuming a multipart upload an earlier try began). None if dropped after a refusal."""
+        assert what.staged_path is not None
+        with opened.lock:   # this upload takes the file's stream: later writes go to the next one
+            stream, opened.stream = opened.stream, None
+        prior, tracker = self._tracker(what, stream is not None)
+        attrs = what.attrs
+        try:
+            info = self.streams.finish(stream, sent.target, what.meta, attrs.mtime_ns, attrs.size, condition)
+            streamed = info is not None
+            if info is None:
+                info = upload_file(self.store, sent.target, what.staged_path, what.whole_meta(),
+                                   self.upload_settings, tracker=tracker, progress=progress, condition=condition)
+                if tracker is not None and tracker.record is None and prior is not None \
+                        and prior.streamed and "mtime" not in info.meta:
+                    streamed, info = True, dated(self.store, info)   # an earlier run's stream, resumed
+            sent.info = info
+            if streamed:
+                # The object carries no mtime: its Last-Modified is the file's from now on.
+                sent.streamed_ns = attrs.mtime_ns = attrs.ctime_ns = int(info.mtime * 1_000_000_000)
+            return sent
+        except PreconditionFailed as refused:
+            return self._after_refusal(opened, what, refused, tracker, progress)
+
+    def _tracker(self, what: Snapshot, streaming: bool) -> tuple[UploadRecord | None, UploadTracker | None]:
+        """The multipart upload an earlier try of this staged file began (to resume), and the tracker
+        that keeps the journal entry up to date with this one, so that a crash midway resumes it."""
+        staged_id = what.staged_id
+        if not staged_id:
+            return None, None
+
+        def save(record: UploadRecord | None) -> None:
+            if record is None:
+                self._uploads.pop(staged_id, None)
+                return   # completed or aborted: the entry goes, or is rewritten at the next close
+            self._uploads[staged_id] = record
+            self.journal.write(JournalEntry(
+                id=staged_id, path=what.path, key=what.key, meta=what.meta, base_etag=what.base_etag,
+                size=what.attrs.size, closed_at=time.time(), upload=record.to_json(),
+                data_version=what.data_generation))
+        prior = self._uploads.get(staged_id)
+        if streaming and prior is not None and prior.streamed:
+            # The stream's own record, noted at close: the stream finishes (or aborts) it here.
+            return self._uploads.pop(staged_id), UploadTracker(self.journal, None, save)
+        return prior, UploadTracker(self.journal, prior, save)
+
+    def _after_refusal(self, opened: OpenFile, what: Snapshot, refused: PreconditionFailed,
+                       tracker: UploadTracker | None, progress: Callable[[int], None] | None) -> Sent | None:
+        """The server refused the upload's condition: whose object is at the name (owners.py) decides
+        whether ours replaces it, is already there, goes up as a conflict copy, or is dropped (None)."""
+        key, path, size = what.key, what.path, what.attrs.size
+        found, ours = self.owners.judge(key, what.staged_id, what.data_generation, size)
+        if opened.unlinked or opened.key != key:
+            # Removed or renamed since this upload began: the name is no longer this file's. An
+            # object of ours there (an earlier try stored it) goes; another (a new file of the name)
+            # stays. A renamed file goes up under its new name next.
+            log.info("upload of %s to %r dropped: the file was %s meanwhile (%s)", path, key,
+                     "removed" if opened.unlinked else "renamed", refused)
+            if ours in (THIS_VERSION, EARLIER_VERSION):
+                self._delete_if_still(key, found, what.staged_id)
+            return None
+        assert what.staged_path is not None
+        if ours == THIS_VERSION:
+            log.info("upload of %s: an earlier try already stored it (%s)", path, refused)
+            return Sent(self._with_meta(found, what.whole_meta()), False, key)
+        if ours in (EARLIER_VERSION, LEFT_BEHIND, FREE):
+            log.info("upload of %s: %s", path, {
+                EARLIER_VERSION: "replacing the earlier version of it this mount stored",
+                LEFT_BEHIND: "replacing the object of a file removed or renamed while it went up",
+                FREE: "the object it was refused by is gone; uploading again"}[ours])
+            if ours == LEFT_BEHIND:
+                self.owners.take_over(found)
+            replace = self._enforced(key, found.etag if ours != FREE else None,
+                                     is_multipart(self.store.capabilities, size))
+            return Sent(upload_file(self.store, key, what.staged_path, what.whole_meta(), self.upload_settings,
+                                    tracker=tracker, progress=progress, condition=replace), False, key)
+        # Another writer created or replaced the object since we looked: the server kept theirs (a
+        # refused multipart upload was aborted), ours goes up beside it.
+        log.info("upload of %s refused by the server's condition: %s", path, refused)
+        target = self._conflict_key(path, key)
+        return Sent(upload_file(self.store, target, what.staged_path, what.whole_meta(), self.upload_settings,
+                                tracker=tracker, progress=progress), True, target)
+
+    def _done(self, opened: OpenFile, what: Snapshot, sent: Sent) -> None:
+        """Record what `sent` stored for `opened`, unless the file was removed or renamed meanwhile
+        (then the object goes, if it is still there) or changed again (then it stays dirty)."""
+        info, conflict, key = sent.info, sent.conflict, what.key
+        assert info is not None
         with opened.lock:
             if opened.unlinked:
                 # Removed while this upload was on the wire: the unlink found nothing of it to delete
                 # yet, and a temporary file removed a moment after it was written must not come back.
-                self._delete_if_still(target, info, staged_id)
+                self._delete_if_still(sent.target, info, what.staged_id)
                 return
             if not conflict and opened.key != key:
                 # Renamed while uploading: the old name must not linger (unless a new file of that
                 # name replaced it meanwhile); the new one goes up later.
-                self._delete_if_still(key, info, staged_id)
+                self._delete_if_still(key, info, what.staged_id)
                 return
-            if not opened.uploaded(generation, data_generation, None if conflict else info):
+            if not opened.uploaded(what.generation, what.data_generation, None if conflict else info):
                 return  # written again meanwhile: still dirty, uploaded again later
-            if streamed_ns is not None and not conflict:
-                opened.attrs.mtime_ns = opened.attrs.ctime_ns = streamed_ns
-            if staged_id:
-                self.journal.remove(staged_id, opened.fd, settle_later=True)
+            if sent.streamed_ns is not None and not conflict:
+                opened.attrs.mtime_ns = opened.attrs.ctime_ns = sent.streamed_ns
+            if what.staged_id:
+                self.journal.remove(what.staged_id, opened.fd, settle_later=True)
         if conflict:
-            self.ns.forget(path)
+            self.ns.forget(what.path)
         else:
-            self.ns.remember(path, Entry(attrs, info))
+            self.ns.remember(what.path, Entry(what.attrs, info))
         self.table.discard_if_clean(opened)
 
     def _guard(self, key: str, base_etag: str | None, size: int, staged_id: str | None,
@@ -366,39 +401,9 @@ class Committer:
             info = self.store.stat(key)
             # A left-behind object (LEFT_BEHIND) counts as another writer's here: without a server-
             # enforced condition, its upload still on the wire could land after ours.
-            return info.etag != base_etag and _stored_by(info, staged_id, data_generation, size) is None
+            return info.etag != base_etag and stored_by(info, staged_id, data_generation, size) is None
         except NotFound:
             return False  # deleted by someone else: our version simply comes back
-
-    def _ours_at(self, key: str, staged_id: str | None, data_generation: int,
-                 size: int) -> tuple[ObjectInfo, str | None]:
-        """After a refusal: the object at `key` and what it is to this upload: THIS_VERSION or
-        EARLIER_VERSION of this staged file (UPLOAD_TOKEN), LEFT_BEHIND, None (another writer's), or
-        FREE (none any more; the ObjectInfo is a placeholder)."""
-        info, ours = self._look_at(key, staged_id, data_generation, size)
-        if ours is None:
-            # "Another writer's" makes a conflict copy: a second look first, so that one garbled
-            # answer (seen under injected faults: a token that did not match) does not make one.
-            info, ours = self._look_at(key, staged_id, data_generation, size)
-        return info, ours
-
-    def _look_at(self, key: str, staged_id: str | None, data_generation: int,
-                 size: int) -> tuple[ObjectInfo, str | None]:
-        """One stat of `key`, judged as _ours_at says."""
-        try:
-            info = self.store.stat(key)
-        except NotFound:
-            return ObjectInfo(key=key, size=0, etag="", mtime=0.0), FREE
-        ours = _stored_by(info, staged_id, data_generation, size)
-        return info, (LEFT_BEHIND if ours is None and self._left_behind(info, key) else ours)
-
-    def _left_behind(self, info: ObjectInfo, key: str) -> bool:
-        """Whether `info` (at `key`) was stored by an upload still running whose file has been
-        removed, or renamed to another name, since (see LEFT_BEHIND)."""
-        stored_id = _token(info)[0]
-        with self._flying_lock:
-            flying = self._flying.get(stored_id) if stored_id else None
-        return flying is not None and (flying.unlinked or flying.key != key)
 
     def _with_meta(self, info: ObjectInfo, meta: dict[str, str]) -> ObjectInfo:
         """Our object `info`, with `meta` if it lacks some of it (a chmod while it went up, then a
@@ -415,30 +420,9 @@ class Committer:
         self.conflicts.append(Conflict(path, conflict_key, time.time()))
         return conflict_key
 
-    def _name_lock(self, key: str) -> threading.Lock:
-        return self._name_locks[hash(key) % len(self._name_locks)]
-
-    def _take_over(self, left: ObjectInfo) -> None:
-        """A new file of its name replaces `left` (LEFT_BEHIND): the upload that stored it keeps it."""
-        with self._name_lock(left.key), self._flying_lock:
-            self._taken_over.add(_token(left)[0])
-
     def _delete_if_still(self, key: str, stored: ObjectInfo, staged_id: str | None) -> None:
-        """Delete `key` if it still holds the object `stored` (from staged file `staged_id`), unless a
-        new file of that name took it over (_take_over) or replaced it since."""
-        with self._name_lock(key):
-            with self._flying_lock:
-                if staged_id in self._taken_over:
-                    return
-            try:
-                if self.store.stat(key).etag != stored.etag:
-                    return
-            except NotFound:
-                return
-            except StoreError as exc:
-                log.warning("could not remove %r, uploaded while it was being removed: %s", key, exc)
-                return
-            self._delete_quietly(key)
+        """Delete `key` if it still holds `stored`, unless a new file of the name took it over."""
+        self.owners.delete_if_still(key, stored, staged_id, self._delete_quietly)
 
     def _delete_quietly(self, key: str) -> None:
         try:
@@ -510,25 +494,3 @@ class Committer:
         except Exception as exc:  # never fatal: the ledger keeps the records for the next mount
             log.warning("could not look for unfinished multipart uploads of an earlier run: %s", exc)
 
-
-def upload_token(staged_id: str, data_generation: int) -> str:
-    """The UPLOAD_TOKEN of the bytes of `data_generation` of staged file `staged_id`."""
-    return f"{staged_id}.{data_generation}"
-
-
-def _token(info: ObjectInfo) -> tuple[str, str]:
-    """(staged id, version) of the UPLOAD_TOKEN `info` carries; ("", "") if none, version "" for a
-    stream's."""
-    stored_id, _, version = info.meta.get(UPLOAD_TOKEN, "").partition(".")
-    return stored_id, version
-
-
-def _stored_by(info: ObjectInfo, staged_id: str | None, data_generation: int, size: int) -> str | None:
-    """Which upload of staged file `staged_id` stored `info` (see UPLOAD_TOKEN): THIS_VERSION (the
-    bytes of `data_generation`, `size` long), EARLIER_VERSION, or None: not ours."""
-    stored_id, version = _token(info)
-    if not staged_id or stored_id != staged_id:
-        return None
-    if info.size == size and version in ("", str(data_generation)):   # "": a stream's, of no version
-        return THIS_VERSION
-    return EARLIER_VERSION

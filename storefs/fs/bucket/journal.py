@@ -22,7 +22,7 @@ half the fsyncs of every small file, on the upload threads' way): the removal is
 `settle()` makes it durable, at most SETTLE_AFTER seconds later, when the upload queue empties, before
 the mount deletes or moves any object (StoreFS._delete, Renames, the committer) and at unmount. A
 machine crash in between brings such an entry back: the next mount uploads the file again and finds the
-object already there with its upload token (committer.UPLOAD_TOKEN), or, if the same name was
+object already there with its upload token (owners.UPLOAD_TOKEN), or, if the same name was
 closed again since, the newer entry supersedes it (Committer.recover).
 
 A multipart upload in progress is in its entry (`upload`: resume.UploadRecord as JSON), so that the
@@ -66,7 +66,7 @@ class JournalEntry:
     last_error: str = ""
     upload_id: str | None = None  # (entries of older versions) a multipart upload to abort on recovery
     upload: dict | None = None    # a multipart upload in progress, resumed (resume.UploadRecord)
-    data_version: int = 0         # which bytes of the staged file (OpenFile.data_generation, committer.UPLOAD_TOKEN)
+    data_version: int = 0         # which bytes of the staged file (OpenFile.data_generation, owners.UPLOAD_TOKEN)
 
     def to_json(self) -> str:
         # Not dataclasses.asdict: it deep-copies every value (28 deepcopy calls an entry), and an
