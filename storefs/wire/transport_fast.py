@@ -26,6 +26,7 @@ import select
 import selectors
 import socket
 import ssl
+import struct
 import threading
 from typing import Callable, Mapping, Sequence, TypeVar
 
@@ -40,6 +41,7 @@ from ..localfiles import write_file
 ANSWER_MAX = 64 << 20   # the largest answer read whole (a LIST page is about 1 MiB at most)
 HEAD_MAX = 64 << 10     # status line and headers
 RECV_SIZE = 256 << 10
+SCRATCH = 64 << 10      # a connection's receive buffer for answers read into memory (see _Connection.fill)
 HEAD_RECV = 4 << 10     # what get_into reads at a time until the answer's head is complete
 INLINE_SEND = 64 << 10  # bodies up to this go out in the same send as the head
 PIPE_SIZE = 1 << 20     # splice's pipe (the kernel's default is 64 KiB; larger moves more per call)
@@ -73,7 +75,8 @@ class _Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = bytearray()
-        self.recv_size = RECV_SIZE   # get_into lowers it while reading a head: the body goes elsewhere
+        self.recv_size = SCRATCH   # get_into lowers it while reading a head: the body goes elsewhere
+        self._scratch: memoryview | None = None
 
     def close(self) -> None:
         try:
@@ -81,11 +84,16 @@ class _Connection:
         except OSError:
             pass
 
-    def _fill(self) -> bool:
-        chunk = self.sock.recv(self.recv_size)
-        if not chunk:
+    def fill(self) -> bool:
+        """Append what the socket has (at most recv_size bytes) to the buffer; False at its end.
+        Received into a buffer kept with the connection: a fresh bytes object per recv() cost an mmap,
+        an mremap and a munmap per answer (glibc maps allocations of RECV_SIZE on their own)."""
+        if self._scratch is None:
+            self._scratch = memoryview(bytearray(SCRATCH))
+        got = self.sock.recv_into(self._scratch, min(self.recv_size, SCRATCH))
+        if not got:
             return False
-        self.buffer += chunk
+        self.buffer += self._scratch[:got]
         return True
 
     def read_until(self, marker: bytes, limit: int, *, answer_start: bool = False) -> bytes:
@@ -102,21 +110,21 @@ class _Connection:
             if len(self.buffer) > limit:
                 raise _Malformed("answer head too long")
             start = max(0, len(self.buffer) - len(marker) + 1)
-            if not self._fill():
+            if not self.fill():
                 if answer_start and not self.buffer:
                     raise _ClosedBeforeAnswer()
                 raise _CutShort()
 
     def read_exact(self, size: int) -> bytes:
         while len(self.buffer) < size:
-            if not self._fill():
+            if not self.fill():
                 raise _CutShort()
         data = bytes(self.buffer[:size])
         del self.buffer[:size]
         return data
 
     def read_to_close(self) -> bytes:
-        while self._fill():
+        while self.fill():
             if len(self.buffer) > ANSWER_MAX:
                 raise ProtocolError(f"an answer of over {ANSWER_MAX} bytes")
         data = bytes(self.buffer)
@@ -160,7 +168,7 @@ def _splice_into_file(sock: socket.socket, fd: int, offset: int, size: int) -> N
         while offset < size:
             try:
                 moved = os.splice(sock.fileno(), write_end, min(size - offset, PIPE_SIZE))
-            except BlockingIOError:   # the socket has a timeout, so it is non-blocking underneath
+            except BlockingIOError:
                 _wait_for(sock, write=False)
                 continue
             if moved == 0:
@@ -198,7 +206,7 @@ def _send_region(sock: socket.socket, region: FileRegion) -> None:
         else:
             try:
                 sent = os.sendfile(sock.fileno(), region.fd, offset, end - offset)
-            except BlockingIOError:   # the socket has a timeout, so it is non-blocking underneath
+            except BlockingIOError:
                 _wait_for(sock, write=True)
                 continue
         if not sent:
@@ -207,10 +215,26 @@ def _send_region(sock: socket.socket, region: FileRegion) -> None:
 
 
 def _wait_for(sock: socket.socket, *, write: bool) -> None:
-    """Wait, at most the socket's timeout, until it can be written (or read) again."""
+    """After EAGAIN from splice or sendfile: on a socket with a Python timeout (non-blocking underneath),
+    wait at most that long until it can be written (or read) again; on a blocking one (plain HTTP, see
+    _kernel_timeouts) the kernel's timeout has already run out."""
+    timeout = sock.gettimeout()
     wanted = ([], [sock]) if write else ([sock], [])
-    if not any(select.select(*wanted, [], sock.gettimeout())[:2]):
+    if timeout is None or not any(select.select(*wanted, [], timeout)[:2]):
         raise socket.timeout("the server " + ("took" if write else "sent") + " no bytes within the read timeout")
+
+
+def _kernel_timeouts(sock: socket.socket, seconds: float) -> None:
+    """Make `sock` blocking, with its reads and writes timed out by the kernel (SO_RCVTIMEO,
+    SO_SNDTIMEO) after `seconds` without progress. With a Python timeout instead, CPython polls before
+    every recv and send: two more syscalls, and GIL hand-offs, per request. A timed-out call fails
+    with EAGAIN (BlockingIOError), reported as a timeout. Not for TLS: the ssl module takes EAGAIN on a
+    blocking socket for a protocol error."""
+    sock.settimeout(None)
+    whole = int(seconds)
+    interval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, interval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, interval)
 
 
 def _receive_into_file(sock: socket.socket, fd: int, offset: int, size: int) -> None:
@@ -223,6 +247,12 @@ def _receive_into_file(sock: socket.socket, fd: int, offset: int, size: int) -> 
             raise _CutShort()
         write_file(fd, buffer[:got], offset)
         offset += got
+
+
+def _failure_name(exc: BaseException) -> str:
+    """How a transport failure is named in messages: EAGAIN on a blocking socket is its kernel
+    timeout running out (_kernel_timeouts)."""
+    return "TimeoutError" if isinstance(exc, BlockingIOError) else exc.__class__.__name__
 
 
 def _split_host(host: str, default_port: int) -> tuple[str, int]:
@@ -296,7 +326,11 @@ class LeanClient:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if scheme == "https":
                 sock = self._context().wrap_socket(sock, server_hostname=name)
-            sock.settimeout(self.settings.read_timeout)
+                sock.settimeout(self.settings.read_timeout)
+            elif self.settings.read_timeout and self.settings.read_timeout > 0:
+                _kernel_timeouts(sock, self.settings.read_timeout)
+            else:
+                sock.settimeout(self.settings.read_timeout)
         except BaseException:
             sock.close()
             raise
@@ -353,7 +387,7 @@ class LeanClient:
             try:
                 status, answer_headers, keep = self._answer_head(conn)
             finally:
-                conn.recv_size = RECV_SIZE
+                conn.recv_size = SCRATCH
             if status >= 300:
                 return self._answer_body(conn, "GET", status, answer_headers, keep)
             length = answer_headers.get("Content-Length", "")
@@ -407,7 +441,7 @@ class LeanClient:
         if isinstance(exc, ProtocolError):
             return ProtocolError(f"{method} {scheme}://{host}: {exc}")
         if isinstance(exc, (OSError, _Malformed, _CutShort, _ClosedBeforeAnswer, ValueError)):
-            return Transient(f"{method} {scheme}://{host}: {exc.__class__.__name__}")
+            return Transient(f"{method} {scheme}://{host}: {_failure_name(exc)}")
         return exc   # LocalWriteError, InvalidArgument, KeyboardInterrupt, ...
 
     @staticmethod
@@ -495,7 +529,7 @@ def head_many(client: LeanClient, scheme: str, host: str, requests: list[tuple[s
         elif isinstance(exc, InvalidArgument):
             results[index] = exc
         else:
-            results[index] = Transient(f"HEAD {scheme}://{host}: {exc.__class__.__name__}")
+            results[index] = Transient(f"HEAD {scheme}://{host}: {_failure_name(exc)}")
 
     def send_next(slot: _HeadSlot, index: int | None = None) -> None:
         """Send request `index` (or the next pending one) on `slot`, opening a connection if needed."""
@@ -565,13 +599,11 @@ def head_many(client: LeanClient, scheme: str, host: str, requests: list[tuple[s
                 if slot.conn is None or slot.index is None:
                     continue
                 try:
-                    chunk = slot.conn.sock.recv(RECV_SIZE)
-                    if not chunk:
+                    if not slot.conn.fill():
                         raise _ClosedBeforeAnswer() if not slot.conn.buffer else _CutShort()
-                    slot.conn.buffer += chunk
                     sock = slot.conn.sock
                     while isinstance(sock, ssl.SSLSocket) and sock.pending():   # decrypted, not signalled
-                        slot.conn.buffer += sock.recv(RECV_SIZE)
+                        slot.conn.fill()
                     if answered(slot):
                         slot.resent = False
                         send_next(slot)

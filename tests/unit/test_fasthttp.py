@@ -415,3 +415,93 @@ def test_answer_headers_are_looked_up_in_any_case(serve):
     assert "x-amz-meta-mode" in headers and "X-Amz-Meta-Mode" in headers and "nope" not in headers
     assert headers.get("missing", "default") == "default"
     assert dict(headers.items())["x-amz-meta-mode"] == "33188"   # stored by lower-cased name
+
+
+# -- a stalled server: the read timeout, kept by the kernel on plain HTTP ----------------------------
+
+
+class Stalling:
+    """Accepts one connection, reads the request head, sends `reply` (maybe nothing, maybe part of an
+    answer) and then neither sends nor reads until the test ends. `reads` False: reads nothing at all."""
+
+    def __init__(self, reply: bytes, reads: bool = True) -> None:
+        self.reply, self.reads = reply, reads
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(10)
+        self.port = self.sock.getsockname()[1]
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            if self.reads:
+                conn.recv(65536)
+                conn.sendall(self.reply)
+            self.done.wait(20)
+
+    def close(self) -> None:
+        self.done.set()
+        self.sock.close()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def stalling():
+    servers = []
+
+    def start(reply: bytes = b"", reads: bool = True) -> Stalling:
+        servers.append(Stalling(reply, reads))
+        return servers[-1]
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _times_out(call) -> float:
+    started = time.monotonic()
+    with pytest.raises(Transient, match="TimeoutError"):
+        call()
+    return time.monotonic() - started
+
+
+def test_a_server_that_never_answers_times_out_after_the_read_timeout(stalling):
+    server = stalling()
+    lean = LeanClient(HttpSettings(connect_timeout=2, read_timeout=0.5))
+    host = f"127.0.0.1:{server.port}"
+    elapsed = _times_out(lambda: lean.exchange("GET", "http", host, "/", {"Host": host}))
+    assert 0.4 < elapsed < 5
+
+
+def test_a_body_that_stops_midway_times_out_in_the_splice(stalling, files):
+    # The head and part of the body come, then nothing: splice(2) from the blocking socket waits for
+    # the kernel's receive timeout, and the read fails as a timeout (not a hang, not a cut-short body).
+    body = os.urandom(300_000)
+    server = stalling(partial(body)[:-100_000])
+    lean = LeanClient(HttpSettings(connect_timeout=2, read_timeout=0.5))
+    host = f"127.0.0.1:{server.port}"
+    elapsed = _times_out(lambda: lean.get_into("http", host, "/", {"Host": host}, [(files(1)[0], len(body))]))
+    assert 0.4 < elapsed < 5
+
+
+def test_a_server_that_stops_reading_a_body_times_out_in_the_send(stalling, tmp_path):
+    # A staged part goes out with sendfile(2); once the server's window and ours are full, the send
+    # waits for the kernel's send timeout.
+    from storefs.wire.body import FileRegion
+    data = os.urandom(64 << 20)
+    (tmp_path / "staged").write_bytes(data)
+    server = stalling(reads=False)
+    lean = LeanClient(HttpSettings(connect_timeout=2, read_timeout=0.5))
+    host = f"127.0.0.1:{server.port}"
+    fd = os.open(tmp_path / "staged", os.O_RDONLY)
+    try:
+        headers = {"Host": host, "Content-Length": str(len(data))}
+        elapsed = _times_out(lambda: lean.exchange("PUT", "http", host, "/b/part", headers,
+                                                   FileRegion(fd, 0, len(data))))
+    finally:
+        os.close(fd)
+    assert 0.4 < elapsed < 5

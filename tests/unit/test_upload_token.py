@@ -1,4 +1,4 @@
-"""An upload that an earlier try already stored is no conflict (committer.UPLOAD_TOKEN): a conditional
+"""An upload that an earlier try already stored is no conflict (owners.UPLOAD_TOKEN): a conditional
 PUT whose answer was lost is refused when it is sent again (the object now exists), and a mount that
 died after an upload but before its journal entry went finds the name taken at the next mount. Both
 must end with the file under its name and no conflict copy; a real other writer still gets one.
