@@ -7,6 +7,7 @@ and the IAM ListUsers example of the general "Signature Version 4 signing proces
 from __future__ import annotations
 
 import datetime as dt
+import dataclasses
 import hashlib
 import io
 import os
@@ -74,27 +75,44 @@ def test_s3_put_object():
 
 
 def test_sign_request_signs_the_body_hash_or_an_unsigned_stream(tmp_path):
-    """The wire layer's Signer: the AWS PUT vector again, from a Request whose body is in memory and
-    one whose body is a file region; a stream goes UNSIGNED-PAYLOAD."""
+    """The wire layer's Signer: the AWS PUT vector again, from a Request whose body is in memory (over
+    HTTPS and plain HTTP) and one whose body is a file region over plain HTTP; a stream goes
+    UNSIGNED-PAYLOAD, and so does a file region over HTTPS (TLS protects it; see sign_request)."""
     body = b"Welcome to Amazon S3."
     (tmp_path / "f").write_bytes(b"xx" + body)
     fd = os.open(tmp_path / "f", os.O_RDONLY)
     try:
-        for payload in (Body(data=body), Body(region=FileRegion(fd, 2, len(body)))):
+        for scheme, payload in (("https", Body(data=body)), ("http", Body(data=body)),
+                                ("http", Body(region=FileRegion(fd, 2, len(body))))):
             headers = {"Host": S3_HOST, "Date": "Fri, 24 May 2013 00:00:00 GMT", "x-amz-date": T2013,
                        "x-amz-storage-class": "REDUCED_REDUNDANCY"}
-            request = Request("PUT", f"https://{S3_HOST}", encode_path("/test$file.text"), headers=headers,
+            request = Request("PUT", f"{scheme}://{S3_HOST}", encode_path("/test$file.text"), headers=headers,
                               body=payload)
             s3_signer().sign_request(request)
             assert request.headers["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest()
             assert auth_signature(request.headers) == \
                 "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"
+        over_tls = Request("PUT", f"https://{S3_HOST}", "/k", headers={"Host": S3_HOST},
+                           body=Body(region=FileRegion(fd, 2, len(body))))
+        s3_signer().sign_request(over_tls)
+        assert over_tls.headers["x-amz-content-sha256"] == UNSIGNED_PAYLOAD
     finally:
         os.close(fd)
     streamed = Request("PUT", f"https://{S3_HOST}", "/k", headers={"Host": S3_HOST},
                        body=Body(stream=io.BytesIO(body), size=len(body)))
     s3_signer().sign_request(streamed)
     assert streamed.headers["x-amz-content-sha256"] == UNSIGNED_PAYLOAD
+
+
+def test_a_file_region_over_https_is_never_read_to_sign_it():
+    # The point of UNSIGNED-PAYLOAD there: the staged bytes are read once, by the send, not twice.
+    # fd -1: any read for a hash would fail.
+    request = Request("PUT", f"https://{S3_HOST}", "/k", headers={"Host": S3_HOST},
+                      body=Body(region=FileRegion(-1, 0, 3)))
+    s3_signer().sign_request(request)
+    assert request.headers["x-amz-content-sha256"] == UNSIGNED_PAYLOAD
+    with pytest.raises(OSError):
+        s3_signer().sign_request(dataclasses.replace(request, base=f"http://{S3_HOST}", headers={"Host": S3_HOST}))
 
 
 def test_s3_get_bucket_lifecycle():
