@@ -2,7 +2,7 @@
 """Side-by-side benchmark of storefs against rclone mount and s3fs-fuse on the same bucket, measured the
 way users meet it: every row in several conditions, and the worst condition is the one that counts.
 
-    .venv/bin/python scripts/bench_peers.py [--quick] [--backend seaweed|wcs]
+    .venv/bin/python scripts/bench_peers.py [--quick] [--backend seaweed|seaweed-tls|wcs]
                                             [--mounts storefs-mfusepy,storefs-fusepy,rclone,s3fs]
                                             [--rows write,small-files,seq-reads,random-reads,ls,copy-in]
                                             [--runs N] [--output FILE]
@@ -475,7 +475,8 @@ class Bench:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes and one run (~4 minutes), a smoke test")
-    p.add_argument("--backend", choices=("seaweed", "wcs"), default="seaweed")
+    p.add_argument("--backend", choices=("seaweed", "seaweed-tls", "wcs"), default="seaweed",
+                   help="seaweed-tls: the same SeaweedFS over HTTPS (a CA of its own), as most users reach S3")
     p.add_argument("--mounts", default=",".join(MOUNTS),
                    help=f"comma-separated subset of {','.join(MOUNTS)} (storefs = both storefs bindings)")
     p.add_argument("--rows", default=",".join(GROUPS), help=f"comma-separated subset of {','.join(GROUPS)}")

