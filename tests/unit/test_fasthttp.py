@@ -70,17 +70,21 @@ class Scripted:
         self._thread.join(timeout=10)
 
 
-@pytest.fixture
-def serve():
+def _servers_of(make):
+    """A fixture's body: `make(...)` starts a server (anything with close()); all close with the test."""
     servers = []
 
-    def start(replies, tls=None):
-        server = Scripted(replies, tls)
-        servers.append(server)
-        return server
+    def start(*args, **kwargs):
+        servers.append(make(*args, **kwargs))
+        return servers[-1]
     yield start
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def serve():
+    yield from _servers_of(Scripted)
 
 
 def client() -> LeanClient:
@@ -424,7 +428,7 @@ class Stalling:
     """Accepts one connection, reads the request head, sends `reply` (maybe nothing, maybe part of an
     answer) and then neither sends nor reads until the test ends. `reads` False: reads nothing at all."""
 
-    def __init__(self, reply: bytes, reads: bool = True) -> None:
+    def __init__(self, reply: bytes = b"", reads: bool = True) -> None:
         self.reply, self.reads = reply, reads
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.sock.settimeout(10)
@@ -452,14 +456,7 @@ class Stalling:
 
 @pytest.fixture
 def stalling():
-    servers = []
-
-    def start(reply: bytes = b"", reads: bool = True) -> Stalling:
-        servers.append(Stalling(reply, reads))
-        return servers[-1]
-    yield start
-    for server in servers:
-        server.close()
+    yield from _servers_of(Stalling)
 
 
 def _times_out(call) -> float:
