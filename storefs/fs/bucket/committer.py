@@ -1,5 +1,6 @@
 """Getting staged files into the remote store, durably: the journal, the write-back queue, conflict
-detection and crash recovery, in one place.
+detection and crash recovery, in one place (whose object stands at a name when the server refuses an
+upload is owners.py's to say).
 
 - `closed(file)`: a written file was closed. Its data and journal entry are fsynced, then it is queued
   (or, with write_back=0, uploaded before close returns).
