@@ -20,8 +20,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import hmac
-import time
 import threading
+import time
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
