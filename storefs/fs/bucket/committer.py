@@ -87,10 +87,10 @@ class Snapshot:
         return {**self.meta, UPLOAD_TOKEN: upload_token(self.staged_id, self.data_generation)}
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Sent:
     """What an upload stored: the object, whether as a conflict copy, and under which key."""
-    info: ObjectInfo | None
+    info: ObjectInfo
     conflict: bool
     target: str
     streamed_ns: int | None = None   # a streamed object's Last-Modified, its file's mtime from now on
@@ -246,7 +246,7 @@ class Committer:
                                if what.data_dirty else (None, False))
         target = self._conflict_key(what.path, what.key) if conflict else what.key
         if what.data_dirty:
-            sent = self._send(opened, what, Sent(None, conflict, target), condition, progress)
+            sent = self._send(opened, what, target, conflict, condition, progress)
             if sent is None:
                 return   # the name is no longer this file's (see _after_refusal)
         else:
@@ -267,29 +267,30 @@ class Committer:
             what.meta[UPLOAD_TOKEN] = what.staged_id
         return what
 
-    def _send(self, opened: OpenFile, what: Snapshot, sent: Sent, condition: WriteCondition | None,
-              progress: Callable[[int], None] | None) -> Sent | None:
-        """The staged bytes of `what` to `sent.target`: by finishing the file's stream, or as a whole
-        upload (resuming a multipart upload an earlier try began). None if dropped after a refusal."""
+    def _send(self, opened: OpenFile, what: Snapshot, target: str, conflict: bool,
+              condition: WriteCondition | None, progress: Callable[[int], None] | None) -> Sent | None:
+        """The staged bytes of `what` to `target` (a conflict copy's key if `conflict`): by finishing the
+        file's stream, or as a whole upload (resuming a multipart upload an earlier try began). None if
+        dropped after a refusal."""
         assert what.staged_path is not None
         with opened.lock:   # this upload takes the file's stream: later writes go to the next one
             stream, opened.stream = opened.stream, None
         prior, tracker = self._tracker(what, stream is not None)
         attrs = what.attrs
         try:
-            info = self.streams.finish(stream, sent.target, what.meta, attrs.mtime_ns, attrs.size, condition)
+            info = self.streams.finish(stream, target, what.meta, attrs.mtime_ns, attrs.size, condition)
             streamed = info is not None
             if info is None:
-                info = upload_file(self.store, sent.target, what.staged_path, what.whole_meta(),
+                info = upload_file(self.store, target, what.staged_path, what.whole_meta(),
                                    self.upload_settings, tracker=tracker, progress=progress, condition=condition)
                 if tracker is not None and tracker.record is None and prior is not None \
                         and prior.streamed and "mtime" not in info.meta:
                     streamed, info = True, dated(self.store, info)   # an earlier run's stream, resumed
-            sent.info = info
+            streamed_ns = None
             if streamed:
                 # The object carries no mtime: its Last-Modified is the file's from now on.
-                sent.streamed_ns = attrs.mtime_ns = attrs.ctime_ns = int(info.mtime * 1_000_000_000)
-            return sent
+                streamed_ns = attrs.mtime_ns = attrs.ctime_ns = int(info.mtime * 1_000_000_000)
+            return Sent(info, conflict, target, streamed_ns)
         except PreconditionFailed as refused:
             return self._after_refusal(opened, what, refused, tracker, progress)
 
@@ -356,7 +357,6 @@ class Committer:
         """Record what `sent` stored for `opened`, unless the file was removed or renamed meanwhile
         (then the object goes, if it is still there) or changed again (then it stays dirty)."""
         info, conflict, key = sent.info, sent.conflict, what.key
-        assert info is not None
         with opened.lock:
             if opened.unlinked:
                 # Removed while this upload was on the wire: the unlink found nothing of it to delete
