@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from ..attrs import Attrs
+from .sinks import Sink
 
 
 @runtime_checkable
@@ -76,8 +77,9 @@ class MountedFS(Protocol):
 
     def read(self, fh: int, size: int, offset: int) -> bytes: ...
 
-    def read_into(self, fh: int, into: memoryview, offset: int) -> int:
-        """read(), written into `into` (the binding's reply buffer); the number of bytes written."""
+    def read_to(self, fh: int, sink: Sink, offset: int) -> int:
+        """read(), its bytes handed to `sink` (the binding's reply buffer or pipe, sinks.py); how many.
+        May raise SinkSpoiled (a pipe sink only): the caller reads again through a buffer."""
 
     def write(self, fh: int, data: bytes | memoryview, offset: int) -> int: ...
 

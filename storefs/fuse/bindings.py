@@ -33,6 +33,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 from ..fs.api import MountedFS
+from . import splicedread
 from .ops import FuseOps
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ FUSE_LIBRARIES = {"mfusepy": Binding(module="mfusepy", libfuse=3), "fusepy": Bin
 DEFAULT_FUSE = next(iter(FUSE_LIBRARIES))
 # libfuse 3 on a kernel with max_pages (4.20+) takes requests up to 1 MiB (its own ceiling: 256 pages).
 BIG_REQUEST = 1 << 20
+# Read requests stop 16 KiB short of that: libfuse splices a reply (splicedread.py) only if its pipe can
+# hold the data, the header and three spare pages, and an unprivileged process (or root without
+# CAP_SYS_RESOURCE, as in containers) gets pipes of at most 1 MiB (/proc/sys/fs/pipe-max-size).
+READ_REQUEST = BIG_REQUEST - 16 * 1024
+SPLICE_PIPE = BIG_REQUEST    # read_buf's own pipe: 256 slots, for 252 pages that may straddle pages
 FUSE_READDIR_PLUS = 1 << 0     # libfuse 3: readdir's flags
 FUSE_FILL_DIR_PLUS = 1 << 1    # libfuse 3: filler's flags
 FUSE_CAP_READDIRPLUS_AUTO = 1 << 14   # libfuse 3: fuse_conn_info.want
@@ -152,7 +158,7 @@ def _mount_device(mountpoint: str) -> str | None:
 
 
 def _raise_readahead(mountpoint: str) -> None:
-    """Let the kernel read ahead (and so send read requests of) up to BIG_REQUEST on this mount.
+    """Let the kernel read ahead (and so send read requests of) up to READ_REQUEST on this mount.
     The kernel offers FUSE 128 KiB and takes the smaller of its offer and init's answer, so the offer
     (the mount's backing-device read_ahead_kb) is raised first. Needs root; without it reads stay at
     128 KiB (writes are 1 MiB either way)."""
@@ -161,7 +167,7 @@ def _raise_readahead(mountpoint: str) -> None:
         return
     try:
         with open(f"/sys/class/bdi/{device}/read_ahead_kb", "w", encoding="ascii") as f:
-            f.write(str(BIG_REQUEST // 1024))
+            f.write(str(READ_REQUEST // 1024))
     except OSError as exc:
         log.info("read-ahead stays at the kernel's default (128 KiB requests): %s", exc)
 
@@ -263,10 +269,12 @@ def _binding_class(lib: ModuleType, fuse3: bool) -> type:
             _raise_readahead(self._mountpoint)
             if conn:
                 conn.contents.max_write = BIG_REQUEST
-                conn.contents.max_readahead = BIG_REQUEST
+                conn.contents.max_readahead = READ_REQUEST
                 # READDIRPLUS for every chunk of a listing, not only the first (the kernel's "auto"
                 # mode asks with plain READDIR from the second ~4 KiB request on).
                 conn.contents.want &= ~FUSE_CAP_READDIRPLUS_AUTO
+                # Let libfuse splice read replies from read_buf's pipe to the kernel.
+                conn.contents.want |= conn.contents.capable & splicedread.FUSE_CAP_SPLICE_WRITE
             return lib.FUSE.init_fuse_3(self, conn, config)
         def opendir(self: Any, path: bytes | None, fip: Any) -> int:
             # A handle per open directory: its listing is kept from the first READDIRPLUS to the
@@ -310,7 +318,16 @@ def _binding_class(lib: ModuleType, fuse3: bool) -> type:
                     # unmount. The kernel asks for it again in the next chunk.
                     break
             return 0
+        def read_buf(self: Any, path: bytes | None, bufpp: Any, size: int, offset: int, fip: Any) -> int:
+            # libfuse 3 calls this instead of read(): cached bytes are spliced to the kernel through a
+            # pipe (splicedread.py), small reads go through a buffer as before.
+            name, fi = self._path(path), fip.contents
+            return splicedread.read_buf(lambda sink: self.operations.read_buf(name, sink, offset, fi),
+                                        lambda into: self.operations.read_into(name, into, offset, fi),
+                                        bufpp, size, SPLICE_PIPE)
+
         methods.update(truncate_fuse_3=truncate_fuse_3, rename_fuse_3=rename_fuse_3, init_fuse_3=init_fuse_3,
+                       read_buf=read_buf,
                        readdir_fuse_3=readdir_fuse_3, opendir=opendir, releasedir=releasedir,
                        chmod_fuse_3=chmod_fuse_3, chown_fuse_3=chown_fuse_3, utimens_fuse_3=utimens_fuse_3)
     return type("StorefsFuse", (Fuse,), methods)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from ..attrs import Attrs
 from ..errors import StoreError, errno_for
 from ..fs.api import MountedFS
+from ..fs.sinks import BufferSink, Sink, SinkSpoiled
 from .requests import REQUESTS
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def _call(what: str, fn: Callable[..., Any], *args: Any) -> Any:
     REQUESTS.note(what)
     try:
         return fn(*args)
-    except FuseError:
+    except (FuseError, SinkSpoiled):   # SinkSpoiled: not an error, the read is served again
         raise
     except Exception as exc:
         code = errno_for(exc)
@@ -191,7 +192,15 @@ class FuseOps:
 
     def read_into(self, path: str | None, into: memoryview, offset: int, fi: Any) -> int:
         """read(), written straight into the binding's reply buffer (see bindings._binding_class)."""
-        return _call("read", self.fs.read_into, fi.fh, into, offset)
+        return _call("read", self.fs.read_to, fi.fh, BufferSink(into), offset)
+
+    def read_buf(self, path: str | None, sink: Sink, offset: int, fi: Any) -> int | None:
+        """read(), its bytes handed to `sink` (a pipe: splicedread.py); None if the sink was spoiled
+        (the binding reads again through a buffer)."""
+        try:
+            return _call("read_buf", self.fs.read_to, fi.fh, sink, offset)
+        except SinkSpoiled:
+            return None
 
     def write(self, path: str, data: bytes | memoryview, offset: int, fi: Any) -> int:
         self._seen_etags.pop(path, None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import time
 from typing import Iterator
@@ -44,6 +45,17 @@ def _object_behind_relay(tmp_path, seaweed_server, size: int) -> Iterator[tuple[
         relay.stop()
 
 
+def _requests_settled(env: Env, mount, kind: str, at_least: int) -> dict[str, int]:
+    """`storefs status --json`'s request counts once `kind` reached `at_least` (the status file is
+    rewritten within ~0.5 s of a change), or after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        requests = json.loads(env.run("status", "--json", str(mount.path), check=True).stdout)[0]["requests"]
+        if requests.get(kind, 0) >= at_least or time.monotonic() > deadline:
+            return requests
+        time.sleep(0.2)
+
+
 def _read_in_mib(path) -> str:
     """sha256 of the file read in 1 MiB read() calls, as the benchmark's sequential reader does."""
     digest = hashlib.sha256()
@@ -75,6 +87,10 @@ def test_a_cold_sequential_read_fetches_runs_into_one_file_each(tmp_path, seawee
         # A file per run, not per block: runs are up to 8 blocks, shorter where the read-ahead window
         # is still growing or a GET ended early under load (33 files for 97 blocks seen in a full run).
         assert blocks // 8 <= len(files) <= blocks // 2, f"{len(files)} cache files for {blocks} blocks"
+        # The reads were answered through read_buf's pipe (fuse/splicedread.py), in requests of just
+        # under 1 MiB (the kernel's read-ahead on this mount): about one per MiB, none through a buffer.
+        requests = _requests_settled(env, mount, "read_buf", size // MiB)
+        assert size // MiB <= requests.get("read_buf", 0) <= 2 * blocks and "read" not in requests, requests
         mount.unmount().check_returncode()
 
         again = env.mount(f"s:{bucket}")   # the same cache directory: a second reader

@@ -77,7 +77,9 @@ def test_full_staging_area_is_enospc(local_env):
 
 
 def test_remote_change_under_open_reader_is_estale(local_env):
-    data = os.urandom(8 << 20)
+    # The first 4 KiB read makes the kernel read ~3 MiB ahead, and the reader fetches up to 8 MiB of
+    # blocks ahead of that (all of the old version: consistent). Beyond them, a read must fail.
+    data = os.urandom(32 << 20)
     (local_env.root / "one" / "f").write_bytes(data)
     mount = local_env.mount("r:one")
     with open(mount.path / "f", "rb") as f:
@@ -85,7 +87,7 @@ def test_remote_change_under_open_reader_is_estale(local_env):
         store = open_local("x", {"root": str(local_env.root)}).bucket("one")
         time.sleep(0.01)
         store.put("f", io.BytesIO(b"changed" * 1000), 7000, {})
-        f.seek(6 << 20)
+        f.seek(24 << 20)
         assert errno_of(lambda: f.read(4096)) == errno.ESTALE
     # Reopened, it reads the new version.
     time.sleep(1.1)  # the kernel's attribute cache

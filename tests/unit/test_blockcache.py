@@ -10,13 +10,14 @@ import stat
 
 from storefs.fs.bucket.blockcache import BLOCK, BlockCache
 from storefs.fs.bucket.runfiles import OpenRuns
+from storefs.fs.sinks import BufferSink
 
 
 def _read_place(place: tuple[str, int], start: int, into: memoryview) -> int | None:
     """A block's bytes read from its place in a run file, as the reader reads them."""
     runs = OpenRuns()
     try:
-        return runs.read_into(place, start, into, BLOCK)
+        return runs.read_to(place, start, min(len(into), BLOCK - start), BufferSink(into))
     finally:
         runs.close()
 
@@ -41,7 +42,7 @@ def test_blocks_round_trip_privately_and_survive_a_reopen(tmp_path):
     cache = BlockCache(tmp_path / "c", 64 * BLOCK)
     assert cache.get("loc", "key", "etag", 1) == blocks[1]
     piece = memoryview(bytearray(10))
-    assert cache.read_into("loc", "key", "etag", 2, 4096, piece) == 10 and piece == blocks[2][4096:4106]
+    assert cache.read_to("loc", "key", "etag", 2, 4096, len(piece), BufferSink(piece)) == 10 and piece == blocks[2][4096:4106]
     assert cache.get("loc", "key", "etag", 3) == tail
     assert cache.get("loc", "key", "other-etag", 1) is None
     cache.close()
@@ -82,9 +83,9 @@ def test_a_run_written_in_place_is_adopted_as_one_file(tmp_path):
     assert _read_place(places[1], 4096, into) == 100 and bytes(into) == blocks[1][4096:4196]
     # A read never runs past its block into the next one of the run.
     assert _read_place(places[0], BLOCK - 10, into) == 10 and bytes(into[:10]) == blocks[0][-10:]
-    assert cache.read_into("loc", "key", "etag", 7, 0, into) == len(blocks[2])
+    assert cache.read_to("loc", "key", "etag", 7, 0, len(into), BufferSink(into)) == len(blocks[2])
     assert bytes(into[:len(blocks[2])]) == blocks[2]
-    assert cache.read_into("loc", "key", "etag", 5, BLOCK - 10, into) == 10
+    assert cache.read_to("loc", "key", "etag", 5, BLOCK - 10, len(into), BufferSink(into)) == 10
     assert cache.contains("loc", "key", "etag", 6) and not cache.contains("loc", "key", "etag", 8)
     cache.close()
     cache = BlockCache(tmp_path / "c", 64 * BLOCK)   # kept across remounts, as put() blocks are

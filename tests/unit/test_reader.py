@@ -3,6 +3,7 @@ fetched blocks (files written in place), cannot take them (memory instead), or i
 from __future__ import annotations
 
 import concurrent.futures
+import fcntl
 import io
 import os
 import threading
@@ -14,6 +15,7 @@ from storefs.fs.bucket import reader as reader_module
 from storefs.fs.bucket.blockcache import BLOCK, BlockCache
 from storefs.fs.bucket.ranges import read_to_files, stretches
 from storefs.fs.bucket.reader import RangeReader
+from storefs.fs.sinks import PipeSink
 from storefs.providers.local import open_provider
 
 
@@ -138,3 +140,57 @@ def test_random_reads_have_the_object_read_whole_again_when_they_keep_coming(sto
         never.close()
         cache.close()
         small.close()
+
+
+@pytest.mark.parametrize("step", [BLOCK, BLOCK - 16 * 1024, 128 * 1024])
+def test_the_read_ahead_window_grows_with_reads_of_any_size(store, tmp_path, monkeypatch, step):
+    """Reads of 1 MiB, of just under it (libfuse 3 here: each one straddles two blocks) and of 128 KiB
+    (libfuse 2) all grow the read-ahead window to full runs: a 40 MiB object is fetched in a few
+    GETs, not one per block. (Just-under-1 MiB reads never start a new block, and a rule that grew
+    the window only then kept it at 2 blocks: 174 GETs for 256 MiB, half the throughput.)"""
+    data = os.urandom(40 * BLOCK)
+    info = store.put("seq", io.BytesIO(data), len(data), {})
+    cache = BlockCache(tmp_path / "cache", 512 * BLOCK)
+    runs: list[int] = []
+    original = RangeReader._fetch_uncached
+    monkeypatch.setattr(RangeReader, "_fetch_uncached",
+                        lambda self, number, count: runs.append(count) or original(self, number, count))
+    try:
+        reader = RangeReader(store, "seq", len(data), info.etag, 64 * BLOCK, cache, "loc")
+        out = bytearray(len(data))
+        for offset in range(0, len(data), step):
+            reader.read_into(offset, memoryview(out)[offset:offset + step])
+        reader.close()
+        assert bytes(out) == data
+        assert max(runs) == reader_module.RUN_BLOCKS and len(runs) <= 12, runs
+    finally:
+        cache.close()
+
+
+def test_a_read_through_a_pipe_has_the_objects_bytes(store, tmp_path):
+    """Read through a PipeSink (the FUSE edge's read_buf): cached blocks are spliced into the pipe from
+    their run files, and the pipe holds exactly the bytes asked for, across two blocks."""
+    info = store.put("obj", io.BytesIO(DATA), len(DATA), {})
+    cache = BlockCache(tmp_path / "cache", 64 * BLOCK)
+    r, w = os.pipe2(os.O_NONBLOCK)
+    try:
+        fcntl.fcntl(w, 1031, BLOCK)   # F_SETPIPE_SZ
+        reader = RangeReader(store, "obj", len(DATA), info.etag, 4 * BLOCK, cache, "loc")
+        for offset, size in ((0, BLOCK - 16 * 1024), (BLOCK - 16 * 1024, BLOCK - 16 * 1024),
+                             (len(DATA) - 100, 4096)):
+            sink = PipeSink(w, size)
+            got = reader.read_to(offset, sink)
+            assert got == sink.taken == min(size, len(DATA) - offset)
+            assert _drain(r, got) == DATA[offset:offset + got]
+        reader.close()
+    finally:
+        os.close(r)
+        os.close(w)
+        cache.close()
+
+
+def _drain(fd: int, count: int) -> bytes:
+    out = b""
+    while len(out) < count:
+        out += os.read(fd, count - len(out))
+    return out

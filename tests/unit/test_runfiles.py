@@ -6,6 +6,7 @@ import threading
 
 from storefs.fs.bucket import runfiles
 from storefs.fs.bucket.runfiles import KEPT, OpenRuns
+from storefs.fs.sinks import BufferSink
 
 BLOCK = 4096
 
@@ -30,18 +31,19 @@ def test_files_stay_open_between_reads_and_at_most_kept_of_them(tmp_path):
     into = memoryview(bytearray(10))
     for _round in range(3):
         for number, path in enumerate(paths):
-            assert runs.read_into((path, BLOCK), 5, into, BLOCK) == 10 and bytes(into) == bytes([number]) * 10
+            assert runs.read_to((path, BLOCK), 5, len(into), BufferSink(into)) == 10 and bytes(into) == bytes([number]) * 10
     assert len(_open_fds() - before) == KEPT
     runs.close()
     assert _open_fds() - before == set()
 
 
-def test_a_read_never_runs_past_its_block_and_a_removed_file_is_none(tmp_path):
+def test_a_read_takes_what_it_asks_for_and_a_removed_file_is_none(tmp_path):
     path, = _runs(tmp_path, 1)
     runs = OpenRuns()
     into = memoryview(bytearray(100))
-    assert runs.read_into((path, 0), BLOCK - 10, into, BLOCK) == 10
-    assert runs.read_into((str(tmp_path / "gone"), 0), 0, into, BLOCK) is None
+    assert runs.read_to((path, 0), BLOCK - 10, 10, BufferSink(into)) == 10
+    assert bytes(into[:10]) == bytes([0]) * 10 and bytes(into[10:]) == bytes(90)
+    assert runs.read_to((str(tmp_path / "gone"), 0), 0, len(into), BufferSink(into)) is None
     runs.close()
 
 
@@ -65,7 +67,7 @@ def test_a_file_in_use_is_closed_by_its_read_not_under_it(tmp_path, monkeypatch)
 
     def slow_read() -> None:
         into = memoryview(bytearray(4))
-        runs.read_into((paths[0], 0), 0, into, BLOCK)
+        runs.read_to((paths[0], 0), 0, len(into), BufferSink(into))
         seen.append(bytes(into))
 
     reader = threading.Thread(target=slow_read, name="slow")
@@ -73,7 +75,7 @@ def test_a_file_in_use_is_closed_by_its_read_not_under_it(tmp_path, monkeypatch)
     assert inside.wait(10)
     into = memoryview(bytearray(4))
     for path in paths[1:]:   # pushes paths[0] out of the set while the slow read is in it
-        assert runs.read_into((path, 0), 0, into, BLOCK) == 4
+        assert runs.read_to((path, 0), 0, len(into), BufferSink(into)) == 4
     runs.close()
     assert len(_open_fds() - before) == 1   # only the one in use
     release.set()

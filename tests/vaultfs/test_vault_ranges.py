@@ -22,6 +22,7 @@ import time
 import pytest
 
 from storefs.errors import ArchiveNotReady, CacheFull, errno_for
+from storefs.fs.sinks import BufferSink
 from storefs.fs.vault.filesystem import VaultFS
 from storefs.vaults import treehash
 from storefs.vaults.base import JobFailed, TreeHashMismatch
@@ -42,7 +43,7 @@ def cas_emulator() -> Iterator[CasEmulator]:
 
 def read(fs: VaultFS, fh: int, size: int, offset: int) -> bytes:
     buf = bytearray(size)
-    got = fs.read_into(fh, memoryview(buf), offset)
+    got = fs.read_to(fh, BufferSink(memoryview(buf)), offset)
     return bytes(buf[:got])
 
 

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 import diskcache
 
+from ..sinks import Sink, SinkSpoiled
+
 log = logging.getLogger(__name__)
 
 BLOCK = 1024 * 1024
@@ -228,22 +230,24 @@ class BlockCache:
             self._warn("read", exc)
             return None
 
-    def read_into(self, location: str, key: str, etag: str, block: int, start: int,
-                  into: memoryview) -> int | None:
-        """Bytes [start, start+len(into)) of a cached block into `into` (a FUSE reply buffer), without
+    def read_to(self, location: str, key: str, etag: str, block: int, start: int, length: int,
+                sink: Sink) -> int | None:
+        """Bytes [start, start+length) of a cached block to `sink` (bound for a FUSE reply), without
         reading the whole block (a random 4 KiB read should not cost a 1 MiB file read): the bytes
-        read, None if the block is not cached."""
+        taken, None if the block is not cached."""
         try:
             with self._index_lock:
                 value = self._cache.get((location, key, etag, block), read=True)
             if value is None:
                 return None
             if isinstance(value, bytes):  # small blocks (an object's tail) live in SQLite
-                piece = value[start:start + len(into)]
-                into[:len(piece)] = piece
+                piece = memoryview(value)[start:start + length]
+                sink.take_bytes(piece)
                 return len(piece)
             with value:
-                return os.preadv(value.fd, [into[:BLOCK - start]], value.offset + start)
+                return sink.take_file(value.fd, value.offset + start, min(length, BLOCK - start))
+        except SinkSpoiled:
+            raise
         except Exception as exc:
             self._warn("read", exc)
             return None

@@ -49,6 +49,7 @@ from .renames import Renames
 from ...options import MountOptions
 from ...paths import KeyMap, basename, check_key_length, check_path, is_within, join, parent
 from .reader import RangeReader
+from ..sinks import BufferSink, Sink
 from ...store.contract import ObjectInfo, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -384,14 +385,14 @@ class StoreFS:
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
         buffer = bytearray(size)
-        return bytes(buffer[:self.read_into(fh, memoryview(buffer), offset)])
+        return bytes(buffer[:self.read_to(fh, BufferSink(memoryview(buffer)), offset)])
 
-    def read_into(self, fh: int, into: memoryview, offset: int) -> int:
-        """read() straight into the caller's buffer (the FUSE reply's): the bytes read."""
+    def read_to(self, fh: int, sink: Sink, offset: int) -> int:
+        """read()'s bytes straight to `sink` (bound for the FUSE reply): how many."""
         handle = self._handle(fh)
         opened = handle.file
         if opened.staged:
-            return opened.read_staged_into(into, offset)
+            return opened.read_staged_to(sink, offset)
         if handle.reader is not None and handle.reader.key != opened.key:
             # Renamed while open (alone or with its directory): read the object under its new name.
             handle.reader.close()
@@ -401,7 +402,7 @@ class StoreFS:
                 return 0
             handle.reader = self._reader(opened)
         try:
-            return handle.reader.read_into(offset, into)
+            return handle.reader.read_to(offset, sink)
         except (RemoteChanged, NotFound) as exc:
             # This handle keeps failing (ESTALE), but the next open must see the new object. An object
             # that is gone (unlinked, or replaced by a rename) changed too: ESTALE, not ENOENT from read().

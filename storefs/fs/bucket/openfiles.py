@@ -26,6 +26,7 @@ from typing import Callable, Protocol
 from ...attrs import Attrs, now_ns
 from ...errors import CacheFull
 from .reader import RangeReader
+from ..sinks import Sink
 from ...store.contract import ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -273,9 +274,9 @@ class OpenFile:
                 self.stream.wrote(self, offset, written)
             return written
 
-    def read_staged_into(self, into: memoryview, offset: int) -> int:
+    def read_staged_to(self, sink: Sink, offset: int) -> int:
         assert self.fd is not None
-        return os.preadv(self.fd, [into], offset)
+        return sink.take_file(self.fd, offset, sink.size)
 
     def truncate(self, length: int) -> None:
         with self.lock:

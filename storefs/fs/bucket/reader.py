@@ -4,8 +4,9 @@ the missing ones, and read-ahead on sequential access.
 The kernel asks for at most 128 KiB per read on libfuse 2 (1 MiB on libfuse 3), so a read must not cost a request:
 blocks are fetched in runs (one GET for several blocks). With a block cache (the usual case) a run is
 written straight into a new cache file (blockcache.reserve: one file per run; on plain HTTP the bytes
-never pass through Python) and reads copy from it into the FUSE reply buffer (read_into), so a cold
-sequential read holds no object bytes in memory. Without a cache, or when the cache cannot take a run (a full
+never pass through Python) and reads hand the pieces of that file to their sink (read_to: spliced into
+the FUSE edge's pipe, or copied into a reply buffer; fs/sinks.py), so a cold sequential read holds no
+object bytes in memory. Without a cache, or when the cache cannot take a run (a full
 disk), blocks are kept in a small in-memory LRU per handle instead.
 On a sequential run the read-ahead window doubles from 1 block up to `max_window`, and the runs ahead
 are fetched in parallel in the background: up to MAX_RUNS_IN_FLIGHT GETs under way, the next started
@@ -30,6 +31,7 @@ from typing import Callable
 from ...errors import LocalWriteError
 from ...localfiles import write_file
 from ...store.contract import ObjectStore
+from ..sinks import BufferSink, Sink
 from .blockcache import BLOCK, BlockCache
 from .flights import FLIGHTS
 from .ranges import piece_sizes, read_all_pieces, read_to_files, stretches
@@ -225,53 +227,62 @@ class RangeReader:
 
     # -- reading -------------------------------------------------------------------------------------
 
-    def _from_memory(self, number: int, start: int, into: memoryview) -> bool:
+    def _from_memory(self, number: int, start: int, length: int, sink: Sink) -> bool:
         with self._lock:
             block = self._memory.get(number)
             if block is None:
                 return False
             self._memory.move_to_end(number)
-        into[:] = memoryview(block)[start:start + len(into)]
+        sink.take_bytes(memoryview(block)[start:start + length])
         return True
 
-    def _from_disk(self, number: int, start: int, into: memoryview) -> bool:
+    def _from_disk(self, number: int, start: int, length: int, sink: Sink) -> bool:
         if self.cache is None:
             return False
         with self._lock:
             place = self._files.get(number)
-        if place is not None and self._runs.read_into(place, start, into, BLOCK) == len(into):
+        mark = sink.taken
+        if place is not None and self._runs.read_to(place, start, length, sink) == length:
             return True
-        got = self.cache.read_into(self.location, self.key, self.etag or "", number, start, into)
-        return got == len(into)
+        sink.undo_to(mark)
+        if self.cache.read_to(self.location, self.key, self.etag or "", number, start, length, sink) == length:
+            return True
+        sink.undo_to(mark)
+        return False
 
-    def _piece_into(self, number: int, start: int, into: memoryview) -> None:
-        """Bytes [start, start+len(into)) of block `number` into `into`: from memory, a GET in flight,
-        the disk cache (just that piece), or a GET of the block."""
-        if self._from_memory(number, start, into):
+    def _piece_to(self, number: int, start: int, length: int, sink: Sink) -> None:
+        """Bytes [start, start+length) of block `number` to `sink`: from memory, a GET in flight, the
+        disk cache (just that piece), or a GET of the block."""
+        if self._from_memory(number, start, length, sink):
             return
         with self._lock:
             future = self._inflight.get(number)
         if future is not None:
             self._wait(future)
-            if self._from_memory(number, start, into):
+            if self._from_memory(number, start, length, sink):
                 return
-        if self._from_disk(number, start, into):
+        if self._from_disk(number, start, length, sink):
             return
         blocks = self._fetch_block(number)
-        if not blocks and self._from_disk(number, start, into):
+        if not blocks and self._from_disk(number, start, length, sink):
             return
         if not blocks:   # fetched into the cache and evicted at once (a cache smaller than a block run)
             blocks = self._fetch_to_memory(number, 1)
         with self._lock:
             self._remember_locked(blocks)
-        into[:] = memoryview(blocks[number])[start:start + len(into)]
+        sink.take_bytes(memoryview(blocks[number])[start:start + length])
 
     def read_into(self, offset: int, into: memoryview) -> int:
         """Bytes from `offset` into `into` (a FUSE reply buffer), as many as fit and the object has;
         returns how many."""
-        if offset >= self.size or not len(into):
+        return self.read_to(offset, BufferSink(into))
+
+    def read_to(self, offset: int, sink: Sink) -> int:
+        """Bytes from `offset` to `sink`, as many as it asks for and the object has; returns how many.
+        SinkSpoiled: a pipe sink holds an abandoned piece (serve the read again through a buffer)."""
+        if offset >= self.size or not sink.size:
             return 0
-        length = min(len(into), self.size - offset)
+        length = min(sink.size, self.size - offset)
         first, last = offset // BLOCK, (offset + length - 1) // BLOCK
         with self._lock:
             if self._next_offset == 0 and offset > 0 and length >= LARGE_READ:
@@ -284,7 +295,9 @@ class RangeReader:
             # random one would reset the window (and start page-cache warming) in the middle of a cp.
             if offset == expected or (expected > 0 and abs(offset - expected) <= NEAR_BLOCKS * BLOCK):
                 if offset + length > expected:  # new ground (not a straggler behind it)
-                    if first != (offset - 1) // BLOCK or offset == 0:
+                    # The window doubles whenever a read reaches a block the last one did not (every
+                    # read of 1 MiB, or of just under it, which straddles blocks; every 8th of 128 KiB).
+                    if last != (expected - 1) // BLOCK:
                         self._window = min(self._window * 2, self.max_window_blocks)
                     self._prefetch_locked(last)
                     self._next_offset = offset + length
@@ -298,7 +311,7 @@ class RangeReader:
         for number in range(first, last + 1):
             start = max(offset, number * BLOCK) - number * BLOCK
             end = min(offset + length, (number + 1) * BLOCK) - number * BLOCK
-            self._piece_into(number, start, into[done:done + end - start])
+            self._piece_to(number, start, end - start, sink)
             done += end - start
         return done
 

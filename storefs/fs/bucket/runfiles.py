@@ -17,6 +17,8 @@ import collections
 import os
 import threading
 
+from ..sinks import Sink
+
 KEPT = 4   # run files kept open per reader: a sequential read is in one or two at a time
 
 
@@ -33,15 +35,15 @@ class OpenRuns:
         self._files: collections.OrderedDict[str, _Open] = collections.OrderedDict()
         self._closed = False
 
-    def read_into(self, place: tuple[str, int], start: int, into: memoryview, block: int) -> int | None:
-        """Bytes [start, …) of the block at `place` (run file, offset; blocks of `block` bytes) into
-        `into`: how many, or None if the file is gone (evicted: the reader looks elsewhere)."""
+    def read_to(self, place: tuple[str, int], start: int, length: int, sink: Sink) -> int | None:
+        """Bytes [start, start+length) of the block at `place` (run file, offset) to `sink`: how many,
+        or None if the file is gone (evicted: the reader looks elsewhere)."""
         path, offset = place
         opened = self._borrow(path)
         if opened is None:
             return None
         try:
-            return os.preadv(opened.fd, [into[:block - start]], offset + start)
+            return sink.take_file(opened.fd, offset + start, length)
         except OSError:
             return None
         finally:

@@ -59,6 +59,7 @@ from ...options import VaultOptions
 from ...paths import check_path
 from ...retrieval.poll import JobPoll
 from ...vaults.base import VaultProvider
+from ..sinks import BufferSink, Sink
 from .commands import VaultCommands
 from .datacache import open_pinned
 from .names import FileNode
@@ -414,14 +415,14 @@ class VaultFS(VaultCommands):
         handle = self._handle(fh)
         if handle.reader is not None:
             buf = bytearray(size)
-            return bytes(buf[:handle.reader.read_into(memoryview(buf), offset)])
+            return bytes(buf[:handle.reader.read_to(BufferSink(memoryview(buf)), offset)])
         return os.pread(handle.fd, size, offset)
 
-    def read_into(self, fh: int, into: memoryview, offset: int) -> int:
+    def read_to(self, fh: int, sink: Sink, offset: int) -> int:
         handle = self._handle(fh)
         if handle.reader is not None:
-            return handle.reader.read_into(into, offset)
-        return os.preadv(handle.fd, [into], offset)
+            return handle.reader.read_to(sink, offset)
+        return sink.take_file(handle.fd, offset, sink.size)
 
     # -- writing (vault_writes) ------------------------------------------------------------------
 

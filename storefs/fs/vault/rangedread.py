@@ -37,6 +37,7 @@ from collections.abc import Callable
 from ...errors import ArchiveNotReady, ProtocolError
 from ...retrieval.poll import JobPoll
 from ...vaults.base import ArchiveInfo
+from ..sinks import Sink
 from .datacache import open_pinned
 from .rangejobs import Piece
 from .retrievals import Retrievals
@@ -136,14 +137,14 @@ class RangedReader:
             return pinned
         raise ProtocolError(f"{self.where}: cached bytes vanished {_REOPEN_TRIES} times while being opened")
 
-    def read_into(self, into: memoryview, offset: int) -> int:
-        want = max(0, min(len(into), self.archive.size - offset))
+    def read_to(self, sink: Sink, offset: int) -> int:
+        want = max(0, min(sink.size, self.archive.size - offset))
         done = 0
         while done < want:
             pos = offset + done
             pinned = self._piece(pos, (offset, offset + want))
             try:
-                n = os.preadv(pinned.fd, [into[done:done + min(want - done, pinned.end - pos)]], pos - pinned.start)
+                n = sink.take_file(pinned.fd, pos - pinned.start, min(want - done, pinned.end - pos))
             finally:
                 self._done(pinned)
             if n <= 0:
