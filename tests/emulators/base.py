@@ -261,6 +261,12 @@ def _safe(bucket: str) -> str:
 # HTTP server
 
 
+class ClientHungUp(ConnectionResetError):
+    """The client went away before it sent the whole body. A real server drops such a request
+    unprocessed; handling the part that had arrived stored a truncated object without its metadata
+    (faultproxy's reset_upload: a COS upload then found "another writer's" object, a false conflict)."""
+
+
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -294,7 +300,17 @@ class EmulatorHandler(http.server.BaseHTTPRequestHandler):
 
     def read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        data = self.rfile.read(length) if length else b""
+        if len(data) != length:
+            self.close_connection = True
+            raise ClientHungUp(f"{len(data)} of {length} body bytes came before the client hung up")
+        return data
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except ClientHungUp:   # dropped unprocessed, as a real server does
+            self.close_connection = True
 
     def send(self, status: int, body: bytes = b"", headers: dict | None = None,
              content_type: str | None = None) -> None:

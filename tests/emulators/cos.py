@@ -49,7 +49,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from storefs.wire.auth.cos import fileid, quote_path
-from tests.emulators.base import Blob, BlobStore, Emulator, EmulatorHandler, Fault, KeyExists
+from tests.emulators.base import Blob, BlobStore, ClientHungUp, Emulator, EmulatorHandler, Fault, KeyExists
 from tests.emulators.cos_auth_check import Sha1State, parse_sign, verify_hmac
 
 # code -> HTTP status (PROTOCOLS.md §2.6; the ones marked * are this emulator's choice)
@@ -179,6 +179,8 @@ class CosHandler(EmulatorHandler):
         except CosError as exc:
             self.read_body()  # keep the connection usable
             self._fail(exc.code, exc.message)
+        except ClientHungUp:
+            raise
         except Exception:  # noqa: BLE001 - an emulator bug: answer like a backend failure, keep serving
             if self.emulator.verbose:
                 traceback.print_exc()

@@ -138,7 +138,9 @@ class Owners:
             except NotFound:
                 return
             except StoreError as exc:
-                log.warning("could not remove %r, uploaded while it was being removed: %s", key, exc)
+                # Stored while its file was removed or renamed; unchecked, it stays (never delete blind).
+                log.warning("left %r in place, uploaded while its file was removed or renamed: "
+                            "it could not be checked (%s)", key, exc)
                 return
             delete(key)
 
