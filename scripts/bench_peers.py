@@ -576,7 +576,7 @@ def build_report(bench: Bench, args: argparse.Namespace, started: float, netns: 
         "dropped (/proc/sys/vm/drop_caches); warm: the same again on that mount." +
         ("" if bench.cold_ok else " **The page cache could NOT be dropped: cold rows are not cold.**")),
         (every, "storefs mount -o fuse=BINDING" + "".join(f",{o}" for o in bench.extra[STOREFS_DEFAULT])
-        + f"; other options default. storefs-mfusepy: mfusepy on libfuse 3 (1 MiB read/write requests); "
+        + f"; other options default. storefs-mfusepy: mfusepy on libfuse 3 (1 MiB write and 1008 KiB read requests, reads answered through a pipe); "
           f"storefs-fusepy: fusepy on libfuse 2 (128 KiB). Default binding: {STOREFS_DEFAULT}."),
         (every, f"rclone mount {' '.join(bench.extra['rclone'])} --cache-dir DIR; other flags default."),
         (every, f"s3fs -o {','.join(S3FS_FLAGS + ['use_cache=DIR'] + args.s3fs_opt)}; other options default."),
