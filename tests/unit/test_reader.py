@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from storefs.errors import ProtocolError
 from storefs.fs.bucket import reader as reader_module
 from storefs.fs.bucket.blockcache import BLOCK, BlockCache
 from storefs.fs.bucket.ranges import read_to_files, stretches
@@ -194,3 +195,14 @@ def _drain(fd: int, count: int) -> bytes:
     while len(out) < count:
         out += os.read(fd, count - len(out))
     return out
+
+
+def test_a_block_in_memory_too_short_fails_the_read_instead_of_sending_less(store):
+    """A sink is told how many bytes a read has; a block shorter than the piece asked of it must fail
+    the read (EIO), not leave the rest of a reply buffer or pipe unfilled."""
+    info = store.put("short", io.BytesIO(DATA), len(DATA), {})
+    reader = RangeReader(store, "short", len(DATA), info.etag, 4 * BLOCK, None, "loc")
+    reader._memory[0] = DATA[:100]   # as if a fetch had kept a truncated block
+    with pytest.raises(ProtocolError):
+        reader.read_into(0, memoryview(bytearray(4096)))
+    reader.close()

@@ -28,7 +28,7 @@ import concurrent.futures
 import threading
 from typing import Callable
 
-from ...errors import LocalWriteError
+from ...errors import LocalWriteError, ProtocolError
 from ...localfiles import write_file
 from ...store.contract import ObjectStore
 from ..sinks import BufferSink, Sink
@@ -51,6 +51,15 @@ NEAR_BLOCKS = 4         # a read this close to where the last one ended is still
 FLIGHT_WAIT = 30.0      # seconds a read waits for another handle's GET of its block before its own
 
 _pool = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="readahead")
+
+
+def _take_piece(sink: Sink, number: int, block: bytes, start: int, length: int) -> None:
+    """Bytes [start, start+length) of block `number`, held in memory, to `sink`; a block too short for
+    them (never expected: the fetch checks lengths) fails the read rather than send fewer bytes."""
+    piece = memoryview(block)[start:start + length]
+    if len(piece) != length:
+        raise ProtocolError(f"block {number} holds {len(block)} bytes, short of {start + length}")
+    sink.take_bytes(piece)
 
 
 class RangeReader:
@@ -233,7 +242,7 @@ class RangeReader:
             if block is None:
                 return False
             self._memory.move_to_end(number)
-        sink.take_bytes(memoryview(block)[start:start + length])
+        _take_piece(sink, number, block, start, length)
         return True
 
     def _from_disk(self, number: int, start: int, length: int, sink: Sink) -> bool:
@@ -270,7 +279,7 @@ class RangeReader:
             blocks = self._fetch_to_memory(number, 1)
         with self._lock:
             self._remember_locked(blocks)
-        sink.take_bytes(memoryview(blocks[number])[start:start + length])
+        _take_piece(sink, number, blocks[number], start, length)
 
     def read_into(self, offset: int, into: memoryview) -> int:
         """Bytes from `offset` into `into` (a FUSE reply buffer), as many as fit and the object has;
