@@ -8,13 +8,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import time
 from typing import Iterator
 
 from storefs.providers.s3 import open_provider as open_s3
 from tests.fuse.harness import Env
+from tests.fuse.test_listing_requests import _requests
 from tests.fuse.test_resume import CountingRelay
 
 MiB = 1 << 20
@@ -50,7 +50,7 @@ def _requests_settled(env: Env, mount, kind: str, at_least: int) -> dict[str, in
     rewritten within ~0.5 s of a change), or after 10 s."""
     deadline = time.monotonic() + 10
     while True:
-        requests = json.loads(env.run("status", "--json", str(mount.path), check=True).stdout)[0]["requests"]
+        requests = _requests(env, mount)
         if requests.get(kind, 0) >= at_least or time.monotonic() > deadline:
             return requests
         time.sleep(0.2)

@@ -412,11 +412,8 @@ class VaultFS(VaultCommands):
         return handle
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
-        handle = self._handle(fh)
-        if handle.reader is not None:
-            buf = bytearray(size)
-            return bytes(buf[:handle.reader.read_to(BufferSink(memoryview(buf)), offset)])
-        return os.pread(handle.fd, size, offset)
+        buffer = bytearray(size)
+        return bytes(buffer[:self.read_to(fh, BufferSink(memoryview(buffer)), offset)])
 
     def read_to(self, fh: int, sink: Sink, offset: int) -> int:
         handle = self._handle(fh)
