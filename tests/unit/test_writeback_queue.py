@@ -1,5 +1,6 @@
 """The write-back queue's hand-offs: a close (schedule) of a file due later than a worker's nap wakes
-no worker, a file due soon wakes one, and drain() returns as soon as the last upload is done."""
+no worker, a file due soon wakes one, a file coming due wakes one idle worker (not all), and drain()
+returns as soon as the last upload is done."""
 from __future__ import annotations
 
 import dataclasses
@@ -85,5 +86,35 @@ def test_drain_returns_when_the_last_upload_is_done():
         started = time.monotonic()
         assert queue.drain(timeout=30) == []
         assert done.is_set() and time.monotonic() - started < 2.0
+    finally:
+        queue.stop()
+
+
+def test_a_file_coming_due_wakes_one_idle_worker_not_all():
+    """Files due soon after their close (the default delay): one idle worker sleeps until the next is
+    due, the others until told. Before, every idle worker slept until the next due time, so each
+    file woke all of them (four walks of the queue, four context switches, per file)."""
+    recorder = Recorder()
+    queue = WriteBack(recorder, delay=0.05, workers=4)
+    try:
+        time.sleep(0.05)
+        walks = _counting_walks(queue)
+        files = [File(f"/f{i}") for i in range(60)]
+        closed = {}
+        for file in files:
+            closed[file.path] = time.monotonic()
+            queue.schedule(file)
+            time.sleep(0.01)   # a close every 10 ms, each due 50 ms later: idle workers between
+        deadline = time.monotonic() + 10
+        while len(recorder.uploaded) < len(files) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(recorder.uploaded) == len(files)
+        # Per file three walks: the timekeeper's that takes it, the one woken to keep the time after
+        # it, and the uploader's when done. The old rule made about five (four timed wake-ups and
+        # the close's own).
+        assert walks[0] <= 4 * len(files), walks[0]
+        # And none waited for a nap: each went up soon after it was due (0.05 s after its close).
+        late = max(recorder.uploaded[path] - closed[path] - 0.05 for path in closed)
+        assert late < WORKER_NAP / 2, late
     finally:
         queue.stop()
