@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.server
 import io
 import os
@@ -40,7 +41,9 @@ from storefs.providers.s3.client import S3Client
 from storefs.providers.s3.errors import error_from_response
 from storefs.providers.s3.meta import decode_meta_value, encode_meta_value, meta_headers, parse_http_date
 from storefs.providers.s3.xml import parse_iso8601, parse_list_uploads, parse_list_v2
+from storefs.fs.bucket.uploader import UploadSettings, upload_file
 from storefs.store.contract import MultipartUpload, UploadedPart
+from storefs.wire.auth.sigv4 import UNSIGNED_PAYLOAD
 from storefs.wire.answer import Answer, AnswerHeaders
 from storefs.wire.retry import RetryPolicy
 
@@ -185,6 +188,7 @@ def test_addressing():
     {"endpoint": "http://x", "access_key": "a"},
     {"endpoint": "http://x", "access_key": "a", "secret_key": "b", "addressing": "dns"},
     {"endpoint": "http://x", "access_key": "a", "secret_key": "b", "part_size": "big"},
+    {"endpoint": "http://x", "access_key": "a", "secret_key": "b", "unsigned_payload": "yes"},
 ])
 def test_config_errors(options):
     with pytest.raises(ConfigError):
@@ -404,6 +408,35 @@ def test_streamed_put_multipart_copy_and_meta(request, server_name):
     assert store.stat("copy?#&=.bin").meta == {"mode": "33188"}
     assert store.read_range("copy?#&=.bin", 5 << 20, 6 << 20) == data[5 << 20: 6 << 20]
     provider.close()
+
+
+@pytest.mark.parametrize("server_name", ["seaweed_server", "moto_server"])
+def test_unsigned_payload_always_uploads_staged_files_unsigned_over_plain_http(request, server_name, tmp_path):
+    """`unsigned_payload = always`: the multipart parts of a staged file go UNSIGNED-PAYLOAD over plain
+    http (the default signs them there), and the servers take them: the bytes come back whole. A small
+    file's PUT is read into memory and stays signed either way (its hash costs next to nothing)."""
+    server = request.getfixturevalue(server_name)
+    small, big = os.urandom(70_000), os.urandom((11 << 20) + 321)
+    (tmp_path / "small").write_bytes(small)
+    (tmp_path / "big").write_bytes(big)
+    for option, unsigned in (("auto", 0), ("always", 3)):   # the big file's three parts
+        provider = open_provider("rt", server.options(unsigned_payload=option, single_put_max=str(6 << 20),
+                                                      part_size=str(5 << 20)))
+        store = provider.bucket(server.create_bucket())
+        hashes: list[str | None] = []
+        real_sign = store.client.signer.sign
+
+        def noted(*args, **kwargs):
+            hashes.append(kwargs.get("payload_hash"))
+            return real_sign(*args, **kwargs)
+        store.client.signer.sign = noted
+        for name, data in (("small", small), ("big", big)):
+            upload_file(store, f"up/{name}", str(tmp_path / name), {"mode": "33188"},
+                        UploadSettings(part_size=5 << 20))
+            assert store.read_range(f"up/{name}", 0, len(data)) == data
+        assert hashes.count(UNSIGNED_PAYLOAD) == unsigned, (option, hashes)
+        assert hashes[0] == hashlib.sha256(small).hexdigest()
+        provider.close()
 
 
 def test_archive_storage_class_on_moto(moto_server):

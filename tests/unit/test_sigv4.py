@@ -115,6 +115,20 @@ def test_a_file_region_over_https_is_never_read_to_sign_it():
         s3_signer().sign_request(dataclasses.replace(request, base=f"http://{S3_HOST}", headers={"Host": S3_HOST}))
 
 
+def test_unsigned_payload_always_sends_file_regions_unsigned_over_plain_http_too():
+    """The s3 option `unsigned_payload = always` (trusted networks): a file region over plain HTTP goes
+    UNSIGNED-PAYLOAD without being read; a body in memory is still signed (its hash costs nothing)."""
+    trusting = SigV4Signer(AK, S3_SECRET, "us-east-1", "s3", unsigned_regions_over_http=True)
+    region = Request("PUT", f"http://{S3_HOST}", "/k", headers={"Host": S3_HOST},
+                     body=Body(region=FileRegion(-1, 0, 3)))   # fd -1: a read for a hash would fail
+    trusting.sign_request(region)
+    assert region.headers["x-amz-content-sha256"] == UNSIGNED_PAYLOAD
+    body = b"Welcome to Amazon S3."
+    in_memory = Request("PUT", f"http://{S3_HOST}", "/k", headers={"Host": S3_HOST}, body=Body(data=body))
+    trusting.sign_request(in_memory)
+    assert in_memory.headers["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest()
+
+
 def test_s3_get_bucket_lifecycle():
     query = build_query([("lifecycle", "")])
     assert query == "lifecycle="

@@ -32,7 +32,8 @@ class S3Client:
         self.options = S3Options.parse(remote, options)
         opts = self.options
         self.signer = SigV4Signer(opts.access_key, opts.secret_key, opts.region, "s3",
-                                  session_token=opts.session_token or None)
+                                  session_token=opts.session_token or None,
+                                  unsigned_regions_over_http=opts.unsigned_payload == "always")
         self.wire = WireClient(remote, opts.settings, opts.retry, error_from_response,
                                sign=self.signer.sign_request, user_agent=f"storefs/{__version__}", fast=True)
         # Which conditional writes the endpoint enforces: probed once, shared by the remote's buckets.

@@ -27,6 +27,10 @@ SPEC = ProviderSpec(
         "single_put_max": str(16 * MiB),
         "copy_cutoff": str(5 * GiB),  # larger objects are copied with UploadPartCopy
         "copy_part_size": str(512 * MiB),
+        # auto: staged files' bodies (PUTs, parts) are signed with their SHA-256 over plain http and
+        # sent UNSIGNED-PAYLOAD over https (TLS guards them); always: unsigned over plain http too,
+        # for trusted networks (a loopback MinIO, a private LAN): saves hashing every byte on both ends.
+        "unsigned_payload": "auto",
         **HTTP_TUNING,
     },
     secrets=("secret_key", "session_token"),
@@ -66,6 +70,7 @@ class S3Options:
     single_put_max: int
     copy_cutoff: int
     copy_part_size: int
+    unsigned_payload: str     # "auto" (unsigned over https only) or "always"
     settings: HttpSettings
     retry: RetryPolicy
     access_key: str
@@ -103,11 +108,15 @@ class S3Options:
             copy_part_size = min(max(int(opts["copy_part_size"]), S3_MIN_PART), S3_MAX_PART)
         except ValueError as exc:
             raise ConfigError(f"[{remote}] a numeric s3 option is not a number: {exc}") from None
+        unsigned_payload = opts["unsigned_payload"].strip().lower()
+        if unsigned_payload not in ("auto", "always"):
+            raise ConfigError(f"[{remote}] unsigned_payload must be 'auto' (sign staged files' bodies over "
+                              f"plain http) or 'always' (never sign them), not {unsigned_payload!r}")
         settings, retry = parse_http_tuning(remote, opts)
         return cls(scheme=parts.scheme, netloc=parts.netloc.lower(),
                    host_port=f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}",
                    addressing=addressing, region=opts["region"].strip(),
                    storage_class=opts["storage_class"].strip(), part_size=part_size,
                    single_put_max=single_put_max, copy_cutoff=copy_cutoff, copy_part_size=copy_part_size,
-                   settings=settings, retry=retry, access_key=opts["access_key"].strip(),
+                   unsigned_payload=unsigned_payload, settings=settings, retry=retry, access_key=opts["access_key"].strip(),
                    secret_key=opts["secret_key"], session_token=opts["session_token"].strip())

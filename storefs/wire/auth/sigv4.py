@@ -102,8 +102,11 @@ class SigV4Signer:
     """
 
     def __init__(self, access_key: str, secret_key: str, region: str, service: str, *,
-                 session_token: str | None = None) -> None:
+                 session_token: str | None = None, unsigned_regions_over_http: bool = False) -> None:
+        """`unsigned_regions_over_http`: file regions go UNSIGNED-PAYLOAD over plain http too (the s3
+        option `unsigned_payload = always`, for trusted networks); by default they are signed there."""
         self.access_key = access_key
+        self._unsigned_regions_over_http = unsigned_regions_over_http
         self.region = region
         self.service = service
         self._secret = secret_key
@@ -216,11 +219,14 @@ class SigV4Signer:
         - a stream cannot be hashed before it is sent;
         - a file region (a staged file, a multipart part) over HTTPS: TLS already protects the bytes
           in transit, and hashing them first costs a read of the file and ~0.7 s of CPU per GiB (as
-          the AWS SDKs do: payloads are signed over plain HTTP only). Small bodies in memory are
-          always signed: their hash costs next to nothing."""
+          the AWS SDKs do: payloads are signed over plain HTTP only), or over plain HTTP too when
+          the remote says the network is trusted (`unsigned_payload = always`, as s3fs's
+          enable_unsigned_payload and rclone's --s3-use-unsigned-payload).
+        Small bodies in memory are always signed: their hash costs next to nothing."""
         body = request.body
         if self.service == "s3" and (body.stream is not None
-                                     or (body.region is not None and request.scheme == "https")):
+                                     or (body.region is not None
+                                         and (request.scheme == "https" or self._unsigned_regions_over_http))):
             payload_hash = UNSIGNED_PAYLOAD
         else:
             payload_hash = body.sha256_hex()
