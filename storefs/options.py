@@ -118,7 +118,7 @@ class MountOptions:
         "total_size": "size statfs reports, e.g. 1T (default: the cache disk's size)",
         "write_back": "seconds from close to upload, buckets and vault_writes (default 0.2; 0 = upload before "
                       "close returns)",
-        "transfers": "files uploaded at once (default 4)",
+        "transfers": "large files uploaded at once (default 4); files of one PUT each: 4 times as many",
         "stream_uploads": "S3 and local buckets: a large file written in sequence goes up in parts while it is "
                           "written: auto (default: on, except on AWS S3 endpoints), on or off (its mtime is "
                           "then the object's Last-Modified, see SEMANTICS.md)",

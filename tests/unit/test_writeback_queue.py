@@ -118,3 +118,34 @@ def test_a_file_coming_due_wakes_one_idle_worker_not_all():
         assert late < WORKER_NAP / 2, late
     finally:
         queue.stop()
+
+
+def test_heavy_files_go_up_at_most_the_limit_at_once_and_small_ones_pass_them():
+    """Large files (heavy) at most `heavy_limit` at a time; files of one small PUT are not held behind
+    them: the workers beyond the limit take the small ones."""
+    lock = threading.Lock()
+    now_heavy, most_heavy, order = [0], [0], []
+
+    def upload(item) -> None:
+        heavy = item.file.path.startswith("/big")
+        with lock:
+            now_heavy[0] += heavy
+            most_heavy[0] = max(most_heavy[0], now_heavy[0])
+        time.sleep(0.3 if heavy else 0.01)
+        with lock:
+            now_heavy[0] -= heavy
+            order.append(item.file.path)
+    queue = WriteBack(upload, delay=0.0, workers=4, heavy_limit=1,
+                      is_heavy=lambda file: file.path.startswith("/big"))
+    try:
+        for i in range(3):
+            queue.schedule(File(f"/big{i}"))
+        for i in range(6):
+            queue.schedule(File(f"/small{i}"))
+        assert queue.drain(timeout=30) == []
+        assert most_heavy[0] == 1
+        assert sorted(order) == sorted([f"/big{i}" for i in range(3)] + [f"/small{i}" for i in range(6)])
+        # All small files were up before the second large one (each large one takes 0.3 s).
+        assert max(order.index(f"/small{i}") for i in range(6)) < order.index("/big1")
+    finally:
+        queue.stop()

@@ -50,10 +50,19 @@ log = logging.getLogger(__name__)
 HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0])[:40] or "host"
 
 
+# Small files (one PUT each) go up this many times `transfers` at once: their uploads hold no more
+# memory than the file and spend most of their time waiting for the server's answer, so with only
+# `transfers` in flight a burst of small files is held to one round trip per file and worker. Through
+# a relay adding 20 ms to each request (a WAN), 500 files of 4 KiB were durable at 110-122 files/s
+# with 4 in flight, 195-287 with 16 (rclone mount at --vfs-write-back 0s: 134). On loopback, within
+# noise (A/B medians 0.95-1.13x).
+SMALL_UPLOADS_PER_TRANSFER = 4
+
+
 @dataclasses.dataclass(frozen=True)
 class CommitSettings:
     write_back: float = 2.0        # seconds after close before uploading; 0 = upload inside close()
-    transfers: int = 4             # files uploaded at once
+    transfers: int = 4             # large files uploaded at once (small ones: SMALL_UPLOADS_PER_TRANSFER times more)
     fsync_uploads: bool = True     # fsync uploads now; False: fsync only makes the staged copy durable
     stream_uploads: str = "auto"   # large files written in sequence go up while written (streaming.py)
 
@@ -115,8 +124,12 @@ class Committer:
         self._uploads: dict[str, UploadRecord] = {}
         self.owners = Owners(store)   # whose object is at a name, after a refusal (owners.py)
         self.sweeper: threading.Thread | None = None   # recover()'s abort of orphaned uploads
-        self.queue = WriteBack(self._upload_queued, delay=settings.write_back, workers=settings.transfers,
-                               on_change=on_change)
+        # `transfers` large files at once, as many more small ones as SMALL_UPLOADS_PER_TRANSFER says.
+        caps = store.capabilities
+        self.queue = WriteBack(self._upload_queued, delay=settings.write_back,
+                               workers=settings.transfers * SMALL_UPLOADS_PER_TRANSFER, on_change=on_change,
+                               heavy_limit=settings.transfers,
+                               is_heavy=lambda opened: is_multipart(caps, opened.staged_size))
         # Large files written in sequence go up in parts while written (streaming.py).
         self.streams = Streams(store, self.journal, upload_settings, settings.transfers,
                                meta_of=self._stream_meta, condition_of=self._enforced,

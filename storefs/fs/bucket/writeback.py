@@ -50,6 +50,7 @@ class Item:
     last_error: str = ""
     bytes_sent: int = 0
     in_flight: bool = False
+    heavy: bool = False       # counted against the heavy uploads' limit while in flight
     again: bool = False       # scheduled again while in flight: a Busy answer must not drop it
     permanent: bool = False   # the last failure was not transient: waiting will not help a drain
     first_queued: float = dataclasses.field(default_factory=time.time)
@@ -57,8 +58,15 @@ class Item:
 
 class WriteBack:
     def __init__(self, upload: Callable[[Item], None], *, delay: float, workers: int,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+                 on_change: Callable[[], None] = lambda: None, heavy_limit: int | None = None,
+                 is_heavy: Callable[[Queued], bool] = lambda file: False) -> None:
+        """`workers` uploads at once, of which at most `heavy_limit` (None: any number) of files for
+        which `is_heavy` says so (large files, whose upload holds parts in memory and a share of the
+        bandwidth); the others (one small PUT each) mostly wait on the server's answer."""
         self._upload = upload
+        self._heavy_limit = heavy_limit
+        self._is_heavy = is_heavy
+        self._heavy_in_flight = 0
         self.delay = delay
         self._on_change = on_change
         # Two conditions on one lock: workers wait for due items on `_cond`; drain() waits on
@@ -161,17 +169,24 @@ class WriteBack:
 
     # -- workers -------------------------------------------------------------------------------------
 
+    def _takeable(self, item: Item) -> bool:
+        """Not in flight, and not a heavy file while the heavy uploads' limit is reached."""
+        if item.in_flight:
+            return False
+        return (self._heavy_limit is None or self._heavy_in_flight < self._heavy_limit
+                or not self._is_heavy(item.file))
+
     def _next_due(self) -> Item | None:
         now = time.monotonic()
         for item in self._items.values():
-            if not item.in_flight and item.due <= now:
+            if item.due <= now and self._takeable(item):
                 return item
         return None
 
     def _next_wake(self) -> float:
         """When an idle worker must look at the queue again: the next due time, at most a nap away."""
         now = time.monotonic()
-        waiting = [item.due for item in self._items.values() if not item.in_flight]
+        waiting = [item.due for item in self._items.values() if self._takeable(item)]
         return min(now + WORKER_NAP, max(now + 0.01, min(waiting))) if waiting else now + WORKER_NAP
 
     def _idle(self) -> None:
@@ -201,13 +216,16 @@ class WriteBack:
                     return
                 item.in_flight = True
                 item.again = False  # only a schedule during this try counts
-                if self._timekeeper is None and any(not queued.in_flight for queued in self._items.values()):
+                if self._heavy_limit is not None and self._is_heavy(item.file):
+                    item.heavy = True
+                    self._heavy_in_flight += 1
+                if self._timekeeper is None and any(self._takeable(queued) for queued in self._items.values()):
                     self._cond.notify()   # another idle worker keeps the time for the files still waiting
             try:
                 self._upload(item)
             except Busy:
                 with self._cond:
-                    item.in_flight = False
+                    self._landed(item)
                     if item.again:  # its last writer closed meanwhile: upload after the delay
                         item.again = False
                         item.due = time.monotonic() + max(self.delay, 1.0)
@@ -218,7 +236,7 @@ class WriteBack:
                 continue
             except Exception as exc:  # keep the data, report, retry later
                 with self._cond:
-                    item.in_flight = False
+                    self._landed(item)
                     item.attempts += 1
                     item.last_error = f"{exc.__class__.__name__}: {exc}"
                     item.permanent = not isinstance(exc, Transient)
@@ -229,10 +247,19 @@ class WriteBack:
                 self._on_change()
                 continue
             with self._cond:
+                self._landed(item)
                 if item.again:  # closed again after changes during the upload: go again
-                    item.in_flight = item.again = False
+                    item.again = False
                     item.due = time.monotonic() + (0 if self._draining else self.delay)
                 else:
                     self._items.pop(id(item.file), None)
                 self._settled.notify_all()
             self._on_change()
+
+    def _landed(self, item: Item) -> None:
+        """An upload try of `item` ended, whatever its outcome (lock held)."""
+        item.in_flight = False
+        if item.heavy:
+            item.heavy = False
+            self._heavy_in_flight -= 1
+            self._cond.notify()   # a heavy file that waited for the limit may go now
