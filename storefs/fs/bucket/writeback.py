@@ -1,5 +1,6 @@
 """The upload queue: closed files wait `delay` seconds (so that a chmod, utimens or rename right after
-close costs nothing remote), then worker threads upload them in FIFO order of first close.
+close costs nothing remote), then worker threads upload them in FIFO order of first close. Files the
+filesystem calls heavy (large ones) go at most `heavy_limit` at a time; the others pass them meanwhile.
 
 A failed upload stays queued and is retried with jittered exponential backoff (capped), its error shown
 in `storefs status`; its data never leaves the staging area until an upload succeeds. `drain()` makes
