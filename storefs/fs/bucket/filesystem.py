@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import stat
+import threading
 from typing import Callable
 
 from ...attrs import (
@@ -99,6 +100,10 @@ class StoreFS:
         # cache, is read through the mount so the kernel's page cache answers what follows.
         self._warm_page_cache = warm_page_cache
         self.times = ChangeTimes(ns.settings.max_entries)
+        # Held while a directory's marker is removed or moved (rmdir, a directory's rename) and while
+        # the DirTimesWriter rewrites one: a times write that looked its directory up just before the
+        # rename or rmdir must not put the old marker back (the old name stayed, as an empty directory).
+        self._markers = threading.RLock()
         self.dir_times = DirTimesWriter(self.times, self._write_dir_times, DIR_TIMES_DELAY)
         self.attr_changes = AttrChanges(store, keys, ns, table, committer, self.times)
         # libfuse keeps a file unlinked while open under a hidden name (is_hidden_name) rather than
@@ -139,20 +144,21 @@ class StoreFS:
         """Keep a directory's new times on its marker, where it has one (DirTimesWriter)."""
         if path == "/" or self.options.read_only:
             return   # the mount root has no object; its times last this session
-        try:
-            entry = self._entry(path)
-        except NotFound:
-            return   # removed since
-        if entry.info is None or not entry.is_dir:
-            return   # an implicit directory has no object to keep times in
-        attrs = entry.attrs.copy()
-        if attrs.mtime_ns >= mtime_ns and attrs.ctime_ns >= ctime_ns:
-            return
-        attrs.mtime_ns = max(attrs.mtime_ns, mtime_ns)
-        attrs.ctime_ns = max(attrs.ctime_ns, ctime_ns)
-        info = self.store.put(self.keys.dir_key(path), io.BytesIO(b""), 0,
-                              meta_from_attrs(attrs, carried_meta(entry.info.meta)))
-        self.ns.remember(path, Entry(attrs, info))
+        with self._markers:
+            try:
+                entry = self._entry(path)
+            except NotFound:
+                return   # removed or renamed since
+            if entry.info is None or not entry.is_dir:
+                return   # an implicit directory has no object to keep times in
+            attrs = entry.attrs.copy()
+            if attrs.mtime_ns >= mtime_ns and attrs.ctime_ns >= ctime_ns:
+                return
+            attrs.mtime_ns = max(attrs.mtime_ns, mtime_ns)
+            attrs.ctime_ns = max(attrs.ctime_ns, ctime_ns)
+            info = self.store.put(self.keys.dir_key(path), io.BytesIO(b""), 0,
+                                  meta_from_attrs(attrs, carried_meta(entry.info.meta)))
+            self.ns.remember(path, Entry(attrs, info))
 
     def _dir_links(self, path: str, attrs: Attrs) -> Attrs:
         """2 + its subdirectories where its listing is known (else 2, as before it is listed)."""
@@ -278,9 +284,10 @@ class StoreFS:
             raise NotADirectory(path)
         if self._has_children(path):
             raise NotEmpty(path)
-        self.store.delete(self.keys.dir_key(path))
-        self.ns.forget_tree(path)
-        self.ns.forget(path, gone=True)
+        with self._markers:
+            self.store.delete(self.keys.dir_key(path))
+            self.ns.forget_tree(path)
+            self.ns.forget(path, gone=True)
         self.times.entries_changed(path)
 
     # ------------------------------------------------------------------------------------------
@@ -628,8 +635,10 @@ class StoreFS:
                     raise NotADirectory(new)
                 if self._has_children(new):
                     raise NotEmpty(new)
-                self.store.delete(self.keys.dir_key(new))
-            self.renames.move_dir(old, new, old_attrs)
+            with self._markers:
+                if new_attrs is not None:
+                    self.store.delete(self.keys.dir_key(new))
+                self.renames.move_dir(old, new, old_attrs)
         else:
             if new_attrs is not None and new_attrs.is_dir:
                 raise IsADirectory(new)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from typing import Callable, Iterator
 
 from ...errors import NotFound, StoreError
@@ -71,6 +72,7 @@ class Owners:
         self._flying: dict[str, OpenFile] = {}   # staged id -> its file, while an upload of it runs
         self._taken_over: set[str] = set()       # staged ids whose left-behind object was replaced
         self._lock = threading.Lock()            # guards the two above
+        self._landed = threading.Condition(self._lock)   # an upload left the wire (wait_landed)
         self._name_locks = [threading.Lock() for _ in range(NAME_LOCKS)]
 
     @contextlib.contextmanager
@@ -87,7 +89,22 @@ class Owners:
                 with self._lock:
                     if self._flying.get(staged_id) is opened:
                         del self._flying[staged_id]
+                        self._landed.notify_all()
                     self._taken_over.discard(staged_id)
+
+    def wait_landed(self, moving: Callable[[OpenFile], bool], timeout: float) -> bool:
+        """Wait until no upload of a file `moving` says yes to is on the wire (at most `timeout`
+        seconds): a rename waits for them, so that none lands under the old name after the rename
+        returned (it would show there, and on stores with real directories leave the old directory
+        behind). Whether none is left."""
+        deadline = time.monotonic() + timeout
+        with self._landed:
+            while any(moving(opened) for opened in self._flying.values()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._landed.wait(left)
+            return True
 
     def judge(self, key: str, staged_id: str | None, data_generation: int,
               size: int) -> tuple[ObjectInfo, str | None]:
