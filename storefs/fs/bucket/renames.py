@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import Callable
 
 from ...attrs import Attrs, meta_from_attrs
 from ...errors import NotFound
@@ -19,9 +18,9 @@ from .openfiles import OpenFile, OpenFiles
 
 log = logging.getLogger(__name__)
 
-# How long a rename waits for uploads of what it moves that are on the wire (a small file's PUT takes
-# milliseconds; a large file's may take minutes, and then the old way applies: what lands under the
-# old name is removed from there when its upload ends, committer._done).
+# How long a directory's rename waits for uploads below it that are on the wire (a small file's PUT
+# takes milliseconds; a large file's may take minutes, and then what lands under the old name is
+# removed from there when its upload ends, committer._done).
 LANDING_WAIT = 10.0
 
 
@@ -40,15 +39,10 @@ class Renames:
         self.store.copy(src, dst)
         self.store.delete(src)
 
-    def _let_uploads_land(self, moving: Callable[[OpenFile], bool], what: str) -> None:
-        if not self.committer.owners.wait_landed(moving, LANDING_WAIT):
-            log.info("renaming %s while an upload in it is still on the wire: it lands under the old "
-                     "name and is removed from there", what)
-
     def move_file(self, old: str, new: str) -> None:
         """Rename a file (nothing is at `new`, or a file that it replaces)."""
-        old_key = self.keys.key(old)
-        self._let_uploads_land(lambda opened: opened.key == old_key, old)
+        # No waiting for an upload of the file on the wire (as move_dir does): an editor's save renames
+        # a file away while its upload may be slow; what lands under the old name goes when it ends.
         with self.table.lock:
             opened = self.table.by_path.pop(old, None)
             replaced = self.table.by_path.pop(new, None)
@@ -101,7 +95,11 @@ class Renames:
     def move_dir(self, old: str, new: str, old_attrs: Attrs) -> None:
         """Rename a directory with everything below it (`new` is free, or an empty directory gone)."""
         old_key, new_key = self.keys.dir_key(old), self.keys.dir_key(new)
-        self._let_uploads_land(lambda opened: opened.key.startswith(old_key), old)
+        # Uploads of files below it that are on the wire land first: one landing after the listing
+        # below would show the old directory again, for good on stores with real directories.
+        if not self.committer.owners.wait_landed(lambda opened: opened.key.startswith(old_key), LANDING_WAIT):
+            log.info("renaming %s while an upload in it is still on the wire: it lands under the old "
+                     "name and is removed from there when it ends", old)
         keys: list[str] = []
         for page in iter_list(self.store, old_key, delimiter=""):
             keys += [o.key for o in page.objects]
