@@ -92,7 +92,11 @@ class StoreFS:
         self.archive = archive
         self.has_xattrs = archive is not None and options.xattr
         self.facts = BucketFacts(keys, ns, table, archive, staging, options)
-        self.renames = Renames(store, keys, ns, table, committer)
+        # Held while directory markers are removed (rmdir, the end of a directory's rename) and while
+        # the DirTimesWriter rewrites one: a times write that looked its directory up just before must
+        # not put the old marker back (the old name stayed, as an empty directory).
+        self._markers = threading.RLock()
+        self.renames = Renames(store, keys, ns, table, committer, self._markers)
         # The kernel keeps entries and attributes for half our TTL, at least libfuse's 1 s, so that
         # another client's change still shows within 1.5 x attr_ttl (SEMANTICS.md, Consistency).
         self.kernel_cache_ttl: float | None = max(1.0, options.attr_ttl / 2)
@@ -100,10 +104,6 @@ class StoreFS:
         # cache, is read through the mount so the kernel's page cache answers what follows.
         self._warm_page_cache = warm_page_cache
         self.times = ChangeTimes(ns.settings.max_entries)
-        # Held while a directory's marker is removed or moved (rmdir, a directory's rename) and while
-        # the DirTimesWriter rewrites one: a times write that looked its directory up just before the
-        # rename or rmdir must not put the old marker back (the old name stayed, as an empty directory).
-        self._markers = threading.RLock()
         self.dir_times = DirTimesWriter(self.times, self._write_dir_times, DIR_TIMES_DELAY)
         self.attr_changes = AttrChanges(store, keys, ns, table, committer, self.times)
         # libfuse keeps a file unlinked while open under a hidden name (is_hidden_name) rather than
@@ -635,10 +635,8 @@ class StoreFS:
                     raise NotADirectory(new)
                 if self._has_children(new):
                     raise NotEmpty(new)
-            with self._markers:
-                if new_attrs is not None:
-                    self.store.delete(self.keys.dir_key(new))
-                self.renames.move_dir(old, new, old_attrs)
+                self.store.delete(self.keys.dir_key(new))
+            self.renames.move_dir(old, new, old_attrs)
         else:
             if new_attrs is not None and new_attrs.is_dir:
                 raise IsADirectory(new)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 
 from ...attrs import Attrs, meta_from_attrs
 from ...errors import NotFound
@@ -26,8 +27,10 @@ LANDING_WAIT = 10.0
 
 class Renames:
     def __init__(self, store: ObjectStore, keys: KeyMap, ns: Namespace, table: OpenFiles,
-                 committer: Committer) -> None:
+                 committer: Committer, markers: threading.RLock) -> None:
+        """`markers`: the lock under which directory markers go (StoreFS._markers)."""
         self.store, self.keys, self.ns, self.table, self.committer = store, keys, ns, table, committer
+        self.markers = markers
 
     def _move_object(self, src: str, dst: str) -> None:
         # Every move or delete of an object settles the journal first: a replayed upload must not
@@ -123,13 +126,20 @@ class Renames:
                 self.store.put(target, io.BytesIO(b""), 0, marker_meta)
             else:
                 copied[key] = self.store.copy(key, target)
-        # Children before parents, so stores with real directories can remove them as they empty.
-        for key in sorted(keys, key=len, reverse=True):
+        # Children before parents, so stores with real directories can remove them as they empty: the
+        # files, then the markers (deepest first) with the old names forgotten, under the markers' lock:
+        # a directory-times write that looked one up just before must not put it back (StoreFS).
+        for key in sorted((key for key in keys if not key.endswith("/")), key=len, reverse=True):
             self.store.delete(key)
-        if old_key not in keys:
-            # A marker the recursive listing did not report (a COS v4 walk below `d/` does not list the
-            # folder `d/` itself) must go too, or the old directory stays behind, empty. Idempotent.
-            self.store.delete(old_key)
+        with self.markers:
+            for key in sorted((key for key in keys if key.endswith("/")), key=len, reverse=True):
+                self.store.delete(key)
+            if old_key not in keys:
+                # A marker the recursive listing did not report (a COS v4 walk below `d/` does not list
+                # the folder `d/` itself) must go too, or the old directory stays behind, empty. Idempotent.
+                self.store.delete(old_key)
+            self.ns.forget_tree(old)
+            self.ns.forget(old, gone=True)
         with self.table.lock:
             moved = []
             for path in [p for p in self.table.by_path if is_within(p, old)]:
@@ -145,7 +155,5 @@ class Renames:
         for opened in moved:
             if opened.dirty and opened.writers == 0:
                 self.committer.closed(opened)  # the journal must name the new path
-        self.ns.forget_tree(old)
         self.ns.forget_tree(new)
-        self.ns.forget(old, gone=True)
         self.ns.forget(new)   # its parent's listing is listed again, with the new directory in it

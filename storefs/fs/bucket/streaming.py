@@ -360,7 +360,7 @@ class FileStream:
         if self.dead is not None:
             return
         self.dead = why
-        if not quiet:
+        if not quiet and self.key:   # no key: it never began (nothing sent), nothing to say
             log.info("the streamed upload of %r stops (%s): the file goes up whole", self.key, why)
         self._abort_when_idle()
         self._cond.notify_all()

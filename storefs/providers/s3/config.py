@@ -111,7 +111,7 @@ class S3Options:
         unsigned_payload = opts["unsigned_payload"].strip().lower()
         if unsigned_payload not in ("auto", "always"):
             raise ConfigError(f"[{remote}] unsigned_payload must be 'auto' (sign staged files' bodies over "
-                              f"plain http) or 'always' (never sign them), not {unsigned_payload!r}")
+                              f"plain http) or 'always' (not over plain http either), not {unsigned_payload!r}")
         settings, retry = parse_http_tuning(remote, opts)
         return cls(scheme=parts.scheme, netloc=parts.netloc.lower(),
                    host_port=f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}",
