@@ -72,7 +72,8 @@ class Owners:
         self._flying: dict[str, OpenFile] = {}   # staged id -> its file, while an upload of it runs
         self._taken_over: set[str] = set()       # staged ids whose left-behind object was replaced
         self._lock = threading.Lock()            # guards the two above
-        self._landed = threading.Condition(self._lock)   # an upload left the wire (wait_landed)
+        self._landed = threading.Condition(self._lock)   # an upload left the wire, or a pause ended
+        self._paused: dict[str, int] = {}        # key prefixes being renamed: uploads below wait (pause)
         self._name_locks = [threading.Lock() for _ in range(NAME_LOCKS)]
 
     @contextlib.contextmanager
@@ -80,7 +81,9 @@ class Owners:
         """While an upload of `opened` runs: what it stores can be told LEFT_BEHIND."""
         staged_id = opened.staged_id
         if staged_id:
-            with self._lock:
+            with self._landed:
+                while any(opened.key.startswith(prefix) for prefix in self._paused):
+                    self._landed.wait(1.0)   # its directory is being renamed: begin under the new key
                 self._flying[staged_id] = opened
         try:
             yield
@@ -91,6 +94,24 @@ class Owners:
                         del self._flying[staged_id]
                         self._landed.notify_all()
                     self._taken_over.discard(staged_id)
+
+    @contextlib.contextmanager
+    def pause(self, prefix: str, timeout: float) -> Iterator[bool]:
+        """While a directory is renamed: uploads of files below `prefix` wait to begin (they begin
+        under their new keys afterwards), and those already on the wire land first (at most `timeout`
+        seconds; yields whether they all did)."""
+        with self._landed:
+            self._paused[prefix] = self._paused.get(prefix, 0) + 1
+        try:
+            yield self.wait_landed(lambda opened: opened.key.startswith(prefix), timeout)
+        finally:
+            with self._landed:
+                left = self._paused[prefix] - 1
+                if left:
+                    self._paused[prefix] = left
+                else:
+                    del self._paused[prefix]
+                self._landed.notify_all()
 
     def wait_landed(self, moving: Callable[[OpenFile], bool], timeout: float) -> bool:
         """Wait until no upload of a file `moving` says yes to is on the wire (at most `timeout`

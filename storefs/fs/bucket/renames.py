@@ -97,12 +97,18 @@ class Renames:
 
     def move_dir(self, old: str, new: str, old_attrs: Attrs) -> None:
         """Rename a directory with everything below it (`new` is free, or an empty directory gone)."""
+        old_key = self.keys.dir_key(old)
+        # Uploads of files below it wait to begin until it is renamed, and those on the wire land first:
+        # one landing under the old key after the listing below would show the old directory again,
+        # for good on stores with real directories.
+        with self.committer.owners.pause(old_key, LANDING_WAIT) as landed:
+            if not landed:
+                log.info("renaming %s while an upload in it is still on the wire: it lands under the old "
+                         "name and is removed from there when it ends", old)
+            self._move_dir(old, new, old_attrs)
+
+    def _move_dir(self, old: str, new: str, old_attrs: Attrs) -> None:
         old_key, new_key = self.keys.dir_key(old), self.keys.dir_key(new)
-        # Uploads of files below it that are on the wire land first: one landing after the listing
-        # below would show the old directory again, for good on stores with real directories.
-        if not self.committer.owners.wait_landed(lambda opened: opened.key.startswith(old_key), LANDING_WAIT):
-            log.info("renaming %s while an upload in it is still on the wire: it lands under the old "
-                     "name and is removed from there when it ends", old)
         keys: list[str] = []
         for page in iter_list(self.store, old_key, delimiter=""):
             keys += [o.key for o in page.objects]
