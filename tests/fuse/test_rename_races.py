@@ -6,7 +6,7 @@ a time; found by test_model[cos] as "lstat('c'): model ENOENT, storefs dir"): th
 the directory, and although the object was removed from there when its upload ended, SeaweedFS kept
 the directory it had made for it (an empty `d0` for good). A times write for the directory that had
 looked it up just before the rename put its marker back the same way. Now a rename waits for the
-uploads of what it moves that are on the wire (owners.wait_landed), and directory times are written
+uploads of what it moves that are on the wire (owners.pause), and directory times are written
 under the lock that rmdir and directory renames hold (StoreFS._markers).
 """
 from __future__ import annotations

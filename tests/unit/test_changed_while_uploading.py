@@ -21,8 +21,9 @@ from storefs.providers.local import open_provider
 
 
 class HeldPut:
-    """The local store whose first `put` waits, once it has stored the object, until the test lets it
-    answer: the window in which the file changes while its upload is on the wire."""
+    """The local store whose first `put` of a file (not a directory marker) waits, once it has stored
+    the object, until the test lets it answer: the window in which the file changes while its upload
+    is on the wire."""
 
     def __init__(self, store) -> None:
         self._store = store
@@ -35,8 +36,10 @@ class HeldPut:
         return getattr(self._store, name)
 
     def put(self, key, body, size, meta, *, condition=None):
-        self.puts += 1
         info = self._store.put(key, body, size, meta, condition=condition)
+        if key.endswith("/"):
+            return info
+        self.puts += 1
         if self.puts == 1:
             self.stored.set()
             assert self.answer.wait(10), "the test never let the first upload answer"
@@ -160,3 +163,37 @@ def test_a_new_file_of_the_name_replaces_the_object_of_one_moved_away_during_its
     assert store.read_range("doc.txt", 0, 1000) == b"new" * 200
     if away == "rename":
         assert store.read_range("doc.txt~", 0, 1000) == b"old" * 100
+
+
+@pytest.mark.parametrize("away", ["rename", "unlink"])
+def test_a_directory_emptied_while_an_upload_in_it_is_on_the_wire_can_be_removed(fs, store, away):
+    """`rm -r` right after a copy: a file's upload is on the wire when the file is removed (or renamed
+    out), then its directory goes. The rmdir waits for that upload to land (its object is removed from
+    the old name when it ends) instead of finding it there and failing ENOTEMPTY, and no old name is
+    left behind."""
+    fs.mkdir("/d", 0o755, 0, 0)
+    _close_new_file(fs, "/d/x.bin", b"x" * 1000)
+    assert store.stored.wait(10)
+    if away == "rename":
+        fs.rename("/d/x.bin", "/x.bin")
+    else:
+        fs.unlink("/d/x.bin")
+    outcome: list[BaseException | None] = []
+
+    def remove() -> None:
+        try:
+            fs.rmdir("/d")
+            outcome.append(None)
+        except BaseException as exc:   # noqa: BLE001 - reported by the assertion below
+            outcome.append(exc)
+    remover = threading.Thread(target=remove)
+    remover.start()
+    remover.join(0.3)
+    assert remover.is_alive(), f"rmdir did not wait for the upload on the wire: {outcome}"
+    store.answer.set()
+    remover.join(10)
+    assert outcome == [None]
+    assert fs.committer.drain(10) == []
+    assert _names(store) == (["x.bin"] if away == "rename" else [])
+    with pytest.raises(NotFound):
+        fs.getattr("/d")

@@ -282,12 +282,19 @@ class StoreFS:
         entry = self._entry(path)
         if not entry.is_dir:
             raise NotADirectory(path)
-        if self._has_children(path):
-            raise NotEmpty(path)
-        with self._markers:
-            self.store.delete(self.keys.dir_key(path))
-            self.ns.forget_tree(path)
-            self.ns.forget(path, gone=True)
+        dir_key = self.keys.dir_key(path)
+        # An upload of a file just removed or renamed out of it may still be on the wire (`rm -r` right
+        # after a copy): it lands first and takes its object away again (owners.pause), so that the
+        # listing below does not find the directory not empty.
+        with self.committer.owners.pause(dir_key) as landed:
+            if not landed:
+                log.info("removing %s while an upload of a file that was in it is still on the wire", path)
+            if self._has_children(path):
+                raise NotEmpty(path)
+            with self._markers:
+                self.store.delete(dir_key)
+                self.ns.forget_tree(path)
+                self.ns.forget(path, gone=True)
         self.times.entries_changed(path)
 
     # ------------------------------------------------------------------------------------------

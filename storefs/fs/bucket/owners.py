@@ -36,6 +36,10 @@ THIS_VERSION, EARLIER_VERSION = "this version", "an earlier version"
 LEFT_BEHIND = "left behind by a removed or renamed file"
 FREE = "no object"
 NAME_LOCKS = 64   # striped locks, by name (see Owners.delete_if_still)
+# How long a directory's rename or removal waits for uploads below it that are on the wire (a small
+# file's PUT takes milliseconds; a large file's may take minutes, and then what lands under the old
+# name is removed from there when its upload ends, committer._done).
+LANDING_WAIT = 10.0
 
 
 def upload_token(staged_id: str, data_generation: int) -> str:
@@ -70,10 +74,11 @@ class Owners:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self._flying: dict[str, OpenFile] = {}   # staged id -> its file, while an upload of it runs
+        self._began_at: dict[str, str] = {}      # staged id -> its file's key when that upload began
         self._taken_over: set[str] = set()       # staged ids whose left-behind object was replaced
-        self._lock = threading.Lock()            # guards the two above
+        self._paused: dict[str, int] = {}        # key prefixes of directories being renamed or removed
+        self._lock = threading.Lock()            # guards the four above
         self._landed = threading.Condition(self._lock)   # an upload left the wire, or a pause ended
-        self._paused: dict[str, int] = {}        # key prefixes being renamed: uploads below wait (pause)
         self._name_locks = [threading.Lock() for _ in range(NAME_LOCKS)]
 
     @contextlib.contextmanager
@@ -85,47 +90,52 @@ class Owners:
                 while any(opened.key.startswith(prefix) for prefix in self._paused):
                     self._landed.wait(1.0)   # its directory is being renamed: begin under the new key
                 self._flying[staged_id] = opened
+                self._began_at[staged_id] = opened.key
         try:
             yield
         finally:
             if staged_id:
                 with self._lock:
                     if self._flying.get(staged_id) is opened:
-                        del self._flying[staged_id]
+                        del self._flying[staged_id], self._began_at[staged_id]
                         self._landed.notify_all()
                     self._taken_over.discard(staged_id)
 
     @contextlib.contextmanager
-    def pause(self, prefix: str, timeout: float) -> Iterator[bool]:
-        """While a directory is renamed: uploads of files below `prefix` wait to begin (they begin
-        under their new keys afterwards), and those already on the wire land first (at most `timeout`
-        seconds; yields whether they all did)."""
+    def pause(self, prefix: str, timeout: float = LANDING_WAIT) -> Iterator[bool]:
+        """While a directory is renamed or removed: uploads of files below `prefix` wait to begin (a
+        renamed one begins under its new key afterwards), and those already on the wire land first, at
+        most `timeout` seconds; yields whether they all did. One landing under the old key afterwards
+        would show there (a removed directory would seem not empty), and on stores with real
+        directories leave the old directory behind: an upload whose file was removed or renamed away
+        removes its object from the old name when it ends (committer._done), before it leaves the wire."""
+        deadline = time.monotonic() + timeout
         with self._landed:
             self._paused[prefix] = self._paused.get(prefix, 0) + 1
+            landed = True
+            while any(key.startswith(prefix) for key in self._keys_on_the_wire()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    landed = False
+                    break
+                self._landed.wait(left)
         try:
-            yield self.wait_landed(lambda opened: opened.key.startswith(prefix), timeout)
+            yield landed
         finally:
             with self._landed:
-                left = self._paused[prefix] - 1
-                if left:
-                    self._paused[prefix] = left
+                left_paused = self._paused[prefix] - 1
+                if left_paused:
+                    self._paused[prefix] = left_paused
                 else:
                     del self._paused[prefix]
                 self._landed.notify_all()
 
-    def wait_landed(self, moving: Callable[[OpenFile], bool], timeout: float) -> bool:
-        """Wait until no upload of a file `moving` says yes to is on the wire (at most `timeout`
-        seconds): a rename waits for them, so that none lands under the old name after the rename
-        returned (it would show there, and on stores with real directories leave the old directory
-        behind). Whether none is left."""
-        deadline = time.monotonic() + timeout
-        with self._landed:
-            while any(moving(opened) for opened in self._flying.values()):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._landed.wait(left)
-            return True
+    def _keys_on_the_wire(self) -> Iterator[str]:
+        """The names the uploads on the wire may store under: the file's at the upload's start (it may
+        have been renamed away since) and its current one. Called under the lock."""
+        for staged_id, opened in self._flying.items():
+            yield self._began_at[staged_id]
+            yield opened.key
 
     def judge(self, key: str, staged_id: str | None, data_generation: int,
               size: int) -> tuple[ObjectInfo, str | None]:

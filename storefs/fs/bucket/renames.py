@@ -19,11 +19,6 @@ from .openfiles import OpenFile, OpenFiles
 
 log = logging.getLogger(__name__)
 
-# How long a directory's rename waits for uploads below it that are on the wire (a small file's PUT
-# takes milliseconds; a large file's may take minutes, and then what lands under the old name is
-# removed from there when its upload ends, committer._done).
-LANDING_WAIT = 10.0
-
 
 class Renames:
     def __init__(self, store: ObjectStore, keys: KeyMap, ns: Namespace, table: OpenFiles,
@@ -98,10 +93,10 @@ class Renames:
     def move_dir(self, old: str, new: str, old_attrs: Attrs) -> None:
         """Rename a directory with everything below it (`new` is free, or an empty directory gone)."""
         old_key = self.keys.dir_key(old)
-        # Uploads of files below it wait to begin until it is renamed, and those on the wire land first:
-        # one landing under the old key after the listing below would show the old directory again,
-        # for good on stores with real directories.
-        with self.committer.owners.pause(old_key, LANDING_WAIT) as landed:
+        # Uploads of files below it wait to begin until it is renamed, and those on the wire land first
+        # (owners.pause): one landing under the old key after the listing below would show the old
+        # directory again, for good on stores with real directories.
+        with self.committer.owners.pause(old_key) as landed:
             if not landed:
                 log.info("renaming %s while an upload in it is still on the wire: it lands under the old "
                          "name and is removed from there when it ends", old)
