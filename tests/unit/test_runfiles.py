@@ -11,8 +11,18 @@ from storefs.fs.sinks import BufferSink
 BLOCK = 4096
 
 
-def _open_fds() -> set[int]:
-    return {int(name) for name in os.listdir("/proc/self/fd")}
+def _open_runs(paths: list[str]) -> list[str]:
+    """Which of the run files `paths` this process has open, once per descriptor (by what each
+    descriptor points at: other threads of a test worker open and close descriptors meanwhile)."""
+    wanted, found = set(paths), []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue   # closed since the listing
+        if target in wanted:
+            found.append(target)
+    return sorted(found)
 
 
 def _runs(tmp_path, count: int) -> list[str]:
@@ -26,15 +36,14 @@ def _runs(tmp_path, count: int) -> list[str]:
 
 def test_files_stay_open_between_reads_and_at_most_kept_of_them(tmp_path):
     paths = _runs(tmp_path, KEPT + 3)
-    before = _open_fds()
     runs = OpenRuns()
     into = memoryview(bytearray(10))
     for _round in range(3):
         for number, path in enumerate(paths):
             assert runs.read_to((path, BLOCK), 5, len(into), BufferSink(into)) == 10 and bytes(into) == bytes([number]) * 10
-    assert len(_open_fds() - before) == KEPT
+    assert len(_open_runs(paths)) == KEPT
     runs.close()
-    assert _open_fds() - before == set()
+    assert _open_runs(paths) == []
 
 
 def test_a_read_takes_what_it_asks_for_and_a_removed_file_is_none(tmp_path):
@@ -51,7 +60,6 @@ def test_a_file_in_use_is_closed_by_its_read_not_under_it(tmp_path, monkeypatch)
     """A file pushed out of the set (or the set closed) while a read is in it stays open until that
     read ends: its descriptor number cannot be closed and reused under the read."""
     paths = _runs(tmp_path, KEPT + 1)
-    before = _open_fds()
     runs = OpenRuns()
     inside, release = threading.Event(), threading.Event()
     real_preadv = os.preadv
@@ -77,8 +85,8 @@ def test_a_file_in_use_is_closed_by_its_read_not_under_it(tmp_path, monkeypatch)
     for path in paths[1:]:   # pushes paths[0] out of the set while the slow read is in it
         assert runs.read_to((path, 0), 0, len(into), BufferSink(into)) == 4
     runs.close()
-    assert len(_open_fds() - before) == 1   # only the one in use
+    assert _open_runs(paths) == [paths[0]]   # only the one in use
     release.set()
     reader.join(10)
     assert seen == [bytes([0]) * 4]
-    assert _open_fds() - before == set()
+    assert _open_runs(paths) == []
