@@ -184,7 +184,9 @@ def _crash_and_resume(tmp_path, section: dict, direct, relay: CountingRelay, siz
         before = relay.reset()
         assert not _exists(direct, "big.bin")   # not completed before the kill
         held_bytes, held_parts = settled(lambda: _held_bytes(env, direct, "big.bin"))
-        assert 0 < held_bytes < size
+        # Every part may be held already (seen once under the full suite's load: the streamed parts
+        # outran the poll above); then the resume must send none again, only complete the upload.
+        assert 0 < held_bytes <= size
 
         started = time.monotonic()
         again = env.mount(f"r:{bucket}", options=options)
