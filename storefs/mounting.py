@@ -215,7 +215,8 @@ def bucket_fs(store: ObjectStore, prefix: str, options: MountOptions, staging: S
                                  stat_ahead=0 if options.listing_attrs == "fast" else CacheSettings.stat_ahead))
     table = OpenFiles()
     committer = Committer(store, ns, staging, table,
-                          UploadSettings(part_size=options.part_size, workers=options.upload_workers),
+                          UploadSettings(part_size=options.part_size, workers=options.upload_workers,
+                                         drop_sent=True),
                           CommitSettings(write_back=options.write_back, transfers=options.transfers,
                                          fsync_uploads=options.fsync != "local",
                                          stream_uploads=options.stream_uploads),

@@ -37,6 +37,7 @@ from ...errors import PreconditionFailed, StoreError
 from ...paths import basename
 from ...store.conditions import WriteCondition
 from ...store.contract import MultipartUpload, ObjectInfo, ObjectStore, UploadedPart
+from .dropbehind import drop_behind
 from .journal import Journal
 from .openfiles import Follower, OpenFile
 from .resume import UploadRecord, UploadTracker
@@ -99,9 +100,12 @@ class Streams:
 
     def send_part(self, upload: MultipartUpload, fd: int, number: int, offset: int, length: int) -> UploadedPart:
         if self.from_file:
-            return self.store.upload_part_from_file(upload, number, fd, offset, length)
-        # Bounded memory: at most `transfers` parts are read at once.
-        return self.store.upload_part(upload, number, offset, os.pread(fd, length, offset))
+            part = self.store.upload_part_from_file(upload, number, fd, offset, length)
+        else:
+            # Bounded memory: at most `transfers` parts are read at once.
+            part = self.store.upload_part(upload, number, offset, os.pread(fd, length, offset))
+        drop_behind(fd, offset, length)   # sent: its pages are not read again (dropbehind.py)
+        return part
 
     def finish(self, stream: Follower | None, key: str, meta: Mapping[str, str], mtime_ns: int, size: int,
                condition: WriteCondition | None) -> ObjectInfo | None:

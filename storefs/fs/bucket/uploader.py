@@ -4,8 +4,8 @@ Part size for a known size is `max(provider minimum, configured size, ceil(size 
 (ARCHITECTURE.md), unless the server chooses it (UFile). At most `workers` parts are in memory at once,
 so memory is bounded whatever the file size; a provider with `upload_part_from_file` (S3) sends each
 part from the file and holds none. A multipart upload interrupted by a transient failure is kept on
-the server for the next try to resume (resume.py); any other failure aborts it. The local file is
-never touched here.
+the server for the next try to resume (resume.py); any other failure aborts it. The local file's
+bytes are never changed here (a staged file's sent parts leave the page cache: UploadSettings.drop_sent).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from ...errors import NotFound, StoreError, Transient
 from ...wire.body import FileSlice
 from ...store.conditions import WriteCondition
 from ...store.contract import Capabilities, MultipartUpload, ObjectInfo, ObjectStore, UploadedPart
+from .dropbehind import drop_behind
 from .resume import UploadTracker, verified_parts
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 class UploadSettings:
     part_size: int = 8 * 1024 * 1024
     workers: int = 4
+    # The file is the mount's staged copy: each part's pages are dropped from the page cache once it
+    # is sent (dropbehind.py). A user's own file (a raw upload) keeps its pages cached.
+    drop_sent: bool = False
 
 
 def part_size_for(size: int, caps: Capabilities, wanted: int) -> int:
@@ -144,6 +148,8 @@ def _multipart(store: ObjectStore, key: str, fd: int, size: int, mtime_ns: int, 
             part = store.upload_part(upload, number, offset, data)
             if journal_parts:
                 tracker.part_done(part, hashlib.md5(data).hexdigest(), upload.state)
+        if settings.drop_sent:
+            drop_behind(fd, offset, length)
         if progress:
             with sent_lock:
                 sent += length
