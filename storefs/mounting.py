@@ -30,7 +30,8 @@ from .store.buckets import AllBuckets
 from .config import Config, RemoteSpec
 from .errors import ConfigError, StoreError
 from .fs.bucket.filesystem import StoreFS
-from .fs.bucket.openfiles import OpenFiles, Staging
+from .fs.bucket.openfiles import OpenFiles
+from .fs.bucket.staging import Staging
 from .fuse.pagecache import PageCacheWarmer
 from .options import MountOptions, RetrievalOptions, VaultOptions
 from .paths import KeyMap

@@ -18,7 +18,7 @@ from typing import Callable
 
 from .fs.bucket.blockcache import BlockCache
 from .fs.bucket.committer import Committer
-from .fs.bucket.openfiles import Staging
+from .fs.bucket.staging import Staging
 from .fuse.requests import REQUESTS
 from .wire.retry import STATS
 

@@ -233,7 +233,7 @@ def _staged_files(env: Env) -> list[Path]:
 
 def test_a_bash_loop_killed_right_after_its_last_close_loses_nothing(local_env):
     # `printf … > file` closes twice (bash's dup2 dance: two FLUSHes, the first of an empty file);
-    # staged files are made ahead in batches (openfiles.Staging): each close must still be journaled
+    # staged files are made ahead in batches (staging.py): each close must still be journaled
     # before it returns. write_back=30: nothing is uploaded before the kill.
     mount = local_env.mount("r:b", options=("write_back=30",))
     script = f'cd {mount.path} && for i in $(seq 1 70); do printf "%05d" $i > f$i; done'

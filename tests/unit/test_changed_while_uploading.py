@@ -14,7 +14,7 @@ import pytest
 
 from storefs.attrs import attrs_from_object
 from storefs.errors import NotFound
-from storefs.fs.bucket.openfiles import Staging
+from storefs.fs.bucket.staging import Staging
 from storefs.mounting import bucket_fs
 from storefs.options import MountOptions
 from storefs.providers.local import open_provider

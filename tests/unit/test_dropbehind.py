@@ -87,7 +87,7 @@ def test_an_upload_of_a_staged_file_drops_each_sent_part_and_of_a_users_file_kee
 
 def test_a_streamed_files_sent_parts_leave_the_page_cache_while_it_is_written(tmp_path, store):
     from storefs.fs.bucket.journal import Journal
-    from storefs.fs.bucket.openfiles import Staging
+    from storefs.fs.bucket.staging import Staging
     from storefs.fs.bucket.streaming import Streams
     from storefs.attrs import meta_from_attrs
     staging = Staging(tmp_path / "staging")

@@ -15,7 +15,7 @@ import pytest
 from storefs.errors import NotFound
 from storefs.fs.api import MountedFS
 from storefs.fs.bucket.filesystem import StoreFS
-from storefs.fs.bucket.openfiles import Staging
+from storefs.fs.bucket.staging import Staging
 from storefs.mounting import bucket_fs
 from storefs.options import MountOptions
 from storefs.providers.local import open_provider

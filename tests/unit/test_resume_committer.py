@@ -12,7 +12,7 @@ import pytest
 
 from storefs.errors import Transient
 from storefs.fs.bucket.journal import Journal
-from storefs.fs.bucket.openfiles import Staging
+from storefs.fs.bucket.staging import Staging
 from storefs.mounting import bucket_fs
 from storefs.options import MountOptions
 from storefs.providers.local import open_provider

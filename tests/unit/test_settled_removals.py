@@ -10,7 +10,7 @@ import pytest
 
 from storefs.errors import NotFound
 from storefs.fs.bucket.journal import Journal, JournalEntry
-from storefs.fs.bucket.openfiles import Staging
+from storefs.fs.bucket.staging import Staging
 from storefs.mounting import bucket_fs
 from storefs.options import MountOptions
 from storefs.providers.local import open_provider

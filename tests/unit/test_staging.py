@@ -6,7 +6,7 @@ import logging
 import os
 
 from storefs.fs.bucket.journal import XATTR, Journal, JournalEntry
-from storefs.fs.bucket.openfiles import SPARE_BATCH, SPARE_LOW, Staging
+from storefs.fs.bucket.staging import SPARE_BATCH, SPARE_LOW, Staging
 
 
 def _journal_one(journal: Journal, staging: Staging, data: bytes) -> str:

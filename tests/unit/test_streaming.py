@@ -11,7 +11,8 @@ import pytest
 
 from storefs.attrs import Attrs, meta_from_attrs
 from storefs.fs.bucket.journal import Journal
-from storefs.fs.bucket.openfiles import OpenFile, Staging
+from storefs.fs.bucket.openfiles import OpenFile
+from storefs.fs.bucket.staging import Staging
 from storefs.fs.bucket.streaming import Streams, untimed
 from storefs.fs.bucket.uploader import UploadSettings
 from storefs.providers.local import open_provider
@@ -210,3 +211,4 @@ def test_only_aws_endpoints_date_multipart_objects_by_their_start(endpoint, aws)
         assert provider.bucket("b").capabilities.multipart_dated_at_start is aws
     finally:
         provider.close()
+

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from storefs.errors import PreconditionFailed
-from storefs.fs.bucket.openfiles import Staging
+from storefs.fs.bucket.staging import Staging
 from storefs.mounting import bucket_fs
 from storefs.options import MountOptions
 from storefs.providers.local import open_provider

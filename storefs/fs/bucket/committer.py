@@ -36,7 +36,8 @@ from ...store.conditions import WriteCondition
 from .journal import Journal, JournalEntry
 from .resume import UploadRecord, UploadTracker, sweep_orphans
 from .namespace import Entry, Namespace
-from .openfiles import OpenFile, OpenFiles, Staging
+from .openfiles import OpenFile, OpenFiles
+from .staging import Staging
 from .owners import EARLIER_VERSION, FREE, LEFT_BEHIND, THIS_VERSION, UPLOAD_TOKEN, Owners, stored_by, upload_token
 from .streaming import FileStream, Streams, dated
 from ...store.contract import MultipartUpload, ObjectInfo, ObjectStore
@@ -457,7 +458,7 @@ class Committer:
         journaled = {entry.id for entry in entries}
         for path in self.staging.directory.iterdir():
             if len(path.name) == 32 and path.name not in journaled and path.is_file():
-                # Empty ones are mostly spares made ahead (openfiles.Staging): not worth a warning.
+                # Empty ones are mostly spares made ahead (staging.py): not worth a warning.
                 level = logging.WARNING if path.stat().st_size else logging.DEBUG
                 log.log(level, "removing %s: staged by an earlier run but never closed", path)
                 path.unlink()

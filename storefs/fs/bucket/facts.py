@@ -11,7 +11,8 @@ from ...options import MountOptions
 from ...paths import KeyMap, check_path
 from ...retrieval.gate import XATTR_RETRIEVAL, XATTR_STORAGE_CLASS, ArchiveGate
 from .namespace import Entry, Namespace
-from .openfiles import OpenFiles, Staging
+from .openfiles import OpenFiles
+from .staging import Staging
 
 
 class BucketFacts:

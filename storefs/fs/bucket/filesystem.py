@@ -45,7 +45,8 @@ from ...errors import (
 from .journal import JournalEntry
 from .namespace import Entry, Namespace
 from .facts import BucketFacts
-from .openfiles import Handle, OpenFile, OpenFiles, Staging
+from .openfiles import Handle, OpenFile, OpenFiles
+from .staging import Staging
 from .renames import Renames
 from ...options import MountOptions
 from ...paths import KeyMap, basename, check_key_length, check_path, is_within, join, parent

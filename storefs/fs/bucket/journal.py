@@ -87,7 +87,7 @@ _FIELDS = tuple(field.name for field in dataclasses.fields(JournalEntry))
 class Journal:
     def __init__(self, directory: Path, named: set[str] | None = None) -> None:
         """`named`: ids whose data file's directory entry is already durable, shared with the staging
-        area that made them so (openfiles.Staging.named); the journal adds the ones it fsyncs."""
+        area that made them so (staging.Staging.named); the journal adds the ones it fsyncs."""
         self.directory = directory
         self._xattrs = True                 # until the staging filesystem refuses them
         self._sidecars: set[str] = set()    # ids whose entry is a sidecar now

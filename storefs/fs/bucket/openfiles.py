@@ -19,140 +19,15 @@ import logging
 import os
 import stat
 import threading
-import uuid
-from pathlib import Path
 from typing import Callable, Protocol
 
 from ...attrs import Attrs, now_ns
-from ...errors import CacheFull
 from .reader import RangeReader
 from ..sinks import Sink
 from ...store.contract import ObjectInfo
+from .staging import Staging
 
 log = logging.getLogger(__name__)
-
-
-# Empty staged files made ahead, together, with one fsync of the directory for all of them: a close
-# then journals a file whose name is already durable (one fsync instead of two), and a create makes
-# no file. Measured on ext4 with a bash loop of 4 KiB files: the directory fsync was a third of the
-# fsyncs on the way of every close.
-SPARE_BATCH = 32
-# Below this many spares, a thread makes the next batch: a create then never waits for the batch's
-# file creations and directory fsync (about 20 ms every 32 files on a busy disk), unless files are
-# created faster than the thread makes them.
-SPARE_LOW = 12
-
-
-class Staging:
-    """The directory holding staged file data, with an optional cap on its size.
-
-    Sizes are accounted per staged file as they grow, so checking the cap costs no directory scan;
-    a write that would pass the cap fails with ENOSPC (CacheFull) and staged data is never evicted.
-
-    `named` holds the ids (file names) whose directory entry is known durable (the journal then
-    needs no directory fsync for them). Spare files left by a crash have no journal entry: the next
-    mount removes them as files that were never closed.
-    """
-
-    def __init__(self, directory: Path, max_bytes: int | None = None) -> None:
-        self.directory = directory
-        self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._sizes: dict[str, int] = {}
-        self._spares: list[tuple[str, int]] = []   # (path, open fd) of empty files, names durable
-        self._refill: threading.Thread | None = None   # making the next batch of spares
-        self.named: set[str] = set()
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-    def new_file(self) -> tuple[str, int]:
-        """An empty staged file (path, fd open for reading and writing), its name already durable."""
-        while True:
-            with self._lock:
-                refill = self._refill if not self._spares else None
-            if refill is None:
-                break
-            refill.join()   # the batch being made comes sooner than one of our own (and no spare twice)
-        with self._lock:
-            if not self._spares:
-                self._spares = self._make_spares(SPARE_BATCH)
-            path, fd = self._spares.pop()
-            self._sizes[path] = 0
-            if len(self._spares) < SPARE_LOW and self._refill is None:
-                self._refill = threading.Thread(target=self._make_more, name="spares", daemon=True)
-                self._refill.start()
-        return path, fd
-
-    def _make_more(self) -> None:
-        try:
-            made = self._make_spares(SPARE_BATCH)
-        except OSError as exc:   # a full or failing disk: the next create makes its own, and says so
-            log.warning("cannot make spare staged files in %s: %s", self.directory, exc)
-            made = []
-        with self._lock:
-            self._spares[:0] = made
-            self._refill = None
-
-    def _make_spares(self, count: int) -> list[tuple[str, int]]:
-        made = []
-        try:
-            for _ in range(count):
-                path = str(self.directory / uuid.uuid4().hex)
-                made.append((path, os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)))
-            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except BaseException:
-            for path, fd in made:
-                os.close(fd)
-                os.unlink(path)
-            raise
-        self.named.update(os.path.basename(path) for path, _fd in made)
-        return made
-
-    def close(self) -> None:
-        """Remove the spare files (unmount): nothing was ever written to them."""
-        with self._lock:
-            refill = self._refill
-        if refill is not None:
-            refill.join()
-        with self._lock:
-            spares, self._spares = self._spares, []
-        for path, fd in spares:
-            os.close(fd)
-            self.named.discard(os.path.basename(path))
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-
-    def used_bytes(self) -> int:
-        with self._lock:
-            return sum(self._sizes.values())
-
-    def resize(self, path: str, new_size: int) -> None:
-        """Account `path` at `new_size` bytes, or raise CacheFull if that would pass the cap."""
-        with self._lock:
-            old = self._sizes.get(path, 0)
-            if (self.max_bytes is not None and new_size > old
-                    and sum(self._sizes.values()) + new_size - old > self.max_bytes):
-                raise CacheFull(f"staging area {self.directory} is full ({self.max_bytes} bytes)")
-            self._sizes[path] = new_size
-
-    def adopt(self, path: str, size: int) -> None:
-        """Account a staged file left by an earlier run; never refused (its data must not be lost)."""
-        with self._lock:
-            self._sizes[path] = size
-
-    def forget(self, path: str) -> None:
-        with self._lock:
-            self._sizes.pop(path, None)
-        self.named.discard(os.path.basename(path))
-
-    def check_room(self, extra: int) -> None:
-        if self.max_bytes is not None and self.used_bytes() + extra > self.max_bytes:
-            raise CacheFull(f"staging area {self.directory} is full ({self.max_bytes} bytes)")
 
 
 class Follower(Protocol):
