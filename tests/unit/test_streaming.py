@@ -212,3 +212,33 @@ def test_only_aws_endpoints_date_multipart_objects_by_their_start(endpoint, aws)
     finally:
         provider.close()
 
+
+def test_a_part_failing_after_the_stream_stopped_still_lets_the_upload_be_aborted(setup):
+    """The stream stops (the file was removed) while a part is on the wire, and that part then fails:
+    the abort that waited for it still happens (before, only a part that succeeded triggered it, and
+    the upload stayed on the server until the next mount's sweep)."""
+    import threading
+    from storefs.errors import Transient
+    store, staging, journal, streams = setup
+    on_the_wire, answer = threading.Event(), threading.Event()
+    real = store.upload_part
+
+    def held_then_failing(upload, number, offset, data):
+        if number == 2:
+            on_the_wire.set()
+            assert answer.wait(10)
+            raise Transient("injected: the connection dropped")
+        return real(upload, number, offset, data)
+    store.upload_part = held_then_failing
+    opened = _new_file(staging, streams)
+    stream = opened.stream
+    _write(opened, os.urandom(2 * PART))
+    assert on_the_wire.wait(10)
+    deadline = time.monotonic() + 10
+    while 1 not in stream._parts:   # part 1 done: part 2 is the last on the wire
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    opened.mark_unlinked()    # the stream stops; its abort waits for part 2
+    assert store.list_multipart()
+    answer.set()
+    _wait_no_uploads(store, journal)

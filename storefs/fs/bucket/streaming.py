@@ -348,7 +348,10 @@ class FileStream:
         except Exception as exc:   # never fails a write: the file goes up whole at close
             with self._cond:
                 self._in_flight.discard(number)
-                self._die(f"part {number} failed: {exc}")
+                if self.dead is None:
+                    self._die(f"part {number} failed: {exc}")
+                else:   # stopped while this part was on the wire: the abort waited for it
+                    self._abort_when_idle()
                 self._cond.notify_all()
             return
         with self._cond:
