@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 
 import pytest
 
@@ -197,3 +198,19 @@ def test_a_directory_emptied_while_an_upload_in_it_is_on_the_wire_can_be_removed
     assert _names(store) == (["x.bin"] if away == "rename" else [])
     with pytest.raises(NotFound):
         fs.getattr("/d")
+
+
+def test_a_directory_whose_file_is_still_uploading_is_not_empty_at_once(fs, store):
+    """rmdir of a directory that still holds a file whose upload is on the wire: ENOTEMPTY at once, not
+    after waiting for that upload (rmdir waits only for files that left the directory)."""
+    from storefs.errors import NotEmpty
+    fs.mkdir("/d", 0o755, 0, 0)
+    _close_new_file(fs, "/d/x.bin", b"x" * 1000)
+    assert store.stored.wait(10)
+    started = time.monotonic()
+    with pytest.raises(NotEmpty):
+        fs.rmdir("/d")
+    assert time.monotonic() - started < 2
+    store.answer.set()
+    assert fs.committer.drain(10) == []
+    assert store.read_range("d/x.bin", 0, 1000) == b"x" * 1000   # uploaded, and d stays

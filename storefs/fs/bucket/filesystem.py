@@ -272,6 +272,10 @@ class StoreFS:
         page = self.store.list(dir_key, delimiter="/", limit=2)
         if page.prefixes or any(o.key != dir_key for o in page.objects):
             return True
+        return self._has_staged_children(path)
+
+    def _has_staged_children(self, path: str) -> bool:
+        """Whether files are open or waiting for upload below directory `path`."""
         with self.table.lock:
             return any(is_within(p, path) and p != path for p in self.table.by_path)
 
@@ -283,6 +287,8 @@ class StoreFS:
         entry = self._entry(path)
         if not entry.is_dir:
             raise NotADirectory(path)
+        if self._has_staged_children(path):
+            raise NotEmpty(path)   # at once: no waiting below for the uploads of files still in it
         dir_key = self.keys.dir_key(path)
         # An upload of a file just removed or renamed out of it may still be on the wire (`rm -r` right
         # after a copy): it lands first and takes its object away again (owners.pause), so that the
