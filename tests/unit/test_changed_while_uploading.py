@@ -67,6 +67,14 @@ def _close_new_file(fs, path: str, data: bytes) -> None:
     fs.release(fh)
 
 
+def _move_away(fs, path: str, renamed_to: str, away: str) -> None:
+    """The file at `path` leaves its name: renamed to `renamed_to` ("rename") or removed ("unlink")."""
+    if away == "rename":
+        fs.rename(path, renamed_to)
+    else:
+        fs.unlink(path)
+
+
 def _names(store) -> list[str]:
     return sorted(info.key for info in store.list("").objects)
 
@@ -151,10 +159,7 @@ def test_a_new_file_of_the_name_replaces_the_object_of_one_moved_away_during_its
     when it ends, leaves the new object alone."""
     _close_new_file(fs, "/doc.txt", b"old" * 100)
     assert store.stored.wait(10)
-    if away == "rename":
-        fs.rename("/doc.txt", "/doc.txt~")
-    else:
-        fs.unlink("/doc.txt")
+    _move_away(fs, "/doc.txt", "/doc.txt~", away)
     _close_new_file(fs, "/doc.txt", b"new" * 200)
     fs.committer.upload_now(fs.table.get("/doc.txt"))
     assert store.read_range("doc.txt", 0, 1000) == b"new" * 200
@@ -175,10 +180,7 @@ def test_a_directory_emptied_while_an_upload_in_it_is_on_the_wire_can_be_removed
     fs.mkdir("/d", 0o755, 0, 0)
     _close_new_file(fs, "/d/x.bin", b"x" * 1000)
     assert store.stored.wait(10)
-    if away == "rename":
-        fs.rename("/d/x.bin", "/x.bin")
-    else:
-        fs.unlink("/d/x.bin")
+    _move_away(fs, "/d/x.bin", "/x.bin", away)
     outcome: list[BaseException | None] = []
 
     def remove() -> None:
