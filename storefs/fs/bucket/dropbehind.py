@@ -7,8 +7,8 @@ pages is not free: on virtual machines whose free memory goes back to the host, 
 each new page costs more than the copy itself (measured on the benchmark machine: a buffered write of
 1 GiB into new pages 918 MiB/s and 1.2 CPU-s, into pages just freed 4,000 MiB/s and 0.25 CPU-s).
 Written to disk and dropped as soon as their part is sent, the staged file's pages are freed and the
-next writes reuse them, so a copy-in of any size keeps a few parts' worth of page cache, and the
-fsync that makes a closed file durable finds most of it on disk already.
+next writes reuse them, so the staged copy of a file of any size keeps a few parts' worth of page
+cache, and the fsync that makes a closed file durable finds most of it on disk already.
 
 Only clean pages are dropped: the range is written to disk first (sync_file_range, or fdatasync where
 that is missing), and a page written again meanwhile stays dirty and stays. Best effort: an error only
