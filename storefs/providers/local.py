@@ -483,11 +483,11 @@ class LocalStore:
             try:
                 with open(folder / "upload.json", encoding="utf-8") as f:
                     record = json.load(f)
+                    started = os.fstat(f.fileno()).st_mtime   # from the file read: an abort may remove it now
             except (OSError, ValueError):
-                continue
+                continue   # completed or aborted meanwhile (or not a whole record)
             uploads.append(MultipartUpload(key=record["key"], upload_id=folder.name,
-                                           part_size=int(record.get("part_size", 0)),
-                                           started=(folder / "upload.json").stat().st_mtime))
+                                           part_size=int(record.get("part_size", 0)), started=started))
         return uploads
 
 
