@@ -13,8 +13,10 @@ import pytest
 
 from storefs.fs.bucket.dropbehind import drop_behind
 from storefs.fs.bucket.uploader import UploadSettings, upload_file
-from storefs.providers.local import open_provider
-from tests.unit.test_streaming import PART, Lowered, _finish, _new_file, _write
+from tests.unit import test_streaming
+from tests.unit.test_streaming import PART, _finish, _new_file, _write
+
+setup = test_streaming.setup   # its fixture: a store with small parts, staging, journal and streams
 
 MiB = 1024 * 1024
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -67,15 +69,9 @@ def test_a_bad_descriptor_is_only_a_missed_drop(tmp_path):
     drop_behind(fd, 0, MiB)   # no exception: the pages would merely have stayed
 
 
-@pytest.fixture
-def store(tmp_path):
-    provider = open_provider("t", {"root": str(tmp_path / "bucket"), "create_buckets": "yes"})
-    provider.check("b")
-    return Lowered(provider.bucket("b"))
-
-
 @pytest.mark.parametrize("staged", [True, False])
-def test_an_upload_of_a_staged_file_drops_each_sent_part_and_of_a_users_file_keeps_them(tmp_path, store, staged):
+def test_an_upload_of_a_staged_file_drops_each_sent_part_and_of_a_users_file_keeps_them(tmp_path, setup, staged):
+    store = setup[0]
     path = tmp_path / "file"
     data = os.urandom(3 * PART + 4096)   # whole pages: residency is counted in pages
     path.write_bytes(data)
@@ -85,26 +81,14 @@ def test_an_upload_of_a_staged_file_drops_each_sent_part_and_of_a_users_file_kee
     assert resident(path, 0, len(data)) == (0 if staged else len(data))
 
 
-def test_a_streamed_files_sent_parts_leave_the_page_cache_while_it_is_written(tmp_path, store):
-    from storefs.fs.bucket.journal import Journal
-    from storefs.fs.bucket.staging import Staging
-    from storefs.fs.bucket.streaming import Streams
-    from storefs.attrs import meta_from_attrs
-    staging = Staging(tmp_path / "staging")
-    journal = Journal(staging.directory, named=staging.named)
-    streams = Streams(store, journal, UploadSettings(part_size=PART), 2,
-                      meta_of=lambda f: {**meta_from_attrs(f.current_attrs()), "storefs-upload": f.staged_id or ""},
-                      condition_of=lambda key, etag: None)
-    try:
-        opened = _new_file(staging, streams)
-        data = os.urandom(3 * PART + 4096)   # whole pages: residency is counted in pages
-        _write(opened, data[:3 * PART])
-        _wait_dropped(opened.staged_path, 0, 3 * PART)   # all three full parts sent and dropped
-        _write(opened, data[3 * PART:], start=3 * PART)
-        assert resident(opened.staged_path, 3 * PART, 4096) == 4096   # the tail, not sent yet, stays
-        info = _finish(streams, opened)
-        assert info is not None and store.read_range("big", 0, len(data)) == data
-        assert os.pread(opened.fd, len(data), 0) == data   # the staged copy is whole
-    finally:
-        streams.close()
-        staging.close()
+def test_a_streamed_files_sent_parts_leave_the_page_cache_while_it_is_written(setup):
+    store, staging, journal, streams = setup
+    opened = _new_file(staging, streams)
+    data = os.urandom(3 * PART + 4096)   # whole pages: residency is counted in pages
+    _write(opened, data[:3 * PART])
+    _wait_dropped(opened.staged_path, 0, 3 * PART)   # all three full parts sent and dropped
+    _write(opened, data[3 * PART:], start=3 * PART)
+    assert resident(opened.staged_path, 3 * PART, 4096) == 4096   # the tail, not sent yet, stays
+    info = _finish(streams, opened)
+    assert info is not None and store.read_range("big", 0, len(data)) == data
+    assert os.pread(opened.fd, len(data), 0) == data   # the staged copy is whole
